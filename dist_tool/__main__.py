@@ -1,0 +1,3 @@
+from dist_tool.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The one error hierarchy of dist, and the exit codes of SPEC.
+
+Every layer raises these; only ``cli.main()`` turns them into an exit status,
+and the server (``dist serve``) carries them over the wire by ``kind``. This
+module imports nothing from ``dist_tool`` so that any layer may import it.
+
+An error reads as SPEC's one line, ``<what> <which>: <why>``, e.g.
+``raise NotFound("image", "docker.io/library/x:latest", "not found")``.
+"""
+
+from __future__ import annotations
+
+
+class DistError(Exception):
+    """Base of every error dist reports to a user; ``exit_code`` is SPEC's."""
+
+    exit_code = 1
+    kind = "failed"
+
+    def __init__(self, what: str, which: str = "", why: str = "") -> None:
+        super().__init__(what, which, why)
+        self.what = what
+        self.which = which
+        self.why = why
+
+    def __str__(self) -> str:
+        head = f"{self.what} {self.which}" if self.which else self.what
+        return f"{head}: {self.why}" if self.why else head
+
+
+class InvalidArgument(DistError):
+    """A malformed reference, label, filter, identifier, platform, digest or option."""
+
+    exit_code = 2
+    kind = "invalid"
+
+
+class NotFound(DistError):
+    exit_code = 3
+    kind = "not-found"
+
+
+class AlreadyExists(DistError):
+    exit_code = 4
+    kind = "already-exists"
+
+
+class Conflict(DistError):
+    """In use: a blob being written, a snapshot with children, a container with a live task."""
+
+    exit_code = 4
+    kind = "conflict"
+
+
+class DataError(DistError):
+    """Content that is not what it claims: digest or size mismatch, bad archive, bad JSON."""
+
+    exit_code = 1
+    kind = "data"
+
+
+class Unavailable(DistError):
+    """Something outside dist failed: the runtime, a registry, the disk."""
+
+    exit_code = 1
+    kind = "unavailable"
+
+
+ERROR_KINDS: dict[str, type[DistError]] = {
+    cls.kind: cls
+    for cls in (DistError, InvalidArgument, NotFound, AlreadyExists, Conflict, DataError, Unavailable)
+}
+
+
+class TaskExit(Exception):
+    """Not an error: a command that passes a task's exit status through (``dist run``)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
