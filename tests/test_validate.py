@@ -1,0 +1,239 @@
+"""dist_tool.validate: identifiers, labels, digests, durations."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dist_tool import validate
+from dist_tool.errors import InvalidArgument
+
+IDS_OK = ["a", "web", "Web-1", "a.b_c-d", "0", "x" * 76, "my.container_01"]
+
+
+@pytest.mark.parametrize("value", IDS_OK, ids=[v[:20] for v in IDS_OK])
+def test_identifier_accepts(value: str):
+    assert validate.identifier("container id", value) == value
+
+
+IDS_BAD = [
+    ("empty", "", "must not be empty"),
+    ("too-long", "x" * 77, "at most 76"),
+    ("leading-dash", "-a", "letters and digits"),
+    ("trailing-dot", "a.", "letters and digits"),
+    ("double-separator", "a..b", "letters and digits"),
+    ("mixed-separators", "a.-b", "letters and digits"),
+    ("slash", "a/b", "letters and digits"),
+    ("space", "a b", "letters and digits"),
+    ("newline", "a\n", "letters and digits"),
+    ("unicode", "café", "letters and digits"),
+]
+
+
+@pytest.mark.parametrize(("value", "why"), [b[1:] for b in IDS_BAD], ids=[b[0] for b in IDS_BAD])
+def test_identifier_rejects(value: str, why: str):
+    with pytest.raises(InvalidArgument) as info:
+        validate.identifier("namespace", value)
+    err = info.value
+    assert (err.what, err.which) == ("namespace", value)
+    assert why in err.why
+    assert str(err).startswith(f"namespace {value}: " if value else "namespace: ")
+
+
+LABELS_OK = [
+    ("simple", ["a=b"], {"a": "b"}),
+    ("empty-value", ["a="], {"a": ""}),
+    ("equals-in-value", ["a=b=c"], {"a": "b=c"}),
+    ("later-wins", ["a=1", "a=2"], {"a": "2"}),
+    ("dotted-key", ["com.example/app=web"], {"com.example/app": "web"}),
+    ("max-size", ["k=" + "v" * 4095], {"k": "v" * 4095}),
+    ("max-size-utf8", ["k=" + "é" * 2047 + "v"], {"k": "é" * 2047 + "v"}),
+    ("none", [], {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"), [c[1:] for c in LABELS_OK], ids=[c[0] for c in LABELS_OK]
+)
+def test_label_args_accepts(args: list[str], expected: dict[str, str]):
+    assert validate.label_args(args) == expected
+
+
+LABELS_BAD = [
+    ("no-equals", "key", "expected KEY=VALUE"),
+    ("empty-key", "=value", "empty key"),
+    ("only-equals", "=", "empty key"),
+    ("too-long", "k=" + "v" * 4096, "4096 bytes"),
+    ("too-long-utf8", "k=" + "é" * 2048, "4096 bytes"),
+    ("surrogate", "k=\udcff", "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arg", "why"), [b[1:] for b in LABELS_BAD], ids=[b[0] for b in LABELS_BAD]
+)
+def test_label_args_rejects(arg: str, why: str):
+    with pytest.raises(InvalidArgument) as info:
+        validate.label_args(["ok=1", arg])
+    err = info.value
+    assert (err.what, err.which) == ("label", arg)
+    assert why in err.why
+    assert str(err).startswith(f"label {arg}: ")
+
+
+def test_apply_labels():
+    existing = {"a": "1", "b": "2"}
+    assert validate.apply_labels(existing, {"b": "", "c": "3", "z": ""}) == {"a": "1", "c": "3"}
+    assert existing == {"a": "1", "b": "2"}
+
+
+SHA256 = "sha256:" + "0123456789abcdef" * 4
+DIGESTS_OK = [SHA256, "sha512:" + "ab" * 64, "sha384:" + "cd" * 48]
+
+
+@pytest.mark.parametrize("value", DIGESTS_OK, ids=["sha256", "sha512", "sha384"])
+def test_digest_accepts(value: str):
+    assert validate.digest(value) == value
+
+
+DIGESTS_BAD = [
+    ("empty", ""),
+    ("no-algorithm", "0123456789abcdef" * 4),
+    ("short", "sha256:abc"),
+    ("long", SHA256 + "0"),
+    ("uppercase", SHA256.upper()),
+    ("upper-hex", "sha256:" + "ABCDEF0123456789" * 4),
+    ("unknown-algorithm", "md5:" + "0" * 32),
+    ("sha512-short", "sha512:" + "a" * 64),
+    ("newline", SHA256 + "\n"),
+]
+
+
+@pytest.mark.parametrize("value", [b[1] for b in DIGESTS_BAD], ids=[b[0] for b in DIGESTS_BAD])
+def test_digest_rejects(value: str):
+    with pytest.raises(InvalidArgument) as info:
+        validate.digest(value)
+    assert (info.value.what, info.value.which, info.value.why) == (
+        "digest",
+        value,
+        "malformed digest",
+    )
+    assert value in str(info.value)
+
+
+DURATIONS_OK = [
+    ("90s", 90.0),
+    ("30m", 1800.0),
+    ("24h", 86400.0),
+    ("1h30m", 5400.0),
+    ("500ms", 0.5),
+    ("1.5h", 5400.0),
+    (".5s", 0.5),
+    ("1h1m1s", 3661.0),
+    ("100us", 1e-4),
+    ("100µs", 1e-4),
+    ("10ns", 1e-8),
+    ("0", 0.0),
+    ("0s", 0.0),
+]
+
+
+@pytest.mark.parametrize(("value", "seconds"), DURATIONS_OK, ids=[d[0] for d in DURATIONS_OK])
+def test_duration_accepts(value: str, seconds: float):
+    assert validate.duration(value) == pytest.approx(seconds)
+
+
+DURATIONS_BAD = [
+    ("empty", "", "must not be empty"),
+    ("no-unit", "90", "missing unit"),
+    ("trailing-number", "1h30", "missing unit"),
+    ("days", "1d", "unknown unit 'd'"),
+    ("upper-unit", "5S", "unknown unit 'S'"),
+    ("negative", "-5s", "expected a number"),
+    ("plus", "+5s", "expected a number"),
+    ("space", "5 s", "unknown unit ' s'"),
+    ("unit-only", "h", "expected a number"),
+    ("two-dots", "1.5.5s", "missing unit"),
+    ("too-long", "3000000h", "too long"),
+    ("huge", "9" * 400 + "h", "too long"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"), [b[1:] for b in DURATIONS_BAD], ids=[b[0] for b in DURATIONS_BAD]
+)
+def test_duration_rejects(value: str, why: str):
+    with pytest.raises(InvalidArgument) as info:
+        validate.duration(value)
+    err = info.value
+    assert (err.what, err.which) == ("duration", value)
+    assert why in err.why
+    assert value in str(err)
+
+
+# --- properties ---------------------------------------------------------------
+
+_keys = st.text(min_size=1, max_size=20).filter(lambda k: "=" not in k)
+_values = st.text(max_size=40)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(st.dictionaries(_keys.filter(_utf8), _values.filter(_utf8), max_size=6))
+def test_label_args_round_trip(labels: dict[str, str]):
+    assert validate.label_args([f"{k}={v}" for k, v in labels.items()]) == labels
+
+
+@given(st.lists(st.text(max_size=30), max_size=4))
+def test_label_args_raises_only_invalid_argument(args: list[str]):
+    try:
+        validate.label_args(args)
+    except InvalidArgument as e:
+        assert e.what == "label" and e.which in args
+
+
+@given(
+    st.dictionaries(_keys, st.text(min_size=1, max_size=5), max_size=5),
+    st.dictionaries(_keys, st.text(max_size=5), max_size=5),
+)
+def test_apply_labels_properties(existing: dict[str, str], updates: dict[str, str]):
+    result = validate.apply_labels(existing, updates)
+    for key, value in updates.items():
+        assert result.get(key) == (value or None)
+    for key in existing.keys() - updates.keys():
+        assert result[key] == existing[key]
+    assert "" not in result.values()
+    assert validate.apply_labels(result, updates) == result
+
+
+@given(st.text(max_size=20))
+def test_identifier_agrees_with_regex(value: str):
+    ok = bool(validate.IDENTIFIER_RE.fullmatch(value)) and len(value) <= 76
+    try:
+        validate.identifier("lease id", value)
+    except InvalidArgument:
+        assert not ok
+    else:
+        assert ok
+
+
+@given(st.lists(st.tuples(st.integers(0, 999), st.sampled_from(["h", "m", "s", "ms"])), min_size=1))
+def test_duration_sums_parts(parts: list[tuple[int, str]]):
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    text = "".join(f"{n}{u}" for n, u in parts)
+    assert validate.duration(text) == pytest.approx(sum(n * unit[u] for n, u in parts))
+
+
+@given(st.text(max_size=20))
+def test_duration_raises_only_invalid_argument(text: str):
+    try:
+        assert validate.duration(text) >= 0
+    except InvalidArgument as e:
+        assert e.which == text
