@@ -1,0 +1,491 @@
+"""The local content store: an OCI image layout at ``ROOT/content`` plus an ingest area.
+
+Layout::
+
+    content/oci-layout                  {"imageLayoutVersion": "1.0.0"}
+    content/index.json                  the default namespace's images (kept by store/images.py)
+    content/blobs/sha256/<hex>          committed blobs, mode 0444
+    content/ingest/<sha256(ref)>/       one ingest in progress: data, ref, started, lock
+
+A blob becomes visible only through ``Writer.commit``: fsync the data, check
+size and digest, then — under the metadata write lock — rename it into
+``blobs/``, fsync the directory and insert its ``blobs`` row (the truth). A
+live writer holds its ingest's ``lock``; ``gc`` removes only ingests whose
+lock it can take, so a killed ingest stays resumable by ref until then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import BinaryIO
+
+from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound
+from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
+from dist_tool.store.api import ContentInfo, IngestStatus
+from dist_tool.store.limits import COPY_CHUNK
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+
+Progress = Callable[[int], None]
+INGEST_LOCK_POLL = 0.02
+
+
+def _hasher(digest: str | None):
+    algorithm = digest.partition(":")[0] if digest else "sha256"
+    if algorithm not in ("sha256", "sha512"):
+        raise InvalidArgument("digest", digest or "", f"unsupported algorithm {algorithm}")
+    return algorithm, hashlib.new(algorithm)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _StaleLock(Exception):
+    pass
+
+
+def _ingest_key(ref: str) -> str:
+    return hashlib.sha256(ref.encode()).hexdigest()
+
+
+class LocalWriter:
+    """One open ingest. Not thread-safe; one writer per ref at a time (the lock)."""
+
+    def __init__(self, store: LocalContentStore, ref: str, expected: Descriptor | None,
+                 lease: tuple[str, str] | None, wait: bool) -> None:
+        from filelock import Timeout, UnixFileLock
+
+        if not ref or "\n" in ref:
+            raise InvalidArgument("ingest ref", ref, "must be a non-empty single line")
+        self.store = store
+        self.ref = ref
+        self.expected = expected
+        self.lease = lease
+        self.dir = os.path.join(store.ingest_dir, _ingest_key(ref))
+        os.makedirs(self.dir, exist_ok=True)
+        lock_path = os.path.join(self.dir, "lock")
+
+        def still_linked(fd: int) -> None:
+            # A committing peer removes the ingest directory while holding the lock; a waiter
+            # that then wins the lock holds an unlinked file and must start over on the new one.
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                raise _StaleLock
+
+        while True:
+            os.makedirs(self.dir, exist_ok=True)
+            self._lock = UnixFileLock(lock_path, timeout=-1 if wait else 0, poll_interval=INGEST_LOCK_POLL,
+                                      preserve_lock_file=True, on_acquired=still_linked)
+            try:
+                self._lock.acquire()
+                break
+            except Timeout:
+                raise Conflict("ingest", ref, "locked by another writer") from None
+            except _StaleLock:
+                continue
+        try:
+            self._write_small("ref", ref)
+            if not os.path.exists(os.path.join(self.dir, "started")):
+                self._write_small("started", repr(time.time()))
+            if expected is not None:
+                self._write_small("expected", json.dumps(expected.to_json()))
+            self.algorithm, self._hash = _hasher(expected.digest if expected else None)
+            self._data = open(os.path.join(self.dir, "data"), "ab+")
+            self.offset = self._rehash_existing()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._closed = False
+
+    def _write_small(self, name: str, text: str) -> None:
+        with open(os.path.join(self.dir, name), "w") as f:
+            f.write(text)
+
+    def _rehash_existing(self) -> int:
+        """Resumes the hash over bytes a previous (killed) writer left, in bounded chunks."""
+        self._data.seek(0)
+        total = 0
+        while chunk := self._data.read(COPY_CHUNK):
+            self._hash.update(chunk)
+            total += len(chunk)
+        self._data.seek(0, os.SEEK_END)
+        return total
+
+    def read_existing(self, offset: int, size: int) -> bytes:
+        """Bytes already written at ``offset`` (to compare a resumed stream against)."""
+        self._data.flush()
+        return os.pread(self._data.fileno(), size, offset)
+
+    def truncate(self, offset: int) -> None:
+        """Drops everything after ``offset`` (a resumed stream diverged there)."""
+        self._data.flush()
+        self._data.truncate(offset)
+        self._data.seek(0, os.SEEK_END)
+        self._hash = hashlib.new(self.algorithm)
+        self.offset = 0
+        self.offset = self._rehash_existing()
+
+    def write(self, data: bytes) -> None:
+        self._data.write(data)
+        self._hash.update(data)
+        self.offset += len(data)
+
+    def commit(self, size: int | None = None, digest: str | None = None,
+               labels: Mapping[str, str] | None = None) -> str:
+        """Verifies size and digest, then makes the blob visible by an atomic rename.
+
+        On mismatch raises DataError, discards the ingest and leaves nothing
+        visible. An already-present digest is not an error. Returns the digest.
+        """
+        if self.expected is not None:
+            size = self.expected.size if size is None else size
+            digest = self.expected.digest if digest is None else digest
+        self._data.flush()
+        os.fsync(self._data.fileno())
+        actual = f"{self.algorithm}:{self._hash.hexdigest()}"
+        if size is not None and self.offset != size:
+            self.abort()
+            raise DataError("blob", digest or actual, f"size mismatch: expected {size} bytes, got {self.offset}")
+        if digest is not None and actual != digest:
+            self.abort()
+            raise DataError("blob", digest, f"digest mismatch: content hashes to {actual}")
+        self._data.close()
+        self.store._commit_file(os.path.join(self.dir, "data"), actual, self.offset, labels, self.lease)
+        self._remove()
+        return actual
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if not self._data.closed:
+                self._data.close()
+            self._lock.release()
+
+    def abort(self) -> None:
+        if not self._data.closed:
+            self._data.close()
+        self._remove()
+
+    def _remove(self) -> None:
+        # Removed while we still hold its lock, so no peer can be mid-write in it.
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.close()
+
+    def __enter__(self) -> LocalWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalContentStore:
+    """Blobs in an OCI image layout, their records in the metadata DB."""
+
+    def __init__(self, root: str, meta: Metadata) -> None:
+        self.layout = os.path.join(root, "content")
+        self.blobs_dir = os.path.join(self.layout, "blobs")
+        self.ingest_dir = os.path.join(self.layout, "ingest")
+        self.meta = meta
+        self._initialized = False
+
+    # -------------------------------------------------------------- layout
+
+    def ensure_layout(self) -> None:
+        if self._initialized:
+            return
+        marker = os.path.join(self.layout, "oci-layout")
+        if not os.path.exists(marker):
+            os.makedirs(os.path.join(self.blobs_dir, "sha256"), exist_ok=True)
+            os.makedirs(self.ingest_dir, exist_ok=True)
+            write_layout_index(self.layout, [])
+            _atomic_write(marker, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
+        self._initialized = True
+
+    def blob_path(self, digest: str) -> str:
+        algorithm, _, hexpart = digest.partition(":")
+        if not hexpart or "/" in hexpart or "/" in algorithm or hexpart.startswith("."):
+            raise InvalidArgument("digest", digest, "malformed digest")
+        return os.path.join(self.blobs_dir, algorithm, hexpart)
+
+    # -------------------------------------------------------------- Provider / InfoProvider
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        if not self.exists(digest):
+            raise NotFound("blob", digest, "not found")
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound("blob", digest, "not found (record without file; run dist content verify)") from None
+
+    def read_blob(self, digest: str, limit: int) -> bytes:
+        with self.open_blob(digest) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise DataError("blob", digest, f"larger than the {limit}-byte limit for documents")
+        return data
+
+    def exists(self, digest: str) -> bool:
+        with self.meta.read() as conn:
+            return conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is not None
+
+    def info(self, digest: str) -> ContentInfo:
+        with self.meta.read() as conn:
+            row = conn.execute("SELECT digest, size, created_at, updated_at, labels FROM blobs WHERE digest = ?",
+                               (digest,)).fetchone()
+        if row is None:
+            raise NotFound("blob", digest, "not found")
+        return _info(row)
+
+    def present(self) -> dict[str, int]:
+        with self.meta.read() as conn:
+            return dict(conn.execute("SELECT digest, size FROM blobs"))
+
+    # -------------------------------------------------------------- Ingester
+
+    def writer(self, ref: str, expected: Descriptor | None = None,
+               lease: tuple[str, str] | None = None, wait: bool = False) -> LocalWriter:
+        self.ensure_layout()
+        return LocalWriter(self, ref, expected, lease, wait)
+
+    def _commit_file(self, path: str, digest: str, size: int, labels: Mapping[str, str] | None,
+                     lease: tuple[str, str] | None) -> None:
+        target = self.blob_path(digest)
+        now = time.time()
+        with self.meta.write() as conn:
+            present = conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            if not present:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.chmod(path, 0o444)
+                os.rename(path, target)
+                _fsync_dir(os.path.dirname(target))
+                conn.execute(
+                    "INSERT INTO blobs (digest, size, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (digest, size, dump_labels(labels or {}), now, now))
+            elif labels:
+                self._merge_labels(conn, digest, labels, now)
+            if lease is not None:
+                conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
+                             "VALUES (?, ?, 'content', ?)", (lease[0], lease[1], digest))
+
+    def add_to_lease(self, digest: str, lease: tuple[str, str]) -> bool:
+        """Protects an already-present blob with ``lease``; False when the blob is absent."""
+        with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
+                return False
+            conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
+                         "VALUES (?, ?, 'content', ?)", (lease[0], lease[1], digest))
+            return True
+
+    # -------------------------------------------------------------- IngestManager
+
+    def ingests(self) -> list[IngestStatus]:
+        from filelock import Timeout, UnixFileLock
+
+        out = []
+        try:
+            keys = sorted(os.listdir(self.ingest_dir))
+        except FileNotFoundError:
+            return []
+        for key in keys:
+            d = os.path.join(self.ingest_dir, key)
+            try:
+                ref = _read_text(os.path.join(d, "ref"))
+                started = float(_read_text(os.path.join(d, "started")))
+                st = os.stat(os.path.join(d, "data"))
+            except (FileNotFoundError, ValueError, NotADirectoryError):
+                continue
+            expected = None
+            total = None
+            try:
+                exp = json.loads(_read_text(os.path.join(d, "expected")))
+                expected, total = exp.get("digest"), exp.get("size")
+            except (FileNotFoundError, ValueError):
+                pass
+            probe = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
+            try:
+                probe.acquire()
+            except Timeout:
+                active = True
+            else:
+                probe.release()
+                active = False
+            out.append(IngestStatus(ref, st.st_size, started, st.st_mtime, expected, total, active))
+        return out
+
+    def abort_ingest(self, ref: str) -> None:
+        d = os.path.join(self.ingest_dir, _ingest_key(ref))
+        if not os.path.isdir(d):
+            raise NotFound("ingest", ref, "not found")
+        w = LocalWriter(self, ref, None, None, wait=False)
+        w.abort()
+
+    def remove_dead_ingests(self, dry_run: bool = False) -> list[IngestStatus]:
+        """Removes the ingests no live writer holds (what ``gc`` does); returns them."""
+        dead = [s for s in self.ingests() if not s.active]
+        if not dry_run:
+            for status in dead:
+                try:
+                    LocalWriter(self, status.ref, None, None, wait=False).abort()
+                except Conflict:
+                    continue  # a writer took it meanwhile: it is alive again
+        return dead
+
+    # -------------------------------------------------------------- ContentManager
+
+    def list(self) -> list[ContentInfo]:
+        with self.meta.read() as conn:
+            rows = conn.execute("SELECT digest, size, created_at, updated_at, labels FROM blobs ORDER BY digest")
+            return [_info(r) for r in rows]
+
+    def delete(self, digest: str) -> None:
+        with self.meta.write() as conn:
+            cur = conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            if cur.rowcount == 0:
+                raise NotFound("blob", digest, "not found")
+            self.remove_file(digest)
+
+    def remove_file(self, digest: str) -> None:
+        """Unlinks a blob's file; callers hold the write lock (unlink is fast; see gc)."""
+        try:
+            os.unlink(self.blob_path(digest))
+        except FileNotFoundError:
+            pass
+
+    def update_labels(self, digest: str, labels: Mapping[str, str]) -> ContentInfo:
+        now = time.time()
+        with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
+                raise NotFound("blob", digest, "not found")
+            self._merge_labels(conn, digest, labels, now)
+        return self.info(digest)
+
+    @staticmethod
+    def _merge_labels(conn, digest: str, labels: Mapping[str, str], now: float) -> None:
+        current = load_labels(conn.execute("SELECT labels FROM blobs WHERE digest = ?", (digest,)).fetchone()[0])
+        for key, value in labels.items():
+            if value:
+                current[key] = value
+            else:
+                current.pop(key, None)
+        conn.execute("UPDATE blobs SET labels = ?, updated_at = ? WHERE digest = ?",
+                     (dump_labels(current), now, digest))
+
+    # -------------------------------------------------------------- verification
+
+    def verify(self, digest: str) -> str | None:
+        """Re-hashes a committed blob; returns None when intact, else what is wrong."""
+        info = self.info(digest)
+        algorithm, hasher = _hasher(digest)
+        size = 0
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                while chunk := f.read(COPY_CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            return "file missing"
+        if size != info.size:
+            return f"size {size}, expected {info.size}"
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            return f"hashes to {actual}"
+        return None
+
+    def orphan_files(self) -> list[str]:
+        """Blob files without a record: left by a crash between rename and insert (never, by
+        design) or by hand. Garbage collection removes them."""
+        known = self.present()
+        out = []
+        for algorithm in ("sha256", "sha512"):
+            d = os.path.join(self.blobs_dir, algorithm)
+            try:
+                names = os.listdir(d)
+            except FileNotFoundError:
+                continue
+            out.extend(f"{algorithm}:{n}" for n in names if f"{algorithm}:{n}" not in known)
+        return out
+
+
+def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size: int | None = None,
+                  digest: str | None = None, labels: Mapping[str, str] | None = None,
+                  lease: tuple[str, str] | None = None, progress: Progress | None = None,
+                  wait: bool = False) -> str:
+    """Copies ``stream`` into the store under ``ref`` in constant memory and commits it.
+
+    The stream is read whole every time. When ``ref`` names an interrupted
+    ingest, the bytes it already holds are compared with the stream's and not
+    written again; a divergence truncates the ingest there. The result is
+    checked against the whole stream (and ``size``/``digest`` when given).
+    """
+    expected = Descriptor("application/octet-stream", digest, size) if digest and size is not None else None
+    with store.writer(ref, expected, lease=lease, wait=wait) as w:
+        if digest is not None and (lease is None or store.add_to_lease(digest, lease)) and store.exists(digest):
+            w.abort()  # a peer committed it while we waited for the ref
+            return digest
+        already = w.offset
+        position = 0
+        while position < already:
+            chunk = stream.read(min(COPY_CHUNK, already - position))
+            if not chunk:
+                break
+            if w.read_existing(position, len(chunk)) != chunk:
+                w.truncate(position)
+                w.write(chunk)
+                position += len(chunk)
+                already = position
+                break
+            position += len(chunk)
+            if progress:
+                progress(position)
+        if position < already:  # the stream is shorter than what the ingest holds
+            w.truncate(position)
+        while chunk := stream.read(COPY_CHUNK):
+            w.write(chunk)
+            if progress:
+                progress(w.offset)
+        return w.commit(size, digest, labels)
+
+
+def write_layout_index(layout: str, images: Iterable[tuple[str, Descriptor]]) -> None:
+    """Rewrites ``index.json`` so OCI tools see the images by their full names."""
+    manifests = []
+    for name, target in images:
+        desc = target.to_json()
+        annotations = dict(desc.get("annotations", {}))
+        annotations[ANNOTATION_REF_NAME] = name
+        annotations[ANNOTATION_CONTAINERD_NAME] = name
+        desc["annotations"] = annotations
+        manifests.append(desc)
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
+    os.makedirs(layout, exist_ok=True)
+    _atomic_write(os.path.join(layout, "index.json"), json.dumps(doc, indent=1).encode())
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _info(row) -> ContentInfo:
+    return ContentInfo(row[0], row[1], row[2], row[3], load_labels(row[4]))

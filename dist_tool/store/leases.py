@@ -1,0 +1,96 @@
+"""SqliteLeaseManager: leases and the resources they keep from garbage collection."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dist_tool.errors import AlreadyExists, NotFound
+from dist_tool.proc import process_start
+from dist_tool.store.api import Lease, LeaseResource
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+
+_COLUMNS = "id, labels, created_at, expires_at, owner_pid, owner_start"
+
+
+def _lease(row) -> Lease:
+    return Lease(row[0], load_labels(row[1]), row[2], row[3], row[4], row[5])
+
+
+def lease_fields(lease: Lease) -> dict:
+    return {"id": lease.id, "labels": dict(lease.labels)}
+
+
+class SqliteLeaseManager:
+    def __init__(self, meta: Metadata, namespace: str) -> None:
+        self.meta = meta
+        self.namespace = namespace
+
+    def get(self, lease_id: str) -> Lease:
+        with self.meta.read() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? AND id = ?",
+                               (self.namespace, lease_id)).fetchone()
+        if row is None:
+            raise NotFound("lease", lease_id, "not found")
+        return _lease(row)
+
+    def list(self, *filters: str) -> list[Lease]:
+        with self.meta.read() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? ORDER BY created_at, id",
+                                (self.namespace,)).fetchall()
+        leases = [_lease(r) for r in rows]
+        if filters:
+            from dist_tool import filters as filtering
+
+            predicate = filtering.parse(filters)
+            leases = [x for x in leases if predicate.match(filtering.adaptor_for(lease_fields(x)))]
+        return leases
+
+    def create(self, lease: Lease) -> Lease:
+        now = time.time()
+        with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?",
+                            (self.namespace, lease.id)).fetchone():
+                raise AlreadyExists("lease", lease.id, "already exists")
+            self.meta.ensure_namespace(conn, self.namespace, now)
+            conn.execute(f"INSERT INTO leases (namespace, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (self.namespace, lease.id, dump_labels(lease.labels), now, lease.expires_at,
+                          lease.owner_pid, lease.owner_start))
+        return self.get(lease.id)
+
+    def delete(self, lease_id: str) -> None:
+        with self.meta.write() as conn:
+            if conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?",
+                            (self.namespace, lease_id)).rowcount == 0:
+                raise NotFound("lease", lease_id, "not found")
+            conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?",
+                         (self.namespace, lease_id))
+
+    def add_resource(self, lease_id: str, resource: LeaseResource) -> None:
+        with self.meta.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
+                         "VALUES (?, ?, ?, ?)", (self.namespace, lease_id, resource.kind, resource.id))
+
+    def resources(self, lease_id: str) -> list[LeaseResource]:
+        with self.meta.read() as conn:
+            rows = conn.execute("SELECT kind, resource FROM lease_resources WHERE namespace = ? AND lease_id = ? "
+                                "ORDER BY kind, resource", (self.namespace, lease_id)).fetchall()
+        return [LeaseResource(k, r) for k, r in rows]
+
+    @contextmanager
+    def temporary(self, purpose: str) -> Iterator[tuple[str, str]]:
+        """A lease owned by this process for one multi-step operation; deleted when it ends.
+
+        If the process dies, the lease is expired for the next ``gc`` (its owner is gone).
+        """
+        pid = os.getpid()
+        lease = Lease(f"{purpose}-{pid}-{secrets.token_hex(4)}", {"dist.operation": purpose},
+                      owner_pid=pid, owner_start=process_start(pid))
+        self.create(lease)
+        try:
+            yield (self.namespace, lease.id)
+        finally:
+            self.delete(lease.id)

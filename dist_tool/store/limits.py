@@ -1,0 +1,13 @@
+"""Named bounds for everything dist reads into memory (after containers/image's iolimits).
+
+Streams (layers, archives) are never read whole; these bound only the small
+documents that must be parsed in memory.
+"""
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_INDEX_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+MAX_ARCHIVE_JSON_BYTES = 8 * 1024 * 1024  # index.json, manifest.json, repositories in archives
+MAX_WALK_DEPTH = 16  # index → index → ... → manifest; real images use 2 or 3
+
+COPY_CHUNK = 1024 * 1024

@@ -1,0 +1,247 @@
+"""The metadata database: ``ROOT/metadata.db``, SQLite in WAL mode.
+
+Schema (version ``SCHEMA_VERSION``; every change is a new entry in
+``MIGRATIONS``, applied in order inside one write transaction, never edited
+once released):
+
+``namespaces(name, labels, created_at, updated_at)``
+    Created on first write. Labels are a JSON object.
+``images(namespace, name, media_type, digest, size, annotations, labels, created_at, updated_at)``
+    A name points at a target descriptor (manifest or index).
+``blobs(digest, size, labels, created_at, updated_at)``
+    Committed content, shared by all namespaces. A row exists exactly when
+    ``content/blobs/<alg>/<hex>`` is committed: the row is written under the
+    same lock as the rename that makes the file visible, and garbage
+    collection removes file and row under that lock too.
+``leases(namespace, id, labels, created_at, expires_at, owner_pid, owner_start)``
+    A lease keeps what it references from garbage collection. Leases of
+    operations record their owner process; a lease whose owner is gone, or
+    whose ``expires_at`` passed, is expired.
+``lease_resources(namespace, lease_id, kind, resource)``
+    ``kind`` is ``content``, ``ingest`` or ``snapshots/<snapshotter>``.
+
+Times are seconds since the epoch (REAL). Concurrency: readers use WAL
+snapshots and take no file lock; writers take ``ROOT/metadata.lock`` (a
+``filelock``) and ``BEGIN IMMEDIATE`` for transactions of milliseconds. No
+read transaction is ever upgraded into a write, so ``database is locked``
+cannot reach a user; bytes never stream while the lock is held.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from dist_tool.errors import DistError, Unavailable
+
+SCHEMA_VERSION = 1
+WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this only trips on a hung peer
+BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for statement in self.statements:
+            conn.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "namespaces, images, blobs, leases", (
+        """CREATE TABLE namespaces (
+            name TEXT PRIMARY KEY,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL)""",
+        """CREATE TABLE images (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            annotations TEXT NOT NULL DEFAULT '{}',
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (namespace, name))""",
+        "CREATE INDEX images_by_digest ON images (digest)",
+        """CREATE TABLE blobs (
+            digest TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL)""",
+        """CREATE TABLE leases (
+            namespace TEXT NOT NULL,
+            id TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            owner_pid INTEGER,
+            owner_start TEXT,
+            PRIMARY KEY (namespace, id))""",
+        """CREATE TABLE lease_resources (
+            namespace TEXT NOT NULL,
+            lease_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            PRIMARY KEY (namespace, lease_id, kind, resource))""",
+        "CREATE INDEX lease_resources_by_resource ON lease_resources (kind, resource)",
+    )),
+]
+
+
+def dump_labels(labels: object) -> str:
+    return json.dumps(dict(labels), sort_keys=True)  # type: ignore[call-overload]
+
+
+def load_labels(raw: str | None) -> dict[str, str]:
+    return json.loads(raw) if raw else {}
+
+
+class Metadata:
+    """One process's handle on ``metadata.db``: ``read()`` and ``write()`` transactions."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.path = os.path.join(root, "metadata.db")
+        self._conn: sqlite3.Connection | None = None
+        self._write_depth = 0
+        self._on_commit: list[Callable[[sqlite3.Connection], None]] = []
+        self._lock = None
+        self._thread_lock = threading.RLock()
+
+    # -------------------------------------------------------------- connection
+
+    def connection(self) -> sqlite3.Connection:
+        """The process's connection, its schema current (migrated under the write lock)."""
+        if self._conn is None:
+            self._conn = self._connect()
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise Unavailable("metadata", self.path,
+                                  f"schema version {version} is newer than this dist ({SCHEMA_VERSION})")
+            if version < SCHEMA_VERSION:
+                with self.write():
+                    pass  # write() migrates inside its transaction
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        os.makedirs(self.root, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Applies the migrations this database lacks, inside the caller's write transaction."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for migration in MIGRATIONS:
+            if migration.version > version:
+                migration.apply(conn)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+
+    def schema_version(self) -> int:
+        return self.connection().execute("PRAGMA user_version").fetchone()[0]
+
+    # -------------------------------------------------------------- transactions
+
+    def _file_lock(self):
+        if self._lock is None:
+            from filelock import FileLock  # lazy: filelock costs ~30 ms to import
+
+            os.makedirs(self.root, exist_ok=True)
+            self._lock = FileLock(os.path.join(self.root, "metadata.lock"), timeout=WRITE_LOCK_TIMEOUT,
+                                  poll_interval=0.002, preserve_lock_file=True)
+        return self._lock
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction under the store's write lock.
+
+        Re-entrant: a nested ``write()`` joins the outer transaction. Callbacks
+        registered with ``on_commit`` run after COMMIT, still under the lock.
+        Never stream bytes, hash, decompress or touch the network in here.
+        """
+        with self._thread_lock:
+            if self._write_depth:
+                self._write_depth += 1
+                try:
+                    yield self._conn  # type: ignore[misc]
+                finally:
+                    self._write_depth -= 1
+                return
+            lock = self._file_lock()
+            from filelock import Timeout
+
+            try:
+                lock.acquire()
+            except Timeout:
+                raise Unavailable("store", self.root, "timed out waiting for the write lock") from None
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                conn = self._conn
+                conn.execute("BEGIN IMMEDIATE")
+                self._write_depth = 1
+                try:
+                    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                        self._migrate(conn)
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    self._on_commit.clear()
+                    raise
+                else:
+                    conn.execute("COMMIT")
+                    hooks, self._on_commit = self._on_commit, []
+                    for hook in hooks:
+                        hook(conn)
+                finally:
+                    self._write_depth = 0
+            finally:
+                lock.release()
+
+    def on_commit(self, hook: Callable[[sqlite3.Connection], None]) -> None:
+        """Runs ``hook`` once after the current write transaction commits (under the lock)."""
+        if not self._write_depth:
+            raise DistError("metadata", "", "on_commit outside a write transaction")
+        if hook not in self._on_commit:
+            self._on_commit.append(hook)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent WAL snapshot for several queries; takes no lock, never writes."""
+        conn = self.connection()
+        if self._write_depth or conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def ensure_namespace(self, conn: sqlite3.Connection, namespace: str, now: float) -> None:
+        """Namespaces are created on first write (SPEC)."""
+        conn.execute(
+            "INSERT OR IGNORE INTO namespaces (name, labels, created_at, updated_at) VALUES (?, '{}', ?, ?)",
+            (namespace, now, now),
+        )

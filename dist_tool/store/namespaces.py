@@ -1,0 +1,83 @@
+"""SqliteNamespaceStore: namespaces and their labels."""
+
+from __future__ import annotations
+
+import time
+
+from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from dist_tool.store.api import Namespace
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+
+# Every table whose rows belong to a namespace; a namespace holding any row cannot be removed.
+NAMESPACED_TABLES = ("images", "leases", "containers", "snapshots")
+
+
+def _namespace(row) -> Namespace:
+    return Namespace(row[0], load_labels(row[1]), row[2], row[3])
+
+
+class SqliteNamespaceStore:
+    def __init__(self, meta: Metadata) -> None:
+        self.meta = meta
+
+    def get(self, name: str) -> Namespace:
+        with self.meta.read() as conn:
+            row = conn.execute("SELECT name, labels, created_at, updated_at FROM namespaces WHERE name = ?",
+                               (name,)).fetchone()
+        if row is None:
+            raise NotFound("namespace", name, "not found")
+        return _namespace(row)
+
+    def list(self, *filters: str) -> list[Namespace]:
+        with self.meta.read() as conn:
+            rows = conn.execute("SELECT name, labels, created_at, updated_at FROM namespaces ORDER BY name")
+            spaces = [_namespace(r) for r in rows]
+        if filters:
+            from dist_tool import filters as filtering
+
+            predicate = filtering.parse(filters)
+            spaces = [n for n in spaces
+                      if predicate.match(filtering.adaptor_for({"name": n.name, "labels": dict(n.labels)}))]
+        return spaces
+
+    def create(self, namespace: Namespace) -> Namespace:
+        now = time.time()
+        with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (namespace.name,)).fetchone():
+                raise AlreadyExists("namespace", namespace.name, "already exists")
+            conn.execute("INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                         (namespace.name, dump_labels(namespace.labels), now, now))
+        return self.get(namespace.name)
+
+    def update(self, namespace: Namespace, *fieldpaths: str) -> Namespace:
+        now = time.time()
+        with self.meta.write() as conn:
+            row = conn.execute("SELECT labels FROM namespaces WHERE name = ?", (namespace.name,)).fetchone()
+            if row is None:
+                raise NotFound("namespace", namespace.name, "not found")
+            labels = load_labels(row[0])
+            for path in fieldpaths or ("labels",):
+                if path == "labels":
+                    labels = dict(namespace.labels)
+                elif path.startswith("labels."):
+                    key = path[len("labels."):]
+                    if key in namespace.labels:
+                        labels[key] = namespace.labels[key]
+                    else:
+                        labels.pop(key, None)
+                else:
+                    raise InvalidArgument("field path", path, "namespaces update labels or labels.KEY")
+            conn.execute("UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?",
+                         (dump_labels(labels), now, namespace.name))
+        return self.get(namespace.name)
+
+    def delete(self, name: str) -> None:
+        with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound("namespace", name, "not found")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in NAMESPACED_TABLES:
+                if table in tables and conn.execute(
+                        f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():
+                    raise Conflict("namespace", name, f"not empty: it still holds {table}")
+            conn.execute("DELETE FROM namespaces WHERE name = ?", (name,))
