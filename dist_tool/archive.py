@@ -1,0 +1,617 @@
+"""Streaming import of OCI image-layout and docker-save archives; OCI-layout tar export.
+
+Import reads the archive once, front to back (a file or a pipe, plain or
+gzip): every blob goes straight into the content store through a verified
+ingest, and only the small JSON documents (``index.json``, ``manifest.json``)
+are held in memory, bounded. Names and platform requirements are resolved
+after the stream ends; the whole import runs under a lease, and a failure
+collects whatever the import added, so the store is left as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dist_tool import compression, oci, platforms, reference
+from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
+from dist_tool.oci import Descriptor
+from dist_tool.store.api import Image
+from dist_tool.store.content import ingest_stream
+from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
+from dist_tool.walk import ChildrenCache, children, filter_platforms, require_present, skip_missing, visitor, walk
+
+TAR_BUFSIZE = 1 << 20
+EXPORT_MTIME = 0  # exported tars are reproducible: same image, same bytes
+
+
+class _NullProgress:
+    def start(self, item: str, total: int | None) -> None: ...
+    def update(self, item: str, done: int) -> None: ...
+    def done(self, item: str, note: str = "done") -> None: ...
+    def event(self, text: str) -> None: ...
+
+
+@dataclass
+class _Scan:
+    """What one pass over an archive found."""
+
+    index: bytes | None = None
+    docker_manifest: bytes | None = None
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # member path → (digest, size)
+    links: dict[str, str] = field(default_factory=dict)  # member path → path it links to
+    added: set[str] = field(default_factory=set)  # digests this import committed
+
+
+def _member_path(name: str) -> str:
+    path = posixpath.normpath(name.lstrip("/"))
+    return "" if path == "." else path
+
+
+def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, what: str) -> bytes:
+    if member.size > MAX_ARCHIVE_JSON_BYTES:
+        raise DataError("archive", what, f"larger than {MAX_ARCHIVE_JSON_BYTES} bytes")
+    f = tar.extractfile(member)
+    return f.read() if f else b""
+
+
+def _blob_digest(path: str) -> str | None:
+    """``blobs/<alg>/<hex>`` → ``<alg>:<hex>`` when well formed."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[0] == "blobs":
+        digest = f"{parts[1]}:{parts[2]}"
+        if _valid(digest):
+            return digest
+    return None
+
+
+def _valid(digest: str) -> bool:
+    try:
+        oci.Descriptor.from_json({"mediaType": "", "digest": digest, "size": 0})
+    except DataError:
+        return False
+    return True
+
+
+def _is_docker_blob(path: str) -> bool:
+    """Files a legacy ``docker save`` archive may reference from manifest.json."""
+    return path.endswith("/layer.tar") or path.endswith(".tar") or (
+        path.endswith(".json") and "/" not in path and path not in ("manifest.json", "index.json"))
+
+
+def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: _Scan) -> None:
+    content = session.content
+    pid = os.getpid()
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE)
+    except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as e:
+        raise DataError("archive", source, f"not a tar archive ({_tar_why(e)})") from None
+    try:
+        for member in tar:
+            path = _member_path(member.name)
+            if member.issym() or member.islnk():
+                target = member.linkname if member.islnk() else posixpath.join(posixpath.dirname(path),
+                                                                             member.linkname)
+                scan.links[path] = _member_path(target)
+                continue
+            if not member.isfile():
+                continue
+            if path == "index.json":
+                scan.index = _read_small(tar, member, path)
+            elif path == "manifest.json":
+                scan.docker_manifest = _read_small(tar, member, path)
+            elif (digest := _blob_digest(path)) is not None:
+                _ingest_member(content, tar, member, digest, f"import-{digest}", lease, scan, progress)
+                scan.files[path] = (digest, member.size)
+            elif _is_docker_blob(path):
+                digest = _ingest_member(content, tar, member, None, f"import-{pid}-{path}", lease, scan,
+                                        progress)
+                scan.files[path] = (digest, member.size)
+    except (tarfile.ReadError, EOFError) as e:
+        raise DataError("archive", source, f"truncated or corrupt tar ({_tar_why(e)})") from None
+    except (tarfile.TarError, OSError, zlib_error()) as e:
+        raise DataError("archive", source, f"unreadable ({_tar_why(e)})") from None
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
+def _tar_why(e: BaseException) -> str:
+    return str(e) or e.__class__.__name__
+
+
+def _ingest_member(content, tar, member, digest: str | None, ref: str, lease, scan: _Scan, progress) -> str:
+    if digest is not None and content.add_to_lease(digest, lease):
+        return digest  # already present: now protected by our lease; the tar skips its bytes
+    f = tar.extractfile(member)
+    label = compression_label(digest or member.name)
+    progress.start(label, member.size)
+    try:
+        committed = ingest_stream(content, ref, f, size=member.size, digest=digest, lease=lease,
+                                  progress=lambda n: progress.update(label, n), wait=True)
+    except DataError as e:
+        raise DataError("blob", digest or member.name, e.why) from None
+    progress.done(label)
+    scan.added.add(committed)
+    return committed
+
+
+def compression_label(name: str) -> str:
+    return name[:19] if name.startswith("sha256:") else name
+
+
+# ---------------------------------------------------------------- entries
+
+
+@dataclass
+class _Entry:
+    target: Descriptor
+    name: str | None
+    where: str  # how to name the entry in an error
+
+
+def _oci_entries(scan: _Scan) -> list[_Entry]:
+    doc = oci.decode_json(scan.index or b"", "archive", "index.json")
+    entries = []
+    for i, desc in enumerate(oci.index_children(doc, "index.json")):
+        name = desc.annotations.get(oci.ANNOTATION_CONTAINERD_NAME)
+        ref_name = desc.annotations.get(oci.ANNOTATION_REF_NAME)
+        if not name and ref_name and reference.is_full_reference(ref_name):
+            name = ref_name
+        entries.append(_Entry(desc.without_annotations(), name,
+                              f"index.json manifests[{i}]" + (f" ({ref_name})" if ref_name else "")))
+    return entries
+
+
+def _docker_entries(session, scan: _Scan, lease, source: str) -> list[_Entry]:
+    import json
+
+    try:
+        manifest = json.loads(scan.docker_manifest or b"")
+    except ValueError:
+        raise DataError("archive", "manifest.json", "not valid JSON") from None
+    if not isinstance(manifest, list):
+        raise DataError("archive", "manifest.json", "not a JSON list")
+    entries = []
+    for i, item in enumerate(manifest):
+        if not isinstance(item, dict) or not isinstance(item.get("Config"), str) \
+                or not isinstance(item.get("Layers"), list):
+            raise DataError("archive", f"manifest.json[{i}]", "needs Config and Layers")
+        config = _docker_file(scan, item["Config"], f"manifest.json[{i}] Config")
+        layers = []
+        for layer_path in item["Layers"]:
+            digest, size = _docker_file(scan, str(layer_path), f"manifest.json[{i}] layer")
+            layers.append(Descriptor(_layer_type(session.content, digest), digest, size))
+        doc = {"schemaVersion": 2, "mediaType": oci.MEDIA_DOCKER_MANIFEST,
+               "config": Descriptor(oci.MEDIA_DOCKER_CONFIG, *config).to_json(),
+               "layers": [d.to_json() for d in layers]}
+        data = oci.encode_json(doc)
+        digest = ingest_stream(session.content, f"import-{os.getpid()}-manifest-{i}", io.BytesIO(data),
+                               lease=lease)
+        scan.added.add(digest)
+        target = Descriptor(oci.MEDIA_DOCKER_MANIFEST, digest, len(data))
+        tags = [t for t in item.get("RepoTags") or [] if isinstance(t, str)]
+        where = f"manifest.json[{i}]"
+        if tags:
+            entries.extend(_Entry(target, reference.normalize(t), where) for t in tags)
+        else:
+            entries.append(_Entry(target, None, where))
+    return entries
+
+
+def _docker_file(scan: _Scan, path: str, where: str) -> tuple[str, int]:
+    path = _member_path(path)
+    for _ in range(8):  # follow a few links: docker dedups identical layers by symlink
+        if path in scan.files:
+            return scan.files[path]
+        if path not in scan.links:
+            break
+        path = scan.links[path]
+    raise DataError("archive", where, f"references {path}, which the archive does not hold")
+
+
+def _layer_type(content, digest: str) -> str:
+    with content.open_blob(digest) as f:
+        kind = compression.detect(f.read(4))
+    return {"gzip": oci.MEDIA_DOCKER_LAYER_GZIP, "zstd": oci.MEDIA_OCI_LAYER_ZSTD}.get(kind, oci.MEDIA_DOCKER_LAYER)
+
+
+def _name_entries(entries: list[_Entry], name: str | None) -> list[tuple[str, Descriptor]]:
+    if name is not None:
+        name = reference.normalize(name)
+        targets = {e.target.digest for e in entries}
+        if len(targets) == 1:
+            return [(name, entries[0].target)]
+        unnamed = [e for e in entries if not e.name]
+        if len(unnamed) == 1:
+            unnamed[0].name = name
+    out = []
+    for e in entries:
+        if not e.name:
+            raise InvalidArgument("archive entry", e.where, "has no usable name; give one with --name")
+        out.append((reference.normalize(e.name), e.target))
+    return out
+
+
+def _matcher(platform: str | None, all_platforms: bool):
+    if all_platforms:
+        return platforms.any_platform
+    return platforms.matcher(platforms.parse(platform) if platform else platforms.host())
+
+
+def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> None:
+    present = session.content.present()
+    cache = ChildrenCache()
+    for name, target in named:
+        if not oci.is_image_target(target.media_type):
+            raise DataError("image", name, f"unsupported target media type {target.media_type!r}")
+        req = require_present(session.content, target, matcher, present.__contains__, cache)
+        if req.missing:
+            raise DataError("blob", req.missing[0].digest,
+                            f"missing from the archive ({oci.kind_of(req.missing[0].media_type)} of {name})")
+        if not req.matched:
+            raise DataError("image", name, "no manifest for the requested platform")
+
+
+# ---------------------------------------------------------------- import
+
+
+def import_archive(session, source: str | None, *, name: str | None = None, platform: str | None = None,
+                   all_platforms: bool = False, progress=None) -> list[str]:
+    """Imports an OCI-layout or docker-save archive (``-`` or None reads stdin); returns the names."""
+    progress = progress or _NullProgress()
+    if name is not None:
+        reference.normalize(name)  # a bad --name is a usage error before any byte is read
+    matcher = _matcher(platform, all_platforms)
+    source = source or "-"
+    session.content.ensure_layout()
+    stream, close = _open_input(source)
+    scan = _Scan()
+    try:
+        with session.leases.temporary("import") as lease:
+            _scan(session, stream, source, lease, progress, scan)
+            if scan.index is not None:
+                entries = _oci_entries(scan)
+            elif scan.docker_manifest is not None:
+                entries = _docker_entries(session, scan, lease, source)
+            else:
+                raise DataError("archive", source, "holds neither index.json (OCI layout) nor "
+                                "manifest.json (docker save)")
+            if not entries:
+                raise DataError("archive", source, "lists no images")
+            named = _name_entries(entries, name)
+            _check_required(session, named, matcher)
+            with session.meta.write():
+                for image_name, target in named:
+                    _put_image(session, image_name, target)
+    except BaseException:
+        _discard(session, scan.added)  # the lease is gone by now: collect what we added
+        raise
+    finally:
+        close()
+    return [n for n, _ in named]
+
+
+def _put_image(session, name: str, target: Descriptor) -> None:
+    try:
+        current = session.images.get(name)
+    except NotFound:
+        session.images.create(Image(name, target))
+        return
+    session.images.put(Image(name, target, current.labels))
+
+
+def _discard(session, added: set[str]) -> None:
+    """After a failed import, once its lease is gone: collect what it added that nothing keeps."""
+    if not added:
+        return
+    from dist_tool import gc
+
+    try:
+        gc.collect(session.meta, session.content, only=added)
+    except DistError:
+        pass  # the original error matters more; `dist gc` finishes the job
+
+
+def _open_input(source: str):
+    if source == "-":
+        return sys.stdin.buffer, lambda: None
+    try:
+        f = open(source, "rb")
+    except FileNotFoundError:
+        raise NotFound("archive", source, "no such file") from None
+    except IsADirectoryError:
+        raise InvalidArgument("archive", source, "is a directory (use --rootfs for a root filesystem)") from None
+    except OSError as e:
+        raise DataError("archive", source, e.strerror or str(e)) from None
+    return f, f.close
+
+
+# ---------------------------------------------------------------- import --rootfs
+
+
+def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[str], progress=None) -> list[str]:
+    """Makes a one-layer image from a root-filesystem tar (plain or compressed) or directory."""
+    progress = progress or _NullProgress()
+    if not name:
+        raise InvalidArgument("--name", "", "is required with --rootfs")
+    name = reference.normalize(name)
+    if not os.path.exists(rootfs):
+        raise NotFound("rootfs", rootfs, "no such file or directory")
+    session.content.ensure_layout()
+    added: set[str] = set()
+    try:
+        with session.leases.temporary("import") as lease:
+            if os.path.isdir(rootfs):
+                layer, diff_id = _layer_from_dir(session, rootfs, lease, progress)
+            else:
+                layer, diff_id = _layer_from_tar(session, rootfs, lease, progress)
+            added.add(layer.digest)
+            plat = platforms.host()
+            config = {"created": _now_rfc3339(), "architecture": plat.architecture, "os": plat.os,
+                      "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                      "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                      "history": [{"created": _now_rfc3339(), "created_by": "dist images import --rootfs"}]}
+            if plat.variant:
+                config["variant"] = plat.variant
+            if config_cmd:
+                config["config"]["Cmd"] = list(config_cmd)
+            config_desc = _put_json(session, config, oci.MEDIA_OCI_CONFIG, lease, added)
+            manifest = {"schemaVersion": 2, "mediaType": oci.MEDIA_OCI_MANIFEST,
+                        "config": config_desc.to_json(), "layers": [layer.to_json()]}
+            target = _put_json(session, manifest, oci.MEDIA_OCI_MANIFEST, lease, added)
+            _put_image(session, name, target)
+    except BaseException:
+        _discard(session, added)
+        raise
+    return [name]
+
+
+def _put_json(session, doc: dict, media_type: str, lease, added: set[str]) -> Descriptor:
+    data = oci.encode_json(doc)
+    digest = ingest_stream(session.content, f"import-{os.getpid()}-{media_type}", io.BytesIO(data), lease=lease)
+    added.add(digest)
+    return Descriptor(media_type, digest, len(data))
+
+
+class _WriterSink:
+    """A file-like sink that hashes what it is given and feeds an ingest writer."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+
+    def write(self, data) -> int:
+        self.writer.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None: ...
+
+
+class _DiffSink:
+    """Hashes the uncompressed tar (its diff_id) on its way into gzip."""
+
+    def __init__(self, inner) -> None:
+        import hashlib
+
+        self.inner = inner
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self.inner.write(data)
+
+    def flush(self) -> None: ...
+
+
+def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
+    import gzip
+
+    with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w:
+        gz = gzip.GzipFile(fileobj=_WriterSink(w), mode="wb", compresslevel=1, mtime=0)
+        diff = _DiffSink(gz)
+        with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
+            for path in _walk_sorted(rootfs):
+                arcname = os.path.relpath(path, rootfs)
+                info = tar.gettarinfo(path, arcname)
+                info.uname = info.gname = ""
+                if info.isreg():
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+        gz.close()
+        digest = w.commit()
+        size = w.offset
+    progress.event(f"layer {digest[:19]}: {size} bytes from {rootfs}")
+    return Descriptor(oci.MEDIA_OCI_LAYER_GZIP, digest, size), f"sha256:{diff.hash.hexdigest()}"
+
+
+def _walk_sorted(top: str):
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        if dirpath != top:
+            yield dirpath
+        for f in sorted(filenames):
+            yield os.path.join(dirpath, f)
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                yield full
+
+
+def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
+    """Stores the tar as it is, checking while it streams that it really is a tar."""
+    with open(rootfs, "rb") as raw:
+        kind = compression.detect(raw.read(4))
+        raw.seek(0)
+        stored = compression.HashingReader(raw)
+        tee = _TeeToWriter(stored)
+        with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w:
+            tee.writer = w
+            plain = compression.HashingReader(compression.decompressed(tee, "rootfs"))
+            try:
+                with tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE) as tar:
+                    for _ in tar:
+                        pass
+            except (tarfile.TarError, EOFError) as e:
+                w.abort()
+                raise DataError("rootfs", rootfs, f"not a tar archive ({_tar_why(e)})") from None
+            plain.drain()
+            tee.drain()
+            digest = w.commit()
+            size = w.offset
+    media_type = {"gzip": oci.MEDIA_OCI_LAYER_GZIP, "zstd": oci.MEDIA_OCI_LAYER_ZSTD}.get(kind, oci.MEDIA_OCI_LAYER)
+    progress.event(f"layer {digest[:19]}: {size} bytes from {rootfs}")
+    return Descriptor(media_type, digest, size), plain.digest
+
+
+class _TeeToWriter:
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.writer = None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.writer.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(COPY_CHUNK):
+            pass
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_archive(session, dest: str, names: Sequence[str], *, platform: str | None = None,
+                   progress=None) -> None:
+    """Writes an OCI image-layout tar of the named images, digests unchanged.
+
+    Everything the images reference must be present (checked before a byte is
+    written); the file appears only when complete (written aside, then renamed).
+    """
+    progress = progress or _NullProgress()
+    cache = ChildrenCache()
+    present = session.content.present()
+    matcher = platforms.matcher(platforms.parse(platform)) if platform else None
+    exported: list[tuple[str, Descriptor]] = []
+    blobs: dict[str, int] = {}
+    for raw in names:
+        image = session.images.get(reference.normalize(raw))
+        target = _export_target(session, image, matcher, cache, present) if matcher else image.target
+        missing: list[Descriptor] = []
+        handler = skip_missing(children(session.content, cache), present.__contains__, missing)
+        if matcher is not None:
+            handler = filter_platforms(handler, matcher)
+        walk(visitor(handler, lambda d: blobs.setdefault(d.digest, d.size)), [target])
+        if missing:
+            raise DataError("blob", missing[0].digest, f"missing: cannot export {image.name}")
+        exported.append((image.name, target))
+    docker_manifest = _docker_manifest(session, exported, cache, present)
+    if dest == "-":
+        _write_layout_tar(session, sys.stdout.buffer, exported, blobs, docker_manifest, progress)
+        sys.stdout.buffer.flush()
+        return
+    tmp = f"{dest}.dist-tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as out:
+            _write_layout_tar(session, out, exported, blobs, docker_manifest, progress)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _export_target(session, image: Image, matcher, cache, present) -> Descriptor:
+    from dist_tool.walk import platform_manifests
+
+    if image.target.digest not in present:
+        raise DataError("blob", image.target.digest, f"missing: cannot export {image.name}")
+    found = platform_manifests(session.content, image.target, matcher, cache)
+    if not found:
+        raise NotFound("platform", "", f"{image.name} has no manifest for the requested platform")
+    return found[0]
+
+
+def _docker_manifest(session, exported, cache, present) -> list[dict]:
+    """``manifest.json`` entries (docker load compatibility) for single-platform targets."""
+    from dist_tool.walk import platform_manifests, read_document
+
+    out = []
+    host = platforms.matcher(platforms.host())
+    for name, target in exported:
+        try:
+            manifests = platform_manifests(session.content, target, host, cache)
+            if not manifests or manifests[0].digest not in present:
+                continue
+            kids = oci.manifest_children(read_document(session.content, manifests[0], cache), manifests[0].digest)
+        except DistError:
+            continue
+        out.append({"Config": f"blobs/sha256/{kids[0].digest.partition(':')[2]}",
+                    "RepoTags": [name],
+                    "Layers": [f"blobs/sha256/{k.digest.partition(':')[2]}" for k in kids[1:]]})
+    return out
+
+
+def _write_layout_tar(session, out, exported, blobs: dict[str, int], docker_manifest, progress) -> None:
+    import json
+
+    index = {"schemaVersion": 2, "mediaType": oci.MEDIA_OCI_INDEX, "manifests": []}
+    for name, target in exported:
+        desc = target.to_json()
+        desc["annotations"] = {**desc.get("annotations", {}), oci.ANNOTATION_REF_NAME: name,
+                               oci.ANNOTATION_CONTAINERD_NAME: name}
+        index["manifests"].append(desc)
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
+        _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": oci.OCI_LAYOUT_VERSION}).encode())
+        _add_dir(tar, "blobs")
+        _add_dir(tar, "blobs/sha256")
+        for digest, size in blobs.items():
+            algorithm, _, hexpart = digest.partition(":")
+            info = _file_info(f"blobs/{algorithm}/{hexpart}", size)
+            label = compression_label(digest)
+            progress.start(label, size)
+            with session.content.open_blob(digest) as f:
+                tar.addfile(info, f)
+            progress.done(label)
+        _add_bytes(tar, "index.json", json.dumps(index).encode())
+        if docker_manifest:
+            _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+
+
+def _file_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = EXPORT_MTIME
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    tar.addfile(_file_info(name, len(data)), io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    info.mtime = EXPORT_MTIME
+    tar.addfile(info)
+
+
+__all__ = ["import_archive", "import_rootfs", "export_archive", "MAX_CONFIG_BYTES"]

@@ -1,0 +1,232 @@
+"""Image use cases: list (packed size, platforms, completeness), tag, label, delete + gc,
+inspect and check. Every size and tree here is a handler over ``walk``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dist_tool import oci, platforms, reference, validate
+from dist_tool.errors import AlreadyExists, DistError, NotFound
+from dist_tool.oci import Descriptor
+from dist_tool.store.api import Image
+from dist_tool.store.limits import MAX_CONFIG_BYTES
+from dist_tool.walk import ChildrenCache, reachable, read_document, require_present
+
+
+@dataclass
+class ImageView:
+    """One stored image and what the walker found about it, shaped by ``to_json`` for SPEC."""
+
+    image: Image
+    size: int
+    unique_size: int
+    complete: bool
+    platforms: list[str]
+    unpacked_size: int | None = None
+
+    def to_json(self) -> dict:
+        t = self.image.target
+        return {"name": self.image.name,
+                "target": {"mediaType": t.media_type, "digest": t.digest, "size": t.size},
+                "size": self.size, "complete": self.complete, "uniqueSize": self.unique_size,
+                "unpackedSize": self.unpacked_size, "platforms": self.platforms,
+                "labels": dict(self.image.labels),
+                "createdAt": self.image.created_at, "updatedAt": self.image.updated_at}
+
+
+@dataclass
+class Catalog:
+    """Caches for one command: parsed manifests by digest and reachability by target."""
+
+    content: object
+    present: dict[str, int]
+    cache: ChildrenCache = field(default_factory=ChildrenCache)
+    _reach: dict[str, dict[str, int]] = field(default_factory=dict)
+    _platforms: dict[str, list[str]] = field(default_factory=dict)
+
+    def reach(self, target: Descriptor) -> dict[str, int]:
+        if target.digest not in self._reach:
+            self._reach[target.digest] = reachable(self.content, target, self.present.__contains__, self.cache)
+        return self._reach[target.digest]
+
+    def complete(self, target: Descriptor) -> bool:
+        try:
+            return require_present(self.content, target, platforms.matcher(platforms.host()),
+                                   self.present.__contains__, self.cache).complete
+        except DistError:
+            return False
+
+    def platforms_of(self, target: Descriptor) -> list[str]:
+        if target.digest not in self._platforms:
+            self._platforms[target.digest] = self._find_platforms(target)
+        return self._platforms[target.digest]
+
+    def _find_platforms(self, target: Descriptor) -> list[str]:
+        if target.digest not in self.present:
+            return []
+        try:
+            if oci.is_index(target.media_type):
+                doc = read_document(self.content, target, self.cache)
+                found = [platforms.Platform.from_dict(d.platform)
+                         for d in oci.index_children(doc, target.digest) if d.platform]
+                return platforms.format_all(found)
+            if oci.is_manifest(target.media_type):
+                config = oci.manifest_children(read_document(self.content, target, self.cache), target.digest)[0]
+                return platforms.format_all([config_platform(self.content, config)])
+        except (DistError, KeyError, ValueError):
+            return []
+        return []
+
+
+def config_platform(content, config: Descriptor) -> platforms.Platform:
+    doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
+    return platforms.normalize(platforms.Platform(
+        str(doc.get("os", "")), str(doc.get("architecture", "")), doc.get("variant") or None))
+
+
+def catalog(session) -> Catalog:
+    return Catalog(session.content, session.content.present())
+
+
+def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
+    """Images of the session's namespace with packed size, uniqueSize, platforms, completeness.
+
+    ``uniqueSize`` counts the blobs reachable from no other image name in any
+    namespace: what ``rmi`` of this name alone would free.
+    """
+    selected = session.images.list(*filters)
+    if not selected:
+        return []
+    cat = catalog(session)
+    names_per_target: Counter[str] = Counter()
+    targets: dict[str, Descriptor] = {}
+    for _, image in session.images.all_namespaces():
+        names_per_target[image.target.digest] += 1
+        targets[image.target.digest] = image.target
+    holders: Counter[str] = Counter()
+    for digest, count in names_per_target.items():
+        for blob in cat.reach(targets[digest]):
+            holders[blob] += count
+    views = []
+    for image in selected:
+        reach = cat.reach(image.target)
+        views.append(ImageView(
+            image=image,
+            size=sum(reach.values()),
+            unique_size=sum(size for blob, size in reach.items() if holders[blob] <= 1),
+            complete=cat.complete(image.target),
+            platforms=cat.platforms_of(image.target)))
+    return views
+
+
+def tag(session, source: str, targets: Iterable[str], force: bool = False) -> list[str]:
+    src = session.images.get(reference.normalize(source))
+    names = [reference.normalize(t) for t in targets]
+    done = []
+    with session.meta.write():
+        for name in names:
+            try:
+                existing = session.images.get(name)
+            except NotFound:
+                existing = None
+            if existing is not None and not force:
+                raise AlreadyExists("image", name, "already exists (use --force to move it)")
+            session.images.put(Image(name, src.target, src.labels))
+            done.append(name)
+    return done
+
+
+def label(session, name: str, pairs: Sequence[str]) -> dict[str, str]:
+    updates = validate.label_args(pairs)
+    with session.meta.write():
+        image = session.images.get(reference.normalize(name))
+        labels = validate.apply_labels(image.labels, updates)
+        if updates:
+            image = session.images.update(Image(image.name, image.target, labels), "labels")
+    return dict(image.labels)
+
+
+def remove(session, names: Sequence[str], force: bool = False):
+    """Deletes each name, keeps going past errors, collects garbage, then raises the first error."""
+    from dist_tool import gc
+
+    first_error: DistError | None = None
+    removed = []
+    for raw in names:
+        try:
+            name = reference.normalize(raw)
+            session.images.delete(name)
+            removed.append(name)
+        except NotFound as e:
+            if not force and first_error is None:
+                first_error = e
+        except DistError as e:
+            if first_error is None:
+                first_error = e
+    result = gc.collect(session.meta, session.content) if removed else None
+    return removed, result, first_error
+
+
+def resolve(session, name: str) -> Image:
+    return session.images.get(reference.normalize(name))
+
+
+def inspect(session, name: str) -> dict:
+    """The descriptor tree under an image: each node's type, digest, size and presence."""
+    image = resolve(session, name)
+    cat = catalog(session)
+    from dist_tool.walk import children
+
+    kids_of = children(session.content, cat.cache)
+
+    def node(desc: Descriptor, depth: int) -> dict:
+        out = {"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size,
+               "present": desc.digest in cat.present}
+        if desc.platform:
+            out["platform"] = str(platforms.Platform.from_dict(desc.platform))
+        kids: list[Descriptor] = []
+        if out["present"] and depth < 16:
+            kids = kids_of(desc)
+        out["children"] = [node(k, depth + 1) for k in kids]
+        return out
+
+    return node(image.target, 0)
+
+
+def check(session, names: Sequence[str], verify: bool = False) -> list[dict]:
+    """Complete/incomplete per image for the host platform; with ``verify``, re-hash its blobs."""
+    if names:
+        selected = [resolve(session, n) for n in names]
+    else:
+        selected = session.images.list()
+    cat = catalog(session)
+    verified: dict[str, str | None] = {}
+    out = []
+    for image in selected:
+        try:
+            req = require_present(session.content, image.target, platforms.matcher(platforms.host()),
+                                  cat.present.__contains__, cat.cache)
+            missing = [d.digest for d in req.missing]
+            complete, required = req.complete, req.required
+        except DistError as e:
+            missing, complete, required = [], False, 0
+            problem = str(e)
+        else:
+            problem = None if req.matched else f"no manifest for {platforms.host()}"
+        record = {"name": image.name, "complete": complete, "missing": missing,
+                  "present": required - len(missing), "required": required}
+        if problem:
+            record["problem"] = problem
+        if verify:
+            corrupt = []
+            for digest in sorted(cat.reach(image.target)):
+                if digest not in verified:
+                    verified[digest] = session.content.verify(digest)
+                if verified[digest]:
+                    corrupt.append({"digest": digest, "problem": verified[digest]})
+            record["corrupt"] = corrupt
+        out.append(record)
+    return out

@@ -1,0 +1,202 @@
+"""The descriptor walker and its handlers: every image feature is a handler over one walk.
+
+A handler takes a descriptor and returns the descriptors to visit next (its
+children, filtered as the feature needs). ``walk`` visits each digest once
+(names share targets; images share layers) and refuses trees deeper than
+``MAX_WALK_DEPTH`` or that loop back on themselves — content addressing makes
+a loop impossible for verified content, but the walker does not assume it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from dist_tool import oci
+from dist_tool.errors import DataError
+from dist_tool.oci import Descriptor
+from dist_tool.store.api import Provider
+from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_WALK_DEPTH
+
+Handler = Callable[[Descriptor], list[Descriptor]]
+PlatformMatcher = Callable[[object], bool]
+
+
+class SkipChildren(Exception):
+    """Raised by a handler to stop the walk from descending below a descriptor."""
+
+
+def walk(handler: Handler, roots: Iterable[Descriptor], max_depth: int = MAX_WALK_DEPTH) -> None:
+    """Depth-first, children in order, each digest once per walk."""
+    visited: set[str] = set()
+
+    def visit(desc: Descriptor, path: tuple[str, ...]) -> None:
+        if desc.digest in path:
+            raise DataError("image", desc.digest, "descriptor tree contains itself")
+        if len(path) >= max_depth:
+            raise DataError("image", desc.digest, f"descriptor tree deeper than {max_depth}")
+        if desc.digest in visited:
+            return
+        visited.add(desc.digest)
+        try:
+            kids = handler(desc)
+        except SkipChildren:
+            return
+        for child in kids:
+            visit(child, path + (desc.digest,))
+
+    for root in roots:
+        visit(root, ())
+
+
+@dataclass
+class ChildrenCache:
+    """Parsed children by digest, shared by every walk of one command (1,001 names, few targets)."""
+
+    children: dict[str, list[Descriptor]] = field(default_factory=dict)
+    documents: dict[str, dict] = field(default_factory=dict)
+
+
+def read_document(provider: Provider, desc: Descriptor, cache: ChildrenCache | None = None) -> dict:
+    """Reads and decodes a manifest or index (bounded), checking it is the type it claims."""
+    if cache is not None and desc.digest in cache.documents:
+        return cache.documents[desc.digest]
+    limit = MAX_INDEX_BYTES if oci.is_index(desc.media_type) else MAX_MANIFEST_BYTES
+    data = provider.read_blob(desc.digest, limit)
+    what = oci.kind_of(desc.media_type)
+    doc = oci.decode_json(data, what, desc.digest)
+    declared = doc.get("mediaType")
+    if declared and isinstance(declared, str) and oci.is_image_target(declared) \
+            and oci.is_index(declared) != oci.is_index(desc.media_type):
+        raise DataError(what, desc.digest, f"descriptor says {desc.media_type} but the blob is {declared}")
+    if cache is not None:
+        cache.documents[desc.digest] = doc
+    return doc
+
+
+def children(provider: Provider, cache: ChildrenCache | None = None) -> Handler:
+    """The children of OCI and Docker schema-2 indexes and manifests; nothing below other types.
+
+    Raises NotFound when an index or manifest is absent (see ``skip_missing``).
+    """
+
+    def handler(desc: Descriptor) -> list[Descriptor]:
+        if cache is not None and desc.digest in cache.children:
+            return cache.children[desc.digest]
+        if oci.is_index(desc.media_type):
+            kids = oci.index_children(read_document(provider, desc, cache), desc.digest)
+        elif oci.is_manifest(desc.media_type):
+            kids = oci.manifest_children(read_document(provider, desc, cache), desc.digest)
+        else:
+            return []
+        if cache is not None:
+            cache.children[desc.digest] = kids
+        return kids
+
+    return handler
+
+
+def skip_missing(handler: Handler, present: Callable[[str], bool],
+                 missing: list[Descriptor] | None = None) -> Handler:
+    """Does not descend into absent blobs; records them in ``missing`` when given."""
+
+    def wrapped(desc: Descriptor) -> list[Descriptor]:
+        if not present(desc.digest):
+            if missing is not None:
+                missing.append(desc)
+            raise SkipChildren
+        return handler(desc)
+
+    return wrapped
+
+
+def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
+    """Keeps only an index's manifests whose platform matches (descriptors without one are kept)."""
+
+    def wrapped(desc: Descriptor) -> list[Descriptor]:
+        kids = handler(desc)
+        if not oci.is_index(desc.media_type):
+            return kids
+        from dist_tool import platforms
+
+        out = []
+        for kid in kids:
+            if kid.platform is None:
+                if oci.is_index(kid.media_type) or not oci.is_manifest(kid.media_type):
+                    out.append(kid)
+                continue
+            if matcher(platforms.Platform.from_dict(kid.platform)):
+                out.append(kid)
+        return out
+
+    return wrapped
+
+
+def visitor(handler: Handler, visit: Callable[[Descriptor], None]) -> Handler:
+    """Calls ``visit`` on every descriptor before descending."""
+
+    def wrapped(desc: Descriptor) -> list[Descriptor]:
+        visit(desc)
+        return handler(desc)
+
+    return wrapped
+
+
+def reachable(provider: Provider, target: Descriptor, present: Callable[[str], bool],
+              cache: ChildrenCache | None = None) -> dict[str, int]:
+    """Every distinct blob reachable from ``target`` that is present, with its size."""
+    found: dict[str, int] = {}
+
+    def record(desc: Descriptor) -> None:
+        found[desc.digest] = desc.size
+
+    walk(visitor(skip_missing(children(provider, cache), present), record), [target])
+    return found
+
+
+def platform_manifests(provider: Provider, target: Descriptor, matcher: PlatformMatcher,
+                       cache: ChildrenCache | None = None) -> list[Descriptor]:
+    """The manifests under ``target`` for the matching platforms (a lone manifest is itself)."""
+    found: list[Descriptor] = []
+
+    def collect(desc: Descriptor) -> list[Descriptor]:
+        if oci.is_manifest(desc.media_type):
+            found.append(desc)
+            raise SkipChildren
+        return inner(desc)
+
+    inner = filter_platforms(children(provider, cache), matcher)
+    walk(collect, [target])
+    return found
+
+
+@dataclass
+class Requirement:
+    """What a platform of an image needs, and what of it is absent."""
+
+    missing: list[Descriptor] = field(default_factory=list)
+    required: int = 0
+    matched: bool = False  # a manifest for the platform exists (a lone manifest always matches)
+
+    @property
+    def complete(self) -> bool:
+        return self.matched and not self.missing
+
+
+def require_present(provider: Provider, target: Descriptor, matcher: PlatformMatcher,
+                    present: Callable[[str], bool], cache: ChildrenCache | None = None) -> Requirement:
+    """Walks the indexes and manifests on the way to the platform(s), then configs and layers."""
+    req = Requirement()
+
+    def check(desc: Descriptor) -> list[Descriptor]:
+        req.required += 1
+        if oci.is_manifest(desc.media_type):
+            req.matched = True
+        if not present(desc.digest):
+            req.missing.append(desc)
+            raise SkipChildren
+        return inner(desc)
+
+    inner = filter_platforms(children(provider, cache), matcher)
+    walk(check, [target])
+    return req
