@@ -1,0 +1,142 @@
+"""The ``dist`` entry point: global options → Session, lazily loaded command groups, and
+``main()``, the one place that turns errors into exit codes (SPEC "Exit status").
+
+Command groups are registered by module path and imported only when invoked,
+so ``dist images`` loads the images group alone (start-up is a benchmark).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from dist_tool import __version__
+from dist_tool.errors import DistError, TaskExit
+
+# name → (module, attribute, one-line help). Attributes are typer apps.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "images": ("dist_tool.commands.images", "app", "Manage images: ls, rm, tag, label, inspect, check, import, export"),
+    "rmi": ("dist_tool.commands.images", "rmi_app", "Remove images by name (= images rm)"),
+    "content": ("dist_tool.commands.content", "app", "Manage content blobs"),
+    "gc": ("dist_tool.commands.system", "gc_app", "Collect what nothing references; explain what keeps a blob"),
+    "info": ("dist_tool.commands.system", "info_app", "Show the store, runtime and counts"),
+    "namespaces": ("dist_tool.commands.system", "namespaces_app", "Manage namespaces"),
+    "leases": ("dist_tool.commands.system", "leases_app", "Manage leases"),
+}
+ALIASES = {"image": "images", "i": "images", "namespace": "namespaces", "ns": "namespaces",
+           "lease": "leases"}
+
+
+def load_command(name: str):
+    """The click command for ``name`` (or an alias), importing its module now."""
+    module_name, attribute, _ = COMMANDS[ALIASES.get(name, name)]
+    app = getattr(importlib.import_module(module_name), attribute)
+    command = typer.main.get_command(app)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str):
+        if ALIASES.get(cmd_name, cmd_name) not in COMMANDS:
+            return None
+        return load_command(cmd_name)
+
+
+app = typer.Typer(cls=LazyGroup, add_completion=False, pretty_exceptions_enable=False,
+                  no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                  help="dist: a daemonless container tool (images, content, snapshots, containers, tasks).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"dist {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    root: Annotated[str | None, typer.Option("--root", envvar="DIST_ROOT", help="Persistent store.")] = None,
+    state: Annotated[str | None, typer.Option("--state", envvar="DIST_STATE", help="Runtime state.")] = None,
+    namespace: Annotated[str, typer.Option("-n", "--namespace", envvar="DIST_NAMESPACE",
+                                           help="Namespace of images, containers, tasks, snapshots, leases.")]
+    = "default",
+    snapshotter: Annotated[str | None, typer.Option("--snapshotter", envvar="DIST_SNAPSHOTTER",
+                                                    help="overlayfs or native.")] = None,
+    address: Annotated[str | None, typer.Option("--address", envvar="DIST_ADDRESS",
+                                                help="Use the store served by `dist serve`.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks and debug log on stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    from dist_tool.session import Session, default_root, default_state
+    from dist_tool.validate import identifier
+
+    identifier("namespace", namespace)
+    ctx.obj = Session(root=root or default_root(), state=state or default_state(), namespace=namespace,
+                      snapshotter_name=snapshotter, address=address, debug=debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _wants_debug(argv: list[str]) -> bool:
+    return "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns SPEC's exit status. Nothing below this exits the process."""
+    from typer._click import exceptions as click_exceptions
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _wants_debug(args)
+    try:
+        command = typer.main.get_command(app)
+        command.main(args=args, prog_name="dist", standalone_mode=False)
+        return 0
+    except TaskExit as e:
+        return e.status
+    except DistError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _error(str(e))
+        return e.exit_code
+    except click_exceptions.UsageError as e:
+        _error(e.format_message())
+        if e.ctx is not None:
+            sys.stderr.write(f"Try '{e.ctx.command_path} --help' for help.\n")
+        return 2
+    except click_exceptions.ClickException as e:
+        _error(e.format_message())
+        return e.exit_code
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``dist images | head``): not an error; silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, or the traceback under --debug
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _error(f"internal error: {e.__class__.__name__}: {e}")
+        return 1
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"dist: error: {message}\n")

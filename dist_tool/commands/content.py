@@ -1,0 +1,122 @@
+"""dist content: ls, get, ingest, active, rm, label, verify."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.errors import DataError
+
+app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all namespaces).")
+
+
+@app.command("ls")
+def ls(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List blobs: DIGEST, SIZE, CREATED, LABELS."""
+    from dist_tool.render import Col, age, iec, labels_text
+
+    s = session(ctx)
+    cols = (Col("DIGEST", "digest"), Col("SIZE", "size", fmt=iec), Col("CREATED", "createdAt", fmt=age),
+            Col("LABELS", "labels", fmt=labels_text))
+    s.render.records([i.to_json() for i in s.content.list()], cols, as_json=json_, quiet=quiet, key="digest")
+
+
+@app.command("get")
+def get(ctx: typer.Context, digest: str) -> None:
+    """Write a blob to stdout."""
+    import shutil
+    import sys
+
+    from dist_tool import validate
+
+    s = session(ctx)
+    with s.content.open_blob(validate.digest(digest)) as f:
+        sys.stdout.flush()
+        shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+
+
+@app.command("ingest")
+def ingest(ctx: typer.Context,
+           ref: Annotated[str, typer.Option("--ref", help="Names the ingest; the same ref resumes it.")],
+           expected_digest: Annotated[str | None, typer.Option("--expected-digest")] = None,
+           expected_size: Annotated[int | None, typer.Option("--expected-size", min=0)] = None,
+           labels: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE")] = None) -> None:
+    """Read stdin into the store and print the digest; a mismatch stores nothing."""
+    import sys
+
+    from dist_tool import validate
+    from dist_tool.store.content import ingest_stream
+
+    s = session(ctx)
+    digest = validate.digest(expected_digest) if expected_digest else None
+    parsed = validate.label_args(labels or [])
+    s.render.line(ingest_stream(s.content, ref, sys.stdin.buffer, size=expected_size, digest=digest,
+                                labels=parsed))
+
+
+@app.command("active")
+def active(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Ingests in progress (or interrupted): REF, SIZE so far, STARTED."""
+    from dist_tool.render import Col, age, iec
+
+    s = session(ctx)
+    cols = (Col("REF", "ref"), Col("SIZE", "offset", fmt=iec), Col("EXPECTED", "expected"),
+            Col("STARTED", "startedAt", fmt=age), Col("WRITER", "active", fmt=lambda a: "live" if a else "gone"))
+    s.render.records([i.to_json() for i in s.content.ingests()], cols, as_json=json_, quiet=quiet, key="ref")
+
+
+@app.command("rm")
+def rm(ctx: typer.Context, digests: list[str]) -> None:
+    """Remove blobs (an image that references one becomes incomplete)."""
+    from dist_tool import validate
+    from dist_tool.errors import DistError
+
+    s = session(ctx)
+    first: DistError | None = None
+    for digest in digests:
+        try:
+            s.content.delete(validate.digest(digest))
+            s.render.line(digest)
+        except DistError as e:
+            first = first or e
+    if first:
+        raise first
+
+
+@app.command("label")
+def label(ctx: typer.Context, digest: str,
+          labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None,
+          json_: JsonOpt = False) -> None:
+    """Set or remove a blob's labels; prints the resulting labels."""
+    from dist_tool import validate
+
+    s = session(ctx)
+    info = s.content.update_labels(validate.digest(digest), validate.label_args(labels or []))
+    if json_:
+        s.render.json(dict(info.labels))
+    else:
+        s.render.lines(f"{k}={v}" for k, v in sorted(info.labels.items()))
+
+
+@app.command("verify")
+def verify(ctx: typer.Context, digests: Annotated[list[str] | None, typer.Argument()] = None,
+           json_: JsonOpt = False) -> None:
+    """Re-hash blobs and report corrupt ones (exit 1 if any)."""
+    from dist_tool import validate
+    from dist_tool.render import Col
+
+    s = session(ctx)
+    targets = [validate.digest(d) for d in digests] if digests else [i.digest for i in s.content.list()]
+    results = []
+    for digest in targets:
+        problem = s.content.verify(digest)
+        results.append({"digest": digest, "ok": problem is None, "problem": problem})
+    s.render.records(results, (Col("DIGEST", "digest"), Col("STATUS", "ok", fmt=lambda ok: "ok" if ok else "CORRUPT"),
+                               Col("PROBLEM", "problem")), as_json=json_)
+    corrupt = [r for r in results if not r["ok"]]
+    if corrupt:
+        raise DataError("blob", corrupt[0]["digest"], f"corrupt: {corrupt[0]['problem']}"
+                        + (f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""))

@@ -1,0 +1,184 @@
+"""dist gc, info, namespaces, leases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+
+gc_app = typer.Typer(help="Garbage collection.")
+info_app = typer.Typer(help="Store information.")
+namespaces_app = typer.Typer(cls=DefaultLsGroup, help="Manage namespaces.")
+leases_app = typer.Typer(cls=DefaultLsGroup, help="Manage leases.")
+
+
+@gc_app.command("gc")
+def gc(ctx: typer.Context,
+       items: Annotated[list[str] | None, typer.Argument(help="With --explain: digests to explain.")] = None,
+       dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, remove nothing.")] = False,
+       explain: Annotated[bool, typer.Option("--explain", help="Why is each DIGEST kept?")] = False,
+       json_: JsonOpt = False) -> None:
+    """Remove what no image, container or lease references; or explain what keeps a blob."""
+    from dist_tool import gc as collector
+    from dist_tool import validate
+    from dist_tool.errors import InvalidArgument
+    from dist_tool.render import iec
+
+    s = session(ctx)
+    if explain:
+        if not items:
+            raise InvalidArgument("gc --explain", "", "name at least one digest")
+        reports = collector.explain(s.meta, s.content, [validate.digest(i) for i in items])
+        if json_:
+            s.render.json(reports)
+            return
+        for report in reports:
+            if not report["kept"]:
+                s.render.line(f"{report['digest']}: nothing keeps it; the next gc removes it")
+                continue
+            s.render.line(f"{report['digest']} is kept by:")
+            for depth, step in enumerate(report["chain"]):
+                s.render.line(f"{'  ' * (depth + 1)}{_step_text(step)}")
+        return
+    if items:
+        raise InvalidArgument("gc", items[0], "unexpected argument (did you mean --explain?)")
+    result = collector.collect(s.meta, s.content, dry_run=dry_run)
+    if json_:
+        s.render.json(result.to_json())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for digest, size in result.blobs:
+        s.render.line(f"{verb} blob {digest} ({iec(size)})")
+    for ns, lease_id in result.leases:
+        s.render.line(f"{verb} expired lease {ns}/{lease_id}")
+    for ref in result.ingests:
+        s.render.line(f"{verb} abandoned ingest {ref}")
+    s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
+                  f"in {len(result.blobs)} blobs")
+
+
+def _step_text(step: dict) -> str:
+    if step["kind"] == "image":
+        return f"image {step['name']} (namespace {step['namespace']})"
+    if step["kind"] == "lease":
+        return f"lease {step['id']} (namespace {step['namespace']})"
+    if "digest" in step:
+        return f"{step['kind']} {step['digest']}"
+    return f"{step['kind']} {step.get('id', '')}"
+
+
+@info_app.command("info")
+def info(ctx: typer.Context, json_: JsonOpt = False) -> None:
+    """Version, root, state, namespace, snapshotter, runtime and counts."""
+    from dist_tool import system
+
+    s = session(ctx)
+    doc = system.info(s)
+    if json_:
+        s.render.json(doc)
+        return
+    s.render.lines([
+        f"version:     {doc['version']}", f"root:        {doc['root']}", f"state:       {doc['state']}",
+        f"namespace:   {doc['namespace']}", f"snapshotter: {doc['snapshotter']}",
+        f"runtime:     {doc['runtime']['path'] or '-'} ({doc['runtime']['version'] or 'not found'})",
+        "counts:      " + ", ".join(f"{k} {v}" for k, v in doc["counts"].items())])
+
+
+# ---------------------------------------------------------------- namespaces
+
+
+@namespaces_app.command("ls")
+def namespaces_ls(ctx: typer.Context, filters: Annotated[list[str] | None, typer.Argument()] = None,
+                  json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List namespaces."""
+    from dist_tool.render import Col, labels_text
+
+    s = session(ctx)
+    s.render.records([n.to_json() for n in s.namespaces.list(*(filters or ()))],
+                     (Col("NAME", "name"), Col("LABELS", "labels", fmt=labels_text)),
+                     as_json=json_, quiet=quiet)
+
+
+@namespaces_app.command("create")
+def namespaces_create(ctx: typer.Context, name: str,
+                      labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE")] = None) -> None:
+    """Create a namespace (namespaces are also created on first write)."""
+    from dist_tool import validate
+    from dist_tool.store.api import Namespace
+
+    s = session(ctx)
+    parsed = validate.apply_labels({}, validate.label_args(labels or []))
+    s.render.line(s.namespaces.create(Namespace(validate.identifier("namespace", name), parsed)).name)
+
+
+@namespaces_app.command("rm")
+def namespaces_rm(ctx: typer.Context, names: list[str]) -> None:
+    """Remove empty namespaces (exit 4 while one holds anything)."""
+    s = session(ctx)
+    for name in names:
+        s.namespaces.delete(name)
+        s.render.line(name)
+
+
+@namespaces_app.command("label")
+def namespaces_label(ctx: typer.Context, name: str,
+                     labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None
+                     ) -> None:
+    """Set or remove a namespace's labels; prints the resulting labels."""
+    from dist_tool import validate
+    from dist_tool.store.api import Namespace
+
+    s = session(ctx)
+    current = s.namespaces.get(name)
+    merged = validate.apply_labels(current.labels, validate.label_args(labels or []))
+    result = s.namespaces.update(Namespace(name, merged), "labels")
+    s.render.lines(f"{k}={v}" for k, v in sorted(result.labels.items()))
+
+
+# ---------------------------------------------------------------- leases
+
+
+@leases_app.command("ls")
+def leases_ls(ctx: typer.Context, filters: Annotated[list[str] | None, typer.Argument()] = None,
+              json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """List leases: ID, CREATED, EXPIRES, OWNER, LABELS."""
+    from dist_tool.render import Col, age, labels_text, rfc3339
+
+    s = session(ctx)
+    cols = (Col("ID", "id"), Col("CREATED", "createdAt", fmt=age),
+            Col("EXPIRES", "expiresAt", fmt=lambda t: rfc3339(t) or "-"), Col("OWNER", "ownerPid"),
+            Col("LABELS", "labels", fmt=labels_text))
+    s.render.records([x.to_json() for x in s.leases.list(*(filters or ()))], cols, as_json=json_, quiet=quiet,
+                     key="id")
+
+
+@leases_app.command("create")
+def leases_create(ctx: typer.Context,
+                  lease_id: Annotated[str | None, typer.Option("--id", help="Lease ID (default: generated).")]
+                  = None,
+                  expires: Annotated[str | None, typer.Option("--expires", help="Duration: 90s, 30m, 24h.")]
+                  = None,
+                  labels: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE")] = None) -> None:
+    """Create a lease; what it references is kept from garbage collection."""
+    import secrets
+    import time
+
+    from dist_tool import validate
+    from dist_tool.store.api import Lease
+
+    s = session(ctx)
+    ident = validate.identifier("lease id", lease_id) if lease_id else f"lease-{secrets.token_hex(6)}"
+    expires_at = time.time() + validate.duration(expires) if expires else None
+    parsed = validate.apply_labels({}, validate.label_args(labels or []))
+    s.render.line(s.leases.create(Lease(ident, parsed, expires_at=expires_at)).id)
+
+
+@leases_app.command("rm")
+def leases_rm(ctx: typer.Context, ids: list[str]) -> None:
+    """Remove leases (what they kept is collected by the next gc)."""
+    s = session(ctx)
+    for lease_id in ids:
+        s.leases.delete(lease_id)
+        s.render.line(lease_id)

@@ -1,0 +1,98 @@
+"""The Session: one invocation's settings and its lazily opened stores.
+
+Built once in the CLI callback. It is a locator, not a god object: it holds
+no logic beyond choosing implementations (local SQLite/file stores, or the
+remote ones behind ``--address``) and opening them on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dist_tool.render import Renderer
+    from dist_tool.store.content import LocalContentStore
+    from dist_tool.store.images import SqliteImageStore
+    from dist_tool.store.leases import SqliteLeaseManager
+    from dist_tool.store.metadata import Metadata
+    from dist_tool.store.namespaces import SqliteNamespaceStore
+
+
+def default_root() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/dist"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "dist")
+
+
+def default_state() -> str:
+    if os.geteuid() == 0:
+        return "/run/dist"
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join("/tmp", f"dist-{os.getuid()}")
+    return os.path.join(base, "dist")
+
+
+@dataclass
+class Session:
+    root: str
+    state: str
+    namespace: str = "default"
+    snapshotter_name: str | None = None
+    address: str | None = None
+    debug: bool = False
+    render: Renderer = field(default=None)  # type: ignore[assignment]
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = os.path.abspath(self.root)
+        self.state = os.path.abspath(self.state)
+        if self.render is None:
+            from dist_tool.render import Renderer
+
+            self.render = Renderer()
+
+    def _once(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def meta(self) -> Metadata:
+        from dist_tool.store.metadata import Metadata
+
+        return self._once("meta", lambda: Metadata(self.root))
+
+    @property
+    def content(self) -> LocalContentStore:
+        from dist_tool.store.content import LocalContentStore
+
+        return self._once("content", lambda: LocalContentStore(self.root, self.meta))
+
+    @property
+    def images(self) -> SqliteImageStore:
+        return self.images_in(self.namespace)
+
+    def images_in(self, namespace: str) -> SqliteImageStore:
+        from dist_tool.store.images import SqliteImageStore
+
+        return self._once(f"images/{namespace}",
+                          lambda: SqliteImageStore(self.meta, namespace, self.content.layout))
+
+    @property
+    def leases(self) -> SqliteLeaseManager:
+        from dist_tool.store.leases import SqliteLeaseManager
+
+        return self._once("leases", lambda: SqliteLeaseManager(self.meta, self.namespace))
+
+    @property
+    def namespaces(self) -> SqliteNamespaceStore:
+        from dist_tool.store.namespaces import SqliteNamespaceStore
+
+        return self._once("namespaces", lambda: SqliteNamespaceStore(self.meta))
+
+    def close(self) -> None:
+        meta = self._cache.get("meta")
+        if meta is not None:
+            meta.close()
