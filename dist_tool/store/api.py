@@ -93,6 +93,70 @@ class Namespace:
                 "createdAt": self.created_at, "updatedAt": self.updated_at}
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    key: str
+    parent: str | None
+    kind: str  # "active", "committed" or "view"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "parent": self.parent, "kind": self.kind, "createdAt": self.created_at,
+                "updatedAt": self.updated_at, "labels": dict(self.labels)}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount(2) call: what ``mount -t TYPE -o OPTIONS SOURCE TARGET`` would do."""
+
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "source": self.source, "options": list(self.options)}
+
+
+@dataclass(frozen=True)
+class Usage:
+    size: int
+    inodes: int
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "inodes": self.inodes}
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container is metadata only: what a task needs, pinned."""
+
+    id: str
+    image: str
+    runtime_name: str = "io.containerd.runc.v2"
+    runtime_options: Mapping[str, object] = field(default_factory=dict)
+    spec: Mapping[str, object] = field(default_factory=dict)
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    extensions: Mapping[str, object] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_exit: Mapping[str, object] | None = None  # {"status": int, "exitedAt": float}
+
+    def to_json(self, full: bool = False) -> dict:
+        out = {"id": self.id, "image": self.image,
+               "runtime": {"name": self.runtime_name, "options": dict(self.runtime_options)},
+               "snapshotter": self.snapshotter, "snapshotKey": self.snapshot_key,
+               "labels": dict(self.labels), "createdAt": self.created_at, "updatedAt": self.updated_at}
+        if full:
+            out["spec"] = dict(self.spec)
+            out["extensions"] = dict(self.extensions)
+            out["lastExit"] = dict(self.last_exit) if self.last_exit else None
+        return out
+
+
 # ---------------------------------------------------------------- content
 
 
@@ -215,6 +279,60 @@ class LeaseManager(Protocol):
     def resources(self, lease_id: str) -> list[LeaseResource]: ...
 
 
+class Snapshotter(Protocol):
+    """containerd's snapshotter verbs, per namespace. Committed snapshots are named by chain ID."""
+
+    name: str
+
+    def prepare(self, key: str, parent: str | None = None,
+                labels: Mapping[str, str] | None = None) -> list[Mount]:
+        """A new active (writable) snapshot on ``parent``. AlreadyExists; NotFound for the parent."""
+        ...
+
+    def view(self, key: str, parent: str, labels: Mapping[str, str] | None = None) -> list[Mount]:
+        """A read-only snapshot of ``parent``."""
+        ...
+
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Turns active ``key`` into committed ``name``; ``key`` is gone afterwards."""
+        ...
+
+    def remove(self, key: str) -> None:
+        """Removes a snapshot. Conflict while it has children (or a container uses it)."""
+        ...
+
+    def stat(self, key: str) -> SnapshotInfo: ...
+
+    def update(self, info: SnapshotInfo, *fieldpaths: str) -> SnapshotInfo: ...
+
+    def list(self, *filters: str) -> list[SnapshotInfo]: ...
+
+    def usage(self, key: str) -> Usage: ...
+
+    def mounts(self, key: str) -> list[Mount]: ...
+
+
+class ContainerStore(Protocol):
+    def get(self, container_id: str) -> Container:
+        """Raises NotFound."""
+        ...
+
+    def list(self, *filters: str) -> list[Container]: ...
+
+    def create(self, container: Container) -> Container:
+        """Raises AlreadyExists."""
+        ...
+
+    def update(self, container: Container, *fieldpaths: str) -> Container:
+        """Replaces the named fields (``labels``, ``labels.KEY``, ``spec``, ``image``, ``runtime``,
+        ``extensions``, ``lastExit``); all mutable ones when none. Raises NotFound."""
+        ...
+
+    def delete(self, container_id: str) -> None:
+        """Raises NotFound."""
+        ...
+
+
 class NamespaceStore(Protocol):
     def get(self, name: str) -> Namespace: ...
 
@@ -232,5 +350,6 @@ class NamespaceStore(Protocol):
 __all__: Sequence[str] = (
     "ContentInfo", "IngestStatus", "Image", "Lease", "LeaseResource", "Namespace",
     "Provider", "InfoProvider", "Writer", "Ingester", "IngestManager", "ContentManager",
-    "ContentStore", "ImageStore", "LeaseManager", "NamespaceStore",
+    "ContentStore", "ImageStore", "LeaseManager", "NamespaceStore", "SnapshotInfo", "Mount", "Usage",
+    "Container", "Snapshotter", "ContainerStore",
 )
