@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 from dist_tool.errors import DistError, Unavailable
 
-SCHEMA_VERSION = 1
 WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this only trips on a hung peer
 BUSY_TIMEOUT_MS = 60_000
 
@@ -98,6 +97,11 @@ MIGRATIONS: list[Migration] = [
         "CREATE INDEX lease_resources_by_resource ON lease_resources (kind, resource)",
     )),
 ]
+
+# Each issue appends its migration with a fixed version number; the list may briefly be out of
+# order while work lands in parallel, so apply in version order and derive the current version.
+MIGRATIONS.sort(key=lambda m: m.version)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 def dump_labels(labels: object) -> str:
