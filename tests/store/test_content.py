@@ -1,0 +1,172 @@
+"""The local content store: verified commit, resumable ingests, labels, verify, listing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+
+import pytest
+
+from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound
+from dist_tool.oci import Descriptor
+from dist_tool.store.content import LocalContentStore, ingest_stream
+from dist_tool.store.metadata import Metadata
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path) -> LocalContentStore:
+    meta = Metadata(str(tmp_path / "root"))
+    s = LocalContentStore(str(tmp_path / "root"), meta)
+    s.ensure_layout()
+    yield s
+    meta.close()
+
+
+def test_layout_is_an_oci_image_layout(store):
+    layout = store.layout
+    assert open(os.path.join(layout, "oci-layout")).read() == '{"imageLayoutVersion": "1.0.0"}'
+    assert os.path.isdir(os.path.join(layout, "blobs", "sha256"))
+    assert '"manifests": []' in open(os.path.join(layout, "index.json")).read()
+
+
+def test_commit_makes_a_verified_read_only_blob_visible(store):
+    data = b"hello world\n" * 1000
+    digest = ingest_stream(store, "ref-1", io.BytesIO(data), size=len(data), digest=digest_of(data))
+    assert digest == digest_of(data)
+    assert store.info(digest).size == len(data)
+    assert store.read_blob(digest, 1 << 20) == data
+    mode = os.stat(store.blob_path(digest)).st_mode
+    assert stat.S_IMODE(mode) == 0o444
+    assert store.ingests() == []
+
+
+@pytest.mark.parametrize("size_delta,digest_ok,why", [
+    (1, True, "size mismatch"),
+    (0, False, "digest mismatch"),
+], ids=["size", "digest"])
+def test_mismatch_stores_nothing_and_frees_the_ref(store, size_delta, digest_ok, why):
+    data = b"x" * 5000
+    digest = digest_of(data) if digest_ok else digest_of(b"other")
+    with pytest.raises(DataError, match=why):
+        ingest_stream(store, "ref-bad", io.BytesIO(data), size=len(data) + size_delta, digest=digest)
+    assert store.list() == []
+    assert store.ingests() == []
+    assert os.listdir(os.path.join(store.blobs_dir, "sha256")) == []
+
+
+def test_an_already_present_digest_is_not_an_error(store):
+    data = b"same"
+    first = ingest_stream(store, "a", io.BytesIO(data))
+    second = ingest_stream(store, "b", io.BytesIO(data), digest=first, size=len(data))
+    assert first == second
+    assert [i.digest for i in store.list()] == [first]
+
+
+def test_interrupted_ingest_resumes_without_rewriting(store):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    w = store.writer("resume-me")
+    w.write(data[:2_000_000])
+    w._data.flush()
+    w.close()  # as if killed: the bytes stay, the ref stays
+    [status] = store.ingests()
+    assert (status.ref, status.offset, status.active) == ("resume-me", 2_000_000, False)
+    written = []
+    original_write = store.writer
+
+    def spy_writer(*a, **k):
+        w = original_write(*a, **k)
+        real = w.write
+        w.write = lambda b: (written.append(len(b)), real(b))[1]
+        return w
+
+    store.writer = spy_writer
+    digest = ingest_stream(store, "resume-me", io.BytesIO(data), size=len(data), digest=digest_of(data))
+    assert digest == digest_of(data)
+    assert sum(written) == len(data) - 2_000_000  # the first 2,000,000 bytes were not written again
+    assert store.read_blob(digest, 10 << 20) == data
+
+
+def test_resume_with_a_diverging_stream_rewrites_from_the_divergence(store):
+    w = store.writer("diverge")
+    w.write(b"A" * 1000)
+    w.close()
+    data = b"A" * 500 + b"B" * 700
+    digest = ingest_stream(store, "diverge", io.BytesIO(data))
+    assert store.read_blob(digest, 10_000) == data
+
+
+def test_a_live_writer_locks_its_ref(store):
+    w = store.writer("busy")
+    try:
+        with pytest.raises(Conflict, match="locked"):
+            store.writer("busy")
+        assert [s.active for s in store.ingests()] == [True]
+    finally:
+        w.close()
+
+
+def test_expected_descriptor_checks_commit(store):
+    data = b"descriptor"
+    w = store.writer("exp", Descriptor("application/octet-stream", digest_of(data), len(data)))
+    w.write(data)
+    assert w.commit() == digest_of(data)
+
+
+def test_labels_set_and_remove(store):
+    digest = ingest_stream(store, "l", io.BytesIO(b"labelled"))
+    info = store.update_labels(digest, {"a": "1", "b": "2"})
+    assert dict(info.labels) == {"a": "1", "b": "2"}
+    assert info.updated_at >= info.created_at
+    info = store.update_labels(digest, {"a": ""})
+    assert dict(info.labels) == {"b": "2"}
+
+
+def test_verify_reports_corruption(store):
+    digest = ingest_stream(store, "v", io.BytesIO(b"intact bytes"))
+    assert store.verify(digest) is None
+    path = store.blob_path(digest)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"X")
+    assert "hashes to" in store.verify(digest)
+
+
+def test_delete_and_not_found(store):
+    digest = ingest_stream(store, "d", io.BytesIO(b"gone soon"))
+    store.delete(digest)
+    with pytest.raises(NotFound):
+        store.info(digest)
+    with pytest.raises(NotFound):
+        store.delete(digest)
+    assert not os.path.exists(store.blob_path(digest))
+
+
+def test_read_blob_is_bounded(store):
+    digest = ingest_stream(store, "big", io.BytesIO(b"x" * 2048))
+    with pytest.raises(DataError, match="limit"):
+        store.read_blob(digest, 1024)
+
+
+@pytest.mark.parametrize("bad", ["sha256:../../etc", "sha256:", "../x"], ids=["dotdot", "empty", "noalg"])
+def test_blob_path_refuses_malformed_digests(store, bad):
+    with pytest.raises(InvalidArgument):
+        store.blob_path(bad)
+
+
+def test_remove_dead_ingests_spares_live_writers(store):
+    dead = store.writer("dead")
+    dead.write(b"partial")
+    dead.close()
+    live = store.writer("live")
+    try:
+        removed = store.remove_dead_ingests()
+        assert [s.ref for s in removed] == ["dead"]
+        assert [s.ref for s in store.ingests()] == ["live"]
+    finally:
+        live.close()
