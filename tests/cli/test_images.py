@@ -1,0 +1,191 @@
+"""dist images, rmi and gc through the real entry point: SPEC's fields, exit codes and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+IMAGE_KEYS = {"name", "target", "size", "complete", "uniqueSize", "unpackedSize", "platforms", "labels",
+              "createdAt", "updatedAt"}
+
+
+def images(dist, *filters):
+    return {i["name"]: i for i in dist.ok("images", "--json", *filters).json}
+
+
+def test_empty_store_lists_nothing(dist):
+    assert dist.ok("images", "--json").json == []
+    assert dist.ok("images", "-q").stdout == ""
+    assert dist.ok("images").lines[0].split() == ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"]
+
+
+def test_json_fields_are_exactly_specs(dist, imported):
+    [image] = dist.ok("images", "ls", "--json").json
+    assert set(image) == IMAGE_KEYS
+    assert set(image["target"]) == {"mediaType", "digest", "size"}
+    assert image["unpackedSize"] is None
+    assert image["createdAt"].endswith("Z") and "T" in image["createdAt"]
+
+
+def test_rootfs_import_from_a_directory_and_a_tar(dist, busybox_rootfs, tmp_path):
+    out = dist.ok("images", "import", "--rootfs", str(busybox_rootfs), "--name", "bb", "--config-cmd", "/bin/sh",
+                  "--config-cmd", "-c", "--no-unpack")
+    assert out.lines == ["docker.io/library/bb:latest"]
+    image = images(dist)["docker.io/library/bb:latest"]
+    manifest = json.loads(dist.ok("content", "get", image["target"]["digest"]).stdout)
+    config = json.loads(dist.ok("content", "get", manifest["config"]["digest"]).stdout)
+    assert config["config"]["Cmd"] == ["/bin/sh", "-c"]
+    assert len(config["rootfs"]["diff_ids"]) == 1
+    tar = tmp_path / "rootfs.tar"
+    import subprocess
+
+    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+    dist.ok("images", "import", "--rootfs", str(tar), "--name", "bb2", "--no-unpack")
+    bb2 = images(dist)["docker.io/library/bb2:latest"]
+    manifest2 = json.loads(dist.ok("content", "get", bb2["target"]["digest"]).stdout)
+    assert manifest2["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    assert bb2["complete"] is True
+
+
+def test_tag_label_and_record_times(dist, imported):
+    first = images(dist)[imported.name]
+    assert dist.ok("images", "tag", imported.name, "web", "example.com/team/web:2").lines == [
+        "docker.io/library/web:latest", "example.com/team/web:2"]
+    assert dist("images", "tag", imported.name, "web").code == 4
+    assert dist.ok("images", "tag", imported.name, "web", "--force").lines == ["docker.io/library/web:latest"]
+    assert dist.ok("images", "label", "web", "app=web", "tier=front").lines == ["app=web", "tier=front"]
+    assert dist.ok("images", "label", "web", "tier=").lines == ["app=web"]
+    listed = images(dist)
+    web = listed["docker.io/library/web:latest"]
+    assert web["labels"] == {"app": "web"}
+    assert web["target"] == first["target"]
+    assert web["updatedAt"] >= web["createdAt"]
+    assert listed[imported.name]["createdAt"] == first["createdAt"]
+    # three names share one target: removing any one alone frees nothing
+    assert {i["uniqueSize"] for i in listed.values()} == {0}
+
+
+@pytest.mark.parametrize("filters,expected", [
+    (["name==docker.io/library/web:latest"], ["docker.io/library/web:latest"]),
+    (["name~=team"], ["example.com/team/web:2"]),
+    (['labels."app"==web'], ["docker.io/library/web:latest"]),
+    (["labels.app"], ["docker.io/library/web:latest"]),
+    (["target.mediatype~=manifest", "name~=nomatch"], None),
+    (["target.mediaType~=index"], []),
+    (["name~=web,labels.app==web"], ["docker.io/library/web:latest"]),
+    (["name~=team", "labels.app==web"], ["docker.io/library/web:latest", "example.com/team/web:2"]),
+], ids=["name-eq", "name-re", "label-quoted", "label-present", "or-all", "mediatype-case", "and", "or"])
+def test_filters(dist, imported, filters, expected):
+    dist.ok("images", "tag", imported.name, "web", "example.com/team/web:2")
+    dist.ok("images", "label", "web", "app=web")
+    names = sorted(images(dist, *filters))
+    if expected is None:
+        expected = sorted([imported.name, "docker.io/library/web:latest", "example.com/team/web:2"])
+    assert names == expected
+    assert sorted(dist.ok("images", "ls", "-q", *filters).lines) == expected
+
+
+def test_inspect_tree(dist, imported):
+    tree = dist.ok("images", "inspect", imported.name, "--json").json
+    assert tree["digest"] == imported.manifest_digest and tree["present"] is True
+    assert [c["digest"] for c in tree["children"]] == [imported.config_digest, *imported.layer_digests]
+    assert all(c["present"] and c["children"] == [] for c in tree["children"])
+    text = dist.ok("images", "inspect", imported.name).stdout
+    assert imported.layer_digests[0] in text and "└──" in text
+
+
+def test_check_reports_missing_blobs_and_exits_1(dist, imported):
+    [ok] = dist.ok("images", "check", "--json").json
+    assert ok == {"name": imported.name, "complete": True, "missing": [], "present": 4, "required": 4}
+    dist.ok("content", "rm", imported.layer_digests[1])
+    result = dist("images", "check", "--json")
+    assert result.code == 1
+    [bad] = result.json
+    assert bad["complete"] is False and bad["missing"] == [imported.layer_digests[1]]
+    assert (bad["present"], bad["required"]) == (3, 4)
+    assert images(dist)[imported.name]["complete"] is False
+
+
+def test_check_verify_finds_corruption(dist, imported):
+    blob = dist.root / "content" / "blobs" / "sha256" / imported.layer_digests[0].split(":")[1]
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    result = dist("images", "check", "--verify", "--json")
+    assert result.code == 1
+    assert [c["digest"] for c in result.json[0]["corrupt"]] == [imported.layer_digests[0]]
+    assert dist("content", "verify").code == 1
+
+
+def test_rmi_collects_what_nothing_else_uses(dist, imported, busybox_rootfs):
+    dist.ok("images", "import", "--rootfs", str(busybox_rootfs), "--name", "other", "--no-unpack")
+    before = set(dist.ok("content", "ls", "-q").lines)
+    result = dist.ok("rmi", imported.name)
+    assert result.lines == [f"deleted {imported.name}"]
+    after = set(dist.ok("content", "ls", "-q").lines)
+    assert before - after == {imported.manifest_digest, imported.config_digest, *imported.layer_digests}
+    assert list(images(dist)) == ["docker.io/library/other:latest"]
+    dist.ok("images", "rm", "other")
+    assert dist.ok("content", "ls", "-q").lines == []
+    assert not any((dist.root / "content" / "blobs" / "sha256").iterdir())
+
+
+def test_rmi_of_a_missing_name_keeps_going_and_exits_3(dist, imported):
+    dist.ok("images", "tag", imported.name, "b")
+    result = dist("rmi", "nope", "b")
+    assert result.code == 3
+    assert result.stderr.splitlines()[0] == "dist: error: image docker.io/library/nope:latest: not found"
+    assert "docker.io/library/b:latest" not in images(dist)
+    assert dist.ok("rmi", "-f", "nope").stdout == ""
+
+
+def test_gc_dry_run_explain_and_leases(dist, imported):
+    layer = imported.layer_digests[0]
+    explained = dist.ok("gc", "--explain", layer, "--json").json
+    assert explained[0]["kept"] is True
+    chain = explained[0]["chain"]
+    assert chain[0] == {"kind": "image", "namespace": "default", "name": imported.name}
+    assert [step.get("digest") for step in chain[1:]] == [imported.manifest_digest, layer]
+    text = dist.ok("gc", "--explain", layer).stdout
+    assert f"image {imported.name}" in text
+    # a lease keeps a blob whose image is gone
+    dist.ok("leases", "create", "--id", "keep")
+    conn_lease = dist.root / "metadata.db"
+    import sqlite3
+
+    with sqlite3.connect(conn_lease) as conn:
+        conn.execute("INSERT INTO lease_resources VALUES ('default', 'keep', 'content', ?)",
+                     (imported.manifest_digest,))
+    dist.ok("rmi", imported.name)
+    assert set(dist.ok("content", "ls", "-q").lines) == {imported.manifest_digest, imported.config_digest,
+                                                         *imported.layer_digests}
+    lease_chain = dist.ok("gc", "--explain", layer, "--json").json[0]["chain"]
+    assert lease_chain[0]["kind"] == "lease" and lease_chain[0]["id"] == "keep"
+    dist.ok("leases", "rm", "keep")
+    dry = dist.ok("gc", "--dry-run", "--json").json
+    assert dry["dryRun"] is True and len(dry["removed"]["content"]) == 4
+    assert dry["bytesFreed"] == imported.packed_size
+    assert len(dist.ok("content", "ls", "-q").lines) == 4
+    assert dist.ok("gc", "--explain", layer, "--json").json[0]["kept"] is False
+    done = dist.ok("gc", "--json").json
+    assert done["bytesFreed"] == imported.packed_size
+    assert dist.ok("content", "ls", "-q").lines == []
+
+
+def test_expired_lease_is_collected(dist, imported):
+    dist.ok("leases", "create", "--id", "short", "--expires", "1ms")
+    assert dist.ok("gc", "--json").json["removed"]["leases"] == [{"namespace": "default", "id": "short"}]
+    assert dist.ok("leases", "ls", "-q").lines == []
+
+
+def test_export_platform_and_missing_blob(dist, imported, tmp_path):
+    out = tmp_path / "x.tar"
+    dist.ok("images", "export", str(out), imported.name, "--platform", "linux/amd64")
+    assert out.exists()
+    dist.ok("content", "rm", imported.layer_digests[0])
+    result = dist("images", "export", str(tmp_path / "y.tar"), imported.name)
+    assert result.code == 1
+    assert imported.layer_digests[0] in result.stderr.splitlines()[0]
+    assert not (tmp_path / "y.tar").exists()
