@@ -19,6 +19,12 @@ once released):
     whose ``expires_at`` passed, is expired.
 ``lease_resources(namespace, lease_id, kind, resource)``
     ``kind`` is ``content``, ``ingest`` or ``snapshots/<snapshotter>``.
+``containers(namespace, id, image, runtime_name, runtime_options, spec, snapshotter, snapshot_key,
+labels, extensions, created_at, updated_at, last_exit)``
+    Metadata only (migration 3). ``runtime_options``, ``spec`` (the OCI
+    runtime spec), ``labels`` and ``extensions`` are JSON objects;
+    ``last_exit`` is JSON ``{"status", "exitedAt"}`` or NULL. The container
+    pins the active snapshot ``(snapshotter, snapshot_key)``, not the image.
 
 Times are seconds since the epoch (REAL). Concurrency: readers use WAL
 snapshots and take no file lock; writers take ``ROOT/metadata.lock`` (a
@@ -95,6 +101,24 @@ MIGRATIONS: list[Migration] = [
             resource TEXT NOT NULL,
             PRIMARY KEY (namespace, lease_id, kind, resource))""",
         "CREATE INDEX lease_resources_by_resource ON lease_resources (kind, resource)",
+    )),
+    Migration(3, "containers", (
+        """CREATE TABLE containers (
+            namespace TEXT NOT NULL,
+            id TEXT NOT NULL,
+            image TEXT NOT NULL,
+            runtime_name TEXT NOT NULL,
+            runtime_options TEXT NOT NULL DEFAULT '{}',
+            spec TEXT NOT NULL DEFAULT '{}',
+            snapshotter TEXT NOT NULL DEFAULT '',
+            snapshot_key TEXT NOT NULL DEFAULT '',
+            labels TEXT NOT NULL DEFAULT '{}',
+            extensions TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_exit TEXT,
+            PRIMARY KEY (namespace, id))""",
+        "CREATE INDEX containers_by_snapshot ON containers (snapshotter, snapshot_key)",
     )),
 ]
 
