@@ -85,6 +85,8 @@ class GzipReader:
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._buf = b""
         self._eof = False
+        self._between = False  # a member ended and no byte of another has been seen yet
+        self._pending = b""  # input read past the end of the last member
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -92,25 +94,32 @@ class GzipReader:
         while len(self._buf) < n and not self._eof:
             if self._z.unconsumed_tail:
                 data = self._z.unconsumed_tail
+            elif self._pending:
+                data, self._pending = self._pending, b""
             else:
                 data = self.raw.read(1 << 18)
                 if not data:
-                    if not self._z.eof:
+                    if not self._z.eof and not self._between:
                         raise DataError(self.what, "", "truncated gzip stream")
                     self._eof = True
                     break
+            self._between = False
             try:
                 self._buf += self._z.decompress(data, max(n - len(self._buf), 1 << 16))
             except zlib.error as e:
                 raise DataError(self.what, "", f"corrupt gzip stream ({e})") from None
             if self._z.eof:
+                # The member ended; what follows is another member (gzip allows many, bgzip
+                # writes thousands) or trailing bytes, ignored as gzip -d does.
                 rest = self._z.unused_data
                 self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                if rest:
-                    if not rest.startswith(GZIP_MAGIC):
-                        self._eof = True  # trailing bytes after the last member: ignored, as gzip -d does
-                        break
-                    self._buf += self._z.decompress(rest, max(n - len(self._buf), 1 << 16))
+                self._between = True
+                if len(rest) < len(GZIP_MAGIC):
+                    rest += self.raw.read(len(GZIP_MAGIC) - len(rest))
+                if rest and not rest.startswith(GZIP_MAGIC):
+                    self._eof = True
+                    break
+                self._pending = rest
         out, self._buf = self._buf[:n], self._buf[n:]
         return out
 
