@@ -1,0 +1,46 @@
+"""What every spec option sees: ``SpecContext``, the ``SpecOpt`` shape, and ``apply``.
+
+containerd's ``SpecOpts`` in Python: an option is a small function that edits
+the spec (a JSON-shaped dict, OCI runtime-spec 1.1) in place; options apply in
+order, so a later one overrides an earlier one (``with_args`` after
+``with_image_config`` replaces the image's Cmd). Options raise
+``InvalidArgument`` or ``NotFound``; nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from dist_tool.spec.rootfs import RootfsReader
+from dist_tool.spec.users import MAX_ACCOUNT_FILE_BYTES
+
+
+@dataclass
+class SpecContext:
+    """One container's spec under construction: its identity, its image's root filesystem
+    (read lazily, only when a user or group name must be resolved) and the process-argument
+    state that docker's Entrypoint/Cmd rules need."""
+
+    container_id: str
+    namespace: str = "default"
+    rootfs: RootfsReader | None = None  # None: no files to read (all lookups find nothing)
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    image_user: str = ""
+
+    def read_file(self, path: str) -> bytes | None:
+        """A small file of the image's root filesystem, or None when it has none."""
+        if self.rootfs is None:
+            return None
+        return self.rootfs.read(path, MAX_ACCOUNT_FILE_BYTES)
+
+
+SpecOpt = Callable[[SpecContext, dict], None]
+
+
+def apply(ctx: SpecContext, spec: dict, opts: Iterable[SpecOpt]) -> dict:
+    """Applies ``opts`` to ``spec`` in order; returns ``spec``."""
+    for opt in opts:
+        opt(ctx, spec)
+    return spec

@@ -1,0 +1,341 @@
+"""Spec generation: the default spec, each option function, user resolution and reading the
+image's files without leaving its root."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from dist_tool import spec as S
+from dist_tool.errors import DataError, InvalidArgument, NotFound
+from dist_tool.spec import rootfs, users
+from dist_tool.spec.defaults import DEFAULT_CAPABILITIES, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
+
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/bin/false\nbob:x:1000:1000::/home/bob:/bin/sh\n"
+GROUP = b"root:x:0:\nwww:x:34:\nstaff:x:50:bob,www\naudio:x:63:bob\nbob:x:1000:\n"
+
+
+class FakeRoot:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.reads: list[str] = []
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        self.reads.append(path)
+        return self.files.get(path)
+
+
+def ctx(files=None, cid="web") -> S.SpecContext:
+    return S.SpecContext(cid, "default", FakeRoot(files if files is not None else
+                                                  {"/etc/passwd": PASSWD, "/etc/group": GROUP}))
+
+
+def build(*opts, context=None) -> dict:
+    c = context or ctx()
+    return S.apply(c, S.default_spec(c), opts)
+
+
+# ---------------------------------------------------------------- the default spec
+
+
+def test_default_spec_is_containerds_shape():
+    spec = build()
+    assert spec["ociVersion"] == "1.1.0"
+    assert spec["root"] == {"path": "rootfs", "readonly": False}
+    p = spec["process"]
+    assert (p["args"], p["env"], p["cwd"], p["user"], p["terminal"]) == ([], [DEFAULT_PATH], "/",
+                                                                          {"uid": 0, "gid": 0}, False)
+    assert p["noNewPrivileges"] is True
+    for kind in ("bounding", "effective", "permitted"):
+        assert p["capabilities"][kind] == list(DEFAULT_CAPABILITIES)
+    assert "CAP_SYS_ADMIN" not in p["capabilities"]["bounding"]
+    assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]
+    assert {m["destination"]: m["type"] for m in spec["mounts"]} == {
+        "/proc": "proc", "/dev": "tmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/dev/mqueue": "mqueue",
+        "/sys": "sysfs", "/sys/fs/cgroup": "cgroup", "/run": "tmpfs"}
+    linux = spec["linux"]
+    assert [n["type"] for n in linux["namespaces"]] == ["pid", "ipc", "uts", "mount", "network"]
+    assert linux["maskedPaths"] == list(MASKED_PATHS) and "/proc/kcore" in linux["maskedPaths"]
+    assert linux["readonlyPaths"] == list(READONLY_PATHS) and "/proc/sys" in linux["readonlyPaths"]
+    assert linux["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert linux["cgroupsPath"] == "/dist/default/web"
+    assert spec["hostname"] == "web"
+
+
+def test_default_specs_share_nothing():
+    a, b = build(), build()
+    a["mounts"][0]["options"].append("x")
+    a["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN")
+    assert "x" not in b["mounts"][0]["options"]
+    assert "CAP_SYS_ADMIN" not in b["process"]["capabilities"]["bounding"]
+
+
+# ---------------------------------------------------------------- process arguments (SPEC)
+
+IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["serve", "--port", "80"], "Env": ["PATH=/opt/bin", "A=1"],
+         "WorkingDir": "/srv", "User": "www"}
+
+
+@pytest.mark.parametrize("config, opts, args", [
+    (IMAGE, [], ["/entry", "serve", "--port", "80"]),
+    (IMAGE, [S.with_args(["sh", "-c", "echo hi"])], ["/entry", "sh", "-c", "echo hi"]),
+    (IMAGE, [S.with_entrypoint(["/bin/sh"])], ["/bin/sh"]),
+    (IMAGE, [S.with_entrypoint(["/bin/sh"]), S.with_args(["-c", "x"])], ["/bin/sh", "-c", "x"]),
+    (IMAGE, [S.with_entrypoint([]), S.with_args(["ls"])], ["ls"]),
+    ({"Cmd": ["/bin/sh"]}, [], ["/bin/sh"]),
+    ({"Cmd": ["/bin/sh"]}, [S.with_args(["echo", "a b"])], ["echo", "a b"]),
+    ({"Entrypoint": ["/e"], "Cmd": None}, [], ["/e"]),
+], ids=["image", "args-keep-entrypoint", "entrypoint-drops-cmd", "entrypoint-and-args", "entrypoint-cleared",
+        "cmd-only", "args-replace-cmd", "null-cmd"])
+def test_process_arguments(config, opts, args):
+    assert build(S.with_image_config(config), *opts, S.require_args())["process"]["args"] == args
+
+
+@pytest.mark.parametrize("config, opts", [
+    ({}, []),
+    ({"Cmd": ["/bin/sh"]}, [S.with_entrypoint([])]),
+    (None, []),
+], ids=["no-config", "entrypoint-cleared-no-args", "null-config"])
+def test_no_command_is_a_usage_error(config, opts):
+    with pytest.raises(InvalidArgument, match="no command"):
+        build(S.with_image_config(config), *opts, S.require_args())
+
+
+# ---------------------------------------------------------------- env, cwd
+
+
+@pytest.mark.parametrize("image_env, pairs, expected", [
+    (None, [], [DEFAULT_PATH]),
+    (["A=1"], [], [DEFAULT_PATH, "A=1"]),
+    (["PATH=/opt/bin", "A=1"], [], ["PATH=/opt/bin", "A=1"]),
+    (["A=1", "B=2"], [("A", "9")], [DEFAULT_PATH, "A=9", "B=2"]),
+    (["A=1"], [("C", "3"), ("C", "4")], [DEFAULT_PATH, "A=1", "C=4"]),
+    (["A=1", "A=2"], [], [DEFAULT_PATH, "A=2"]),
+    ([], [("E", "")], [DEFAULT_PATH, "E="]),
+    ([], [("X", "a=b")], [DEFAULT_PATH, "X=a=b"]),
+], ids=["default", "image", "image-path", "replace", "twice", "image-dup", "empty-value", "value-with-eq"])
+def test_env(image_env, pairs, expected):
+    spec = build(S.with_image_config({"Env": image_env, "Cmd": ["x"]}), S.with_env(pairs))
+    env = spec["process"]["env"]
+    assert env == expected
+    keys = [e.partition("=")[0] for e in env]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("bad", ["NOEQ", "=v", ""], ids=["no-equals", "empty-key", "empty"])
+def test_parse_env_refuses(bad):
+    with pytest.raises(InvalidArgument):
+        S.parse_env([bad])
+
+
+def test_cwd_from_image_then_option():
+    assert build(S.with_image_config(IMAGE))["process"]["cwd"] == "/srv"
+    assert build(S.with_image_config({"Cmd": ["x"]}))["process"]["cwd"] == "/"
+    assert build(S.with_image_config(IMAGE), S.with_cwd("/tmp"))["process"]["cwd"] == "/tmp"
+    assert S.check_cwd("/a/../b/") == "/b"
+    with pytest.raises(InvalidArgument):
+        S.check_cwd("relative")
+
+
+# ---------------------------------------------------------------- users
+
+
+@pytest.mark.parametrize("user, expected", [
+    ("", {"uid": 0, "gid": 0}),
+    ("0", {"uid": 0, "gid": 0}),
+    ("www", {"uid": 33, "gid": 34, "additionalGids": [50]}),
+    ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
+    ("1000", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
+    ("4242", {"uid": 4242, "gid": 0}),
+    ("4242:77", {"uid": 4242, "gid": 77}),
+    ("bob:audio", {"uid": 1000, "gid": 63, "additionalGids": [50]}),
+    ("bob:7", {"uid": 1000, "gid": 7, "additionalGids": [50, 63]}),
+    ("33:staff", {"uid": 33, "gid": 50}),
+], ids=["empty", "root-uid", "name", "name-groups", "uid-in-passwd", "uid-unknown", "uid-gid", "name-group",
+        "name-gid", "uid-group"])
+def test_user_resolution(user, expected):
+    assert build(S.with_user(user))["process"]["user"] == expected
+
+
+def test_numeric_user_and_group_read_no_file():
+    c = ctx()
+    build(S.with_user("12:34"), context=c)
+    assert c.rootfs.reads == []
+
+
+def test_image_user_applies_unless_overridden():
+    assert build(S.with_image_config(IMAGE), S.with_user())["process"]["user"]["uid"] == 33
+    assert build(S.with_image_config(IMAGE), S.with_user("0"))["process"]["user"] == {"uid": 0, "gid": 0}
+
+
+@pytest.mark.parametrize("user, error", [
+    ("nobody", NotFound), ("bob:wheel", NotFound), (":1", InvalidArgument), ("1:", InvalidArgument),
+    ("a b", InvalidArgument), ("99999999999", InvalidArgument),
+], ids=["unknown-user", "unknown-group", "no-user", "no-group", "space", "out-of-range"])
+def test_user_errors(user, error):
+    with pytest.raises(error):
+        build(S.with_user(user))
+
+
+def test_names_need_an_etc_passwd():
+    with pytest.raises(NotFound, match="/etc/passwd"):
+        build(S.with_user("bob"), context=ctx(files={}))
+    assert build(S.with_user("7"), context=ctx(files={}))["process"]["user"] == {"uid": 7, "gid": 0}
+
+
+def test_passwd_parsing_skips_junk():
+    entries = users.parse_passwd(b"# c\n\nbad\nx:x:notanumber:0::/:\n+nis\nok:x:5:6::/h:/bin/sh\n")
+    assert entries == [users.PasswdEntry("ok", 5, 6, "/h")]
+
+
+# ---------------------------------------------------------------- mounts, network, rootfs, tty
+
+
+def test_mounts_add_and_replace_defaults(tmp_path):
+    bind = S.parse_mount(f"type=bind,src={tmp_path},dst=/data,options=ro")
+    assert bind == {"destination": "/data", "type": "bind", "source": str(tmp_path), "options": ["ro", "rbind"]}
+    shm = S.parse_mount("type=tmpfs,dst=/dev/shm,options=size=1m")
+    spec = build(S.with_mounts([bind, shm]))
+    dests = [m["destination"] for m in spec["mounts"]]
+    assert dests.count("/dev/shm") == 1 and dests[-2:] == ["/data", "/dev/shm"]
+    assert spec["mounts"][-1]["options"] == ["size=1m"]
+
+
+@pytest.mark.parametrize("text", ["type=bind,src=rel,dst=/x", "type=bind,dst=/x", "src=/,dst=relative",
+                                  "src=/,dst=/", "type=bind,src=/,dst=/x,bogus=1", "garbage",
+                                  "src=/,src=/tmp,dst=/x"],
+                         ids=["relative-src", "no-src", "relative-dst", "root-dst", "unknown-key", "garbage",
+                              "twice"])
+def test_parse_mount_refuses(text):
+    with pytest.raises(InvalidArgument):
+        S.parse_mount(text)
+
+
+def test_parse_mount_missing_source_is_not_found(tmp_path):
+    with pytest.raises(NotFound):
+        S.parse_mount(f"type=bind,src={tmp_path}/nope,dst=/x")
+
+
+def test_host_network_drops_the_namespace_and_shares_host_files(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    spec = build(S.with_host_network([str(hosts), str(tmp_path / "absent")]))
+    assert "network" not in [n["type"] for n in spec["linux"]["namespaces"]]
+    assert spec["mounts"][-1] == {"destination": str(hosts), "type": "bind", "source": str(hosts),
+                                  "options": ["rbind", "ro"]}
+    assert "network" in [n["type"] for n in build()["linux"]["namespaces"]]
+
+
+def test_readonly_and_tty():
+    spec = build(S.with_readonly_rootfs(), S.with_tty())
+    assert spec["root"]["readonly"] is True
+    assert spec["process"]["terminal"] is True and "TERM=xterm" in spec["process"]["env"]
+    spec = build(S.with_env([("TERM", "vt100")]), S.with_tty())
+    assert [e for e in spec["process"]["env"] if e.startswith("TERM=")] == ["TERM=vt100"]
+
+
+# ---------------------------------------------------------------- reading the image's files
+
+
+def _tar(entries) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, value in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, value
+                tar.addfile(info)
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, value
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+class Blobs:
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def open_blob(self, digest):
+        return io.BytesIO(self.blobs[digest])
+
+    def info(self, digest):
+        if digest not in self.blobs:
+            raise NotFound("blob", digest, "not found")
+
+
+def tar_reader(*layers) -> rootfs.RootfsReader:
+    blobs = Blobs({f"sha256:{i}": _tar(entries) for i, entries in enumerate(layers)})
+    return rootfs.RootfsReader(rootfs.tar_layers(blobs, [f"sha256:{i}" for i in range(len(layers))],
+                                                 want=["/etc/passwd"]))
+
+
+@pytest.mark.parametrize("layers, path, expected", [
+    ([[("etc/passwd", "file", b"low")]], "/etc/passwd", b"low"),
+    ([[("etc/passwd", "file", b"low")], [("./etc/passwd", "file", b"high")]], "/etc/passwd", b"high"),
+    ([[("etc/passwd", "file", b"low")], [("etc/.wh.passwd", "file", b"")]], "/etc/passwd", None),
+    ([[("etc/passwd", "file", b"low")], [("etc/", "dir", None), ("etc/.wh..wh..opq", "file", b"")]],
+     "/etc/passwd", None),
+    ([[("etc/passwd", "file", b"low")], [("etc", "dir", None), ("etc/other", "file", b"")]], "/etc/passwd",
+     b"low"),
+    ([[("etc/passwd", "file", b"low")], [(".wh.etc", "file", b"")]], "/etc/passwd", None),
+    ([[("etc/real", "file", b"r"), ("etc/passwd", "sym", "real")]], "/etc/passwd", b"r"),
+    ([[("etc/real", "file", b"r"), ("etc/passwd", "sym", "../../../../etc/real")]], "/etc/passwd", b"r"),
+    ([[("etc/passwd", "sym", "/../../../etc/nothere")]], "/etc/passwd", None),
+    ([[("other/passwd", "file", b"o"), ("etc", "sym", "/other")]], "/etc/passwd", b"o"),
+    ([[("etc/real", "file", b"h"), ("etc/passwd", "hard", "etc/real")]], "/etc/passwd", b"h"),
+    ([[("etc/passwd", "dir", None)]], "/etc/passwd", None),
+], ids=["one", "upper-wins", "whiteout", "opaque", "merged-dirs", "parent-whiteout", "symlink", "symlink-dotdot",
+        "symlink-out", "dir-symlink", "hardlink", "is-dir"])
+def test_tar_layers(layers, path, expected):
+    assert tar_reader(*layers).read(path, 1024) == expected
+
+
+def test_symlink_loop_is_an_error():
+    reader = tar_reader([("etc/a", "sym", "b"), ("etc/b", "sym", "a")])
+    with pytest.raises(DataError, match="symbolic links"):
+        reader.read("/etc/a", 1024)
+
+
+def test_dir_layers_never_follow_symlinks_out(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_bytes(b"secret")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(outside / "passwd"), root / "etc" / "passwd")  # absolute: re-rooted, not followed
+    os.symlink("../../../../outside", root / "etc" / "up")
+    os.symlink(str(outside), root / "lnk")
+    reader = rootfs.RootfsReader([rootfs.DirLayer(str(root))])
+    assert reader.read("/etc/passwd", 100) is None
+    assert reader.read("/etc/up/passwd", 100) is None
+    assert reader.read("/lnk/passwd", 100) is None
+    (root / "etc" / "group").write_bytes(b"g" * 200)
+    with pytest.raises(DataError, match="limit"):
+        reader.read("/etc/group", 100)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="whiteout devices and trusted.* xattrs need root")
+def test_dir_layers_follow_overlay_rules(tmp_path):
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for d in (lower, upper):
+        (d / "etc").mkdir(parents=True)
+    (lower / "etc" / "passwd").write_bytes(b"low")
+    (lower / "etc" / "group").write_bytes(b"lowgroup")
+    (lower / "etc" / "hosts").write_bytes(b"lowhosts")
+    os.mknod(upper / "etc" / "group", 0o600 | 0o020000, os.makedev(0, 0))  # a whiteout
+    reader = rootfs.RootfsReader(rootfs.dir_layers([
+        type("M", (), {"type": "overlay", "source": "overlay",
+                       "options": (f"lowerdir={lower}", f"upperdir={upper}", "workdir=/w")})()]))
+    assert reader.read("/etc/passwd", 100) == b"low"
+    assert reader.read("/etc/group", 100) is None
+    os.setxattr(upper / "etc", "trusted.overlay.opaque", b"y")
+    assert reader.read("/etc/hosts", 100) is None
