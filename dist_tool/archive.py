@@ -130,19 +130,30 @@ def _tar_why(e: BaseException) -> str:
 
 
 def _ingest_member(content, tar, member, digest: str | None, ref: str, lease, scan: _Scan, progress) -> str:
-    if digest is not None and content.add_to_lease(digest, lease):
-        return digest  # already present: now protected by our lease; the tar skips its bytes
     f = tar.extractfile(member)
+    if digest is not None and content.add_to_lease(digest, lease):
+        # Already present (now protected by our lease): nothing is written, but the archive's
+        # bytes are still checked: a hostile archive is refused even where the store has the truth.
+        _verify_member(f, digest, member.size)
+        return digest
     label = compression_label(digest or member.name)
     progress.start(label, member.size)
     try:
         committed = ingest_stream(content, ref, f, size=member.size, digest=digest, lease=lease,
-                                  progress=lambda n: progress.update(label, n), wait=True)
+                                  progress=lambda n: progress.update(label, n), wait=True,
+                                  keep_partial=False)
     except DataError as e:
         raise DataError("blob", digest or member.name, e.why) from None
     progress.done(label)
     scan.added.add(committed)
     return committed
+
+
+def _verify_member(stream, digest: str, size: int) -> None:
+    hashing = compression.HashingReader(stream, digest.partition(":")[0])
+    hashing.drain(COPY_CHUNK)
+    if hashing.count != size or hashing.digest != digest:
+        raise DataError("blob", digest, f"digest mismatch: the archive's copy hashes to {hashing.digest}")
 
 
 def compression_label(name: str) -> str:
@@ -254,7 +265,7 @@ def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> No
     for name, target in named:
         if not oci.is_image_target(target.media_type):
             raise DataError("image", name, f"unsupported target media type {target.media_type!r}")
-        req = require_present(session.content, target, matcher, present.__contains__, cache)
+        req = require_present(session.content, target, matcher, present.__contains__, cache, sizes=present)
         if req.missing:
             raise DataError("blob", req.missing[0].digest,
                             f"missing from the archive ({oci.kind_of(req.missing[0].media_type)} of {name})")

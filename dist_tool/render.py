@@ -254,8 +254,6 @@ class Progress:
         if self.mode == "tty" and self._rich is not None:
             self._tasks[item] = self._rich.add_task(item, total=total)
         elif self.mode == "plain":
-            size = f" ({iec(total)})" if total is not None else ""
-            self.err.write(f"{item}: started{size}\n")
             self._last[item] = time.monotonic()
 
     def update(self, item: str, done: int) -> None:

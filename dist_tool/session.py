@@ -68,7 +68,12 @@ class Session:
     def content(self) -> LocalContentStore:
         from dist_tool.store.content import LocalContentStore
 
-        return self._once("content", lambda: LocalContentStore(self.root, self.meta))
+        def make() -> LocalContentStore:
+            store = LocalContentStore(self.root, self.meta)
+            store.ensure_layout()
+            return store
+
+        return self._once("content", make)
 
     @property
     def images(self) -> SqliteImageStore:

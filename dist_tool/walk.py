@@ -9,7 +9,7 @@ a loop impossible for verified content, but the walker does not assume it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dist_tool import oci
@@ -184,12 +184,20 @@ class Requirement:
 
 
 def require_present(provider: Provider, target: Descriptor, matcher: PlatformMatcher,
-                    present: Callable[[str], bool], cache: ChildrenCache | None = None) -> Requirement:
-    """Walks the indexes and manifests on the way to the platform(s), then configs and layers."""
+                    present: Callable[[str], bool], cache: ChildrenCache | None = None,
+                    sizes: Mapping[str, int] | None = None) -> Requirement:
+    """Walks the indexes and manifests on the way to the platform(s), then configs and layers.
+
+    With ``sizes`` (digest → stored size), a descriptor whose size disagrees with the blob it
+    names is a DataError: a manifest must not lie about what it references.
+    """
     req = Requirement()
 
     def check(desc: Descriptor) -> list[Descriptor]:
         req.required += 1
+        if sizes is not None and desc.digest in sizes and sizes[desc.digest] != desc.size:
+            raise DataError("blob", desc.digest,
+                            f"size mismatch: descriptor says {desc.size} bytes, the blob has {sizes[desc.digest]}")
         if oci.is_manifest(desc.media_type):
             req.matched = True
         if not present(desc.digest):

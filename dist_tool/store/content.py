@@ -421,41 +421,57 @@ class LocalContentStore:
 def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size: int | None = None,
                   digest: str | None = None, labels: Mapping[str, str] | None = None,
                   lease: tuple[str, str] | None = None, progress: Progress | None = None,
-                  wait: bool = False) -> str:
+                  wait: bool = False, keep_partial: bool = True) -> str:
     """Copies ``stream`` into the store under ``ref`` in constant memory and commits it.
 
     The stream is read whole every time. When ``ref`` names an interrupted
     ingest, the bytes it already holds are compared with the stream's and not
     written again; a divergence truncates the ingest there. The result is
     checked against the whole stream (and ``size``/``digest`` when given).
+    If reading the stream fails, the partial ingest stays resumable by ``ref``
+    unless ``keep_partial`` is false (bad input must leave the store as it was).
     """
     expected = Descriptor("application/octet-stream", digest, size) if digest and size is not None else None
     with store.writer(ref, expected, lease=lease, wait=wait) as w:
-        if digest is not None and (lease is None or store.add_to_lease(digest, lease)) and store.exists(digest):
+        if digest is None:
+            present = False
+        else:
+            present = store.add_to_lease(digest, lease) if lease else store.exists(digest)
+        if present:
             w.abort()  # a peer committed it while we waited for the ref
-            return digest
-        already = w.offset
-        position = 0
-        while position < already:
-            chunk = stream.read(min(COPY_CHUNK, already - position))
-            if not chunk:
-                break
-            if w.read_existing(position, len(chunk)) != chunk:
-                w.truncate(position)
-                w.write(chunk)
-                position += len(chunk)
-                already = position
-                break
-            position += len(chunk)
-            if progress:
-                progress(position)
-        if position < already:  # the stream is shorter than what the ingest holds
+            return digest  # type: ignore[return-value]
+        try:
+            return _copy_resuming(w, stream, size, digest, labels, progress)
+        except BaseException:
+            if not keep_partial and not w._closed:
+                w.abort()
+            raise
+
+
+def _copy_resuming(w: LocalWriter, stream: BinaryIO, size: int | None, digest: str | None,
+                   labels: Mapping[str, str] | None, progress: Progress | None) -> str:
+    already = w.offset
+    position = 0
+    while position < already:
+        chunk = stream.read(min(COPY_CHUNK, already - position))
+        if not chunk:
+            break
+        if w.read_existing(position, len(chunk)) != chunk:
             w.truncate(position)
-        while chunk := stream.read(COPY_CHUNK):
             w.write(chunk)
-            if progress:
-                progress(w.offset)
-        return w.commit(size, digest, labels)
+            position += len(chunk)
+            already = position
+            break
+        position += len(chunk)
+        if progress:
+            progress(position)
+    if position < already:  # the stream is shorter than what the ingest holds
+        w.truncate(position)
+    while chunk := stream.read(COPY_CHUNK):
+        w.write(chunk)
+        if progress:
+            progress(w.offset)
+    return w.commit(size, digest, labels)
 
 
 def write_layout_index(layout: str, images: Iterable[tuple[str, Descriptor]]) -> None:

@@ -50,12 +50,16 @@ class SqliteLeaseManager:
         return leases
 
     def create(self, lease: Lease) -> Lease:
+        return self._insert(lease, user=True)
+
+    def _insert(self, lease: Lease, user: bool) -> Lease:
         now = time.time()
         with self.meta.write() as conn:
             if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?",
                             (self.namespace, lease.id)).fetchone():
                 raise AlreadyExists("lease", lease.id, "already exists")
-            self.meta.ensure_namespace(conn, self.namespace, now)
+            if user:  # an operation's own lease must not leave a namespace behind when it fails
+                self.meta.ensure_namespace(conn, self.namespace, now)
             conn.execute(f"INSERT INTO leases (namespace, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (self.namespace, lease.id, dump_labels(lease.labels), now, lease.expires_at,
                           lease.owner_pid, lease.owner_start))
@@ -89,7 +93,7 @@ class SqliteLeaseManager:
         pid = os.getpid()
         lease = Lease(f"{purpose}-{pid}-{secrets.token_hex(4)}", {"dist.operation": purpose},
                       owner_pid=pid, owner_start=process_start(pid))
-        self.create(lease)
+        self._insert(lease, user=False)
         try:
             yield (self.namespace, lease.id)
         finally:

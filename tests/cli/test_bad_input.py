@@ -1,0 +1,255 @@
+"""Bad input: a one-line error with SPEC's exit code, and the store exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import store_fingerprint
+
+
+def assert_one_error(result, needle: str = "") -> None:
+    """Progress may precede it on stderr; the error itself is one line, the last."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dist: error: ")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0] and needle in errors[0], result.stderr
+
+
+def layout_tar(layout: Path, out: Path, mutate=None) -> Path:
+    """Tars an OCI layout after ``mutate(copy)`` changed a copy of it."""
+    work = out.parent / (out.name + ".d")
+    shutil.copytree(layout, work)
+    if mutate:
+        mutate(work)
+    with tarfile.open(out, "w") as tar:
+        for path in sorted(work.rglob("*")):
+            tar.add(path, str(path.relative_to(work)), recursive=False)
+    return out
+
+
+def blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":")[1]
+
+
+def put_blob(layout: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blob(layout, digest).write_bytes(data)
+    return digest
+
+
+def set_index(layout: Path, manifests: list[dict]) -> None:
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
+
+
+def named(desc: dict, name: str = "docker.io/library/bad:1") -> dict:
+    return {**desc, "annotations": {"org.opencontainers.image.ref.name": name}}
+
+
+def _manifest_desc(img) -> dict:
+    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.manifest_digest,
+            "size": len(blob(img.layout, img.manifest_digest).read_bytes())}
+
+
+def case_not_json_index(img, layout):
+    (layout / "index.json").write_text("{not json")
+
+
+def case_manifest_not_json(img, layout):
+    digest = put_blob(layout, b"this is no manifest")
+    set_index(layout, [named({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                              "size": 19})])
+
+
+def case_digest_mismatch(img, layout):
+    path = blob(layout, img.layer_digests[1])
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    set_index(layout, [named(_manifest_desc(img))])
+
+
+def case_size_mismatch(img, layout):
+    desc = _manifest_desc(img)
+    desc["size"] += 1
+    set_index(layout, [named(desc)])
+
+
+def case_missing_blob(img, layout):
+    manifest = dict(img.manifest)
+    absent = "sha256:" + hashlib.sha256(b"a layer nobody has").hexdigest()
+    manifest["layers"] = [*manifest["layers"],
+                          {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": absent, "size": 9}]
+    data = json.dumps(manifest).encode()
+    digest = put_blob(layout, data)
+    set_index(layout, [named({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                              "size": len(data)})])
+
+
+def case_unknown_media_type(img, layout):
+    desc = _manifest_desc(img)
+    desc["mediaType"] = "application/x-unknown"
+    set_index(layout, [named(desc)])
+
+
+def case_index_contains_itself(img, layout):
+    # An index cannot name its own digest; the closest a hostile archive can do is claim one.
+    fake = "sha256:" + "ab" * 32
+    doc = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": fake,
+                                     "size": 200}]}).encode()
+    blob(layout, fake).write_bytes(doc)
+    set_index(layout, [named({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": fake,
+                              "size": len(doc)})])
+
+
+def case_no_name(img, layout):
+    set_index(layout, [{**_manifest_desc(img), "annotations": {"org.opencontainers.image.ref.name": "latest"}}])
+
+
+BAD_ARCHIVES = [
+    ("index-not-json", case_not_json_index, 1, "index.json"),
+    ("manifest-not-json", case_manifest_not_json, 1, "not valid JSON"),
+    ("digest-mismatch", case_digest_mismatch, 1, "digest mismatch"),
+    ("size-mismatch", case_size_mismatch, 1, "size"),
+    ("missing-blob", case_missing_blob, 1, "missing"),
+    ("unknown-media-type", case_unknown_media_type, 1, "media type"),
+    ("index-contains-itself", case_index_contains_itself, 1, "digest mismatch"),
+    ("no-usable-name", case_no_name, 2, "--name"),
+]
+
+
+@pytest.mark.parametrize("mutate,code,needle", [c[1:] for c in BAD_ARCHIVES], ids=[c[0] for c in BAD_ARCHIVES])
+def test_bad_archive(dist, imported, tmp_path, mutate, code, needle):
+    """Each bad archive is refused with one line naming the problem; the store is untouched."""
+    archive = layout_tar(imported.layout, tmp_path / "bad.tar", lambda layout: mutate(imported, layout))
+    # the store already holds the good image: a bad import must neither remove nor add anything
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--no-unpack", str(archive))
+    assert result.code == code, result.stderr
+    assert_one_error(result, needle)
+    assert store_fingerprint(dist.root) == before
+
+
+def test_bad_archive_into_an_empty_store_leaves_it_empty(dist, umoci_image, tmp_path):
+    dist.ok("images")  # creates the root
+    before = store_fingerprint(dist.root)
+    archive = layout_tar(umoci_image.layout, tmp_path / "bad.tar",
+                         lambda layout: case_digest_mismatch(umoci_image, layout))
+    assert dist("images", "import", "--no-unpack", str(archive)).code == 1
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "ls", "-q").lines == []
+
+
+@pytest.mark.parametrize("data,needle", [
+    (b"just some text, not a tar at all\n" * 20, "not a tar"),
+    (b"", "not a tar"),
+], ids=["text", "empty"])
+def test_not_a_tar(dist, tmp_path, data, needle):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    path = tmp_path / "x.tar"
+    path.write_bytes(data)
+    result = dist("images", "import", str(path))
+    assert result.code == 1
+    assert_one_error(result, needle)
+    assert store_fingerprint(dist.root) == before
+
+
+def test_truncated_tar(dist, umoci_image, tmp_path):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    data = umoci_image.oci_archive.read_bytes()
+    path = tmp_path / "cut.tar"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    result = dist("images", "import", str(path))
+    assert result.code == 1, result.stderr
+    assert_one_error(result, "truncated")
+    assert store_fingerprint(dist.root) == before
+
+
+def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
+    import gzip
+
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    data = gzip.compress(umoci_image.oci_archive.read_bytes())
+    path = tmp_path / "cut.tar.gz"
+    path.write_bytes(data[: len(data) // 2])
+    result = dist("images", "import", str(path))
+    assert result.code == 1, result.stderr
+    assert_one_error(result)
+    assert store_fingerprint(dist.root) == before
+
+
+@pytest.mark.parametrize("args,code,line", [
+    (["images", "import", "--no-unpack", "--name", "Bad/UPPER", "{archive}"], 2,
+     "dist: error: reference Bad/UPPER: repository name must be lowercase"),
+    (["images", "label", "{name}", "=v"], 2, "dist: error: label =v: "),
+    (["images", "label", "{name}", "novalue"], 2, "dist: error: label novalue: "),
+    (["images", "ls", "name=="], 2, "dist: error: filter name==: "),
+    (["images", "ls", "name~=("], 2, "dist: error: filter name~=(: "),
+    (["images", "inspect", "nope"], 3, "dist: error: image docker.io/library/nope:latest: not found"),
+    (["images", "tag", "nope", "x"], 3, "dist: error: image docker.io/library/nope:latest: not found"),
+    (["images", "label", "nope", "a=b"], 3, "dist: error: image docker.io/library/nope:latest: not found"),
+    (["images", "export", "{tmp}/o.tar", "nope"], 3, "dist: error: image docker.io/library/nope:latest: not found"),
+    (["images", "import", "{tmp}/missing.tar"], 3, "dist: error: archive {tmp}/missing.tar: no such file"),
+    (["content", "get", "sha256:1234"], 2, "dist: error: digest sha256:1234: malformed digest"),
+    (["content", "get", "sha256:" + "0" * 64], 3, "dist: error: blob sha256:" + "0" * 64 + ": not found"),
+    (["content", "rm", "sha256:" + "0" * 64], 3, "dist: error: blob sha256:" + "0" * 64 + ": not found"),
+    (["leases", "create", "--id", "bad id"], 2, "dist: error: lease id bad id: "),
+    (["leases", "create", "--expires", "soon"], 2, "dist: error: duration soon: "),
+    (["-n", "bad/ns", "images"], 2, "dist: error: namespace bad/ns: "),
+    (["images", "--no-such-flag"], 2, "dist: error: No such option: --no-such-flag"),
+    (["nosuchcommand"], 2, "dist: error: No such command 'nosuchcommand'."),
+], ids=lambda v: v if isinstance(v, int) else None)
+def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
+    before = store_fingerprint(dist.root)
+    subst = {"archive": str(imported.oci_archive), "name": imported.name, "tmp": str(tmp_path)}
+    result = dist(*[a.format(**subst) for a in args])
+    assert result.code == code, result.stderr
+    assert result.stderr.splitlines()[0].startswith(line.format(**subst)), result.stderr
+    assert "Traceback" not in result.stderr
+    assert store_fingerprint(dist.root) == before
+
+
+def test_content_ingest_mismatch_stores_nothing_and_frees_the_ref(dist):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    data = b"payload" * 100
+    wrong = "sha256:" + hashlib.sha256(b"other").hexdigest()
+    result = dist("content", "ingest", "--ref", "r1", "--expected-digest", wrong, input=data)
+    assert result.code == 1 and "digest mismatch" in result.stderr
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "active", "--json").json == []
+    good = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert dist.ok("content", "ingest", "--ref", "r1", "--expected-digest", good,
+                   "--expected-size", str(len(data)), input=data).lines == [good]
+
+
+def test_debug_shows_a_traceback(dist):
+    result = dist("--debug", "images", "inspect", "nope")
+    assert result.code == 3 and "Traceback" in result.stderr
+
+
+def test_help_goes_to_stdout(dist):
+    result = dist.ok("images", "--help")
+    for sub in ("ls", "rm", "tag", "label", "inspect", "check", "import", "export"):
+        assert sub in result.stdout
+    assert dist.ok("--version").stdout.startswith("dist ")
+
+
+def test_bytes_through_stdin_are_bounded_json(dist, tmp_path):
+    """A huge index.json is refused, not read into memory."""
+    big = io.BytesIO()
+    with tarfile.open(fileobj=big, mode="w") as tar:
+        info = tarfile.TarInfo("index.json")
+        payload = b"[" + b" " * (9 * 1024 * 1024) + b"]"
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    dist.ok("images")
+    result = dist("images", "import", "-", input=big.getvalue())
+    assert result.code == 1 and "larger than" in result.stderr
