@@ -1,0 +1,97 @@
+"""Start-up stays cheap (CONVENTIONS G10, pip's test_no_network_imports): what a run leaves in sys.modules.
+
+Each check runs in a fresh interpreter through ``dist_tool.cli.main`` with stdout
+on a pseudo-terminal, so the table path would really build a rich table (off a
+terminal render.py prints plain columns and never imports rich). The first
+command on a new root creates the store, and that write may take the file lock,
+so every root is created beforehand and the assertions are about later reads:
+on an empty root, and on one holding an image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "dist_tool"
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIST_")}
+HEAVY_FOR_JSON = ["pydantic", "tarfile", "asyncio", "rich", "rich.table", "httpx", "filelock", "zstandard"]
+
+RUN = """
+import json, sys
+from dist_tool.cli import main
+rc = main(sys.argv[1:])
+sys.stdout.flush()
+print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def modules_after(*args: str) -> set[str]:
+    """The modules loaded by one ``dist ARGS`` run in a new interpreter, stdout on a terminal."""
+    primary, secondary = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-c", RUN, *args], stdout=secondary, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True, env=ENV, timeout=60)
+    finally:
+        os.close(secondary)
+        os.close(primary)  # what dist printed is not needed; a listing this small fits the pty's buffer
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["rc"] == 0, result.stderr
+    return set(report["modules"])
+
+
+@pytest.fixture(scope="module", params=["empty", "one-image"])
+def store(request, tmp_path_factory) -> list[str]:
+    """Global options for a root that exists: empty, or holding one image made from a rootfs directory."""
+    base = tmp_path_factory.mktemp(request.param)
+    options = ["--root", str(base / "root"), "--state", str(base / "state")]
+    modules_after(*options, "images")
+    if request.param == "one-image":
+        (base / "rootfs" / "bin").mkdir(parents=True)
+        (base / "rootfs" / "bin" / "hello").write_text("hello\n")
+        modules_after(*options, "images", "import", "--rootfs", str(base / "rootfs"), "--name",
+                      "example.com/startup:1", "--progress", "none")
+    return options
+
+
+def test_images_json_loads_no_heavy_module(store: list[str]) -> None:
+    loaded = modules_after(*store, "images", "--json")
+    assert "dist_tool.commands.images" in loaded  # the command really ran
+    assert sorted(loaded & set(HEAVY_FOR_JSON)) == []
+
+
+def test_images_quiet_builds_no_table(store: list[str]) -> None:
+    loaded = modules_after(*store, "images", "-q")
+    assert "dist_tool.commands.images" in loaded
+    assert "rich.table" not in loaded
+
+
+def test_table_on_a_terminal_is_what_the_checks_would_catch(store: list[str]) -> None:
+    """The control: were this false, the two checks above could not fail."""
+    assert "rich.table" in modules_after(*store, "images"), "`dist images` on a terminal no longer uses rich.table"
+
+
+SHIM = """
+import json, pkgutil, sys, importlib
+before = set(sys.modules)
+import dist_tool.shim as shim
+for info in pkgutil.walk_packages(shim.__path__, "dist_tool.shim."):
+    if not info.name.endswith(".__main__"):  # __main__ runs the shim; its imports are checked by test_layers
+        importlib.import_module(info.name)
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.skipif(not (PKG / "shim").is_dir(), reason="dist_tool/shim/ does not exist yet")
+def test_shim_starts_on_stdlib_alone() -> None:
+    result = subprocess.run([sys.executable, "-c", SHIM], capture_output=True, text=True, env=ENV, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    third_party = [m for m in loaded if m.split(".")[0] not in (*sys.stdlib_module_names, "dist_tool")]
+    assert third_party == [], f"the shim's start loads {third_party}"
