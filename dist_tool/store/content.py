@@ -93,8 +93,8 @@ class LocalWriter:
                 break
             except Timeout:
                 raise Conflict("ingest", ref, "locked by another writer") from None
-            except _StaleLock:
-                continue
+            except (_StaleLock, FileNotFoundError):
+                continue  # a peer committed or gc removed the directory under us: take the new one
         try:
             self._write_small("ref", ref)
             if not os.path.exists(os.path.join(self.dir, "started")):
