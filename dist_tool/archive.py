@@ -23,7 +23,6 @@ from dist_tool import compression, oci, platforms, reference
 from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
-from dist_tool.store.content import ingest_stream
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
 from dist_tool.walk import ChildrenCache, children, filter_platforms, require_present, skip_missing, visitor, walk
 
@@ -139,7 +138,7 @@ def _ingest_member(content, tar, member, digest: str | None, ref: str, lease, sc
     label = compression_label(digest or member.name)
     progress.start(label, member.size)
     try:
-        committed = ingest_stream(content, ref, f, size=member.size, digest=digest, lease=lease,
+        committed = content.ingest(ref, f, size=member.size, digest=digest, lease=lease,
                                   progress=lambda n: progress.update(label, n), wait=True,
                                   keep_partial=False)
     except DataError as e:
@@ -206,7 +205,7 @@ def _docker_entries(session, scan: _Scan, lease, source: str) -> list[_Entry]:
                "config": Descriptor(oci.MEDIA_DOCKER_CONFIG, *config).to_json(),
                "layers": [d.to_json() for d in layers]}
         data = oci.encode_json(doc)
-        digest = ingest_stream(session.content, f"import-{os.getpid()}-manifest-{i}", io.BytesIO(data),
+        digest = session.content.ingest(f"import-{os.getpid()}-manifest-{i}", io.BytesIO(data),
                                lease=lease)
         scan.added.add(digest)
         target = Descriptor(oci.MEDIA_DOCKER_MANIFEST, digest, len(data))
@@ -389,7 +388,7 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
 
 def _put_json(session, doc: dict, media_type: str, lease, added: set[str]) -> Descriptor:
     data = oci.encode_json(doc)
-    digest = ingest_stream(session.content, f"import-{os.getpid()}-{media_type}", io.BytesIO(data), lease=lease)
+    digest = session.content.ingest(f"import-{os.getpid()}-{media_type}", io.BytesIO(data), lease=lease)
     added.add(digest)
     return Descriptor(media_type, digest, len(data))
 

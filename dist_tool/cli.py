@@ -22,23 +22,35 @@ from dist_tool.errors import DistError, TaskExit
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "images": ("dist_tool.commands.images", "app", "Manage images: ls, rm, tag, label, inspect, check, import, export"),
     "rmi": ("dist_tool.commands.images", "rmi_app", "Remove images by name (= images rm)"),
+    "pull": ("dist_tool.commands.registry", "pull_app", "Pull an image from a registry (= images pull)"),
+    "push": ("dist_tool.commands.registry", "push_app", "Push an image to a registry (= images push)"),
     "content": ("dist_tool.commands.content", "app", "Manage content blobs"),
     "gc": ("dist_tool.commands.system", "gc_app", "Collect what nothing references; explain what keeps a blob"),
     "info": ("dist_tool.commands.system", "info_app", "Show the store, runtime and counts"),
     "namespaces": ("dist_tool.commands.system", "namespaces_app", "Manage namespaces"),
     "leases": ("dist_tool.commands.system", "leases_app", "Manage leases"),
+    "container": ("dist_tool.commands.containers", "app", "Manage containers: create, ls, info, label, rm"),
 }
 ALIASES = {"image": "images", "i": "images", "namespace": "namespaces", "ns": "namespaces",
-           "lease": "leases"}
+           "lease": "leases", "containers": "container", "c": "container"}
 
 
 def load_command(name: str):
     """The click command for ``name`` (or an alias), importing its module now."""
     module_name, attribute, _ = COMMANDS[ALIASES.get(name, name)]
     app = getattr(importlib.import_module(module_name), attribute)
+    app._add_completion = False  # a group is not a program of its own: no --install-completion
     command = typer.main.get_command(app)
     command.name = name
+    _plain_help(command)
     return command
+
+
+def _plain_help(command) -> None:
+    """Help text is plain text (CONVENTIONS G9: markup off): ``[/variant]`` is not rich markup."""
+    command.rich_markup_mode = None
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
 
 
 class LazyGroup(TyperGroup):
@@ -51,7 +63,7 @@ class LazyGroup(TyperGroup):
         return load_command(cmd_name)
 
 
-app = typer.Typer(cls=LazyGroup, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(cls=LazyGroup, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                   help="dist: a daemonless container tool (images, content, snapshots, containers, tasks).")
 

@@ -150,7 +150,7 @@ def reachable(provider: Provider, target: Descriptor, present: Callable[[str], b
     def record(desc: Descriptor) -> None:
         found[desc.digest] = desc.size
 
-    walk(visitor(skip_missing(children(provider, cache), present), record), [target])
+    walk(skip_missing(visitor(children(provider, cache), record), present), [target])
     return found
 
 

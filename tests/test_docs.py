@@ -115,15 +115,7 @@ def test_group_help_through_entry_point(name: str, group_help) -> None:
     assert not missing, f"`dist {name} --help` does not name {missing}"
 
 
-# Known failures, reported to the lead; strict, so a fix makes them fail until removed from here.
-KNOWN_BROKEN = {
-    "images import": "dist_tool/commands/images.py: --platform help 'os/arch[/variant].' is parsed as rich "
-                     "markup (typer's default rich_markup_mode) and `dist images import --help` exits 1 "
-                     "with MarkupError",
-}
-SUBCOMMANDS = [pytest.param(path, command, ctx, id=" ".join(path),
-                            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[" ".join(path)])]
-                            if " ".join(path) in KNOWN_BROKEN else [])
+SUBCOMMANDS = [pytest.param(path, command, ctx, id=" ".join(path))
                for path, command, ctx in TREE if len(path) > 1]
 
 

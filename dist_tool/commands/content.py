@@ -24,7 +24,7 @@ def ls(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> N
 
 
 @app.command("get")
-def get(ctx: typer.Context, digest: str) -> None:
+def get(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="sha256:<hex>")]) -> None:
     """Write a blob to stdout."""
     import shutil
     import sys
@@ -41,19 +41,20 @@ def get(ctx: typer.Context, digest: str) -> None:
 @app.command("ingest")
 def ingest(ctx: typer.Context,
            ref: Annotated[str, typer.Option("--ref", help="Names the ingest; the same ref resumes it.")],
-           expected_digest: Annotated[str | None, typer.Option("--expected-digest")] = None,
-           expected_size: Annotated[int | None, typer.Option("--expected-size", min=0)] = None,
+           expected_digest: Annotated[str | None, typer.Option("--expected-digest", help="Refuse other content.")]
+           = None,
+           expected_size: Annotated[int | None, typer.Option("--expected-size", min=0, help="Refuse other sizes.")]
+           = None,
            labels: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE")] = None) -> None:
     """Read stdin into the store and print the digest; a mismatch stores nothing."""
     import sys
 
     from dist_tool import validate
-    from dist_tool.store.content import ingest_stream
 
     s = session(ctx)
     digest = validate.digest(expected_digest) if expected_digest else None
     parsed = validate.label_args(labels or [])
-    s.render.line(ingest_stream(s.content, ref, sys.stdin.buffer, size=expected_size, digest=digest,
+    s.render.line(s.content.ingest(ref, sys.stdin.buffer, size=expected_size, digest=digest,
                                 labels=parsed))
 
 
@@ -69,7 +70,7 @@ def active(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) 
 
 
 @app.command("rm")
-def rm(ctx: typer.Context, digests: list[str]) -> None:
+def rm(ctx: typer.Context, digests: Annotated[list[str], typer.Argument(help="Blob digests.")]) -> None:
     """Remove blobs (an image that references one becomes incomplete)."""
     from dist_tool import validate
     from dist_tool.errors import DistError
@@ -87,7 +88,7 @@ def rm(ctx: typer.Context, digests: list[str]) -> None:
 
 
 @app.command("label")
-def label(ctx: typer.Context, digest: str,
+def label(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="Blob digest.")],
           labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None,
           json_: JsonOpt = False) -> None:
     """Set or remove a blob's labels; prints the resulting labels."""
@@ -102,7 +103,8 @@ def label(ctx: typer.Context, digest: str,
 
 
 @app.command("verify")
-def verify(ctx: typer.Context, digests: Annotated[list[str] | None, typer.Argument()] = None,
+def verify(ctx: typer.Context,
+           digests: Annotated[list[str] | None, typer.Argument(help="Blob digests (default: all).")] = None,
            json_: JsonOpt = False) -> None:
     """Re-hash blobs and report corrupt ones (exit 1 if any)."""
     from dist_tool import validate

@@ -6,11 +6,14 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, ProgressOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, JsonOpt, ProgressOpt, QuietOpt, registry, session
 from dist_tool.errors import DataError
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False, help="Manage images.")
 rmi_app = typer.Typer(help="Remove images by name; collect what nothing else uses.")
+# pull and push live in commands/registry.py (typer only at module level, like this module).
+app.command("pull")(registry.pull)
+app.command("push")(registry.push)
 
 
 def _columns():
@@ -67,7 +70,8 @@ def rmi(ctx: typer.Context, names: Annotated[list[str], typer.Argument(help="Ima
 
 
 @app.command("tag")
-def tag(ctx: typer.Context, source: str, targets: list[str],
+def tag(ctx: typer.Context, source: Annotated[str, typer.Argument(help="Existing image name.")],
+        targets: Annotated[list[str], typer.Argument(help="New names.")],
         force: Annotated[bool, typer.Option("--force", help="Move an existing name.")] = False) -> None:
     """New names for the same target."""
     from dist_tool import images
@@ -77,7 +81,7 @@ def tag(ctx: typer.Context, source: str, targets: list[str],
 
 
 @app.command("label")
-def label(ctx: typer.Context, name: str,
+def label(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Image name.")],
           labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None,
           json_: JsonOpt = False) -> None:
     """Set or remove labels; prints the resulting labels."""
@@ -92,7 +96,8 @@ def label(ctx: typer.Context, name: str,
 
 
 @app.command("inspect")
-def inspect(ctx: typer.Context, name: str, json_: JsonOpt = False) -> None:
+def inspect(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Image name.")],
+            json_: JsonOpt = False) -> None:
     """The descriptor tree: index → manifests → config, layers; size and presence of each."""
     from dist_tool import images, oci
     from dist_tool.render import iec
@@ -113,7 +118,8 @@ def inspect(ctx: typer.Context, name: str, json_: JsonOpt = False) -> None:
 
 
 @app.command("check")
-def check(ctx: typer.Context, names: Annotated[list[str] | None, typer.Argument()] = None,
+def check(ctx: typer.Context,
+          names: Annotated[list[str] | None, typer.Argument(help="Image names (default: all).")] = None,
           verify: Annotated[bool, typer.Option("--verify", help="Re-hash every blob.")] = False,
           json_: JsonOpt = False) -> None:
     """Complete or incomplete per image, and the missing blobs; exit 1 if any is incomplete."""
@@ -142,8 +148,10 @@ def import_(ctx: typer.Context,
             rootfs: Annotated[str | None, typer.Option("--rootfs", help="Root filesystem TAR or DIR.")] = None,
             config_cmd: Annotated[list[str] | None, typer.Option("--config-cmd", help="Cmd of a --rootfs image.")]
             = None,
-            all_platforms: Annotated[bool, typer.Option("--all-platforms")] = False,
-            platform: Annotated[str | None, typer.Option("--platform", help="os/arch[/variant].")] = None,
+            all_platforms: Annotated[bool, typer.Option("--all-platforms", help="Require every platform.")]
+            = False,
+            platform: Annotated[str | None, typer.Option("--platform", help="Require and unpack os/arch[/variant].")]
+            = None,
             no_unpack: Annotated[bool, typer.Option("--no-unpack", help="Store content only.")] = False,
             progress: ProgressOpt = "auto") -> None:
     """Import an OCI image-layout or docker-save archive (tar, optionally gzip), or a rootfs."""
@@ -164,7 +172,8 @@ def import_(ctx: typer.Context,
 def export(ctx: typer.Context, file: Annotated[str, typer.Argument(help="Output path, or - for stdout.")],
            names: Annotated[list[str], typer.Argument(help="Image names.")],
            platform: Annotated[str | None, typer.Option("--platform", help="Only this platform.")] = None,
-           all_platforms: Annotated[bool, typer.Option("--all-platforms")] = False,
+           all_platforms: Annotated[bool, typer.Option("--all-platforms", help="The whole image (the default).")]
+           = False,
            progress: ProgressOpt = "auto") -> None:
     """Write an OCI image-layout tar that skopeo, podman load and docker load read."""
     from dist_tool import archive

@@ -8,7 +8,7 @@ Times are seconds since the epoch (UTC); ``render`` formats them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -205,9 +205,20 @@ class Writer(Protocol):
 
 class Ingester(Protocol):
     def writer(self, ref: str, expected: Descriptor | None = None,
-               lease: tuple[str, str] | None = None) -> Writer:
+               lease: tuple[str, str] | None = None, wait: bool = False) -> Writer:
         """Opens (or resumes) the ingest named ``ref``. Raises Conflict while another
-        live writer holds it. ``lease`` = (namespace, lease id) to protect the blob with."""
+        live writer holds it (unless ``wait``). ``lease`` = (namespace, lease id) protects the blob."""
+        ...
+
+    def ingest(self, ref: str, stream: BinaryIO, *, size: int | None = None, digest: str | None = None,
+               labels: Mapping[str, str] | None = None, lease: tuple[str, str] | None = None,
+               progress: Callable[[int], None] | None = None, wait: bool = False,
+               keep_partial: bool = True) -> str:
+        """Copies a whole stream into the store, resuming ``ref``, verifying, committing."""
+        ...
+
+    def add_to_lease(self, digest: str, lease: tuple[str, str]) -> bool:
+        """Protects a present blob with ``lease``; False when it is absent."""
         ...
 
 

@@ -259,6 +259,10 @@ class LocalContentStore:
         self.ensure_layout()
         return LocalWriter(self, ref, expected, lease, wait)
 
+    def ingest(self, ref: str, stream: BinaryIO, **options) -> str:
+        """``ingest_stream`` on this store: copy, verify, commit (see there)."""
+        return ingest_stream(self, ref, stream, **options)
+
     def _commit_file(self, path: str, digest: str, size: int, labels: Mapping[str, str] | None,
                      lease: tuple[str, str] | None) -> None:
         target = self.blob_path(digest)
