@@ -1,7 +1,7 @@
 """Garbage collection: mark from the roots of every namespace, sweep what is unmarked.
 
-Roots are images, live leases (and, as later issues add them, containers and
-snapshots). ``mark`` is generic: a breadth-first walk over ``(kind, id)``
+Roots are images, live leases and containers (a container references its
+snapshot). ``mark`` is generic: a breadth-first walk over ``(kind, id)``
 nodes that remembers the first parent of each node, so the same pass that
 decides what to keep can explain why (``dist gc --explain``).
 
@@ -87,6 +87,8 @@ class _Graph:
         for ns, lease_id in self.conn.execute("SELECT namespace, id FROM leases ORDER BY namespace, id"):
             if (ns, lease_id) not in self.expired:
                 out.append(("lease", ns, lease_id))
+        for ns, container_id in self.conn.execute("SELECT namespace, id FROM containers ORDER BY namespace, id"):
+            out.append(("container", ns, container_id))
         return out
 
     def refs(self, node: Node) -> list[Node]:
@@ -99,6 +101,12 @@ class _Graph:
             rows = self.conn.execute("SELECT kind, resource FROM lease_resources WHERE namespace = ? "
                                      "AND lease_id = ?", (node[1], node[2])).fetchall()
             return [(k, r) for k, r in rows]
+        if kind == "container":
+            # A container pins its root-filesystem snapshot (and so the chain under it), never the
+            # image's blobs: after rmi they go at once, the chain with the last container.
+            row = self.conn.execute("SELECT snapshotter, snapshot_key FROM containers WHERE namespace = ? "
+                                    "AND id = ?", (node[1], node[2])).fetchone()
+            return [("snapshot", node[1], row[0], row[1])] if row and row[1] else []
         if kind == "content":
             return [("content", d.digest) for d in self._content_children(node[1])]
         return []
@@ -177,6 +185,8 @@ def _describe(node: Node, graph: _Graph) -> dict:
                                  (node[1], node[2])).fetchone()
         return {"kind": "lease", "namespace": node[1], "id": node[2],
                 "labels": load_labels(row[0]) if row else {}}
+    if kind == "container":
+        return {"kind": "container", "namespace": node[1], "id": node[2]}
     if kind == "content":
         media_type = graph.media_types.get(node[1], "")
         return {"kind": oci.kind_of(media_type) if media_type else "blob", "digest": node[1],

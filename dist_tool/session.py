@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dist_tool.render import Renderer
+    from dist_tool.store.containers import SqliteContainerStore
     from dist_tool.store.content import LocalContentStore
     from dist_tool.store.images import SqliteImageStore
     from dist_tool.store.leases import SqliteLeaseManager
@@ -90,6 +91,12 @@ class Session:
         from dist_tool.store.leases import SqliteLeaseManager
 
         return self._once("leases", lambda: SqliteLeaseManager(self.meta, self.namespace))
+
+    @property
+    def containers(self) -> SqliteContainerStore:
+        from dist_tool.store.containers import SqliteContainerStore
+
+        return self._once(f"containers/{self.namespace}", lambda: SqliteContainerStore(self.meta, self.namespace))
 
     @property
     def namespaces(self) -> SqliteNamespaceStore:

@@ -64,6 +64,8 @@ def _step_text(step: dict) -> str:
         return f"image {step['name']} (namespace {step['namespace']})"
     if step["kind"] == "lease":
         return f"lease {step['id']} (namespace {step['namespace']})"
+    if step["kind"] == "container":
+        return f"container {step['id']} (namespace {step['namespace']})"
     if "digest" in step:
         return f"{step['kind']} {step['digest']}"
     return f"{step['kind']} {step.get('id', '')}"

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from dist_tool.spec.rootfs import RootfsReader
 from dist_tool.spec.users import MAX_ACCOUNT_FILE_BYTES
+
+
+class FileReader(Protocol):
+    def read(self, path: str, limit: int) -> bytes | None:
+        """A file of the image's root filesystem (``spec.rootfs``), None when absent."""
+        ...
 
 
 @dataclass
@@ -24,7 +30,7 @@ class SpecContext:
 
     container_id: str
     namespace: str = "default"
-    rootfs: RootfsReader | None = None  # None: no files to read (all lookups find nothing)
+    rootfs: FileReader | None = None  # None: no files to read (all lookups find nothing)
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     image_user: str = ""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from dist_tool.errors import DataError, NotFound
@@ -117,6 +117,19 @@ class RootfsReader:
             if below_hidden:
                 return None
         return None
+
+
+class LazyRootfs:
+    """A reader whose layers are found on first use: spec generation rarely reads any file."""
+
+    def __init__(self, make: Callable[[], Sequence[Layer]]) -> None:
+        self._make = make
+        self._reader: RootfsReader | None = None
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        if self._reader is None:
+            self._reader = RootfsReader(self._make())
+        return self._reader.read(path, limit)
 
 
 # ---------------------------------------------------------------- directories

@@ -1,0 +1,338 @@
+"""Container use cases: create (spec + rootfs snapshot + record), label, remove (+ gc).
+
+A container is metadata that pins what a task needs. ``create`` validates
+everything first (ID, labels, options, the image), unpacks the image if it is
+not unpacked yet (outside the write lock, under a lease), generates the spec,
+and then — in ONE metadata transaction — prepares the active snapshot (key =
+container ID) on the image's top chain ID and inserts the record: a failure
+leaves neither. ``remove`` deletes record and snapshot in one transaction and
+collects garbage before returning, so what only that container kept is gone.
+
+The session passed in is a locator (``images``, ``containers``, ``content``,
+``leases``, ``meta``, ``snapshotter``, ``state``, ``namespace``); this module
+never picks an implementation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dist_tool import oci, platforms, reference, validate
+from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, InvalidArgument, NotFound
+from dist_tool.oci import Descriptor
+from dist_tool.store.api import Container, Image, LeaseResource
+from dist_tool.store.limits import MAX_CONFIG_BYTES
+
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+_RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", re.ASCII)
+TASK_KILL_WAIT = 10.0  # seconds `rm -f` waits for a killed task's shim to exit
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """``container create``'s options as the user gave them (text); ``create`` validates them."""
+
+    labels: Sequence[str] = ()
+    env: Sequence[str] = ()
+    cwd: str | None = None
+    user: str | None = None
+    mounts: Sequence[str] = ()
+    net_host: bool = False
+    read_only: bool = False
+    tty: bool = False
+    runtime: str = DEFAULT_RUNTIME
+    entrypoint: str | None = None
+    args: Sequence[str] = field(default_factory=tuple)  # empty: the image's Cmd
+
+
+@dataclass(frozen=True)
+class ImageRootfs:
+    """What an image gives a container on this host: its config and its layer chain."""
+
+    image: Image
+    manifest: Descriptor
+    config: dict
+    layers: tuple[Descriptor, ...]
+    diff_ids: tuple[str, ...]
+
+    @property
+    def chain_id(self) -> str:
+        return chain_ids(self.diff_ids)[-1]
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """OCI image-spec ChainIDs: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
+
+
+def image_rootfs(session, image: Image) -> ImageRootfs:
+    """The host platform's manifest, config, layers and diff IDs of ``image``.
+
+    Raises NotFound when the image has no manifest for this host or its manifest or
+    config is absent, DataError when the config's diff IDs do not match its layers.
+    """
+    from dist_tool.walk import ChildrenCache, platform_manifests, read_document
+
+    cache = ChildrenCache()
+    host = platforms.host()
+    try:
+        manifests = platform_manifests(session.content, image.target, platforms.matcher(host), cache)
+    except NotFound:
+        raise NotFound("image", image.name, "incomplete: its index or manifest is not in the content store") from None
+    if not manifests:
+        raise NotFound("image", image.name, f"has no manifest for {host}")
+    manifest = manifests[0]
+    children = oci.manifest_children(read_document(session.content, manifest, cache), manifest.digest)
+    config_desc, layers = children[0], tuple(children[1:])
+    try:
+        config = oci.decode_json(session.content.read_blob(config_desc.digest, MAX_CONFIG_BYTES), "config",
+                                 config_desc.digest)
+    except NotFound:
+        raise NotFound("image", image.name, f"incomplete: config {config_desc.digest} is missing") from None
+    rootfs = config.get("rootfs") if isinstance(config.get("rootfs"), dict) else {}
+    diff_ids = tuple(str(d) for d in (rootfs.get("diff_ids") or []))
+    if len(diff_ids) != len(layers) or not layers:
+        raise DataError("image", image.name, f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
+    return ImageRootfs(image, manifest, config, layers, diff_ids)
+
+
+# ---------------------------------------------------------------- create
+
+
+def _check_options(container_id: str, options: CreateOptions) -> dict:
+    """Every usage error before anything is read or written."""
+    from dist_tool import spec
+
+    validate.identifier("container id", container_id)
+    labels = validate.apply_labels({}, validate.label_args(options.labels))
+    if not options.runtime or not _RUNTIME_RE.fullmatch(options.runtime):
+        raise InvalidArgument("runtime", options.runtime, "expected a name such as io.containerd.runc.v2")
+    if options.user is not None:
+        spec.users.check_format(options.user)
+    return {"labels": labels, "env": spec.parse_env(options.env),
+            "cwd": spec.check_cwd(options.cwd) if options.cwd is not None else None,
+            "mounts": [spec.parse_mount(m) for m in options.mounts],
+            "entrypoint": spec.parse_entrypoint(options.entrypoint)}
+
+
+def _spec_opts(options: CreateOptions, checked: dict, config: dict) -> list:
+    from dist_tool import spec as S
+
+    opts = [S.with_image_config(config.get("config") if isinstance(config.get("config"), dict) else {})]
+    if checked["entrypoint"] is not None:
+        opts.append(S.with_entrypoint(checked["entrypoint"]))
+    if options.args:
+        opts.append(S.with_args(list(options.args)))
+    opts.append(S.require_args())
+    if checked["env"]:
+        opts.append(S.with_env(checked["env"]))
+    if checked["cwd"] is not None:
+        opts.append(S.with_cwd(checked["cwd"]))
+    opts.append(S.with_user(options.user))
+    if checked["mounts"]:
+        opts.append(S.with_mounts(checked["mounts"]))
+    if options.net_host:
+        opts.append(S.with_host_network())
+    if options.read_only:
+        opts.append(S.with_readonly_rootfs())
+    if options.tty:
+        opts.append(S.with_tty())
+    return opts
+
+
+def generate_spec(session, container_id: str, image: ImageRootfs, options: CreateOptions,
+                  checked: dict | None = None) -> dict:
+    """The OCI runtime spec for a container of ``image`` with ``options`` applied in order."""
+    from dist_tool import spec as S
+
+    checked = checked if checked is not None else _check_options(container_id, options)
+    ctx = S.SpecContext(container_id, session.namespace, rootfs_reader(session, image))
+    return S.apply(ctx, S.default_spec(ctx), _spec_opts(options, checked, image.config))
+
+
+def rootfs_reader(session, image: ImageRootfs):
+    """Reads the image's files from its unpacked snapshot when the snapshotter shows its
+    directories, else from its layer blobs. Nothing is read until a lookup needs it."""
+    from dist_tool.spec import rootfs
+
+    want = ("/etc/passwd", "/etc/group")
+    return rootfs.LazyRootfs(lambda: _snapshot_layers(session, image.chain_id) or
+                             rootfs.tar_layers(session.content, [d.digest for d in image.layers], want))
+
+
+def _snapshot_layers(session, chain_id: str):
+    """The committed chain's directories, top first, or None when they cannot be had without mounting."""
+    from dist_tool.spec import rootfs
+
+    snapshotter = session.snapshotter
+    layer_dirs = getattr(snapshotter, "layer_dirs", None)
+    if layer_dirs is None:
+        return None
+    try:
+        return [rootfs.DirLayer(d) for d in layer_dirs(chain_id)]
+    except DistError:
+        return None
+
+
+def create(session, image_name: str, container_id: str, options: CreateOptions) -> Container:
+    """Creates the container: record, spec and active snapshot ``container_id`` on the image's
+    unpacked layers. Raises InvalidArgument (bad ID, label or option), NotFound (image, user,
+    mount source), AlreadyExists (the ID, or a snapshot of that key)."""
+    checked = _check_options(container_id, options)
+    name = reference.normalize(image_name)
+    image = session.images.get(name)
+    _refuse_existing(session, container_id)
+    rootfs = image_rootfs(session, image)
+    spec = generate_spec(session, container_id, rootfs, options, checked)
+    snapshotter = session.snapshotter
+    with session.leases.temporary("create") as lease:
+        parent = _ensure_unpacked(session, rootfs, lease)
+        record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
+                           snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])
+        with session.meta.write():
+            _refuse_existing(session, container_id)
+            snapshotter.prepare(container_id, parent, labels={"dist.container": container_id})
+            session.containers.create(record)
+    return session.containers.get(container_id)
+
+
+def _refuse_existing(session, container_id: str) -> None:
+    try:
+        session.containers.get(container_id)
+    except NotFound:
+        return
+    raise AlreadyExists("container", container_id, "already exists")
+
+
+def _ensure_unpacked(session, rootfs: ImageRootfs, lease: tuple[str, str]) -> str:
+    """The image's top chain ID, unpacking it first if needed; the lease keeps it until the
+    container's snapshot (created on it in the same transaction as the record) does."""
+    snapshotter = session.snapshotter
+    chain = rootfs.chain_id
+    session.leases.add_resource(lease[1], LeaseResource(f"snapshots/{snapshotter.name}", chain))
+    try:
+        snapshotter.stat(chain)
+        return chain
+    except NotFound:
+        pass
+    from dist_tool import unpack
+
+    return unpack.unpack_image(session, rootfs.image, lease=lease)
+
+
+# ---------------------------------------------------------------- label
+
+
+def label(session, container_id: str, pairs: Sequence[str]) -> dict[str, str]:
+    """Sets (``K=V``) and removes (``K=``) labels; returns the resulting labels."""
+    updates = validate.label_args(pairs)
+    with session.meta.write():
+        current = session.containers.get(container_id)
+        if updates:
+            labels = validate.apply_labels(current.labels, updates)
+            current = session.containers.update(
+                Container(container_id, current.image, labels=labels), *(f"labels.{k}" for k in updates))
+    return dict(current.labels)
+
+
+# ---------------------------------------------------------------- remove
+
+
+def remove(session, container_ids: Sequence[str], force: bool = False):
+    """Removes each container and its snapshot, keeps going past errors, then collects garbage.
+
+    A container with a live task is a Conflict unless ``force``, which kills the task first;
+    ``force`` also makes a missing ID no error. Returns (removed IDs, gc result or None,
+    the first error or None).
+    """
+    from dist_tool import gc
+
+    removed: list[str] = []
+    first_error: DistError | None = None
+    for container_id in container_ids:
+        try:
+            _remove_one(session, container_id, force)
+            removed.append(container_id)
+        except NotFound as e:
+            if not force and first_error is None:
+                first_error = e
+        except DistError as e:
+            if first_error is None:
+                first_error = e
+    result = gc.collect(session.meta, session.content) if removed else None
+    return removed, result, first_error
+
+
+def _remove_one(session, container_id: str, force: bool) -> None:
+    container = session.containers.get(container_id)
+    if task_alive(session, container_id):
+        if not force:
+            raise Conflict("container", container_id, "has a live task (kill it first, or use -f)")
+        kill_task(session, container_id)
+    with session.meta.write():
+        session.containers.delete(container_id)
+        if container.snapshot_key:
+            try:
+                session.snapshotter_named(container.snapshotter).remove(container.snapshot_key)
+            except NotFound:
+                pass  # already gone: the record was the last thing to remove
+
+
+# ---------------------------------------------------------------- tasks (until the tasks issue)
+#
+# A task's runtime state lives in STATE/<namespace>/<container id>/. These two functions are the
+# whole contract containers need from it; the tasks issue owns that directory and may replace
+# them. Provisionally: ``shim.pid`` holds "PID START" (START: /proc/PID/stat field 22, so a
+# recycled pid is not mistaken for the shim; "PID" alone is accepted) and ``init.pid`` the
+# task's init process id, as ``runc --pid-file`` writes it.
+
+
+def task_dir(session, container_id: str) -> str:
+    return os.path.join(session.state, session.namespace, container_id)
+
+
+def _pid_file(path: str) -> tuple[int, str | None] | None:
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    return int(fields[0]), fields[1] if len(fields) > 1 else None
+
+
+def task_alive(session, container_id: str) -> bool:
+    """True while the container's task has a live shim; False when there is no task state."""
+    from dist_tool.proc import alive, process_start
+
+    shim = _pid_file(os.path.join(task_dir(session, container_id), "shim.pid"))
+    if shim is None:
+        return False
+    pid, start = shim
+    return alive(pid, start) if start is not None else process_start(pid) is not None
+
+
+def kill_task(session, container_id: str) -> None:
+    """SIGKILLs the task's init process, then waits for its shim to record the exit and go.
+    Raises Conflict when the shim outlives ``TASK_KILL_WAIT``."""
+    init = _pid_file(os.path.join(task_dir(session, container_id), "init.pid"))
+    if init is not None:
+        try:
+            os.kill(init[0], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + TASK_KILL_WAIT
+    while task_alive(session, container_id):
+        if time.monotonic() > deadline:
+            raise Conflict("container", container_id, "its task did not exit after SIGKILL")
+        time.sleep(0.05)
