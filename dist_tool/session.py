@@ -84,7 +84,7 @@ class Session:
         from dist_tool.store.images import SqliteImageStore
 
         return self._once(f"images/{namespace}",
-                          lambda: SqliteImageStore(self.meta, namespace, self.content.layout))
+                          lambda: SqliteImageStore(self.meta, namespace, os.path.join(self.root, "content")))
 
     @property
     def leases(self) -> SqliteLeaseManager:

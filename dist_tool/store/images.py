@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
-from dist_tool.store.content import write_layout_index
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
 
 DEFAULT_NAMESPACE = "default"
@@ -143,6 +142,8 @@ class SqliteImageStore:
             self.meta.on_commit(self._sync_layout_index)
 
     def _sync_layout_index(self, conn) -> None:
+        from dist_tool.store.content import write_layout_index
+
         rows = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name",
                             (DEFAULT_NAMESPACE,)).fetchall()
         write_layout_index(self.layout, [(i.name, i.target) for i in map(_image, rows)])

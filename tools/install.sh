@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what dist and its tests need on a fresh Debian 12 machine (run as root):
+# Debian's runc, skopeo, umoci, docker-registry and busybox-static, then a venv in .venv
+# with dist and its test extras. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(runc skopeo umoci docker-registry busybox-static tar gzip util-linux procps iproute2)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "[install] apt: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+    apt-get install -y -qq python3-venv >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "[install] venv: .venv" >&2
+    "$PYTHON" -m venv .venv
+fi
+echo "[install] pip: dist with its test extras" >&2
+# compat mode: a plain path entry; the default editable finder hook costs ~10 ms per start
+.venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
