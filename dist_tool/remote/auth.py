@@ -1,0 +1,314 @@
+"""Registry credentials and authorization: challenges, basic auth, bearer tokens per scope.
+
+Credentials come from ``--user``, else from the Docker config
+(``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``): the host's
+``credHelpers`` entry, else ``credsStore``, else its ``auths`` entry. They are
+looked up only when a registry asks (a 401 challenge), so anonymous pulls
+never read the config or run a helper.
+
+Secrets never leave this module except inside an ``Authorization`` header:
+they are not in any error message, log line or ``repr``. Errors name the host
+and the HTTP status, never a username's password or a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dist_tool.errors import InvalidArgument, Unavailable
+
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+HELPER_TIMEOUT = 30.0  # seconds for a docker-credential-* helper
+TOKEN_MIN_LIFETIME = 60  # seconds, when a token server gives none (the distribution spec's default)
+TOKEN_EARLY_EXPIRY = 10  # renew this long before a token expires
+MAX_DOCKER_CONFIG_BYTES = 1 << 20
+CLIENT_ID = "dist"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and its secret: a password, or an OAuth2 refresh token (``identity``)."""
+
+    username: str
+    secret: str = field(repr=False)
+    identity: bool = False  # docker's "identitytoken" / helper user "<token>"
+
+    def basic(self) -> str:
+        raw = f"{self.username}:{self.secret}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+
+def parse_user(text: str, read_password: Callable[[str], str]) -> Credentials:
+    """``USER[:PASS]`` from ``--user``; without ``:PASS`` asks ``read_password(user)``."""
+    user, colon, password = text.partition(":")
+    if not user:
+        raise InvalidArgument("--user", "", "needs a user name (USER[:PASS])")
+    if not colon:
+        password = read_password(user)
+    return Credentials(user, password)
+
+
+# ---------------------------------------------------------------- the Docker config
+
+
+def docker_config_path(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    base = env.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return os.path.join(base, "config.json")
+
+
+def config_keys(host: str) -> list[str]:
+    """The keys under which Docker tools file the credentials of ``host``."""
+    if host in DOCKER_HUB_HOSTS:
+        return [DOCKER_HUB_CONFIG_KEY, "index.docker.io", "docker.io", "registry-1.docker.io",
+                "https://registry-1.docker.io"]
+    return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"]
+
+
+def from_docker_config(host: str, env: Mapping[str, str] | None = None) -> Credentials | None:
+    """The credentials the Docker config holds for ``host``, or None.
+
+    A config that cannot be read or parsed is treated as holding nothing (as
+    docker does for a missing one) but a helper that fails is an error: the
+    user asked for it.
+    """
+    path = docker_config_path(env)
+    try:
+        with open(path, "rb") as f:
+            config = json.loads(f.read(MAX_DOCKER_CONFIG_BYTES))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    keys = config_keys(host)
+    helpers = config.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key in keys:
+            if isinstance(helpers.get(key), str) and helpers[key]:
+                return call_helper(helpers[key], key)
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        found = call_helper(store, keys[0])
+        if found is not None:
+            return found
+    auths = config.get("auths")
+    if isinstance(auths, dict):
+        for key in keys:
+            entry = auths.get(key)
+            if isinstance(entry, dict):
+                found = _from_auth_entry(entry)
+                if found is not None:
+                    return found
+    return None
+
+
+def _from_auth_entry(entry: Mapping[str, object]) -> Credentials | None:
+    token = entry.get("identitytoken")
+    user, password = entry.get("username"), entry.get("password")
+    encoded = entry.get("auth")
+    if isinstance(encoded, str) and encoded:
+        try:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None  # not worth naming: the entry is unusable either way
+    if isinstance(token, str) and token:
+        return Credentials(str(user or "<token>"), token, identity=True)
+    if isinstance(user, str) and user and isinstance(password, str):
+        return Credentials(user, password)
+    return None
+
+
+def call_helper(name: str, server: str) -> Credentials | None:
+    """``docker-credential-NAME get`` for ``server``; None when it holds nothing for it."""
+    program = f"docker-credential-{name}"
+    try:
+        proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
+                              timeout=HELPER_TIMEOUT)
+    except FileNotFoundError:
+        raise Unavailable("credential helper", program, "not found in PATH") from None
+    except subprocess.TimeoutExpired:
+        raise Unavailable("credential helper", program, f"no answer in {HELPER_TIMEOUT:.0f} s") from None
+    except OSError as e:
+        raise Unavailable("credential helper", program, e.strerror or "cannot run") from None
+    if proc.returncode != 0:
+        # "credentials not found in native keychain" is how helpers say "none"; anything else
+        # is reported by exit status only, as helpers may echo what they were given.
+        if b"credentials not found" in proc.stdout.lower() or b"credentials not found" in proc.stderr.lower():
+            return None
+        raise Unavailable("credential helper", program, f"exit status {proc.returncode}")
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        raise Unavailable("credential helper", program, "did not print JSON") from None
+    if not isinstance(doc, dict):
+        raise Unavailable("credential helper", program, "did not print a JSON object")
+    user, secret = doc.get("Username"), doc.get("Secret")
+    if not isinstance(secret, str) or not secret:
+        return None
+    if user == "<token>":
+        return Credentials("<token>", secret, identity=True)
+    return Credentials(str(user or ""), secret)
+
+
+# ---------------------------------------------------------------- challenges
+
+_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+_SCHEME_RE = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s|$|,)")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lowercase: "basic", "bearer"
+    params: Mapping[str, str]
+
+
+def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
+    """Parses ``WWW-Authenticate`` values (RFC 7235): schemes, each with its parameters."""
+    out: list[Challenge] = []
+    for value in headers:
+        pos = 0
+        while pos < len(value):
+            m = _SCHEME_RE.match(value, pos)
+            if m is None:
+                break
+            scheme, pos = m.group(1).lower(), m.end()
+            params: dict[str, str] = {}
+            while pos < len(value):
+                p = _PARAM_RE.match(value, pos)
+                if p is None:
+                    break
+                raw = p.group(2)
+                if raw.startswith('"'):
+                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+                params[p.group(1).lower()] = raw
+                pos = p.end()
+            out.append(Challenge(scheme, params))
+    return out
+
+
+def repository_scope(path: str, actions: str) -> str:
+    return f"repository:{path}:{actions}"
+
+
+# ---------------------------------------------------------------- the authorizer
+
+
+# (method, url, params, headers, form) → (status, body): the registry's HTTP with its retries.
+TokenHttp = Callable[[str, str, list[tuple[str, str]], dict[str, str], dict[str, str] | None], tuple[int, bytes]]
+
+
+@dataclass
+class _Token:
+    value: str = field(repr=False)
+    expires: float
+
+
+class Authorizer:
+    """The ``Authorization`` header for one registry host, per scope; answers its challenges.
+
+    Thread-safe: the blob transfers of one command share it. Bearer tokens are
+    cached by the set of scopes they were asked for; once the host is known to
+    use bearer tokens, a new scope's token is fetched before the request
+    instead of after a 401.
+    """
+
+    def __init__(self, host: str, http: TokenHttp, credentials: Credentials | None = None,
+                 lookup: Callable[[str], Credentials | None] = from_docker_config) -> None:
+        self.host = host
+        self._http = http
+        self._given = credentials
+        self._lookup = lookup
+        self._looked_up = False
+        self._found: Credentials | None = None
+        self._basic = False
+        self._bearer: Mapping[str, str] | None = None  # the realm and service of the host's challenge
+        self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._lock = threading.RLock()
+
+    def credentials(self) -> Credentials | None:
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if not self._looked_up:
+                self._found = self._lookup(self.host)
+                self._looked_up = True
+            return self._found
+
+    def header(self, scopes: tuple[str, ...]) -> dict[str, str]:
+        """The headers that authorize a request needing ``scopes`` (empty when anonymous so far)."""
+        with self._lock:
+            if self._basic:
+                creds = self.credentials()
+                return {"Authorization": creds.basic()} if creds else {}
+            if self._bearer is None:
+                return {}
+            token = self._tokens.get(scopes)
+            if token is None or token.expires <= time.monotonic():
+                token = self._fetch_token(self._bearer, scopes)
+            return {"Authorization": f"Bearer {token.value}"}
+
+    def answer(self, challenges: list[Challenge], scopes: tuple[str, ...]) -> bool:
+        """After a 401: prepares credentials for a retry. False when nothing more can be tried."""
+        with self._lock:
+            for challenge in challenges:
+                if challenge.scheme == "bearer" and challenge.params.get("realm"):
+                    wanted = tuple(dict.fromkeys([*scopes, *challenge.params.get("scope", "").split()]))
+                    self._bearer = challenge.params
+                    self._tokens[scopes] = self._fetch_token(challenge.params, wanted)
+                    return True
+            for challenge in challenges:
+                if challenge.scheme == "basic":
+                    if self._basic or self.credentials() is None:
+                        return False
+                    self._basic = True
+                    return True
+            return False
+
+    def _fetch_token(self, params: Mapping[str, str], scopes: tuple[str, ...]) -> _Token:
+        realm = params["realm"]
+        if not realm.startswith(("https://", "http://")):
+            raise Unavailable("registry", self.host, "challenge names a token realm that is not an http(s) URL")
+        service = params.get("service")
+        creds = self.credentials()
+        query: list[tuple[str, str]] = [("service", service)] if service else []
+        if creds is not None and creds.identity:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.secret, "client_id": CLIENT_ID,
+                    "scope": " ".join(scopes)}
+            if service:
+                form["service"] = service
+            status, body = self._http("POST", realm, [], {}, form)
+        else:
+            query += [("scope", s) for s in scopes]
+            headers = {"Authorization": creds.basic()} if creds is not None else {}
+            status, body = self._http("GET", realm, query, headers, None)
+        if status in (401, 403):
+            why = "rejected the credentials" if creds is not None else "requires credentials"
+            raise Unavailable("registry", self.host, f"{status} from token server {_origin(realm)}: it {why}")
+        if status != 200:
+            raise Unavailable("registry", self.host, f"token server {_origin(realm)} answered {status}")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value:
+            raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent no token")
+        lifetime = doc.get("expires_in")
+        if not isinstance(lifetime, int | float) or lifetime < TOKEN_MIN_LIFETIME:
+            lifetime = TOKEN_MIN_LIFETIME
+        return _Token(value, time.monotonic() + lifetime - TOKEN_EARLY_EXPIRY)
+
+
+def _origin(url: str) -> str:
+    """scheme://host of a URL, for messages (a realm's query could carry anything)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}" if sep else url.split("?", 1)[0]
