@@ -1,0 +1,123 @@
+"""dist content, info, namespaces and leases through the real entry point."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from helpers import store_fingerprint
+
+CONTENT_KEYS = {"digest", "size", "createdAt", "updatedAt", "labels"}
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_content_ingest_get_label_rm(dist):
+    data = os.urandom(300_000)
+    assert dist.ok("content", "ingest", "--ref", "r", input=data).lines == [sha(data)]
+    [blob] = dist.ok("content", "ls", "--json").json
+    assert set(blob) == CONTENT_KEYS and blob["size"] == len(data) and blob["digest"] == sha(data)
+    raw = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(dist.root), "content", "get", sha(data)],
+                         capture_output=True, check=True).stdout
+    assert raw == data
+    assert dist.ok("content", "label", sha(data), "a=1", "b=2").lines == ["a=1", "b=2"]
+    assert dist.ok("content", "label", sha(data), "a=").lines == ["b=2"]
+    [blob2] = dist.ok("content", "ls", "--json").json
+    assert blob2["labels"] == {"b": "2"} and blob2["createdAt"] == blob["createdAt"]
+    assert blob2["updatedAt"] > blob["updatedAt"]
+    assert dist.ok("content", "verify", "--json").json == [{"digest": sha(data), "ok": True, "problem": None}]
+    assert dist.ok("content", "rm", sha(data)).lines == [sha(data)]
+    assert dist.ok("content", "ls", "-q").lines == []
+
+
+def test_content_ingest_resumes_an_interrupted_ref(dist):
+    data = os.urandom(1_000_000)
+    # an interrupted ingest: what a killed `content ingest --ref r` leaves
+    dist.ok("images")
+    ingest = dist.root / "content" / "ingest" / hashlib.sha256(b"r").hexdigest()
+    ingest.mkdir(parents=True)
+    (ingest / "ref").write_text("r")
+    (ingest / "started").write_text("1700000000.0")
+    (ingest / "data").write_bytes(data[:600_000])
+    [active] = dist.ok("content", "active", "--json").json
+    assert (active["ref"], active["offset"], active["active"]) == ("r", 600_000, False)
+    assert dist.ok("content", "ingest", "--ref", "r", "--expected-digest", sha(data),
+                   "--expected-size", str(len(data)), input=data).lines == [sha(data)]
+    assert dist.ok("content", "active", "--json").json == []
+    assert dist("content", "verify").code == 0
+
+
+def test_content_verify_reports_corruption_with_exit_1(dist):
+    data = b"will be damaged" * 100
+    dist.ok("content", "ingest", "--ref", "r", input=data)
+    path = dist.root / "content" / "blobs" / "sha256" / sha(data)[7:]
+    path.chmod(0o644)
+    path.write_bytes(b"X" + data[1:])
+    result = dist("content", "verify", "--json")
+    assert result.code == 1
+    assert result.json[0]["ok"] is False and "hashes to" in result.json[0]["problem"]
+    assert result.stderr.strip().startswith(f"dist: error: blob {sha(data)}: corrupt")
+
+
+def test_info_json_shape(dist):
+    info = dist.ok("info", "--json").json
+    assert set(info) >= {"version", "root", "state", "namespace", "snapshotter", "runtime", "counts"}
+    assert set(info["runtime"]) == {"path", "version"}
+    assert info["root"] == str(dist.root) and info["namespace"] == "default"
+    assert info["counts"]["images"] == 0
+
+
+def test_namespaces_isolate_images_and_refuse_removal_while_used(dist, busybox_rootfs):
+    dist.ok("-n", "team", "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
+    assert dist.ok("images", "-q").lines == []
+    assert dist.ok("-n", "team", "images", "-q").lines == ["docker.io/library/bb:latest"]
+    assert dist.ok("namespaces", "ls", "-q").lines == ["team"]
+    assert dist.ok("namespaces", "label", "team", "owner=me").lines == ["owner=me"]
+    assert dist.ok("namespaces", "ls", "--json").json[0]["labels"] == {"owner": "me"}
+    result = dist("namespaces", "rm", "team")
+    assert result.code == 4 and "not empty" in result.stderr
+    # content is shared: removing the image in another namespace keeps nothing alive here
+    dist.ok("-n", "team", "rmi", "bb")
+    assert dist.ok("content", "ls", "-q").lines == []
+    dist.ok("namespaces", "rm", "team")
+    assert dist.ok("namespaces", "ls", "-q").lines == []
+    assert dist("namespaces", "rm", "team").code == 3
+    dist.ok("namespaces", "create", "fresh", "a=b")
+    assert dist("namespaces", "create", "fresh").code == 4
+
+
+def test_gc_counts_roots_of_every_namespace(dist, busybox_rootfs):
+    dist.ok("-n", "one", "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
+    dist.ok("-n", "two", "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
+    blobs = dist.ok("content", "ls", "-q").lines
+    # the same rootfs twice gives the same layer; configs differ only by their creation time
+    dist.ok("-n", "one", "rmi", "bb")
+    remaining = dist.ok("content", "ls", "-q").lines
+    assert remaining and set(remaining) <= set(blobs)
+    assert dist.ok("-n", "two", "images", "check", "--json").json[0]["complete"] is True
+
+
+def test_leases_create_list_remove(dist):
+    assert dist.ok("leases", "create", "--id", "mine", "--expires", "24h", "--label", "purpose=test").lines == ["mine"]
+    [lease] = dist.ok("leases", "ls", "--json").json
+    assert lease["id"] == "mine" and lease["labels"] == {"purpose": "test"} and lease["expiresAt"].endswith("Z")
+    assert dist("leases", "create", "--id", "mine").code == 4
+    generated = dist.ok("leases", "create").stdout.strip()
+    assert sorted(dist.ok("leases", "ls", "-q").lines) == sorted(["mine", generated])
+    dist.ok("leases", "rm", "mine", generated)
+    assert dist.ok("leases", "ls", "-q").lines == []
+    assert dist("leases", "rm", "mine").code == 3
+
+
+def test_a_read_only_command_does_not_change_the_store(dist, busybox_rootfs):
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
+    dist.ok("info")  # the first one probes whether overlay mounts here and caches the answer in ROOT
+    before = store_fingerprint(dist.root)
+    for args in (["images"], ["images", "--json"], ["images", "inspect", "bb"], ["images", "check"],
+                 ["content", "ls"], ["gc", "--dry-run"], ["info"], ["leases"], ["namespaces"]):
+        dist.ok(*args)
+    assert store_fingerprint(dist.root) == before
