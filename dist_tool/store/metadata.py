@@ -227,11 +227,18 @@ class Metadata:
                 if self._conn is None:
                     self._conn = self._connect()
                 conn = self._conn
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    # Migrations commit on their own: a failing caller must not roll the schema back.
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._migrate(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
                 conn.execute("BEGIN IMMEDIATE")
                 self._write_depth = 1
                 try:
-                    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                        self._migrate(conn)
                     yield conn
                 except BaseException:
                     conn.execute("ROLLBACK")
