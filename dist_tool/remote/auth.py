@@ -199,6 +199,20 @@ def repository_scope(path: str, actions: str) -> str:
     return f"repository:{path}:{actions}"
 
 
+def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """One scope per resource with the union of its actions, in first-seen order
+    (``repository:a:pull,push`` and ``repository:a:pull`` are ``repository:a:pull,push``)."""
+    merged: dict[str, list[str]] = {}
+    for scope in scopes:
+        resource, colon, actions = scope.rpartition(":")
+        if not colon or not resource:
+            merged.setdefault(scope, [])
+            continue
+        known = merged.setdefault(resource, [])
+        known.extend(a for a in actions.split(",") if a and a not in known)
+    return tuple(f"{r}:{','.join(a)}" if a else r for r, a in merged.items())
+
+
 # ---------------------------------------------------------------- the authorizer
 
 
@@ -261,7 +275,7 @@ class Authorizer:
         with self._lock:
             for challenge in challenges:
                 if challenge.scheme == "bearer" and challenge.params.get("realm"):
-                    wanted = tuple(dict.fromkeys([*scopes, *challenge.params.get("scope", "").split()]))
+                    wanted = merge_scopes([*scopes, *challenge.params.get("scope", "").split()])
                     self._bearer = challenge.params
                     self._tokens[scopes] = self._fetch_token(challenge.params, wanted)
                     return True

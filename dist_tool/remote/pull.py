@@ -228,7 +228,12 @@ class _Fetcher:
                 if resumed:
                     self.result.resumed[desc.digest] = resumed
                 self.progress.start(label, desc.size)
-                self._transfer(w, desc, label)
+                try:
+                    self._transfer(w, desc, label)
+                except _Cancelled:
+                    if w.offset == 0:
+                        w.abort()  # nothing to resume: leave no trace
+                    raise
                 try:
                     with self.lock:
                         w.commit(labels=self.labels)

@@ -397,11 +397,12 @@ class Repository:
         detail = f" ({code})" if code else ""
         if status == 404 and (missing_is_not_found or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")):
             return NotFound(what, which, f"not found in registry {self.host}{detail}")
+        # Refused access is about the reference the user named, whichever request met it.
         if status == 401:
             creds = "credentials rejected" if self.registry.auth.credentials() else "authentication required"
-            return Unavailable(what, which, f"401 Unauthorized from {self.host}: {creds}{detail}")
+            return Unavailable("image", self.display, f"401 Unauthorized from {self.host}: {creds}{detail}")
         if status == 403:
-            return Unavailable(what, which, f"403 Forbidden from {self.host}: access denied{detail}")
+            return Unavailable("image", self.display, f"403 Forbidden from {self.host}: access denied{detail}")
         reason = resp.reason_phrase or ""
         return Unavailable(what, which, f"registry {self.host} answered {status} {reason}{detail}".rstrip())
 

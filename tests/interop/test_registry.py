@@ -1,0 +1,444 @@
+"""dist pull and dist push against Debian's docker-registry (distribution 2.8) on 127.0.0.1.
+
+One registry per session without auth, one behind htpasswd basic auth, one with token auth
+from an in-test token server (a real bearer flow: the registry verifies the JWTs it is given);
+a façade in front of the plain registry stands in for a slow, failing or lying network.
+Every failure checks the store (G12).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Dist, need, store_fingerprint
+from registry_support import REGISTRY_BIN, Facade, Registry, TokenServer, htpasswd_auth
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry is not installed (apt-get install "
+                       "docker-registry): these tests talk to a real registry"),
+]
+
+USER, PASSWORD = "alice", "s3cret-Pa55"
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory):
+    need("htpasswd")
+    base = tmp_path_factory.mktemp("registry-basic")
+    reg = Registry(base, htpasswd_auth(base, USER, PASSWORD))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory):
+    need("openssl")
+    base = tmp_path_factory.mktemp("registry-token")
+    tokens = TokenServer(base, USER, PASSWORD)
+    reg = Registry(base, tokens.registry_auth())
+    reg.tokens = tokens
+    yield reg
+    reg.stop()
+    tokens.stop()
+
+
+@pytest.fixture
+def facade(registry):
+    f = Facade(registry.addr)
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def src(tmp_path_factory, busybox_rootfs) -> Dist:
+    """A store holding the images the tests push: small (busybox) and big (one 6 MiB random layer)."""
+    base = tmp_path_factory.mktemp("src")
+    store = Dist(base / "root")
+    store.ok("images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "small:1",
+             "--config-cmd", "/bin/sh")
+    big = base / "big-rootfs"
+    big.mkdir()
+    (big / "random.bin").write_bytes(os.urandom(6 << 20))
+    store.ok("images", "import", "--no-unpack", "--rootfs", str(big), "--name", "big:1")
+    return store
+
+
+@pytest.fixture(scope="session")
+def multi(tmp_path_factory, busybox_rootfs, registry) -> dict:
+    """An OCI index (linux/amd64 busybox + linux/arm64 placeholder) built with umoci, pushed by skopeo."""
+    need("umoci")
+    need("skopeo")
+    base = tmp_path_factory.mktemp("multi")
+    layout = base / "layout"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    run("umoci", "init", "--layout", str(layout))
+    blobs = layout / "blobs" / "sha256"
+    descs = []
+    for arch, root in (("amd64", busybox_rootfs), ("arm64", None)):
+        if root is None:
+            root = base / f"root-{arch}"
+            (root / "etc").mkdir(parents=True)
+            (root / "etc" / "platform").write_text(f"linux/{arch}\n")
+        tar = base / f"{arch}.tar"
+        run("tar", "-C", str(root), "--numeric-owner", "-cf", str(tar), ".")
+        run("umoci", "new", "--image", f"{layout}:{arch}")
+        run("umoci", "raw", "add-layer", "--image", f"{layout}:{arch}", str(tar))
+        run("umoci", "config", "--image", f"{layout}:{arch}", "--os", "linux", "--architecture", arch,
+            "--config.cmd", "/bin/sh")
+        index = json.loads((layout / "index.json").read_text())
+        desc = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == arch)
+        descs.append({"mediaType": desc["mediaType"], "digest": desc["digest"], "size": desc["size"],
+                      "platform": {"architecture": arch, "os": "linux"}})
+    index_blob = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                             "manifests": descs}).encode()
+    index_digest = "sha256:" + hashlib.sha256(index_blob).hexdigest()
+    (blobs / index_digest.split(":")[1]).write_bytes(index_blob)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest,
+                               "size": len(index_blob), "annotations": {"org.opencontainers.image.ref.name": "all"}})
+    (layout / "index.json").write_text(json.dumps(index))
+    ref = f"{registry.addr}/multi:1"
+    run("skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{layout}:all", f"docker://{ref}")
+    per_arch = {}
+    for d in descs:
+        manifest = json.loads((blobs / d["digest"].split(":")[1]).read_text())
+        per_arch[d["platform"]["architecture"]] = [d["digest"], manifest["config"]["digest"],
+                                                   *[x["digest"] for x in manifest["layers"]]]
+    return {"ref": ref, "index": index_digest, "blobs": per_arch}
+
+
+def image(store: Dist, name: str) -> dict:
+    [found] = [i for i in store.ok("images", "--json").json if i["name"] == name]
+    return found
+
+
+def tree_digests(store: Dist, name: str) -> list[str]:
+    def visit(node):
+        return [node["digest"], *[d for kid in node.get("children", []) for d in visit(kid)]]
+    return visit(store.ok("images", "inspect", "--json", name).json)
+
+
+def blobs(store: Dist) -> set[str]:
+    return set(store.ok("content", "ls", "-q").lines)
+
+
+def one_error(result) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dist: error: ")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    return errors[0]
+
+
+def writes(reg: Registry, since: int, repo: str) -> list[tuple[str, str, int]]:
+    return [r for r in reg.requests(since) if r[0] in MUTATING and f"/v2/{repo}/" in r[1]]
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_round_trip_push_rmi_pull_keeps_every_digest(registry, src, dist):
+    ref = f"{registry.addr}/round/trip:1"
+    pushed = src.ok("push", "--plain-http", "--progress", "none", ref, "small:1")
+    want = image(src, "docker.io/library/small:1")["target"]["digest"]
+    assert pushed.lines == [f"{ref}@{want}"]
+    expected_tree = tree_digests(src, "docker.io/library/small:1")
+
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    assert image(dist, ref)["target"]["digest"] == want
+    assert tree_digests(dist, ref) == expected_tree
+    dist.ok("push", "--plain-http", ref)  # push what was pulled: nothing changes
+    dist.ok("rmi", ref)
+    assert blobs(dist) == set()
+    out = dist.ok("pull", "--plain-http", "--no-unpack", "--progress", "none", ref)
+    assert out.lines == [ref]
+    assert tree_digests(dist, ref) == expected_tree
+    assert dist.ok("images", "check", "--json", ref).json[0]["complete"] is True
+
+    by_digest = f"{registry.addr}/round/trip@{want}"
+    assert dist.ok("pull", "--plain-http", "--no-unpack", by_digest).lines == [by_digest]
+    assert image(dist, by_digest)["target"]["digest"] == want
+
+
+def test_second_push_uploads_nothing_and_other_repositories_mount(registry, src):
+    ref = f"{registry.addr}/twice:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    mark = registry.mark()
+    src.ok("push", "--plain-http", ref, "small:1")
+    again = registry.requests(mark)
+    assert again and not [r for r in again if r[0] in MUTATING], again
+
+    mark = registry.mark()
+    src.ok("push", "--plain-http", f"{registry.addr}/twice:2", "small:1")
+    assert [(m, u.split("/")[-1]) for m, u, _ in writes(registry, mark, "twice")] == [("PUT", "2")]
+
+    mark = registry.mark()
+    src.ok("push", "--plain-http", f"{registry.addr}/elsewhere:1", "small:1")
+    posts = writes(registry, mark, "elsewhere")
+    mounts = [u for m, u, status in posts if m == "POST" and "mount=" in u and status == 201]
+    assert len(mounts) == 2, posts  # config and layer, mounted from twice
+    assert [u for m, u, _ in posts if m == "PUT" and "/blobs/" in u] == []
+
+
+def test_pull_of_present_blobs_fetches_no_blob(registry, src, dist):
+    ref = f"{registry.addr}/again:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    mark = registry.mark()
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    assert [r for r in registry.requests(mark) if "/blobs/" in r[1]] == []
+
+
+# ---------------------------------------------------------------- platforms
+
+
+def test_multi_platform_pull_keeps_only_the_chosen_platform(multi, dist):
+    arm, amd = set(multi["blobs"]["arm64"]), set(multi["blobs"]["amd64"])
+    dist.ok("pull", "--plain-http", "--no-unpack", "--platform", "linux/amd64", multi["ref"])
+    have = blobs(dist)
+    assert amd | {multi["index"]} <= have and not arm & have
+    assert image(dist, multi["ref"])["target"]["digest"] == multi["index"]
+
+    dist.ok("pull", "--plain-http", "--no-unpack", "--platform", "linux/arm64", multi["ref"])
+    assert arm | amd | {multi["index"]} == blobs(dist)
+
+
+def test_all_platforms_pull_and_push_of_an_index(multi, registry, dist):
+    dist.ok("pull", "--plain-http", "--no-unpack", "--all-platforms", multi["ref"])
+    assert set(multi["blobs"]["arm64"]) | set(multi["blobs"]["amd64"]) | {multi["index"]} == blobs(dist)
+    copy = f"{registry.addr}/multi-copy:1"
+    dist.ok("push", "--plain-http", copy, multi["ref"])
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{copy}"],
+                         check=True, capture_output=True).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == multi["index"]
+
+
+def test_push_of_a_partly_pulled_index_needs_a_platform(multi, registry, dist):
+    dist.ok("pull", "--plain-http", "--no-unpack", "--platform", "linux/amd64", multi["ref"])
+    before = store_fingerprint(dist.root)
+    whole = dist("push", "--plain-http", f"{registry.addr}/partial:1", multi["ref"])
+    assert whole.code == 1 and "missing" in one_error(whole) and "--platform" in one_error(whole)
+    assert store_fingerprint(dist.root) == before
+    one = dist.ok("push", "--plain-http", "--platform", "linux/amd64", f"{registry.addr}/partial:1", multi["ref"])
+    assert one.lines == [f"{registry.addr}/partial:1@{multi['blobs']['amd64'][0]}"]
+
+
+# ---------------------------------------------------------------- skopeo both ways
+
+
+def test_skopeo_reads_what_dist_pushed(registry, src, tmp_path):
+    need("skopeo")
+    ref = f"{registry.addr}/for-skopeo:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    want = image(src, "docker.io/library/small:1")["target"]["digest"]
+    digest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    assert digest == want
+    out = tmp_path / "oci"
+    subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out}:x"],
+                   check=True, capture_output=True)
+    index = json.loads((out / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [want]
+
+
+def test_dist_pulls_a_docker_schema2_image_skopeo_pushed(registry, dist, umoci_image):
+    need("skopeo")
+    ref = f"{registry.addr}/from-skopeo:v2s2"
+    subprocess.run(["skopeo", "copy", "-q", "--format", "v2s2", "--dest-tls-verify=false",
+                    f"oci:{umoci_image.layout}:t", f"docker://{ref}"], check=True, capture_output=True)
+    digest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    pulled = image(dist, ref)
+    assert pulled["target"]["digest"] == digest
+    assert pulled["target"]["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert pulled["complete"] is True
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_references_exit_3_and_leave_the_store_alone(registry, src, dist):
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(src.root.parent / "big-rootfs"), "--name", "keep")
+    before = store_fingerprint(dist.root)
+    for ref in (f"{registry.addr}/round/nope:1", f"{registry.addr}/never-pushed:1",
+                f"{registry.addr}/round/trip@sha256:{'0' * 64}"):
+        result = dist("pull", "--plain-http", "--no-unpack", ref)
+        assert result.code == 3, result.stderr
+        assert one_error(result) .startswith(f"dist: error: image {ref}: not found in registry {registry.addr}")
+    local = dist("push", "--plain-http", f"{registry.addr}/x:1", "docker.io/library/absent:1")
+    assert local.code == 3 and "absent" in one_error(local)
+    assert store_fingerprint(dist.root) == before
+
+
+def test_unreachable_registry_is_exit_1(dist):
+    result = dist("pull", "--plain-http", "--no-unpack", "127.0.0.1:1/x:1")
+    assert result.code == 1 and "127.0.0.1:1" in one_error(result)
+
+
+def test_a_registry_that_lies_about_a_blob_fails_the_pull_and_stores_nothing(registry, src, facade, dist):
+    ref = f"{registry.addr}/liar:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/small:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]["digest"]
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(src.root.parent / "big-rootfs"), "--name", "keep")
+    before = store_fingerprint(dist.root)
+    facade.corrupt.add(layer)
+    result = dist("pull", "--plain-http", "--no-unpack", f"{facade.addr}/liar:1")
+    assert result.code == 1
+    assert f"blob {layer}: digest mismatch" in one_error(result)
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "active", "--json").json == []
+
+
+def test_a_manifest_that_does_not_match_its_digest_is_refused(registry, src, facade, dist):
+    ref = f"{registry.addr}/liar2:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    digest = image(src, "docker.io/library/small:1")["target"]["digest"]
+    facade.corrupt.update({digest, "1"})
+    by_digest = dist("pull", "--plain-http", "--no-unpack", f"{facade.addr}/liar2@{digest}")
+    assert by_digest.code == 1
+    assert one_error(by_digest).startswith(f"dist: error: manifest {digest}: registry {facade.addr} sent content "
+                                           "that hashes to sha256:")
+    by_tag = dist("pull", "--plain-http", "--no-unpack", f"{facade.addr}/liar2:1")
+    assert by_tag.code == 1 and f"registry {facade.addr} says {digest} but its content hashes to" in one_error(by_tag)
+    assert blobs(dist) == set()
+
+
+def test_5xx_answers_are_retried(registry, src, facade, dist):
+    ref = f"{registry.addr}/flaky:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    facade.fail["/manifests/1"] = 2
+    dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/flaky:1")
+    assert [m for m, p, _ in facade.log if p.endswith("/manifests/1")] == ["GET"] * 3
+
+
+# ---------------------------------------------------------------- resume
+
+
+def _ingest_sizes(root: Path) -> list[int]:
+    return [p.stat().st_size for p in (root / "content" / "ingest").glob("*/data")]
+
+
+def _committed(root: Path, digest: str) -> bool:
+    import sqlite3
+
+    db = root / "metadata.db"
+    if not db.exists():
+        return False
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+def test_a_pull_killed_half_way_resumes_without_refetching(registry, src, facade, dist):
+    ref = f"{registry.addr}/resume:1"
+    src.ok("push", "--plain-http", ref, "big:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]
+    config = manifest["config"]["digest"]
+    facade.stall[layer["digest"]] = 2 << 20
+    cmd = [sys.executable, "-m", "dist_tool", "--root", str(dist.root), "--state", str(dist.state),
+           "pull", "--plain-http", "--no-unpack", "--progress", "none", f"{facade.addr}/resume:1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while max(_ingest_sizes(dist.root), default=0) < 2 << 20 or not _committed(dist.root, config):
+            assert proc.poll() is None and time.monotonic() < deadline, "the pull never got half-way"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    held = max(_ingest_sizes(dist.root))
+    assert 0 < held < layer["size"]
+    active = dist.ok("content", "active", "--json").json
+    assert [(a["ref"], a["offset"]) for a in active] == [(f"pull-{layer['digest']}", held)]
+
+    facade.release.set()
+    del facade.stall[layer["digest"]]
+    first = len(facade.log)
+    dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/resume:1")
+    again = facade.log[first:]
+    blob_gets = [(p.rsplit("/", 1)[-1], rng) for m, p, rng in again if m == "GET" and "/blobs/" in p]
+    assert blob_gets == [(layer["digest"], f"bytes={held}-")], again
+    assert config not in {p.rsplit("/", 1)[-1] for _, p, _ in again}
+    assert tree_digests(dist, f"{facade.addr}/resume:1") == tree_digests(src, "docker.io/library/big:1")
+    assert dist.ok("content", "active", "--json").json == []
+
+
+# ---------------------------------------------------------------- auth
+
+
+def test_basic_auth(basic_registry, src, dist, tmp_path):
+    ref = f"{basic_registry.addr}/private:1"
+    anonymous = src("push", "--plain-http", ref, "small:1")
+    assert anonymous.code == 1
+    assert one_error(anonymous) == (f"dist: error: image {ref}: 401 Unauthorized from {basic_registry.addr}: "
+                                    "authentication required")
+    wrong = src("push", "--plain-http", "--user", f"{USER}:not-{PASSWORD}", ref, "small:1")
+    assert wrong.code == 1 and "credentials rejected" in one_error(wrong)
+    assert f"not-{PASSWORD}" not in wrong.stderr + wrong.stdout
+    src.ok("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+
+    # the password on stdin (not a terminal)
+    dist.ok("pull", "--plain-http", "--no-unpack", "--user", USER, ref, input=f"{PASSWORD}\n".encode())
+    dist.ok("rmi", ref)
+
+    # the Docker config: auths
+    config = tmp_path / "docker"
+    config.mkdir()
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {basic_registry.addr: {"auth": token}}}))
+    dist.ok("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(config)})
+    dist.ok("rmi", ref)
+
+    # the Docker config: a credential helper
+    helper_dir = tmp_path / "bin"
+    helper_dir.mkdir()
+    helper = helper_dir / "docker-credential-disttest"
+    helper.write_text(f"#!/bin/sh\nread server\n[ \"$server\" = {basic_registry.addr} ] || exit 1\n"
+                      f"printf '{{\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n")
+    helper.chmod(0o755)
+    (config / "config.json").write_text(json.dumps({"credHelpers": {basic_registry.addr: "disttest"}}))
+    env = {"DOCKER_CONFIG": str(config), "PATH": f"{helper_dir}:{os.environ['PATH']}"}
+    out = dist.ok("pull", "--plain-http", "--no-unpack", ref, env=env)
+    assert PASSWORD not in out.stderr + out.stdout
+
+
+def test_token_auth(token_registry, src, dist):
+    ref = f"{token_registry.addr}/tokens/app:1"
+    tokens = token_registry.tokens
+    anonymous = src("push", "--plain-http", ref, "small:1")
+    assert anonymous.code == 1 and "401 Unauthorized" in one_error(anonymous)
+    src.ok("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+    assert (USER, ["repository:tokens/app:pull,push"]) in tokens.requests
+    wrong = src("push", "--plain-http", "--user", f"{USER}:nope", f"{token_registry.addr}/tokens/app:2", "small:1")
+    assert wrong.code == 1 and "401 from token server" in one_error(wrong) and "nope" not in wrong.stderr
+
+    tokens.requests.clear()
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)  # anonymous pulls get a pull token
+    assert tokens.requests == [(None, ["repository:tokens/app:pull"])]
+    assert image(dist, ref)["target"]["digest"] == image(src, "docker.io/library/small:1")["target"]["digest"]

@@ -1,0 +1,283 @@
+"""Real registries for the tests: Debian's docker-registry (distribution 2.8) on 127.0.0.1, with
+no auth, htpasswd basic auth, or token auth from a small in-test token server; and a façade in
+front of a registry that records requests and can stall, corrupt or refuse a blob.
+
+Only what cannot run here is simulated: the façade stands in for a slow network, a registry
+that lies and one that fails for a while; the token server for an auth service.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+REGISTRY_BIN = shutil.which("docker-registry") or shutil.which("registry")
+ACCESS_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class Registry:
+    """``docker-registry serve CONFIG`` on a free port of 127.0.0.1, storage in ``base``."""
+
+    def __init__(self, base: Path, auth: str = "") -> None:
+        self.base = base
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.log_path = base / "registry.log"
+        (base / "data").mkdir(parents=True, exist_ok=True)
+        config = base / "config.yml"
+        config.write_text(f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: {base / "data"}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {self.addr}
+{auth}""")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_port(self.port, self.proc)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"docker-registry did not start: {self.log_path.read_text()[-2000:]}") from None
+
+    def requests(self, since: int = 0) -> list[tuple[str, str, int]]:
+        """(method, uri, status) of each request in the access log, from line ``since``."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines()[since:]:
+            m = ACCESS_RE.search(line)
+            if m:
+                out.append((m["method"], m["uri"], int(m["status"])))
+        return out
+
+    def mark(self) -> int:
+        time.sleep(0.05)  # the access log is written after the response
+        return len(self.log_path.read_text(errors="replace").splitlines())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def htpasswd_auth(base: Path, user: str, password: str) -> str:
+    """The registry's ``auth: htpasswd:`` section, with a bcrypt entry made by ``htpasswd -B``."""
+    entry = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    path = base / "htpasswd"
+    path.write_text(entry + "\n")
+    return f"auth:\n  htpasswd:\n    realm: dist-test\n    path: {path}\n"
+
+
+# ---------------------------------------------------------------- token auth
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """Issues registry tokens (RS256 JWTs, signed by ``openssl``, certificate in ``x5c``).
+
+    With the right basic credentials it grants the actions asked for; anonymously only ``pull``;
+    with wrong credentials it answers 401. ``requests`` records (user, scopes) of each request.
+    """
+
+    SERVICE = "dist-test"
+    ISSUER = "dist-test-issuer"
+
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        self.base = base
+        self.user, self.password = user, password
+        self.key = base / "token.key"
+        self.cert = base / "token.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-days", "2", "-subj", "/CN=dist-test-token"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.requests: list[tuple[str | None, list[str]]] = []
+        self.port = free_port()
+        self.realm = f"http://127.0.0.1:{self.port}/token"
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None: ...
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                scopes = [s for value in query.get("scope", []) for s in value.split()]
+                user = None
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if (user, password) != (server.user, server.password):
+                        server.requests.append((user, scopes))
+                        self.send_response(401)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                server.requests.append((user, scopes))
+                body = json.dumps({"token": server.token(user, scopes), "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, user: str | None, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            granted = [a for a in actions.split(",") if user is not None or a == "pull"]
+            access.append({"type": kind, "name": name, "actions": granted})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": self.ISSUER, "sub": user or "", "aud": self.SERVICE, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                                   input=signing_input.encode(), check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+    def registry_auth(self) -> str:
+        return (f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.SERVICE}\n"
+                f"    issuer: {self.ISSUER}\n    rootcertbundle: {self.cert}\n")
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------- the façade
+
+
+class Facade:
+    """A proxy in front of a registry that records requests and misbehaves on demand.
+
+    * ``log``: (method, path, Range header) of every request;
+    * ``stall[digest] = n``: a GET of that blob sends its first n bytes, then waits for
+      ``release`` (the test kills the client meanwhile);
+    * ``corrupt``: blobs and manifests (by digest or tag) served with the first byte flipped;
+    * ``fail[substring] = k``: the first k requests whose path contains it get a 503.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.log: list[tuple[str, str, str | None]] = []
+        self.stall: dict[str, int] = {}
+        self.corrupt: set[str] = set()
+        self.fail: dict[str, int] = {}
+        self.release = threading.Event()
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        facade = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None: ...
+
+            def do_GET(self) -> None:
+                facade.handle(self)
+
+            do_HEAD = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle(self, req: BaseHTTPRequestHandler) -> None:
+        self.log.append((req.command, req.path, req.headers.get("Range")))
+        for part, left in list(self.fail.items()):
+            if part in req.path and left > 0:
+                self.fail[part] = left - 1
+                req.send_response(503)
+                req.send_header("Content-Length", "0")
+                req.end_headers()
+                return
+        conn = http.client.HTTPConnection(self.upstream, timeout=30)
+        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("connection", "host")}
+        headers["Host"] = self.addr
+        conn.request(req.command, req.path, headers=headers)
+        resp = conn.getresponse()
+        req.send_response(resp.status)
+        for key, value in resp.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "keep-alive"):
+                req.send_header(key, value)
+        body = resp.read() if req.command != "HEAD" else b""
+        if req.command != "HEAD" and resp.getheader("Content-Length") is None:
+            req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        conn.close()
+        digest = req.path.rsplit("/", 1)[-1] if "/blobs/" in req.path or "/manifests/" in req.path else ""
+        if digest in self.corrupt and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        try:
+            if digest in self.stall and req.command == "GET":
+                n = self.stall[digest]
+                req.wfile.write(body[:n])
+                req.wfile.flush()
+                self.release.wait(60)
+                req.close_connection = True
+                return
+            req.wfile.write(body)
+        except OSError:
+            req.close_connection = True  # the client went away (killed): nothing to tell it
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
