@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from dist_tool import oci, platforms, reference, validate
 from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
-from dist_tool.store.api import Container, Image, LeaseResource
+from dist_tool.store.api import Container, Image
 from dist_tool.store.limits import MAX_CONFIG_BYTES
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
@@ -67,7 +67,9 @@ class ImageRootfs:
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """OCI image-spec ChainIDs: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    """The same as ``unpack.chain_ids`` (a test checks), here so that create does not import
+    the unpacker when the image is unpacked already. OCI image-spec: ChainID(L0) = DiffID(L0);
+    ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
     out: list[str] = []
     for diff_id in diff_ids:
         out.append(diff_id if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
@@ -170,16 +172,13 @@ def rootfs_reader(session, image: ImageRootfs):
 
 
 def _snapshot_layers(session, chain_id: str):
-    """The committed chain's directories, top first, or None when they cannot be had without mounting."""
+    """The committed chain's directories, top first, from its mounts (read, never mounted);
+    None when it is not unpacked or its mounts are not plain directories."""
     from dist_tool.spec import rootfs
 
-    snapshotter = session.snapshotter
-    layer_dirs = getattr(snapshotter, "layer_dirs", None)
-    if layer_dirs is None:
-        return None
     try:
-        return [rootfs.DirLayer(d) for d in layer_dirs(chain_id)]
-    except DistError:
+        return rootfs.dir_layers(session.snapshotter.mounts(chain_id))
+    except NotFound:
         return None
 
 
@@ -194,15 +193,30 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     rootfs = image_rootfs(session, image)
     spec = generate_spec(session, container_id, rootfs, options, checked)
     snapshotter = session.snapshotter
-    with session.leases.temporary("create") as lease:
-        parent = _ensure_unpacked(session, rootfs, lease)
-        record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
-                           snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])
-        with session.meta.write():
-            _refuse_existing(session, container_id)
-            snapshotter.prepare(container_id, parent, labels={"dist.container": container_id})
-            session.containers.create(record)
+    record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
+                       snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])
+    if _unpacked(snapshotter, rootfs.chain_id):
+        # One transaction is the whole write: no lease needed. An rmi + gc that removed the
+        # chain since the check makes prepare fail (NotFound) and the transaction roll back.
+        _insert(session, snapshotter, record, rootfs.chain_id)
+    else:
+        with session.leases.temporary("create") as lease:
+            from dist_tool import unpack
+
+            parent = unpack.unpack_target(session, image.target, keep=lease)  # the lease holds the chain
+            if parent != rootfs.chain_id:
+                raise DataError("image", name, f"unpacked to {parent}, expected chain {rootfs.chain_id}")
+            _insert(session, snapshotter, record, parent)
     return session.containers.get(container_id)
+
+
+def _insert(session, snapshotter, record: Container, parent: str) -> None:
+    """Record and active snapshot in one transaction: a failure leaves neither."""
+    with session.meta.write():
+        # The record first: nothing may fail after prepare, whose directory is renamed into
+        # place inside this transaction and would outlive a rollback.
+        session.containers.create(record)
+        snapshotter.prepare(record.snapshot_key, parent, labels={"dist.container": record.id})
 
 
 def _refuse_existing(session, container_id: str) -> None:
@@ -213,20 +227,11 @@ def _refuse_existing(session, container_id: str) -> None:
     raise AlreadyExists("container", container_id, "already exists")
 
 
-def _ensure_unpacked(session, rootfs: ImageRootfs, lease: tuple[str, str]) -> str:
-    """The image's top chain ID, unpacking it first if needed; the lease keeps it until the
-    container's snapshot (created on it in the same transaction as the record) does."""
-    snapshotter = session.snapshotter
-    chain = rootfs.chain_id
-    session.leases.add_resource(lease[1], LeaseResource(f"snapshots/{snapshotter.name}", chain))
+def _unpacked(snapshotter, chain_id: str) -> bool:
     try:
-        snapshotter.stat(chain)
-        return chain
+        return snapshotter.stat(chain_id).kind == "committed"
     except NotFound:
-        pass
-    from dist_tool import unpack
-
-    return unpack.unpack_image(session, rootfs.image, lease=lease)
+        return False
 
 
 # ---------------------------------------------------------------- label
@@ -273,6 +278,7 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
 
 
 def _remove_one(session, container_id: str, force: bool) -> None:
+    """Record and snapshot go in one transaction (the snapshot's files are deleted as it ends)."""
     container = session.containers.get(container_id)
     if task_alive(session, container_id):
         if not force:
