@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dist_tool.store.leases import SqliteLeaseManager
     from dist_tool.store.metadata import Metadata
     from dist_tool.store.namespaces import SqliteNamespaceStore
+    from dist_tool.store.snapshots import LocalSnapshotter, SnapshotJanitor
 
 
 def default_root() -> str:
@@ -103,6 +104,39 @@ class Session:
         from dist_tool.store.namespaces import SqliteNamespaceStore
 
         return self._once("namespaces", lambda: SqliteNamespaceStore(self.meta))
+
+    @property
+    def snapshotter(self) -> LocalSnapshotter:
+        """``--snapshotter`` / ``DIST_SNAPSHOTTER``, else overlayfs where an overlay mounts in this
+        root's file system (probed once per root), else native. Raises InvalidArgument."""
+        return self.snapshotter_named(self.snapshotter_name or self.default_snapshotter())
+
+    def default_snapshotter(self) -> str:
+        from dist_tool.system import default_snapshotter
+
+        return self._once("default-snapshotter", lambda: default_snapshotter(self.root))
+
+    def snapshotter_named(self, name: str) -> LocalSnapshotter:
+        def make() -> LocalSnapshotter:
+            if name == "overlayfs":
+                from dist_tool.store.snapshots.overlay import OverlaySnapshotter
+
+                return OverlaySnapshotter(self.root, self.meta, self.namespace)
+            if name == "native":
+                from dist_tool.store.snapshots.native import NativeSnapshotter
+
+                return NativeSnapshotter(self.root, self.meta, self.namespace)
+            from dist_tool.errors import InvalidArgument
+
+            raise InvalidArgument("snapshotter", name, "unknown: choose overlayfs or native")
+
+        return self._once(f"snapshotter/{name}/{self.namespace}", make)
+
+    @property
+    def snapshot_janitor(self) -> SnapshotJanitor:
+        from dist_tool.store.snapshots import SnapshotJanitor
+
+        return self._once("snapshot-janitor", lambda: SnapshotJanitor(self.root, self.meta))
 
     def close(self) -> None:
         meta = self._cache.get("meta")

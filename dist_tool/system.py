@@ -26,15 +26,65 @@ def runtime_info() -> dict:
     return {"path": path, "version": version}
 
 
-def default_snapshotter() -> str:
-    """overlayfs where the kernel offers it, else native (SPEC)."""
+def default_snapshotter(root: str | None = None) -> str:
+    """overlayfs where it can mount, else native (SPEC).
+
+    With ``root``: an overlay must really mount in that root's file system (a
+    small one is mounted and unmounted under ``ROOT/snapshots``); the answer is
+    kept in ``ROOT/snapshots/default-snapshotter`` with the device it was found
+    on, so it is probed once per root and again if the root moves. Without
+    root privileges nothing can mount: native. Without ``root``: whether the
+    kernel offers overlay at all.
+    """
+    if root is None:
+        return "overlayfs" if _kernel_has_overlay() else "native"
+    if os.geteuid() != 0:
+        return "native"
+    base = os.path.join(root, "snapshots")
+    os.makedirs(base, exist_ok=True)
+    cache = os.path.join(base, "default-snapshotter")
+    device = str(os.stat(base).st_dev)
+    try:
+        with open(cache) as f:
+            name, _, seen_on = f.read().strip().partition(" ")
+        if seen_on == device and name in ("overlayfs", "native"):
+            return name
+    except (OSError, ValueError):
+        pass
+    name = "overlayfs" if _overlay_mounts(base) else "native"
+    tmp = f"{cache}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{name} {device}\n")
+    os.replace(tmp, cache)
+    return name
+
+
+def _kernel_has_overlay() -> bool:
     try:
         with open("/proc/filesystems") as f:
-            if any(line.split()[-1] == "overlay" for line in f if line.strip()):
-                return "overlayfs"
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
     except OSError:
-        pass
-    return "native"
+        return False
+
+
+def _overlay_mounts(base: str) -> bool:
+    """Mounts a two-lower overlay in a temporary directory under ``base``, then unmounts it."""
+    import ctypes
+    import tempfile
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    probe = tempfile.mkdtemp(prefix=".overlay-probe-", dir=base)
+    try:
+        for d in ("l1", "l2", "upper", "work", "merged"):
+            os.mkdir(os.path.join(probe, d))
+        options = (f"lowerdir={probe}/l1:{probe}/l2,upperdir={probe}/upper,workdir={probe}/work").encode()
+        target = os.path.join(probe, "merged").encode()
+        if libc.mount(b"overlay", target, b"overlay", 0, options) != 0:
+            return False
+        libc.umount2(target, 2)  # MNT_DETACH: nothing can be using it
+        return True
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def info(session) -> dict:
@@ -52,5 +102,5 @@ def info(session) -> dict:
                                         (session.namespace,)).fetchone()[0]
         counts["namespaces"] = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
     return {"version": __version__, "root": session.root, "state": session.state,
-            "namespace": session.namespace, "snapshotter": session.snapshotter_name or default_snapshotter(),
+            "namespace": session.namespace, "snapshotter": session.snapshotter_name or session.default_snapshotter(),
             "runtime": runtime_info(), "counts": counts}

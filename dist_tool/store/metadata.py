@@ -19,6 +19,16 @@ once released):
     whose ``expires_at`` passed, is expired.
 ``lease_resources(namespace, lease_id, kind, resource)``
     ``kind`` is ``content``, ``ingest`` or ``snapshots/<snapshotter>``.
+``snapshots(namespace, snapshotter, key, id, parent, kind, labels, created_at, updated_at, size, inodes)``
+    Per namespace and snapshotter (migration 2). ``kind`` is ``active``,
+    ``view`` or ``committed``; ``parent`` is the key of a committed snapshot
+    of the same namespace and snapshotter, or NULL. ``id`` names the
+    snapshot's directory, ``snapshots/<snapshotter>/<id>``: it never changes
+    (commit renames the key, not the directory) and is never reused.
+    ``size`` and ``inodes`` are the disk usage measured at commit (NULL
+    before). Unpacked layers are committed snapshots keyed by chain ID.
+``snapshot_ids(snapshotter, last_id)``
+    The last directory id handed out per snapshotter.
 ``containers(namespace, id, image, runtime_name, runtime_options, spec, snapshotter, snapshot_key,
 labels, extensions, created_at, updated_at, last_exit)``
     Metadata only (migration 3). ``runtime_options``, ``spec`` (the OCI
@@ -101,6 +111,26 @@ MIGRATIONS: list[Migration] = [
             resource TEXT NOT NULL,
             PRIMARY KEY (namespace, lease_id, kind, resource))""",
         "CREATE INDEX lease_resources_by_resource ON lease_resources (kind, resource)",
+    )),
+    Migration(2, "snapshots", (
+        """CREATE TABLE snapshots (
+            namespace TEXT NOT NULL,
+            snapshotter TEXT NOT NULL,
+            key TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            parent TEXT,
+            kind TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            size INTEGER,
+            inodes INTEGER,
+            PRIMARY KEY (namespace, snapshotter, key))""",
+        "CREATE UNIQUE INDEX snapshots_by_id ON snapshots (snapshotter, id)",
+        "CREATE INDEX snapshots_by_parent ON snapshots (namespace, snapshotter, parent)",
+        """CREATE TABLE snapshot_ids (
+            snapshotter TEXT PRIMARY KEY,
+            last_id INTEGER NOT NULL)""",
     )),
     Migration(3, "containers", (
         """CREATE TABLE containers (

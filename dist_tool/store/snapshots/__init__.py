@@ -1,0 +1,426 @@
+"""Snapshot stores: records in the metadata DB, one directory per snapshot on disk.
+
+Layout (containerd's overlay layout; the native snapshotter uses it too)::
+
+    snapshots/<snapshotter>/<id>/fs          the snapshot's tree (overlayfs: its upper directory)
+    snapshots/<snapshotter>/<id>/work        overlayfs's workdir
+    snapshots/<snapshotter>/staging/<owner>  a directory being filled before it has a record
+    snapshots/<snapshotter>/trash/<id>.<tag> removed; emptied outside the write lock
+
+The metadata DB (table ``snapshots``) is the truth: a snapshot exists exactly
+when its row does. A directory becomes a snapshot by a rename from
+``staging/`` to ``<id>`` in the same write transaction that inserts its row;
+removal deletes the row and renames the directory into ``trash/`` in one
+transaction, and the (slow) recursive delete runs after the lock is
+released. So a crash at any instant leaves at worst a staging directory of a
+dead process, an ``<id>`` directory without a row, or something in the
+trash; ``SnapshotJanitor.sweep`` (run by ``dist gc``) removes those.
+
+Snapshots are per namespace: a layer unpacked in two namespaces is two
+directories (simple, and a namespace's data never depends on another's).
+Ids are per snapshotter and never reused (table ``snapshot_ids``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Mapping
+
+from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from dist_tool.proc import alive, process_start
+from dist_tool.store.api import Mount, SnapshotInfo, Usage
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+
+SNAPSHOTTERS = ("overlayfs", "native")
+KINDS = ("active", "view", "committed")
+MAX_KEY_BYTES = 4096
+_COLUMNS = "key, parent, kind, labels, created_at, updated_at"
+
+
+def _info(row) -> SnapshotInfo:
+    return SnapshotInfo(row[0], row[1], row[2], load_labels(row[3]), row[4], row[5])
+
+
+def snapshot_fields(info: SnapshotInfo) -> dict:
+    """The fields filters see: key, parent, kind, labels.KEY."""
+    return {"key": info.key, "name": info.key, "parent": info.parent or "", "kind": info.kind,
+            "labels": dict(info.labels)}
+
+
+def disk_usage(path: str) -> Usage:
+    """Bytes of disk (blocks) and inodes under ``path``, each hard-linked inode counted once."""
+    seen: set[int] = set()
+    size = inodes = 0
+    stack = [path]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = os.scandir(top)
+        except FileNotFoundError:
+            continue
+        with entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    if st.st_ino in seen:
+                        continue
+                    seen.add(st.st_ino)
+                size += st.st_blocks * 512
+                inodes += 1
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+    return Usage(size, inodes)
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf that never follows a symlink; makes read-only directories writable on the way."""
+    def onerror(func, failed, exc_info) -> None:
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        if isinstance(exc_info[1], PermissionError):
+            try:
+                os.chmod(os.path.dirname(failed), 0o700)
+                func(failed)
+                return
+            except OSError:
+                pass
+        raise exc_info[1]
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=onerror)
+
+
+class SnapshotDirs:
+    """The directories of one snapshotter (see the module's layout)."""
+
+    def __init__(self, root: str, snapshotter: str) -> None:
+        self.base = os.path.join(root, "snapshots", snapshotter)
+        self.staging = os.path.join(self.base, "staging")
+        self.trash_dir = os.path.join(self.base, "trash")
+
+    def path(self, snapshot_id: int) -> str:
+        return os.path.join(self.base, str(snapshot_id))
+
+    def fs(self, snapshot_id: int) -> str:
+        return os.path.join(self.base, str(snapshot_id), "fs")
+
+    def new_staging(self) -> str:
+        """A fresh directory owned by this process (its name records pid and start time)."""
+        os.makedirs(self.staging, exist_ok=True)
+        pid = os.getpid()
+        path = os.path.join(self.staging, f"{pid}.{process_start(pid)}.{secrets.token_hex(4)}")
+        os.mkdir(path, 0o711)
+        return path
+
+    def trash(self, snapshot_id: int) -> str | None:
+        """Moves a snapshot's directory into the trash (call under the write lock)."""
+        os.makedirs(self.trash_dir, exist_ok=True)
+        target = os.path.join(self.trash_dir, f"{snapshot_id}.{secrets.token_hex(4)}")
+        try:
+            os.rename(self.path(snapshot_id), target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def empty_trash(self) -> int:
+        """Deletes everything in the trash (outside the write lock); returns how many entries."""
+        try:
+            names = os.listdir(self.trash_dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            remove_tree(os.path.join(self.trash_dir, name))
+        return len(names)
+
+
+def allocate_id(conn, snapshotter: str) -> int:
+    """The next directory id of ``snapshotter`` (inside a write transaction); never reused."""
+    row = conn.execute("SELECT last_id FROM snapshot_ids WHERE snapshotter = ?", (snapshotter,)).fetchone()
+    next_id = (row[0] if row else 0) + 1
+    conn.execute("INSERT OR REPLACE INTO snapshot_ids (snapshotter, last_id) VALUES (?, ?)",
+                 (snapshotter, next_id))
+    return next_id
+
+
+class LocalSnapshotter:
+    """What both local snapshotters share: records, staging, commit, removal, usage.
+
+    Subclasses say how a new snapshot's directory is filled (``_populate``) and
+    how it is mounted (``mounts``).
+    """
+
+    name = ""
+    layers_independent = False
+
+    def __init__(self, root: str, meta: Metadata, namespace: str) -> None:
+        self.root = root
+        self.meta = meta
+        self.namespace = namespace
+        self.dirs = SnapshotDirs(root, self.name)
+
+    # ------------------------------------------------------------ records
+
+    def _row(self, conn, key: str):
+        return conn.execute(f"SELECT {_COLUMNS}, id, size, inodes FROM snapshots "
+                            "WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                            (self.namespace, self.name, key)).fetchone()
+
+    def _get(self, conn, key: str):
+        row = self._row(conn, key)
+        if row is None:
+            raise NotFound("snapshot", key, "not found")
+        return row
+
+    def stat(self, key: str) -> SnapshotInfo:
+        """Raises NotFound."""
+        with self.meta.read() as conn:
+            return _info(self._get(conn, key))
+
+    def list(self, *filters: str) -> list[SnapshotInfo]:
+        """Snapshots of this namespace and snapshotter matching any filter (containerd syntax)."""
+        with self.meta.read() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE namespace = ? AND snapshotter = ? "
+                                "ORDER BY key", (self.namespace, self.name)).fetchall()
+        infos = [_info(r) for r in rows]
+        if filters:
+            from dist_tool import filters as filtering
+
+            predicate = filtering.parse(filters)
+            infos = [i for i in infos if predicate.match(filtering.adaptor_for(snapshot_fields(i)))]
+        return infos
+
+    def chain(self, key: str) -> list[tuple[str, int]]:
+        """``(key, id)`` from ``key`` down to its base, ``key`` first. Raises NotFound."""
+        out: list[tuple[str, int]] = []
+        with self.meta.read() as conn:
+            cursor: str | None = key
+            while cursor is not None:
+                row = self._get(conn, cursor)
+                out.append((cursor, row[6]))
+                cursor = row[1]
+                if len(out) > 4096:
+                    raise Conflict("snapshot", key, "parent chain loops")
+        return out
+
+    def update(self, info: SnapshotInfo, *fieldpaths: str) -> SnapshotInfo:
+        """Replaces ``labels`` (or ``labels.KEY``: absent in ``info`` removes it); all labels when no
+        field path is given. ``parent`` re-parents an active snapshot onto a committed one where
+        layers are independent (``layers_independent``): parallel unpack stacks its layers so.
+        Raises NotFound, InvalidArgument."""
+        now = time.time()
+        with self.meta.write() as conn:
+            row = self._get(conn, info.key)
+            labels = load_labels(row[3])
+            parent = row[1]
+            for path in fieldpaths or ("labels",):
+                if path == "labels":
+                    labels = dict(info.labels)
+                elif path.startswith("labels."):
+                    name = path[len("labels."):]
+                    if name in info.labels:
+                        labels[name] = info.labels[name]
+                    else:
+                        labels.pop(name, None)
+                elif path == "parent" and self.layers_independent and row[2] == "active":
+                    if info.parent is not None:
+                        self._committed_parent(conn, info.parent)
+                    parent = info.parent
+                else:
+                    raise InvalidArgument("field path", path, "snapshots update labels or labels.KEY")
+            conn.execute("UPDATE snapshots SET labels = ?, parent = ?, updated_at = ? "
+                         "WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                         (dump_labels(labels), parent, now, self.namespace, self.name, info.key))
+            return _info(self._get(conn, info.key))
+
+    def _committed_parent(self, conn, parent: str) -> int:
+        row = self._row(conn, parent)
+        if row is None:
+            raise NotFound("snapshot", parent, "parent not found")
+        if row[2] != "committed":
+            raise InvalidArgument("snapshot", parent, f"parent is {row[2]}, not committed")
+        return row[6]
+
+    # ------------------------------------------------------------ create
+
+    def prepare(self, key: str, parent: str | None = None,
+                labels: Mapping[str, str] | None = None) -> list[Mount]:
+        """A new active (writable) snapshot on ``parent`` (a committed snapshot, or none).
+
+        Raises AlreadyExists for a used key, NotFound for a missing parent,
+        InvalidArgument for a parent that is not committed. The directory is
+        filled before the record exists, so a crash leaves no half snapshot.
+        """
+        self._create(key, parent, "active", labels)
+        return self.mounts(key)
+
+    def view(self, key: str, parent: str, labels: Mapping[str, str] | None = None) -> list[Mount]:
+        """A read-only snapshot of ``parent`` (committed). Errors as ``prepare``."""
+        self._create(key, parent, "view", labels)
+        return self.mounts(key)
+
+    def _create(self, key: str, parent: str | None, kind: str, labels: Mapping[str, str] | None) -> None:
+        _check_key(key)
+        with self.meta.read() as conn:
+            if self._row(conn, key) is not None:
+                raise AlreadyExists("snapshot", key, "already exists")
+            parent_id = self._committed_parent(conn, parent) if parent is not None else None
+        staging = self.dirs.new_staging()
+        try:
+            self._populate(staging, parent_id, kind)
+            now = time.time()
+            with self.meta.write() as conn:
+                if self._row(conn, key) is not None:
+                    raise AlreadyExists("snapshot", key, "already exists")
+                if parent is not None and self._committed_parent(conn, parent) != parent_id:
+                    raise NotFound("snapshot", parent, "parent was replaced meanwhile")
+                self.meta.ensure_namespace(conn, self.namespace, now)
+                snapshot_id = allocate_id(conn, self.name)
+                os.rename(staging, self.dirs.path(snapshot_id))
+                conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, id, parent, kind, labels, "
+                             "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (self.namespace, self.name, key, snapshot_id, parent, kind,
+                              dump_labels(labels or {}), now, now))
+        except BaseException:
+            remove_tree(staging)
+            raise
+
+    def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ commit, remove
+
+    def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Turns active ``key`` into committed ``name`` (same directory, usage measured now);
+        ``key`` is gone afterwards. Labels are the active snapshot's, updated by ``labels``.
+        Raises NotFound, AlreadyExists for a used ``name``, InvalidArgument unless ``key`` is active."""
+        _check_key(name)
+        with self.meta.read() as conn:
+            row = self._get(conn, key)
+            if row[2] != "active":
+                raise InvalidArgument("snapshot", key, f"is {row[2]}: only an active snapshot can be committed")
+            if self._row(conn, name) is not None:
+                raise AlreadyExists("snapshot", name, "already exists")
+        usage = disk_usage(self.dirs.fs(row[6]))  # outside the lock: an active tree is not shared
+        now = time.time()
+        with self.meta.write() as conn:
+            current = self._get(conn, key)
+            if current[6] != row[6] or current[2] != "active":
+                raise Conflict("snapshot", key, "changed while being committed")
+            if self._row(conn, name) is not None:
+                raise AlreadyExists("snapshot", name, "already exists")
+            merged = load_labels(current[3])
+            for k, v in (labels or {}).items():
+                if v:
+                    merged[k] = v
+                else:
+                    merged.pop(k, None)
+            conn.execute("UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created_at = ?, "
+                         "updated_at = ?, size = ?, inodes = ? WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                         (name, dump_labels(merged), now, now, usage.size, usage.inodes,
+                          self.namespace, self.name, key))
+
+    def remove(self, key: str) -> None:
+        """Removes a snapshot: its record and its directory (deleted after the lock is released).
+        Raises NotFound; Conflict while a snapshot has it as parent or a container uses it."""
+        with self.meta.write() as conn:
+            row = self._get(conn, key)
+            children = conn.execute("SELECT key FROM snapshots WHERE namespace = ? AND snapshotter = ? "
+                                    "AND parent = ? ORDER BY key LIMIT 1",
+                                    (self.namespace, self.name, key)).fetchone()
+            if children:
+                raise Conflict("snapshot", key, f"in use: snapshot {children[0]} is its child")
+            user = _container_using(conn, self.namespace, self.name, key)
+            if user:
+                raise Conflict("snapshot", key, f"in use by container {user}")
+            conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                         (self.namespace, self.name, key))
+            trashed = self.dirs.trash(row[6])
+        if trashed:
+            remove_tree(trashed)
+
+    # ------------------------------------------------------------ usage, mounts
+
+    def usage(self, key: str) -> Usage:
+        """Disk usage of the snapshot's own directory: measured at commit for committed ones."""
+        with self.meta.read() as conn:
+            row = self._get(conn, key)
+        if row[2] == "committed" and row[7] is not None:
+            return Usage(row[7], row[8])
+        return disk_usage(self.dirs.fs(row[6]))
+
+    def mounts(self, key: str) -> list[Mount]:
+        raise NotImplementedError
+
+
+def _check_key(key: str) -> None:
+    if not key or "\n" in key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument("snapshot key", key[:80], "must be one non-empty line")
+
+
+def _container_using(conn, namespace: str, snapshotter: str, key: str) -> str | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'containers'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT id FROM containers WHERE namespace = ? AND snapshotter = ? AND snapshot_key = ? "
+                       "LIMIT 1", (namespace, snapshotter, key)).fetchone()
+    return row[0] if row else None
+
+
+class SnapshotJanitor:
+    """What garbage collection does to snapshot directories of every snapshotter: move those
+    without a record (and dead processes' staging directories) into the trash under the write
+    lock, then empty the trash outside it."""
+
+    def __init__(self, root: str, meta: Metadata) -> None:
+        self.root = root
+        self.meta = meta
+
+    def trash(self, snapshotter: str, snapshot_id: int) -> None:
+        """Moves a removed snapshot's directory into the trash (under the write lock)."""
+        SnapshotDirs(self.root, snapshotter).trash(snapshot_id)
+
+    def empty_trash(self) -> None:
+        """Deletes what is in every snapshotter's trash (outside the write lock)."""
+        for name in SNAPSHOTTERS:
+            SnapshotDirs(self.root, name).empty_trash()
+
+    def sweep(self, dry_run: bool = False) -> int:
+        """Returns how many directories were (or, with ``dry_run``, would be) removed."""
+        base = os.path.join(self.root, "snapshots")
+        try:
+            names = sorted(n for n in os.listdir(base) if n in SNAPSHOTTERS)
+        except FileNotFoundError:
+            return 0
+        found = 0
+        with self.meta.write() as conn:
+            for name in names:
+                dirs = SnapshotDirs(self.root, name)
+                known = {r[0] for r in conn.execute("SELECT id FROM snapshots WHERE snapshotter = ?", (name,))}
+                for entry in os.listdir(dirs.base):
+                    if entry.isdigit() and int(entry) not in known:
+                        found += 1
+                        if not dry_run:
+                            dirs.trash(int(entry))
+                for entry in _listdir(dirs.staging):
+                    pid, _, rest = entry.partition(".")
+                    start = rest.rpartition(".")[0]
+                    if pid.isdigit() and alive(int(pid), start):
+                        continue
+                    found += 1
+                    if not dry_run:
+                        os.makedirs(dirs.trash_dir, exist_ok=True)
+                        os.rename(os.path.join(dirs.staging, entry),
+                                  os.path.join(dirs.trash_dir, f"staging.{entry}"))
+        if not dry_run:
+            self.empty_trash()
+        return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
