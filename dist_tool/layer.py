@@ -1,0 +1,479 @@
+"""Applying one layer (a tar stream, gzip, zstd or plain) to a directory, safely and in constant memory.
+
+``apply_layer`` reads the blob once: decompress → hash (the diff ID) → parse
+tar headers → write each member, in bounded chunks. ``tarfile`` is used only
+to parse headers (never ``extract``/``extractall``, never its ``data``
+filter, which refuses the absolute symlinks and device nodes real layers
+hold: CONVENTIONS pitfall 9); member data is copied here, and every path goes
+through ``rootpath`` so nothing lands outside the directory.
+
+Whiteouts (OCI image-spec: ``.wh.NAME`` hides NAME in lower layers,
+``.wh..wh..opq`` hides everything below a directory in lower layers) are
+applied in one of two ways:
+
+* ``"overlay"``: the directory is an overlayfs upper layer on its own. A
+  whiteout becomes a 0/0 character device, an opaque directory gets
+  ``trusted.overlay.opaque=y``. Lower layers are not needed, so the layers
+  of an image can be applied in parallel.
+* ``"delete"``: the directory already holds the lower layers (native
+  snapshotter); what a whiteout hides is deleted, except what this same layer
+  wrote (whiteouts apply to lower layers only).
+
+Kept: ownership (as root), modes, mtimes (atimes when given), xattrs
+(``SCHILY.xattr.*`` and ``LIBARCHIVE.xattr.*``), hard links, symlinks, fifos
+and, as root, device nodes. Not root: ownership is left to the caller and
+device nodes are skipped. ``trusted.overlay.*`` and ``user.overlay.*``
+xattrs from a layer are dropped (only the snapshotter may say what overlayfs
+hides); an xattr the file system refuses (ENOTSUP, or EPERM for the
+``security.``/``trusted.`` namespaces) is skipped. Sparse members are refused.
+Directory modes and times are set after the layer's last member.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import stat
+import threading
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from dist_tool import compression
+from dist_tool.errors import DataError
+from dist_tool.rootpath import PathError, Root, clean, join
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE = ".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+CHUNK = 1 << 20
+MAX_MEMBER_HEADER_BYTES = 1 << 20  # PAX and GNU long-name headers of one member; a bound, not a buffer
+IS_ROOT = os.geteuid() == 0
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Cancelled(Exception):
+    """Another layer of the same unpack failed; this one stopped early."""
+
+
+@dataclass
+class LayerResult:
+    diff_id: str  # sha256 of the uncompressed tar stream, padding included
+    size: int  # uncompressed bytes
+    entries: int
+    implicit_dirs: list[str] = field(default_factory=list)  # created only as parents of members
+
+
+class _Forward:
+    """The decompressed stream as tarfile's non-stream mode wants it: ``tell`` and forward ``seek``.
+
+    Reads hand out slices of one buffered chunk (no copying of the rest per call, unlike
+    tarfile's ``_Stream``). Header bytes tarfile reads for one member are bounded by
+    ``MAX_MEMBER_HEADER_BYTES``, so a hostile PAX or long-name header cannot exhaust memory.
+    """
+
+    def __init__(self, raw, what: str) -> None:
+        self.raw = raw
+        self.what = what
+        self.pos = 0
+        self._buf = b""
+        self._off = 0
+        self.header_bytes = 0
+
+    def tell(self) -> int:
+        return self.pos
+
+    def _fill(self) -> bool:
+        self._buf = self.raw.read(CHUNK)
+        self._off = 0
+        return bool(self._buf)
+
+    def read_data(self, n: int) -> bytes:
+        """Up to ``n`` (at most CHUNK) bytes of member data; short only at the end of the stream."""
+        if self._off >= len(self._buf) and not self._fill():
+            return b""
+        out = self._buf[self._off:self._off + n]
+        if self._off == 0 and len(out) == len(self._buf):
+            out = self._buf  # a whole chunk: no copy
+        self._off += len(out)
+        self.pos += len(out)
+        return out
+
+    def read(self, n: int = -1) -> bytes:
+        """tarfile's reads: headers only (member data is read with ``read_data``)."""
+        self.header_bytes += n
+        if n < 0 or self.header_bytes > MAX_MEMBER_HEADER_BYTES:
+            raise DataError("layer", self.what, f"a tar header is larger than {MAX_MEMBER_HEADER_BYTES} bytes")
+        parts = []
+        while n > 0:
+            chunk = self.read_data(min(n, CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.pos:
+            raise DataError("layer", self.what, "tar reader tried to seek backwards")
+        while self.pos < pos:
+            if not self.read_data(min(pos - self.pos, CHUNK)):
+                break
+        return self.pos
+
+    def drain(self) -> None:
+        while self.read_data(CHUNK):
+            pass
+
+
+class _Counting:
+    """Reports how many compressed bytes were read (progress)."""
+
+    def __init__(self, raw: BinaryIO, report: Callable[[int], None]) -> None:
+        self.raw = raw
+        self.report = report
+        self.count = 0
+        self._next = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        if self.count >= self._next:
+            self._next = self.count + (4 << 20)
+            self.report(self.count)
+        return data
+
+
+def _show(name: str, limit: int = 160) -> str:
+    """A member name for a one-line error: control characters escaped, long names shortened."""
+    shown = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+    return shown if len(shown) <= limit else shown[:limit] + "…"
+
+
+def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
+                progress: Callable[[int], None] | None = None,
+                cancel: threading.Event | None = None) -> LayerResult:
+    """Applies the layer read from ``blob`` (compressed or not) to the directory ``dest``.
+
+    Raises DataError naming the layer and the member for anything unsafe or
+    unreadable (the directory is then in an undefined state: the caller
+    discards it), Cancelled when ``cancel`` is set. Reads the stream to its end
+    before returning, so ``diff_id`` covers the tar's trailing padding.
+    """
+    import tarfile
+
+    if progress is not None:
+        blob = _Counting(blob, progress)
+    plain = compression.HashingReader(compression.decompressed(blob, what or "layer"))
+    forward = _Forward(plain, what)
+    applier = _Applier(Root(dest), whiteouts, what)
+    try:
+        try:
+            tar = tarfile.TarFile(fileobj=forward, mode="r", encoding="utf-8", errors="surrogateescape")
+        except tarfile.ReadError as e:
+            if forward.pos == 0 and not forward.read_data(1):
+                tar = None  # an empty stream is an empty layer
+            else:
+                raise DataError("layer", what, f"not a tar archive ({e})") from None
+        while tar is not None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            forward.header_bytes = 0
+            member = tar.next()
+            if member is None:
+                break
+            tar.members.clear()  # tarfile keeps every header it parsed: not here
+            applier.apply(member, forward)
+        forward.drain()
+    except tarfile.TarError as e:
+        raise DataError("layer", what, f"corrupt tar stream ({e})") from None
+    applier.finish()
+    return LayerResult(plain.digest, plain.count, applier.entries, applier.root.implicit)
+
+
+class _Applier:
+    def __init__(self, root: Root, whiteouts: str, what: str) -> None:
+        if whiteouts not in ("overlay", "delete"):
+            raise ValueError(whiteouts)
+        self.root = root
+        self.overlay = whiteouts == "overlay"
+        self.what = what
+        self.entries = 0
+        self.dirs: list[tuple[str, int, float, float]] = []  # (rel, mode, atime, mtime): set at the end
+        # delete mode: what this layer wrote (whiteouts spare it) and the ancestors of those paths
+        self.touched: set[str] = set()
+        self.touched_above: set[str] = set()
+
+    # ------------------------------------------------------------ members
+
+    def apply(self, member, stream: _Forward) -> None:
+        self.entries += 1
+        try:
+            parts = clean(member.name)
+            base = parts[-1] if parts else ""
+            if base.startswith(WHITEOUT_PREFIX):
+                self._whiteout(parts, base)
+            elif member.isdir():
+                self._dir(parts, member)
+            elif member.isreg():
+                self._file(parts, member, stream)
+            elif member.issym():
+                self._symlink(parts, member)
+            elif member.islnk():
+                self._hardlink(parts, member)
+            elif member.ischr() or member.isblk() or member.isfifo():
+                self._special(parts, member)
+            else:
+                raise PathError(f"unsupported member type {member.type!r}")
+        except PathError as e:
+            raise DataError("layer", self.what, f"member {_show(member.name)}: {e}") from None
+        except OSError as e:
+            why = e.strerror or str(e)
+            raise DataError("layer", self.what, f"member {_show(member.name)}: {why}") from None
+
+    def _place(self, parts: tuple[str, ...]) -> str:
+        """The real path (relative) for a new entry at ``parts``, with whatever was there removed."""
+        if not parts:
+            raise PathError("only a directory can be the root")
+        rel = join(self.root.parent(parts), parts[-1])
+        self._remove_existing(rel)
+        return rel
+
+    def _remove_existing(self, rel: str) -> None:
+        full = self.root.full(rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            _rmtree(full)
+            self.root.forget()
+        else:
+            os.unlink(full)
+            if stat.S_ISLNK(st.st_mode):
+                self.root.forget()
+
+    def _touch(self, rel: str) -> None:
+        if self.overlay:
+            return
+        self.touched.add(rel)
+        while "/" in rel:
+            rel = rel.rpartition("/")[0]
+            if rel in self.touched_above:
+                break
+            self.touched_above.add(rel)
+
+    def _dir(self, parts: tuple[str, ...], member) -> None:
+        if parts:
+            rel = join(self.root.parent(parts), parts[-1])
+            full = self.root.full(rel)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                st = None
+            was_whiteout = st is not None and _is_whiteout(st)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                self._remove_existing(rel)
+                st = None
+            if st is None:
+                os.mkdir(full, 0o700)
+                if was_whiteout and self.overlay:  # deleted, then made again in this layer: nothing below shows through
+                    os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+            self.root.remember(parts, rel)
+        else:
+            rel, full = "", self.root.path
+        self._touch(rel)
+        if IS_ROOT:
+            os.chown(full, member.uid, member.gid, follow_symlinks=False)
+        self._xattrs(full, member)
+        atime, mtime = _times(member)
+        self.dirs.append((rel, member.mode & 0o7777, atime, mtime))
+
+    def _file(self, parts: tuple[str, ...], member, stream: _Forward) -> None:
+        if member.sparse is not None:
+            raise PathError("sparse files are not supported")
+        rel = self._place(parts)
+        fd = os.open(self.root.full(rel), _O_CREATE, 0o600)
+        try:
+            stream.seek(member.offset_data)
+            left = member.size
+            while left > 0:
+                chunk = stream.read_data(min(left, CHUNK))
+                if not chunk:
+                    raise PathError("the layer ends inside this member's data")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                left -= len(chunk)
+            if IS_ROOT:
+                os.fchown(fd, member.uid, member.gid)
+            os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
+            self._xattrs(fd, member)
+            os.utime(fd, ns=_ns(member))
+        finally:
+            os.close(fd)
+        self._touch(rel)
+
+    def _symlink(self, parts: tuple[str, ...], member) -> None:
+        rel = self._place(parts)
+        full = self.root.full(rel)
+        os.symlink(member.linkname, full)  # the target is data: never followed here
+        if IS_ROOT:
+            os.chown(full, member.uid, member.gid, follow_symlinks=False)
+        self._xattrs(full, member)
+        os.utime(full, ns=_ns(member), follow_symlinks=False)
+        self._touch(rel)
+
+    def _hardlink(self, parts: tuple[str, ...], member) -> None:
+        try:
+            target = self.root.resolve_entry(clean(member.linkname))
+        except PathError as e:
+            raise PathError(f"hard link to {_show(member.linkname)}: {e}") from None
+        if not parts:
+            raise PathError("the root cannot be a hard link")
+        if stat.S_ISDIR(os.lstat(self.root.full(target)).st_mode):
+            raise PathError(f"hard link to a directory ({_show(member.linkname)})")
+        rel = join(self.root.parent(parts), parts[-1])
+        if rel == target:
+            return
+        self._remove_existing(rel)
+        os.link(self.root.full(target), self.root.full(rel), follow_symlinks=False)
+        self._touch(rel)
+
+    def _special(self, parts: tuple[str, ...], member) -> None:
+        if member.isfifo():
+            rel = self._place(parts)
+            full = self.root.full(rel)
+            os.mkfifo(full, 0o600)
+        elif not IS_ROOT:
+            return  # device nodes need CAP_MKNOD: skipped when rootless (as umoci does)
+        else:
+            rel = self._place(parts)
+            full = self.root.full(rel)
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(full, kind | 0o600, os.makedev(member.devmajor, member.devminor))
+        if IS_ROOT:
+            os.chown(full, member.uid, member.gid, follow_symlinks=False)
+        os.chmod(full, member.mode & 0o7777, follow_symlinks=False)
+        self._xattrs(full, member)
+        os.utime(full, ns=_ns(member), follow_symlinks=False)
+        self._touch(rel)
+
+    # ------------------------------------------------------------ whiteouts
+
+    def _whiteout(self, parts: tuple[str, ...], base: str) -> None:
+        if base == OPAQUE:
+            self._opaque(parts[:-1])
+            return
+        name = base[len(WHITEOUT_PREFIX):]
+        if name in ("", ".", "..") or name.startswith(WHITEOUT_PREFIX):
+            raise PathError("whiteout names no entry")
+        hidden = parts[:-1] + (name,)
+        if self.overlay:
+            rel = join(self.root.parent(hidden), name)
+            full = self.root.full(rel)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+                return
+            if stat.S_ISDIR(st.st_mode):  # written by this layer: hide only what is below it
+                os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+            return
+        try:
+            rel = join(self.root.parent(hidden, create=False), name)
+        except PathError:
+            return  # nothing there to hide
+        self._remove_lower(rel)
+
+    def _opaque(self, dir_parts: tuple[str, ...]) -> None:
+        if self.overlay:
+            rel = self.root.resolve_dir(dir_parts, create=True) if dir_parts else ""
+            os.setxattr(self.root.full(rel), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+            return
+        try:
+            rel = self.root.resolve_dir(dir_parts) if dir_parts else ""
+        except PathError:
+            return
+        for name in os.listdir(self.root.full(rel)):
+            self._remove_lower(join(rel, name))
+
+    def _remove_lower(self, rel: str) -> None:
+        """Deletes what lower layers put at ``rel``, sparing what this layer wrote."""
+        full = self.root.full(rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if rel in self.touched or rel in self.touched_above:
+            if stat.S_ISDIR(st.st_mode):
+                for name in os.listdir(full):
+                    self._remove_lower(f"{rel}/{name}")
+            return
+        self._remove_existing(rel)
+
+    # ------------------------------------------------------------ metadata
+
+    def _xattrs(self, target, member) -> None:
+        headers = member.pax_headers
+        if not headers:
+            return
+        for key, value in headers.items():
+            if key.startswith("SCHILY.xattr."):
+                name = key[len("SCHILY.xattr."):]
+                data = value.encode("utf-8", "surrogateescape")
+            elif key.startswith("LIBARCHIVE.xattr."):
+                name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr."):])
+                try:
+                    data = base64.b64decode(value + "=" * (-len(value) % 4))
+                except ValueError:
+                    raise PathError(f"xattr {name}: not base64") from None
+            else:
+                continue
+            if name.startswith(("trusted.overlay.", "user.overlay.")):
+                continue
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, name, data)
+                else:
+                    os.setxattr(target, name, data, follow_symlinks=False)
+            except OSError as e:
+                refused = e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                    e.errno == errno.EPERM and name.startswith(("security.", "trusted.", "user.")))
+                if not refused:
+                    raise PathError(f"xattr {_show(name)}: {e.strerror}") from None
+
+    def finish(self) -> None:
+        """Directory modes and times, deepest last-written first, once their contents are in."""
+        for rel, mode, atime, mtime in reversed(self.dirs):
+            full = self.root.full(rel)
+            os.chmod(full, mode, follow_symlinks=False)
+            os.utime(full, ns=(int(atime * 1e9), int(mtime * 1e9)), follow_symlinks=False)
+        self.dirs.clear()
+
+
+def _times(member) -> tuple[float, float]:
+    mtime = float(member.mtime)
+    atime = member.pax_headers.get("atime") if member.pax_headers else None
+    try:
+        return (float(atime) if atime else mtime), mtime
+    except ValueError:
+        return mtime, mtime
+
+
+def _ns(member) -> tuple[int, int]:
+    atime, mtime = _times(member)
+    return int(atime * 1e9), int(mtime * 1e9)
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path)

@@ -1,0 +1,140 @@
+"""Paths inside a root directory that no layer member can lead out of (umoci/securejoin style).
+
+A layer's member names are untrusted. ``clean`` turns a member name into
+components under the root: a leading ``/`` or ``./`` is dropped (an absolute
+name means "from the layer's root"), and a ``..`` component, a component
+longer than ``NAME_MAX`` or a name longer than ``PATH_MAX`` is refused.
+
+``Root.parent`` then resolves a member's parent directory one component at a
+time with ``lstat``, never letting the kernel follow a symlink: a symlink met
+on the way is re-resolved inside the root (an absolute target starts again at
+the root, so ``link -> /`` means the root itself; ``..`` stops at the root),
+at most ``MAX_SYMLINKS`` times. What it returns is a path relative to the root
+whose every component is a real directory, so the caller may create the
+member's last component there with ``O_NOFOLLOW``/``O_EXCL`` and be sure it
+lands inside the root. Only this process writes into the root while a layer
+is applied, so what was checked stays true until it is used.
+
+Resolved parents are cached by member path; ``forget()`` drops the cache and
+must be called whenever a directory or symlink inside the root is removed or
+replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+MAX_SYMLINKS = 40
+NAME_MAX = 255  # bytes in one component (Linux)
+PATH_MAX = 4096  # bytes in a path, terminating NUL included (Linux)
+
+
+class PathError(Exception):
+    """A member path that cannot be placed inside the root; the message says why (one line)."""
+
+
+def clean(name: str) -> tuple[str, ...]:
+    """A member name as components under the root; ``()`` is the root itself."""
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    for part in parts:
+        if part == "..":
+            raise PathError("path climbs out of the root (..)")
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise PathError(f"a name is longer than {NAME_MAX} bytes")
+        if "\x00" in part:
+            raise PathError("a name holds a NUL byte")
+    if len(os.fsencode("/".join(parts))) >= PATH_MAX:
+        raise PathError(f"path is longer than {PATH_MAX - 1} bytes")
+    return parts
+
+
+class Root:
+    """One directory that a layer is applied into."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self._parents: dict[tuple[str, ...], str] = {(): ""}
+        self.implicit: list[str] = []  # directories created only because a member needed them
+
+    def full(self, rel: str) -> str:
+        return f"{self.path}/{rel}" if rel else self.path
+
+    def forget(self) -> None:
+        """Drops every cached resolution (call after removing or replacing a dir or symlink)."""
+        self._parents = {(): ""}
+
+    def remember(self, parts: tuple[str, ...], rel: str) -> None:
+        """Records that the member path ``parts`` is the real directory ``rel``."""
+        self._parents[parts] = rel
+
+    def parent(self, parts: tuple[str, ...], create: bool = True) -> str:
+        """The real directory (relative to the root) that holds the last component of ``parts``.
+
+        Missing directories on the way are created (mode 0755, recorded in ``implicit``) when
+        ``create``, else PathError. A non-directory on the way is a PathError.
+        """
+        dir_parts = parts[:-1]
+        cached = self._parents.get(dir_parts)
+        if cached is not None:
+            return cached
+        rel = self.resolve_dir(dir_parts, create)
+        self._parents[dir_parts] = rel
+        return rel
+
+    def resolve_dir(self, parts: tuple[str, ...] | list[str], create: bool = False) -> str:
+        """Follows ``parts`` inside the root (symlinks included) to a real directory."""
+        current: list[str] = []
+        todo = list(reversed(parts))
+        links = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if current:
+                    current.pop()  # every component of current is a real directory
+                continue
+            current.append(part)
+            rel = "/".join(current)
+            full = self.full(rel)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                if not create:
+                    raise PathError(f"{rel} does not exist") from None
+                os.mkdir(full, 0o755)
+                self.implicit.append(rel)
+                continue
+            except NotADirectoryError:
+                raise PathError(f"{'/'.join(current[:-1])} is not a directory") from None
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise PathError("too many levels of symbolic links")
+                target = os.readlink(full)
+                current.pop()
+                if target.startswith("/"):
+                    current = []
+                todo.extend(reversed(target.split("/")))
+                continue
+            raise PathError(f"{rel} is not a directory")
+        return "/".join(current)
+
+    def resolve_entry(self, parts: tuple[str, ...]) -> str:
+        """An existing entry (not followed if it is a symlink) whose parents resolve inside the root;
+        PathError if it does not exist."""
+        if not parts:
+            return ""
+        rel = join(self.resolve_dir(parts[:-1]), parts[-1])
+        try:
+            os.lstat(self.full(rel))
+        except FileNotFoundError:
+            raise PathError(f"{rel} does not exist") from None
+        return rel
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name

@@ -1,0 +1,145 @@
+"""Applying one layer: hostile member paths, memory bounds, what metadata is kept (dist_tool.layer,
+dist_tool.rootpath). Every hostile case runs beside a canary tree that must not change."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from pathlib import Path
+
+import pytest
+from layerkit import (
+    IS_ROOT,
+    chardev,
+    directory,
+    fifo,
+    file,
+    hardlink,
+    layer,
+    opaque,
+    overlay_supported,
+    symlink,
+    whiteout,
+)
+
+from dist_tool.errors import DataError
+from dist_tool.layer import apply_layer
+
+NO_OVERLAY = overlay_supported()
+WHITEOUTS = [pytest.param("overlay", marks=pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))), "delete"]
+
+
+# ------------------------------------------------------------------------------ hostile layers
+
+
+@pytest.fixture
+def arena(tmp_path: Path):
+    """A destination directory and, beside it, a canary tree no layer may touch."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "file").write_bytes(b"precious")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    def outside() -> dict:
+        return {str(p.relative_to(tmp_path)): (p.lstat().st_mode, p.lstat().st_mtime_ns,
+                                               p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+                for p in tmp_path.rglob("*") if dest not in (p, *p.parents)}
+
+    before = outside()
+    yield dest, canary
+    assert outside() == before, "a layer wrote outside its directory"
+
+
+def apply(dest: Path, members, whiteouts: str = "delete") -> None:
+    apply_layer(io.BytesIO(layer(members)), str(dest), whiteouts=whiteouts, what="sha256:test")
+
+
+CANARY = "<canary>"  # replaced by the canary's absolute path
+
+
+def _absolute(members, canary: Path):
+    out = []
+    for original, data in members:
+        info = copy.copy(original)  # the tables are shared by every parametrized run
+        info.name = info.name.replace(CANARY, str(canary).lstrip("/"))
+        info.linkname = info.linkname.replace(CANARY, str(canary))
+        out.append((info, data))
+    return out
+
+
+NEUTRALISED = [
+    ("absolute-name", [file(f"/{CANARY}/abs", b"x")], f"{CANARY}/abs"),
+    ("symlink-to-root", [symlink("link", "/"), file(f"link/{CANARY}/file", b"x")], f"{CANARY}/file"),
+    ("symlink-to-outside", [symlink("link", CANARY), file("link/pwned", b"x")], f"{CANARY}/pwned"),
+    ("symlink-climbing", [directory("d"), symlink("d/up", "../../../../.."), file("d/up/top", b"x")], "top"),
+    ("chained-symlinks", [symlink("a", "b"), symlink("b", "/c/.."), file("a/x", b"x")], "x"),
+    ("file-over-symlink", [symlink("link", f"{CANARY}/file"), file("link", b"replaced")], "link"),
+    ("dir-over-symlink", [symlink("d", CANARY), directory("d", 0o777)], "d"),
+    ("whiteout-through-symlink", [symlink("link", CANARY), whiteout("link/file")], "link"),
+    ("opaque-through-symlink", [symlink("link", CANARY), opaque("link")], "link"),
+    ("hardlink-through-symlink", [symlink("link", CANARY), file(f"{CANARY}/file", b"inside"),
+                                  hardlink("hl", "link/file")], "hl"),
+]
+
+
+@pytest.mark.parametrize(("members", "expect"), [pytest.param(m, e, id=i) for i, m, e in NEUTRALISED])
+@pytest.mark.parametrize("whiteouts", WHITEOUTS)
+def test_hostile_paths_are_kept_inside(arena, members, expect, whiteouts) -> None:
+    dest, canary = arena
+    apply(dest, _absolute(members, canary), whiteouts)
+    assert os.path.lexists(dest / expect.replace(CANARY, str(canary).lstrip("/")))
+
+
+REFUSED = [
+    ("dotdot", [file("../escape", b"x")], "../escape"),
+    ("inner-dotdot", [directory("a"), file("a/../../escape", b"x")], "a/../../escape"),
+    ("hardlink-outside", [hardlink("hl", "../canary/file")], "hl"),
+    ("hardlink-absolute", [hardlink("hl", f"{CANARY}/file")], "hl"),
+    ("hardlink-via-symlink", [symlink("link", CANARY), hardlink("hl", "link/file")], "hl"),
+    ("hardlink-to-dir", [directory("d"), hardlink("hl", "d")], "hl"),
+    ("whiteout-dotdot", [file(".wh..."), ], ".wh..."),
+    ("whiteout-climbing", [file("../.wh.canary")], "../.wh.canary"),
+    ("symlink-loop", [symlink("l1", "l2"), symlink("l2", "l1"), file("l1/x", b"x")], "l1/x"),
+    ("long-name", [file("n" * 256, b"x")], "n" * 20),
+    ("long-path", [file("/".join(["d" * 200] * 21), b"x")], "d" * 20),
+    ("file-as-parent", [file("f", b"x"), file("f/g", b"x")], "f/g"),
+]
+
+
+@pytest.mark.parametrize(("members", "named"), [pytest.param(m, n, id=i) for i, m, n in REFUSED])
+@pytest.mark.parametrize("whiteouts", WHITEOUTS)
+def test_hostile_members_are_refused_by_name(arena, members, named, whiteouts) -> None:
+    dest, canary = arena
+    with pytest.raises(DataError) as caught:
+        apply(dest, _absolute(members, canary), whiteouts)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("layer sha256:test: member ")
+    assert named.replace(CANARY, str(canary)) in message
+
+
+def test_hostile_header_cannot_exhaust_memory(tmp_path: Path) -> None:
+    info, _ = file("x", b"")
+    info.pax_headers = {"comment": "y" * (8 << 20)}  # an 8 MiB PAX header
+    with pytest.raises(DataError, match="tar header is larger"):
+        apply(tmp_path, [(info, b"")])
+
+
+def test_metadata_is_kept(tmp_path: Path) -> None:
+    members = [directory("d", 0o750, uid=1000, gid=1000, mtime=1_600_000_000), file("d/suid", b"#!", 0o4755),
+               file("d/x", b"xattr", 0o600, xattrs={"user.note": "hi"}), hardlink("d/hl", "d/x"),
+               symlink("d/abs", "/bin/busybox"), fifo("d/pipe"), file("d/t", b"", mtime=1_500_000_000)]
+    if IS_ROOT:
+        members.append(chardev("d/null", 1, 3))
+    apply(tmp_path, members)
+    d = tmp_path / "d"
+    assert (d.stat().st_mode & 0o7777, d.stat().st_mtime) == (0o750, 1_600_000_000)
+    if IS_ROOT:
+        assert (d.stat().st_uid, d.stat().st_gid) == (1000, 1000)
+        assert os.major((d / "null").lstat().st_rdev) == 1
+    assert (d / "suid").stat().st_mode & 0o7777 == 0o4755
+    assert (d / "x").stat().st_ino == (d / "hl").stat().st_ino
+    assert os.getxattr(d / "x", "user.note") == b"hi"
+    assert os.readlink(d / "abs") == "/bin/busybox"
+    assert (d / "t").stat().st_mtime == 1_500_000_000
