@@ -276,8 +276,11 @@ def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> No
 
 
 def import_archive(session, source: str | None, *, name: str | None = None, platform: str | None = None,
-                   all_platforms: bool = False, progress=None) -> list[str]:
-    """Imports an OCI-layout or docker-save archive (``-`` or None reads stdin); returns the names."""
+                   all_platforms: bool = False, unpack: bool = True, progress=None) -> list[str]:
+    """Imports an OCI-layout or docker-save archive (``-`` or None reads stdin); returns the names.
+
+    With ``unpack``, each image's host platform (or ``platform``) is unpacked before its name
+    is written, so a layer that fails its diff_id check leaves no image, blob or snapshot."""
     progress = progress or _NullProgress()
     if name is not None:
         reference.normalize(name)  # a bad --name is a usage error before any byte is read
@@ -300,6 +303,8 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
                 raise DataError("archive", source, "lists no images")
             named = _name_entries(entries, name)
             _check_required(session, named, matcher)
+            if unpack:
+                _unpack(session, [t for _, t in named], platform, lease, progress, scan.added)
             with session.meta.write():
                 for image_name, target in named:
                     _put_image(session, image_name, target)
@@ -318,6 +323,18 @@ def _put_image(session, name: str, target: Descriptor) -> None:
         session.images.create(Image(name, target))
         return
     session.images.put(Image(name, target, current.labels))
+
+
+def _unpack(session, targets: list[Descriptor], platform: str | None, lease, progress, added: set[str]) -> None:
+    """Unpacks each distinct target; the import's lease holds the chains until the names exist.
+    The chain IDs join ``added``: if the import fails later, what nothing else keeps goes too."""
+    from dist_tool import unpack
+
+    for target in {t.digest: t for t in targets}.values():
+        plan = unpack.image_layers(session.content, target, platforms.parse(platform) if platform else None)
+        if plan is not None:
+            added.update(plan.chain)
+        unpack.unpack_target(session, target, platform=platform, keep=lease, progress=progress)
 
 
 def _discard(session, added: set[str]) -> None:
@@ -349,8 +366,10 @@ def _open_input(source: str):
 # ---------------------------------------------------------------- import --rootfs
 
 
-def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[str], progress=None) -> list[str]:
-    """Makes a one-layer image from a root-filesystem tar (plain or compressed) or directory."""
+def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[str], progress=None,
+                  unpack: bool = True) -> list[str]:
+    """Makes a one-layer image from a root-filesystem tar (plain or compressed) or directory,
+    and (with ``unpack``) unpacks it."""
     progress = progress or _NullProgress()
     if not name:
         raise InvalidArgument("--name", "", "is required with --rootfs")
@@ -379,6 +398,8 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
             manifest = {"schemaVersion": 2, "mediaType": oci.MEDIA_OCI_MANIFEST,
                         "config": config_desc.to_json(), "layers": [layer.to_json()]}
             target = _put_json(session, manifest, oci.MEDIA_OCI_MANIFEST, lease, added)
+            if unpack:
+                _unpack(session, [target], None, lease, progress, added)
             _put_image(session, name, target)
     except BaseException:
         _discard(session, added)

@@ -30,9 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "namespaces": ("dist_tool.commands.system", "namespaces_app", "Manage namespaces"),
     "leases": ("dist_tool.commands.system", "leases_app", "Manage leases"),
     "container": ("dist_tool.commands.containers", "app", "Manage containers: create, ls, info, label, rm"),
+    "snapshot": ("dist_tool.commands.snapshots", "app",
+                 "Manage snapshots: ls, info, usage, tree, rm, prepare, view, commit, mounts"),
 }
 ALIASES = {"image": "images", "i": "images", "namespace": "namespaces", "ns": "namespaces",
-           "lease": "leases", "containers": "container", "c": "container"}
+           "lease": "leases", "containers": "container", "c": "container", "snapshots": "snapshot"}
 
 
 def load_command(name: str):

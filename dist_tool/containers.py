@@ -21,7 +21,7 @@ import re
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dist_tool import oci, platforms, reference, validate
 from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, InvalidArgument, NotFound
@@ -34,8 +34,7 @@ _RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", re.ASCII)
 TASK_KILL_WAIT = 10.0  # seconds `rm -f` waits for a killed task's shim to exit
 
 
-@dataclass(frozen=True)
-class CreateOptions:
+class CreateOptions(NamedTuple):
     """``container create``'s options as the user gave them (text); ``create`` validates them."""
 
     labels: Sequence[str] = ()
@@ -48,11 +47,10 @@ class CreateOptions:
     tty: bool = False
     runtime: str = DEFAULT_RUNTIME
     entrypoint: str | None = None
-    args: Sequence[str] = field(default_factory=tuple)  # empty: the image's Cmd
+    args: Sequence[str] = ()  # empty: the image's Cmd
 
 
-@dataclass(frozen=True)
-class ImageRootfs:
+class ImageRootfs(NamedTuple):
     """What an image gives a container on this host: its config and its layer chain."""
 
     image: Image

@@ -1,19 +1,27 @@
 """Garbage collection: mark from the roots of every namespace, sweep what is unmarked.
 
-Roots are images, live leases and containers (a container references its
-snapshot). ``mark`` is generic: a breadth-first walk over ``(kind, id)``
-nodes that remembers the first parent of each node, so the same pass that
-decides what to keep can explain why (``dist gc --explain``).
+Roots are images, live leases, containers (a container references its
+snapshot) and snapshots labelled ``containerd.io/gc.root`` (made by hand with
+``dist snapshot``). An image keeps the snapshots of its unpacked chains (the
+chain IDs of each of its manifests whose config is present), a snapshot keeps
+its parent, a lease keeps its ``snapshots/<snapshotter>`` resources.
+``mark`` is generic: a breadth-first walk over ``(kind, id)`` nodes that
+remembers the first parent of each node, so the same pass that decides what
+to keep can explain why (``dist gc --explain``).
 
 Mark and the deletion of records run in one metadata write transaction.
 Blob files are unlinked under that lock too (an unlink is as cheap as the
 rename a trash step would need, and it closes the window in which a
 concurrent writer could re-commit a digest whose file is about to go).
+Snapshot records go in the same transaction and their directories are
+renamed into the trash there; the trash is emptied after the lock is
+released, with directories no record names (crash leftovers).
 Ingests whose writer is gone are removed afterwards, each under its own lock.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,9 +33,11 @@ from dist_tool.oci import Descriptor
 from dist_tool.store.api import Lease
 from dist_tool.store.limits import MAX_MANIFEST_BYTES
 from dist_tool.store.metadata import load_labels
-from dist_tool.walk import ChildrenCache, children
+from dist_tool.walk import ChildrenCache, children, platform_manifests
 
 Node = tuple[str, ...]  # ("image", ns, name) | ("lease", ns, id) | ("content", digest) | ...
+SnapshotNode = tuple[str, str, str, str]  # ("snapshot", namespace, snapshotter, key)
+GC_ROOT_LABEL = "containerd.io/gc.root"
 
 
 def mark(roots: Iterable[Node], refs: Callable[[Node], Iterable[Node]]) -> dict[Node, Node | None]:
@@ -52,6 +62,7 @@ class GcResult:
     blobs: list[tuple[str, int]] = field(default_factory=list)
     leases: list[tuple[str, str]] = field(default_factory=list)
     ingests: list[str] = field(default_factory=list)
+    snapshots: list[SnapshotNode] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -62,7 +73,9 @@ class GcResult:
         return {"dryRun": self.dry_run,
                 "removed": {"content": [{"digest": d, "size": s} for d, s in self.blobs],
                             "leases": [{"namespace": n, "id": i} for n, i in self.leases],
-                            "ingests": self.ingests},
+                            "ingests": self.ingests,
+                            "snapshots": [{"namespace": n, "snapshotter": sn, "key": k}
+                                          for _, n, sn, k in self.snapshots]},
                 "bytesFreed": self.bytes_freed}
 
 
@@ -77,6 +90,14 @@ class _Graph:
         self.cache = ChildrenCache()
         self.expired = expired_leases
         self.children = children(content, self.cache)
+        self.snapshots: dict[SnapshotNode, tuple[str | None, int, dict]] = {
+            ("snapshot", ns, sn, key): (parent, snapshot_id, json.loads(labels))
+            for ns, sn, key, parent, snapshot_id, labels in conn.execute(
+                "SELECT namespace, snapshotter, key, parent, id, labels FROM snapshots")}
+        self.snapshot_keys: dict[tuple[str, str], set[str]] = {}
+        for _, ns, sn, key in self.snapshots:
+            self.snapshot_keys.setdefault((ns, sn), set()).add(key)
+        self._chains: dict[str, list[str]] = {}
 
     def roots(self) -> list[Node]:
         out: list[Node] = []
@@ -89,6 +110,7 @@ class _Graph:
                 out.append(("lease", ns, lease_id))
         for ns, container_id in self.conn.execute("SELECT namespace, id FROM containers ORDER BY namespace, id"):
             out.append(("container", ns, container_id))
+        out.extend(sorted(node for node, (_, _, labels) in self.snapshots.items() if GC_ROOT_LABEL in labels))
         return out
 
     def refs(self, node: Node) -> list[Node]:
@@ -96,11 +118,15 @@ class _Graph:
         if kind == "image":
             row = self.conn.execute("SELECT media_type, digest FROM images WHERE namespace = ? AND name = ?",
                                     (node[1], node[2])).fetchone()
-            return [("content", row[1])] if row else []
+            return [("content", row[1]), *self._image_snapshots(node[1], row[0], row[1])] if row else []
         if kind == "lease":
             rows = self.conn.execute("SELECT kind, resource FROM lease_resources WHERE namespace = ? "
                                      "AND lease_id = ?", (node[1], node[2])).fetchall()
-            return [(k, r) for k, r in rows]
+            return [("snapshot", node[1], k.partition("/")[2], r) if k.startswith("snapshots/") else (k, r)
+                    for k, r in rows]
+        if kind == "snapshot":
+            parent = self.snapshots.get(node)  # type: ignore[call-overload]
+            return [("snapshot", node[1], node[2], parent[0])] if parent and parent[0] else []
         if kind == "container":
             # A container pins its root-filesystem snapshot (and so the chain under it), never the
             # image's blobs: after rmi they go at once, the chain with the last container.
@@ -110,6 +136,16 @@ class _Graph:
         if kind == "content":
             return [("content", d.digest) for d in self._content_children(node[1])]
         return []
+
+    def _image_snapshots(self, namespace: str, media_type: str, digest: str) -> list[Node]:
+        """The committed snapshots of the image's unpacked chains, in every snapshotter."""
+        if not any(ns == namespace for ns, _ in self.snapshot_keys):
+            return []
+        if digest not in self._chains:
+            self._chains[digest] = _chain_keys(self.content, Descriptor(media_type, digest, 0), self.present,
+                                               self.cache)
+        return [("snapshot", ns, sn, key) for (ns, sn), keys in self.snapshot_keys.items() if ns == namespace
+                for key in self._chains[digest] if key in keys]
 
     def _content_children(self, digest: str) -> list[Descriptor]:
         if digest not in self.present:
@@ -136,6 +172,27 @@ class _Graph:
         return oci.detect_media_type(doc)
 
 
+def _chain_keys(content, target: Descriptor, present, cache: ChildrenCache) -> list[str]:
+    """Every chain ID of every manifest under ``target`` whose config is present."""
+    from dist_tool.unpack import image_layers
+
+    out: list[str] = []
+    try:
+        manifests = platform_manifests(content, target, lambda _: True, cache) if target.digest in present else []
+    except DistError:
+        return out
+    for manifest in manifests:
+        if manifest.digest not in present:
+            continue
+        try:
+            plan = image_layers(content, manifest, cache=cache, any_platform=True)
+        except DistError:
+            continue
+        if plan is not None:
+            out.extend(plan.chain)
+    return out
+
+
 def _expired_leases(conn, now: float) -> set[tuple[str, str]]:
     out = set()
     for ns, lease_id, expires_at, pid, start in conn.execute(
@@ -145,9 +202,16 @@ def _expired_leases(conn, now: float) -> set[tuple[str, str]]:
     return out
 
 
-def collect(meta, content, dry_run: bool = False, only: set[str] | None = None) -> GcResult:
-    """Removes every blob no root reaches (restricted to ``only`` when given) and expired leases."""
+def collect(meta, content, dry_run: bool = False, only: set[str] | None = None, janitor=None) -> GcResult:
+    """Removes every blob and snapshot no root reaches (restricted to the digests and snapshot
+    keys in ``only`` when given) and expired leases. ``janitor`` (a SnapshotJanitor; by default
+    the one of ``meta``'s root) removes snapshot directories."""
+    if janitor is None:
+        from dist_tool.store.snapshots import SnapshotJanitor
+
+        janitor = SnapshotJanitor(meta.root, meta)
     result = GcResult(dry_run=dry_run)
+    trashed = False
     now = time.time()
     with meta.write() as conn:
         expired = _expired_leases(conn, now)
@@ -158,7 +222,12 @@ def collect(meta, content, dry_run: bool = False, only: set[str] | None = None) 
             if digest not in live and (only is None or digest in only):
                 result.blobs.append((digest, size))
         result.leases = sorted(expired)
+        result.snapshots = sorted(n for n in graph.snapshots if n not in marked and (only is None or n[3] in only))
         if not dry_run:
+            for node in result.snapshots:
+                conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?", node[1:])
+                janitor.trash(node[2], graph.snapshots[node][1])
+                trashed = True
             for ns, lease_id in expired:
                 conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, lease_id))
                 conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?", (ns, lease_id))
@@ -168,6 +237,10 @@ def collect(meta, content, dry_run: bool = False, only: set[str] | None = None) 
             if only is None:
                 for digest in content.orphan_files():
                     content.remove_file(digest)
+    if only is None:
+        janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
+    elif trashed:
+        janitor.empty_trash()
     if only is None:
         result.ingests = [s.ref for s in content.remove_dead_ingests(dry_run=dry_run)]
     return result
@@ -187,6 +260,8 @@ def _describe(node: Node, graph: _Graph) -> dict:
                 "labels": load_labels(row[0]) if row else {}}
     if kind == "container":
         return {"kind": "container", "namespace": node[1], "id": node[2]}
+    if kind == "snapshot":
+        return {"kind": "snapshot", "namespace": node[1], "snapshotter": node[2], "key": node[3]}
     if kind == "content":
         media_type = graph.media_types.get(node[1], "")
         return {"kind": oci.kind_of(media_type) if media_type else "blob", "digest": node[1],
@@ -195,23 +270,28 @@ def _describe(node: Node, graph: _Graph) -> dict:
 
 
 def explain(meta, content, targets: Iterable[str]) -> list[dict]:
-    """For each digest: the chain of references from a root to it, or that nothing keeps it."""
+    """For each digest or snapshot key: the chain of references from a root to it, or that nothing
+    keeps it. A snapshot key is looked up in every namespace and snapshotter (one report each)."""
     out = []
     now = time.time()
     with meta.read() as conn:
         graph = _Graph(conn, content, now, _expired_leases(conn, now))
         marked = mark(graph.roots(), graph.refs)
         for target in targets:
-            node: Node = ("content", target)
-            if target not in graph.present:
-                raise NotFound("blob", target, "not found")
-            if node not in marked:
-                out.append({"digest": target, "kept": False, "chain": []})
-                continue
-            chain = []
-            cursor: Node | None = node
-            while cursor is not None:
-                chain.append(_describe(cursor, graph))
-                cursor = marked[cursor]
-            out.append({"digest": target, "kept": True, "chain": list(reversed(chain))})
+            nodes: list[Node] = [("content", target)] if target in graph.present else []
+            nodes += sorted(n for n in graph.snapshots if n[3] == target)
+            if not nodes:
+                raise NotFound("blob or snapshot", target, "not found")
+            for node in nodes:
+                report: dict = ({"digest": target} if node[0] == "content" else
+                                {"snapshot": target, "namespace": node[1], "snapshotter": node[2]})
+                if node not in marked:
+                    out.append({**report, "kept": False, "chain": []})
+                    continue
+                chain = []
+                cursor: Node | None = node
+                while cursor is not None:
+                    chain.append(_describe(cursor, graph))
+                    cursor = marked[cursor]
+                out.append({**report, "kept": True, "chain": list(reversed(chain))})
     return out

@@ -46,6 +46,7 @@ class Catalog:
     cache: ChildrenCache = field(default_factory=ChildrenCache)
     _reach: dict[str, dict[str, int]] = field(default_factory=dict)
     _platforms: dict[str, list[str]] = field(default_factory=dict)
+    _complete: dict[str, bool] = field(default_factory=dict)
 
     def reach(self, target: Descriptor) -> dict[str, int]:
         if target.digest not in self._reach:
@@ -53,11 +54,14 @@ class Catalog:
         return self._reach[target.digest]
 
     def complete(self, target: Descriptor) -> bool:
-        try:
-            return require_present(self.content, target, platforms.matcher(platforms.host()),
-                                   self.present.__contains__, self.cache).complete
-        except DistError:
-            return False
+        if target.digest not in self._complete:
+            try:
+                self._complete[target.digest] = require_present(
+                    self.content, target, platforms.matcher(platforms.host()), self.present.__contains__,
+                    self.cache).complete
+            except DistError:
+                self._complete[target.digest] = False
+        return self._complete[target.digest]
 
     def platforms_of(self, target: Descriptor) -> list[str]:
         if target.digest not in self._platforms:
@@ -97,13 +101,17 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
     ``uniqueSize`` counts the blobs reachable from no other image name in any
     namespace: what ``rmi`` of this name alone would free.
     """
-    selected = session.images.list(*filters)
+    everything = list(session.images.all_namespaces())  # one query serves the selection and the refcounts
+    if filters:
+        selected = session.images.list(*filters)
+    else:
+        selected = [image for ns, image in everything if ns == session.namespace]
     if not selected:
         return []
     cat = catalog(session)
     names_per_target: Counter[str] = Counter()
     targets: dict[str, Descriptor] = {}
-    for _, image in session.images.all_namespaces():
+    for _, image in everything:
         names_per_target[image.target.digest] += 1
         targets[image.target.digest] = image.target
     holders: Counter[str] = Counter()
@@ -119,6 +127,11 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
             unique_size=sum(size for blob, size in reach.items() if holders[blob] <= 1),
             complete=cat.complete(image.target),
             platforms=cat.platforms_of(image.target)))
+    from dist_tool.unpack import unpacked_sizes
+
+    unpacked = unpacked_sizes(session, [v.image.target for v in views], cat.cache)
+    for view in views:
+        view.unpacked_size = unpacked.get(view.image.target.digest)
     return views
 
 

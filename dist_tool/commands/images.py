@@ -161,10 +161,10 @@ def import_(ctx: typer.Context,
     s = session(ctx)
     with Progress(progress) as bar:
         if rootfs is not None:
-            names = archive.import_rootfs(s, rootfs, name, config_cmd or [], progress=bar)
+            names = archive.import_rootfs(s, rootfs, name, config_cmd or [], progress=bar, unpack=not no_unpack)
         else:
-            names = archive.import_archive(s, file, name=name, platform=platform,
-                                           all_platforms=all_platforms, progress=bar)
+            names = archive.import_archive(s, file, name=name, platform=platform, all_platforms=all_platforms,
+                                           unpack=not no_unpack, progress=bar)
     s.render.lines(names)
 
 

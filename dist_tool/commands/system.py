@@ -16,9 +16,9 @@ leases_app = typer.Typer(cls=DefaultLsGroup, help="Manage leases.")
 
 @gc_app.command("gc")
 def gc(ctx: typer.Context,
-       items: Annotated[list[str] | None, typer.Argument(help="With --explain: digests to explain.")] = None,
+       items: Annotated[list[str] | None, typer.Argument(help="With --explain: digests or snapshot keys.")] = None,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report, remove nothing.")] = False,
-       explain: Annotated[bool, typer.Option("--explain", help="Why is each DIGEST kept?")] = False,
+       explain: Annotated[bool, typer.Option("--explain", help="Why is each DIGEST or SNAPSHOT kept?")] = False,
        json_: JsonOpt = False) -> None:
     """Remove what no image, container or lease references; or explain what keeps a blob."""
     from dist_tool import gc as collector
@@ -29,16 +29,20 @@ def gc(ctx: typer.Context,
     s = session(ctx)
     if explain:
         if not items:
-            raise InvalidArgument("gc --explain", "", "name at least one digest")
-        reports = collector.explain(s.meta, s.content, [validate.digest(i) for i in items])
+            raise InvalidArgument("gc --explain", "", "name at least one digest or snapshot key")
+        # A digest-shaped argument must be a well-formed digest; anything else names a snapshot.
+        reports = collector.explain(s.meta, s.content,
+                                    [validate.digest(i) if i.startswith("sha") and ":" in i else i for i in items])
         if json_:
             s.render.json(reports)
             return
         for report in reports:
+            what = report.get("digest") or f"snapshot {report['snapshot']} ({report['snapshotter']}, " \
+                                           f"namespace {report['namespace']})"
             if not report["kept"]:
-                s.render.line(f"{report['digest']}: nothing keeps it; the next gc removes it")
+                s.render.line(f"{what}: nothing keeps it; the next gc removes it")
                 continue
-            s.render.line(f"{report['digest']} is kept by:")
+            s.render.line(f"{what} is kept by:")
             for depth, step in enumerate(report["chain"]):
                 s.render.line(f"{'  ' * (depth + 1)}{_step_text(step)}")
         return
@@ -55,6 +59,8 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} expired lease {ns}/{lease_id}")
     for ref in result.ingests:
         s.render.line(f"{verb} abandoned ingest {ref}")
+    for _, ns, snapshotter, key in result.snapshots:
+        s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
                   f"in {len(result.blobs)} blobs")
 
@@ -66,6 +72,8 @@ def _step_text(step: dict) -> str:
         return f"lease {step['id']} (namespace {step['namespace']})"
     if step["kind"] == "container":
         return f"container {step['id']} (namespace {step['namespace']})"
+    if step["kind"] == "snapshot":
+        return f"snapshot {step['key']} ({step['snapshotter']}, namespace {step['namespace']})"
     if "digest" in step:
         return f"{step['kind']} {step['digest']}"
     return f"{step['kind']} {step.get('id', '')}"

@@ -10,7 +10,6 @@ order, so a later one overrides an earlier one (``with_args`` after
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from dist_tool.spec.users import MAX_ACCOUNT_FILE_BYTES
@@ -22,18 +21,21 @@ class FileReader(Protocol):
         ...
 
 
-@dataclass
 class SpecContext:
     """One container's spec under construction: its identity, its image's root filesystem
     (read lazily, only when a user or group name must be resolved) and the process-argument
-    state that docker's Entrypoint/Cmd rules need."""
+    state that docker's Entrypoint/Cmd rules need. (A plain class: create imports this, and a
+    dataclass costs a millisecond to define.)"""
 
-    container_id: str
-    namespace: str = "default"
-    rootfs: FileReader | None = None  # None: no files to read (all lookups find nothing)
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    image_user: str = ""
+    __slots__ = ("container_id", "namespace", "rootfs", "entrypoint", "cmd", "image_user")
+
+    def __init__(self, container_id: str, namespace: str = "default", rootfs: FileReader | None = None) -> None:
+        self.container_id = container_id
+        self.namespace = namespace
+        self.rootfs = rootfs  # None: no files to read (every lookup finds nothing)
+        self.entrypoint: list[str] = []
+        self.cmd: list[str] = []
+        self.image_user = ""
 
     def read_file(self, path: str) -> bytes | None:
         """A small file of the image's root filesystem, or None when it has none."""

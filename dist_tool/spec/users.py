@@ -16,7 +16,7 @@ image without ``/etc/passwd`` still runs as ``0`` or ``1000:1000``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument, NotFound
 
@@ -27,23 +27,21 @@ UID_MAX = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 ReadFile = Callable[[str], bytes | None]
 
 
-@dataclass(frozen=True)
-class PasswdEntry:
+# NamedTuples, not dataclasses: they cost a tenth as much to define, and create imports this.
+class PasswdEntry(NamedTuple):
     name: str
     uid: int
     gid: int
     home: str = ""
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(NamedTuple):
     name: str
     gid: int
     members: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ResolvedUser:
+class ResolvedUser(NamedTuple):
     uid: int
     gid: int
     additional_gids: tuple[int, ...] = ()

@@ -1,0 +1,361 @@
+"""Unpacking: an image's layers become committed snapshots named by their chain IDs.
+
+For the host platform (or ``platform``) the manifest's layers are applied in
+order, each one's uncompressed digest checked against the config's
+``rootfs.diff_ids``, and committed as ``chainID(layers[:i+1])`` (OCI
+image-spec): a layer whose chain ID is already committed is not unpacked
+again, so images sharing a base share its snapshots.
+
+Where the snapshotter's layers are independent directories (overlayfs), every
+missing layer is extracted at once into its own active snapshot, in a small
+thread pool (decompression, hashing and file writes release the GIL), and the
+snapshots are stacked and committed in chain order once all are verified.
+Otherwise (native) each layer is applied to an active copy of its parent and
+committed before the next one starts.
+
+Crash safety: an unpack runs under its own lease, which holds its active
+``extract-<pid>-<tag>-<chainID>`` snapshots and the chain it builds on. A
+failure removes what this unpack created; a ``kill -9`` leaves only active
+snapshots held by a lease whose owner is gone, which the next ``dist gc``
+removes. A chain ID is committed only after its layer was wholly written and
+verified, so a committed snapshot is never partial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dist_tool import oci, platforms
+from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, NotFound
+from dist_tool.layer import Cancelled, LayerResult, apply_layer
+from dist_tool.oci import Descriptor
+from dist_tool.store.api import LeaseResource, Mount, SnapshotInfo
+from dist_tool.store.limits import MAX_CONFIG_BYTES
+from dist_tool.walk import ChildrenCache, platform_manifests, read_document
+
+MAX_WORKERS = 4
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """OCI image-spec: ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if out:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+        else:
+            out.append(diff_id)
+    return out
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What unpacking one platform of an image needs."""
+
+    manifest: Descriptor
+    layers: list[Descriptor]
+    diff_ids: list[str]
+
+    @property
+    def chain(self) -> list[str]:
+        return chain_ids(self.diff_ids)
+
+
+def image_layers(content, target: Descriptor, platform: platforms.Platform | None = None,
+                 cache: ChildrenCache | None = None, any_platform: bool = False) -> Layers | None:
+    """The layers and diff IDs of ``target`` for ``platform`` (the host's by default; the first
+    manifest of any platform with ``any_platform``).
+
+    None when the image has no manifest for the platform or is not a container
+    image (its config is not an image config). DataError when layers and
+    diff IDs disagree; NotFound when the manifest or config is absent.
+    """
+    cache = cache or ChildrenCache()
+    want = platform or platforms.host()
+    match = platforms.any_platform if any_platform else platforms.matcher(want)
+    manifests = platform_manifests(content, target, match, cache)
+    if not manifests:
+        return None
+    manifest = manifests[0]
+    kids = oci.manifest_children(read_document(content, manifest, cache), manifest.digest)
+    config, layers = kids[0], kids[1:]
+    if config.media_type not in oci.CONFIG_TYPES:
+        return None
+    doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
+    if manifest.digest == target.digest and not any_platform and doc.get("architecture") and doc.get("os"):
+        # A lone manifest has no platform in its descriptor: its config says which it is.
+        found = platforms.Platform(str(doc["os"]), str(doc["architecture"]), doc.get("variant") or None)
+        if not platforms.matcher(want)(platforms.normalize(found)):
+            return None
+    rootfs = doc.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise DataError("config", config.digest, "has no rootfs.diff_ids list")
+    if len(diff_ids) != len(layers):
+        raise DataError("config", config.digest,
+                        f"lists {len(diff_ids)} diff_ids for the manifest's {len(layers)} layers")
+    for layer in layers:
+        if oci.kind_of(layer.media_type) != "layer":
+            raise DataError("layer", layer.digest, f"cannot unpack media type {layer.media_type}")
+    return Layers(manifest, layers, list(diff_ids))
+
+
+def unpack(session, name: str, platform: str | None = None, progress=None) -> str | None:
+    """Unpacks the named image (for ``platform``, else the host's); returns its top chain ID,
+    or None when there is nothing to unpack for the platform."""
+    from dist_tool import reference
+
+    image = session.images.get(reference.normalize(name))
+    return unpack_target(session, image.target, platform=platform, progress=progress)
+
+
+def unpack_target(session, target: Descriptor, *, platform: str | None = None,
+                  keep: tuple[str, str] | None = None, progress=None) -> str | None:
+    """Unpacks ``target`` into the session's snapshotter; returns the top chain ID (None when
+    there is nothing to unpack for the platform).
+
+    ``keep`` (namespace, lease id) is a lease of the caller that is to hold the
+    result once this unpack's own lease ends (an import holds it until the
+    image record exists). On any failure nothing this call committed remains.
+    """
+    plan = image_layers(session.content, target, platforms.parse(platform) if platform else None)
+    if plan is None or not plan.layers:
+        return None
+    snapshotter = session.snapshotter
+    chain = plan.chain
+    kind = f"snapshots/{snapshotter.name}"
+    with session.leases.temporary("unpack") as lease:
+        done = _committed(snapshotter, chain)
+        if done < len(chain):
+            if done:
+                session.leases.add_resource(lease[1], LeaseResource(kind, chain[done - 1]))
+            job = _Job(session, snapshotter, plan, lease, kind, progress)
+            if snapshotter.layers_independent:
+                job.parallel(done)
+            else:
+                job.sequential(done)
+        if keep is not None:
+            session.leases.add_resource(keep[1], LeaseResource(kind, chain[-1]))
+    return chain[-1]
+
+
+def _committed(snapshotter, chain: list[str]) -> int:
+    """How many of ``chain`` (from the bottom) are committed already."""
+    for i in range(len(chain), 0, -1):
+        try:
+            if snapshotter.stat(chain[i - 1]).kind == "committed":
+                return i
+        except NotFound:
+            continue
+    return 0
+
+
+def target_dir(mounts: list[Mount]) -> str:
+    """The directory a layer is written into: a bind mount's source, an overlay's upperdir."""
+    mount = mounts[0]
+    if mount.type == "bind":
+        return mount.source
+    for option in mount.options:
+        if option.startswith("upperdir="):
+            return option[len("upperdir="):]
+    raise DataError("snapshot", mount.source, f"cannot apply a layer to a {mount.type} mount without upperdir")
+
+
+def lower_dirs(mounts: list[Mount]) -> list[str]:
+    """The directories that make up a committed snapshot's tree, top first."""
+    mount = mounts[0]
+    if mount.type == "bind":
+        return [mount.source]
+    for option in mount.options:
+        if option.startswith("lowerdir="):
+            return option[len("lowerdir="):].split(":")
+    return []
+
+
+class _Job:
+    def __init__(self, session, snapshotter, plan: Layers, lease: tuple[str, str], kind: str, progress) -> None:
+        self.session = session
+        self.snapshotter = snapshotter
+        self.plan = plan
+        self.chain = plan.chain
+        self.lease = lease
+        self.kind = kind
+        self.progress = progress
+        self.tag = f"extract-{os.getpid()}-{secrets.token_hex(3)}"
+        self.active: list[str] = []
+        self.committed: list[str] = []
+
+    def _key(self, i: int) -> str:
+        return f"{self.tag}-{self.chain[i]}"
+
+    def _prepare(self, i: int, parent: str | None) -> str:
+        key = self._key(i)
+        self.session.leases.add_resource(self.lease[1], LeaseResource(self.kind, key))
+        mounts = self.snapshotter.prepare(key, parent, {"dist.unpack.layer": self.plan.layers[i].digest})
+        self.active.append(key)
+        return target_dir(mounts)
+
+    def _extract(self, i: int, blob, dest: str, whiteouts: str,
+                 cancel: threading.Event | None = None) -> LayerResult:
+        """Applies layer ``i`` from the open ``blob``; touches no store (it runs in worker threads)."""
+        layer = self.plan.layers[i]
+        label = f"unpack {layer.digest[:19]}"
+        progress = self.progress
+        if progress is not None:
+            progress.start(label, layer.size)
+        with blob:
+            result = apply_layer(blob, dest, whiteouts=whiteouts, what=layer.digest, cancel=cancel,
+                                 progress=(lambda n: progress.update(label, n)) if progress else None)
+        if result.diff_id != self.plan.diff_ids[i]:
+            raise DataError("layer", layer.digest, f"uncompressed content hashes to {result.diff_id}, "
+                            f"but the config's diff_id is {self.plan.diff_ids[i]}")
+        if progress is not None:
+            progress.done(label, "unpacked")
+        return result
+
+    def _commit(self, i: int) -> None:
+        key, name = self._key(i), self.chain[i]
+        self.session.leases.add_resource(self.lease[1], LeaseResource(self.kind, name))
+        try:
+            self.snapshotter.commit(name, key)
+        except AlreadyExists:
+            # Another unpack committed the same layer meanwhile: theirs is as good as ours.
+            self.snapshotter.remove(key)
+        else:
+            self.committed.append(name)
+        self.active.remove(key)
+
+    def _undo(self) -> None:
+        """Removes what this unpack created; keeps what something else has come to use."""
+        for key in reversed(self.active + self.committed):
+            try:
+                self.snapshotter.remove(key)
+            except (NotFound, Conflict):
+                continue
+        self.active.clear()
+        self.committed.clear()
+
+    def sequential(self, start: int) -> None:
+        """Native: each layer on an active copy of its parent, committed before the next."""
+        try:
+            for i in range(start, len(self.chain)):
+                dest = self._prepare(i, self.chain[i - 1] if i else None)
+                self._extract(i, self.session.content.open_blob(self.plan.layers[i].digest), dest, "delete")
+                self._commit(i)
+        except BaseException:
+            self._undo()
+            raise
+
+    def parallel(self, start: int) -> None:
+        """overlayfs: every missing layer into its own directory at once, then stacked in order."""
+        todo = list(range(start, len(self.chain)))
+        cancel = threading.Event()
+        blobs: dict[int, object] = {}
+        try:
+            dests = {i: self._prepare(i, None) for i in todo}
+            for i in todo:  # opened here: the workers never touch the metadata DB
+                blobs[i] = self.session.content.open_blob(self.plan.layers[i].digest)
+            order = sorted(todo, key=lambda i: -self.plan.layers[i].size)  # longest first
+            workers = max(1, min(len(todo), os.cpu_count() or 1, MAX_WORKERS))
+
+            def run(i: int) -> LayerResult:
+                try:
+                    return self._extract(i, blobs[i], dests[i], "overlay", cancel)
+                except BaseException:
+                    cancel.set()
+                    raise
+
+            results: dict[int, LayerResult] = {}
+            errors: list[BaseException] = []
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
+                try:
+                    futures = {i: pool.submit(run, i) for i in order}
+                    for i, future in futures.items():
+                        try:
+                            results[i] = future.result()
+                        except Exception as e:  # noqa: BLE001 - collected; the most telling one is raised below
+                            errors.append(e)
+                except BaseException:
+                    cancel.set()  # before the pool waits for its workers: they stop at their next member
+                    raise
+            if errors:
+                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+            for i in todo:
+                if i:
+                    below = lower_dirs(self.snapshotter.mounts(self.chain[i - 1]))
+                    _inherit_implicit_dirs(dests[i], results[i].implicit_dirs, below)
+                    self.snapshotter.update(SnapshotInfo(self._key(i), self.chain[i - 1], "active"), "parent")
+                self._commit(i)
+        except BaseException:
+            cancel.set()
+            self._undo()
+            raise
+        finally:
+            for blob in blobs.values():
+                blob.close()
+
+
+def _inherit_implicit_dirs(dest: str, implicit: list[str], lowers: list[str]) -> None:
+    """A directory a layer did not list but needed (a parent of a member) gets the owner, mode
+    and times the layers below give it, as it would when applied on top of them."""
+    for rel in implicit:
+        for lower in lowers:
+            st = _lower_stat(lower, rel)
+            if st is None:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                full = os.path.join(dest, rel)
+                if os.geteuid() == 0:
+                    os.chown(full, st.st_uid, st.st_gid, follow_symlinks=False)
+                os.chmod(full, stat.S_IMODE(st.st_mode), follow_symlinks=False)
+                os.utime(full, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            break
+
+
+def _lower_stat(lower: str, rel: str) -> os.stat_result | None:
+    """lstat of ``rel`` in a layer directory, None unless every parent on the way is a real directory."""
+    path = lower
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None
+    return st
+
+
+def unpacked_sizes(session, targets: Sequence[Descriptor],
+                   cache: ChildrenCache | None = None) -> dict[str, int | None]:
+    """Disk usage of each target's unpacked chain (host platform) in the session's snapshotter;
+    None where it is not unpacked. One query, and one config read per distinct target."""
+    with session.meta.read() as conn:
+        rows = conn.execute("SELECT snapshotter, key, size FROM snapshots WHERE namespace = ? AND kind = 'committed'",
+                            (session.namespace,)).fetchall()
+    out: dict[str, int | None] = {t.digest: None for t in targets}
+    if not rows:
+        return out  # nothing unpacked: no need to know (or probe) the default snapshotter
+    name = session.snapshotter_name or session.default_snapshotter()
+    sizes = {key: size or 0 for sn, key, size in rows if sn == name}
+    cache = cache or ChildrenCache()
+    for target in targets:
+        if target.digest in out and out[target.digest] is not None:
+            continue
+        try:
+            plan = image_layers(session.content, target, cache=cache)
+        except DistError:
+            continue
+        if plan is None or not plan.layers:
+            continue
+        chain = plan.chain
+        if chain[-1] in sizes:
+            out[target.digest] = sum(sizes.get(c, 0) for c in chain)
+    return out

@@ -1,0 +1,219 @@
+"""Unpacking images (dist_tool.unpack and its wiring): whiteouts across layers, rollback of a failed
+unpack, diff_id checks, compressions, shared layers, GC of snapshots, the snapshot CLI, memory."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import Dist
+from layerkit import (
+    directory,
+    file,
+    layer,
+    oci_archive,
+    opaque,
+    overlay_supported,
+    snapshot_tree,
+    symlink,
+    tree,
+    whiteout,
+)
+
+from dist_tool.errors import DataError
+from dist_tool.session import Session
+from dist_tool.unpack import chain_ids
+
+NO_OVERLAY = overlay_supported()
+SNAPSHOTTERS = [pytest.param("overlayfs", marks=pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))),
+                "native"]
+
+
+def session(tmp_path: Path, snapshotter: str) -> Session:
+    return Session(root=str(tmp_path / "root"), state=str(tmp_path / "state"), snapshotter_name=snapshotter)
+
+
+def import_(s: Session, image, **kw) -> list[str]:
+    from dist_tool import archive
+
+    return archive.import_archive(s, str(image.archive), **kw)
+
+
+def test_chain_ids_follow_the_image_spec() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert chain_ids([a]) == [a]
+    assert chain_ids([a, b])[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------ whiteouts
+
+
+THREE_LAYERS = [
+    [directory("a"), file("a/1", b"1"), file("a/2", b"2"), directory("a/sub"), file("a/sub/3", b"3"),
+     directory("b"), file("b/1", b"b1"), file("c", b"c"), directory("d"), file("d/x"), file("d/y"),
+     file("e", b"e"), directory("h"), file("h/old", b"o")],
+    [whiteout("a/1"), whiteout("c"), directory("b"), opaque("b"), file("b/new", b"new"),
+     whiteout("d"), directory("d"), file("d/z", b"z"), file("f", b"f"), file("g", b"g"), whiteout("g"),
+     directory("h"), file("h/mine", b"m"), whiteout("h")],
+    [whiteout("a/sub"), whiteout("f"), file("b/1", b"again"), whiteout("e"), directory("e"),
+     file("e/inner", b"i")],
+]
+EXPECTED = {"a": None, "a/2": b"2", "b": None, "b/new": b"new", "b/1": b"again", "d": None, "d/z": b"z",
+            "e": None, "e/inner": b"i", "g": b"g", "h": None, "h/mine": b"m"}
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_whiteouts_and_opaque_directories_across_three_layers(tmp_path: Path, snapshotter: str) -> None:
+    image = oci_archive(tmp_path / "img.tar", [layer(m) for m in THREE_LAYERS])
+    s = session(tmp_path, snapshotter)
+    assert import_(s, image) == [image.name]
+    assert [i.key for i in s.snapshotter.list()] == sorted(image.chain)
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        found = {rel: (None if os.path.isdir(root / rel) else (root / rel).read_bytes()) for rel in tree(root)}
+    assert found == EXPECTED
+    s.close()
+
+
+# ------------------------------------------------------------------------------ whole images
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_failed_unpack_leaves_nothing(tmp_path: Path, snapshotter: str) -> None:
+    good = [directory("etc"), file("etc/motd", b"hi")]
+    image = oci_archive(tmp_path / "bad.tar", [layer(good), layer([file("../escape", b"x")])])
+    dist = Dist(tmp_path / "root")
+    result = dist("--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive))
+    assert result.code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"dist: error: layer {image.layer_digests[1]}: member ../escape: path climbs out of the root (..)"]
+    assert dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json == []
+    assert dist.ok("images", "-q").stdout == "" and dist.ok("content", "ls", "-q").stdout == ""
+    base = tmp_path / "root" / "snapshots" / snapshotter
+    assert [p for p in base.iterdir() if p.name.isdigit()] == []
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_diff_id_mismatch_stores_nothing(tmp_path: Path, snapshotter: str) -> None:
+    tar = layer([file("f", b"data")])
+    image = oci_archive(tmp_path / "lie.tar", [tar], diff_ids=["sha256:" + "0" * 64])
+    s = session(tmp_path, snapshotter)
+    with pytest.raises(DataError, match="diff_id") as caught:
+        import_(s, image)
+    assert image.layer_digests[0] in str(caught.value)
+    assert s.snapshotter.list() == [] and s.images.list() == [] and s.content.list() == []
+    s.close()
+
+
+@pytest.mark.parametrize("how", ["zstd", "none", "gzip"])
+def test_compressions_unpack_alike(tmp_path: Path, how: str) -> None:
+    pytest.importorskip("zstandard")
+    tar = layer([directory("bin"), file("bin/tool", os.urandom(100_000), 0o755), symlink("bin/alias", "tool")])
+    image = oci_archive(tmp_path / f"{how}.tar", [tar], how=how)
+    s = session(tmp_path, "native")
+    import_(s, image)
+    with snapshot_tree(s.snapshotter, image.chain[0], tmp_path / "mnt") as root:
+        assert os.readlink(root / "bin" / "alias") == "tool" and (root / "bin" / "tool").stat().st_size == 100_000
+    s.close()
+
+
+def test_shared_layers_unpack_once_and_rmi_frees_what_nothing_else_uses(tmp_path: Path) -> None:
+    snapshotter = "native" if NO_OVERLAY else "overlayfs"
+    base_tar = layer([file("base", b"b")])
+    one = oci_archive(tmp_path / "one.tar", [base_tar, layer([file("one", b"1")])], name="docker.io/library/one:1")
+    two = oci_archive(tmp_path / "two.tar", [base_tar, layer([file("two", b"2")])], name="docker.io/library/two:1")
+    dist = Dist(tmp_path / "root")
+    for image in (one, two):
+        dist.ok("--snapshotter", snapshotter, "images", "import", str(image.archive))
+    keys = {i["key"] for i in dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json}
+    assert keys == {one.chain[0], one.chain[1], two.chain[1]}
+    sizes = {i["name"]: i["unpackedSize"] for i in dist.ok("--snapshotter", snapshotter, "images", "--json").json}
+    assert all(sizes.values())
+    rm = dist("--snapshotter", snapshotter, "snapshot", "rm", one.chain[0])
+    assert rm.code == 4 and "child" in rm.stderr
+    explained = dist.ok("gc", "--explain", two.chain[1], "--json").json
+    assert [step["kind"] for step in explained[0]["chain"]] == ["image", "snapshot"]
+    dist.ok("rmi", one.name)
+    keys = {i["key"] for i in dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json}
+    assert keys == {two.chain[0], two.chain[1]}
+    dist.ok("rmi", two.name)
+    assert dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "-q").stdout == ""
+    base = tmp_path / "root" / "snapshots" / snapshotter
+    assert sorted(p.name for p in base.iterdir() if p.is_dir() and any(p.iterdir())) == []
+
+
+def test_hand_made_snapshots_survive_gc_and_mounts_print(tmp_path: Path) -> None:
+    dist = Dist(tmp_path / "root")
+    image = oci_archive(tmp_path / "img.tar", [layer([file("f", b"x")])])
+    dist.ok("--snapshotter", "native", "images", "import", str(image.archive))
+    dist.ok("--snapshotter", "native", "snapshot", "prepare", "work", image.chain[0])
+    dist.ok("--snapshotter", "native", "snapshot", "view", "look", image.chain[0])
+    dist.ok("rmi", image.name)
+    kinds = {i["key"]: i["kind"] for i in dist.ok("--snapshotter", "native", "snapshot", "ls", "--json").json}
+    assert kinds == {"work": "active", "look": "view", image.chain[0]: "committed"}
+    out = dist.ok("--snapshotter", "native", "snapshot", "mounts", "/mnt/x", "work").stdout
+    assert out.startswith("mount -t bind ") and out.rstrip().endswith("/mnt/x -o rw,rbind")
+    dist.ok("--snapshotter", "native", "snapshot", "commit", "done", "work")
+    drawn = dist.ok("--snapshotter", "native", "snapshot", "tree").stdout
+    assert drawn == f"{image.chain[0]}\n├── done\n└── look (view)\n"
+    dist.ok("--snapshotter", "native", "snapshot", "rm", "done", "look")
+    dist.ok("gc")
+    assert dist.ok("--snapshotter", "native", "snapshot", "ls", "-q").stdout == ""
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+RSS_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_gzip_bomb_unpacks_in_bounded_memory(tmp_path: Path) -> None:
+    """256 MiB of zeros in a 256 KiB gzip: streamed, so peak RSS stays far below it."""
+    size = 256 << 20
+    info, _ = file("zeros", b"")
+    info.size = size
+    raw = io.BytesIO()
+    diff = hashlib.sha256()
+
+    class Tee:
+        def write(self, data) -> int:
+            diff.update(data)
+            return gz.write(data)
+
+    gz = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+    with tarfile.open(fileobj=Tee(), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, _Zeros(size))
+    gz.close()
+    blob = raw.getvalue()
+    assert len(blob) < 1 << 20
+    image = oci_archive(tmp_path / "bomb.tar", [b""], diff_ids=["sha256:" + diff.hexdigest()],
+                        blobs=[(blob, "application/vnd.oci.image.layer.v1.tar+gzip")])
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(tmp_path / "root"), "--state", str(tmp_path / "st"),
+            "--snapshotter", "native", "images", "import", str(image.archive)]
+    out = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *argv], capture_output=True, text=True, check=True)
+    code, rss_kib = map(int, out.stdout.split())
+    assert code == 0
+    assert rss_kib < 100 * 1024, f"peak RSS {rss_kib} KiB"
+    fs = next((tmp_path / "root" / "snapshots" / "native").glob("[0-9]*/fs"))
+    assert (fs / "zeros").stat().st_size == size
+
+
+class _Zeros:
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return bytes(n)
