@@ -5,7 +5,6 @@ Command groups are registered by module path and imported only when invoked,
 so ``dist images`` loads the images group alone (start-up is a benchmark).
 """
 
-from __future__ import annotations
 
 import importlib
 import os

@@ -64,15 +64,24 @@ def labels_text(labels: Mapping[str, str] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "-"
 
 
-def jsonable(value: Any, key: str | None = None) -> Any:
-    """Times to RFC 3339 wherever a record carries them, recursively."""
-    if isinstance(value, dict):
-        return {k: jsonable(v, k) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+def jsonable(value: Any) -> Any:
+    """Times to RFC 3339 where records carry them: a record's own keys and its nested objects'
+    (``lastExit.exitedAt``), in documents, lists of records and trees."""
+    if isinstance(value, list):
         return [jsonable(v) for v in value]
-    if key in TIME_KEYS and isinstance(value, int | float) and not isinstance(value, bool):
-        return rfc3339(value)
-    return value
+    if not isinstance(value, dict):
+        return value
+    out = None
+    for key, item in value.items():
+        if key in TIME_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+            out = out if out is not None else dict(value)
+            out[key] = rfc3339(item)
+        elif isinstance(item, dict | list) and item:
+            converted = jsonable(item)
+            if converted is not item:
+                out = out if out is not None else dict(value)
+                out[key] = converted
+    return value if out is None else out
 
 
 # ---------------------------------------------------------------- columns
@@ -120,7 +129,8 @@ class Renderer:
     # ------------------------------------------------------------ documents
 
     def json(self, doc: Any) -> None:
-        self.out.write(json.dumps(jsonable(doc), indent=2))
+        # Indented for a person at a terminal; compact (the C encoder, ~5x faster) for pipes.
+        self.out.write(json.dumps(jsonable(doc), indent=2 if self.is_tty else None))
         self.out.write("\n")
 
     def lines(self, items: Iterable[str]) -> None:

@@ -1,6 +1,5 @@
 """Command groups: parse, call the domain, render. Only typer and dist_tool.errors at module level."""
 
-from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +14,7 @@ QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Identifiers only,
 ProgressOpt = Annotated[str, typer.Option("--progress", help="auto, tty, plain or none (stderr).")]
 
 
-def session(ctx: typer.Context) -> Session:
+def session(ctx: typer.Context) -> "Session":
     return ctx.obj
 
 

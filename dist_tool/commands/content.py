@@ -1,6 +1,5 @@
 """dist content: ls, get, ingest, active, rm, label, verify."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

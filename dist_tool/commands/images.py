@@ -1,6 +1,5 @@
 """dist images: ls, rm, tag, label, inspect, check, import, export; and dist rmi."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

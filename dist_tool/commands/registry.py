@@ -1,6 +1,5 @@
 """dist pull and dist push (also ``dist images pull|push``): the OCI distribution API."""
 
-from __future__ import annotations
 
 from typing import Annotated
 

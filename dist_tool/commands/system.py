@@ -1,6 +1,5 @@
 """dist gc, info, namespaces, leases."""
 
-from __future__ import annotations
 
 from typing import Annotated
 
