@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -129,6 +128,8 @@ def _from_auth_entry(entry: Mapping[str, object]) -> Credentials | None:
 
 def call_helper(name: str, server: str) -> Credentials | None:
     """``docker-credential-NAME get`` for ``server``; None when it holds nothing for it."""
+    import subprocess
+
     program = f"docker-credential-{name}"
     try:
         proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True,

@@ -16,9 +16,10 @@ nothing else keeps is collected, so the store is left as it was (ingests of
 unfinished blobs stay, invisible, for the next pull to resume; ``dist gc``
 removes them otherwise).
 
-Threads: the metadata handle is shared by the process, so every store call
-of a transfer thread goes through ``_Fetcher.lock``; bytes stream, hash and
-fsync outside it.
+Threads: the metadata handle is shared by the process and serialises
+writes, not reads. Pool threads only write (commit an ingest, extend the
+lease); the main thread reads (presence, manifests) only while no pool thread
+runs, since a manifest's blobs are all fetched before the walk goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference
@@ -72,7 +72,8 @@ class PullResult:
 def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: bool = False,
          plain_http: bool = False, credentials: Credentials | None = None, unpack: bool = True,
          progress=None) -> PullResult:
-    """Pulls ``ref_text`` (tag or digest) and names it; unpacks the host platform (or P) unless told not to.
+    """Pulls ``ref_text`` (tag or digest), unpacks the host platform (or P) unless told not to,
+    then names the image.
 
     Raises NotFound when the registry does not have the reference, DataError
     when content does not match its digest, Unavailable for other registry failures.
@@ -99,11 +100,11 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
                 finally:
                     fetcher.close()
                 _check_complete(session, name, target, matcher, fetcher.cache)
+                if unpack:
+                    unpack_pulled(session, target, platform, lease, progress, added)
                 record_sources(session, result.present, ref.domain, ref.path)
                 with session.meta.write():
                     _put_image(session, name, target)
-                if unpack:
-                    unpack_pulled(session, name, platform, progress)
         except BaseException:
             _discard(session, added)
             raise
@@ -124,9 +125,8 @@ class _Fetcher:
         self.labels = source_labels(domain, repo.path)
         self.cache = ChildrenCache()
         self.documents: dict[str, bytes] = {}  # prefetched manifests (the root) by digest
-        self.lock = threading.Lock()
         self.cancelled = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = None  # a ThreadPoolExecutor once a manifest has two blobs to fetch
 
     def close(self) -> None:
         if self._pool is not None:
@@ -143,8 +143,7 @@ class _Fetcher:
                 self.fetch_blobs([desc])
                 return []
             self.fetch_document(desc)
-            with self.lock:
-                kids = inner(desc)
+            kids = inner(desc)
             if oci.is_manifest(desc.media_type):
                 self.fetch_blobs(kids)
                 return []  # configs and layers have nothing below them
@@ -156,16 +155,15 @@ class _Fetcher:
 
     def _have(self, desc: Descriptor) -> bool:
         """Present (and now leased) or not; a present blob of another size means the manifest lies."""
-        with self.lock:
-            try:
-                info = self.content.info(desc.digest)
-            except NotFound:
-                return False
-            if info.size != desc.size:
-                raise DataError("blob", desc.digest,
-                                f"size mismatch: descriptor says {desc.size} bytes, the stored blob has {info.size}")
-            if not self.content.add_to_lease(desc.digest, self.lease):
-                return False  # collected between the two calls
+        try:
+            info = self.content.info(desc.digest)
+        except NotFound:
+            return False
+        if info.size != desc.size:
+            raise DataError("blob", desc.digest,
+                            f"size mismatch: descriptor says {desc.size} bytes, the stored blob has {info.size}")
+        if not self.content.add_to_lease(desc.digest, self.lease):
+            return False  # collected between the two calls
         self.result.present.append(desc.digest)
         self.progress.done(_label(desc), "already present")
         return True
@@ -180,10 +178,9 @@ class _Fetcher:
         data = self.documents.pop(desc.digest, None)
         if data is None:
             _, data = self.repo.get_manifest(desc.digest, expected=desc)
-        with self.lock:
-            ingest_stream(self.content, f"pull-{desc.digest}", io.BytesIO(data), size=desc.size,
-                          digest=desc.digest, labels=self.labels, lease=self.lease, wait=True)
-            self.added.add(desc.digest)
+        ingest_stream(self.content, f"pull-{desc.digest}", io.BytesIO(data), size=desc.size,
+                      digest=desc.digest, labels=self.labels, lease=self.lease, wait=True)
+        self.added.add(desc.digest)
         self.result.fetched.append(desc.digest)
 
     # ------------------------------------------------------------ blobs
@@ -195,9 +192,11 @@ class _Fetcher:
             for desc in todo:
                 self._download(desc)
             return
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
         if self._pool is None:
             self._pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dist-pull")
-        futures: list[Future] = [self._pool.submit(self._download, d) for d in todo]
+        futures = [self._pool.submit(self._download, d) for d in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         except BaseException:
@@ -217,11 +216,10 @@ class _Fetcher:
         label = _label(desc)
         for fresh in (False, True):
             with self.content.writer(ref, desc, lease=self.lease, wait=True) as w:
-                with self.lock:
-                    if self.content.add_to_lease(desc.digest, self.lease):
-                        w.abort()  # another process committed it while we waited for the ref
-                        self.result.present.append(desc.digest)
-                        return
+                if self.content.add_to_lease(desc.digest, self.lease):
+                    w.abort()  # another process committed it while we waited for the ref
+                    self.result.present.append(desc.digest)
+                    return
                 if w.offset > desc.size:
                     w.truncate(0)
                 resumed = w.offset
@@ -235,9 +233,8 @@ class _Fetcher:
                         w.abort()  # nothing to resume: leave no trace
                     raise
                 try:
-                    with self.lock:
-                        w.commit(labels=self.labels)
-                        self.added.add(desc.digest)
+                    w.commit(labels=self.labels)
+                    self.added.add(desc.digest)
                 except DataError as e:
                     if resumed and not fresh:
                         continue  # the bytes kept from before may be the bad ones: once more from 0
@@ -303,19 +300,21 @@ def _put_image(session, name: str, target: Descriptor) -> None:
     session.images.update(Image(name, target, current.labels), "target")
 
 
-def unpack_pulled(session, name: str, platform: str | None, progress) -> None:
-    """Unpacks the host platform (or ``platform``) of the pulled image into snapshots.
-
-    The integration point with unpacking (issue 3): until ``dist_tool/unpack.py``
-    exists, a pull stores content only, as with ``--no-unpack``.
-    """
+def unpack_pulled(session, target: Descriptor, platform: str | None, lease: tuple[str, str], progress,
+                  added: set[str]) -> None:
+    """Unpacks the host platform (or ``platform``) of the pulled image before its name is
+    written, as import does: the pull's lease holds the snapshots until then, and their chain
+    IDs join ``added`` so that a later failure collects them too."""
     import importlib.util
 
     if importlib.util.find_spec("dist_tool.unpack") is None:
-        return
-    from dist_tool import unpack  # type: ignore[attr-defined]
+        return  # a build without unpacking (issue 3) stores content only, as with --no-unpack
+    from dist_tool import unpack
 
-    unpack.unpack_image(session, name, platform=platform, progress=progress)
+    plan = unpack.image_layers(session.content, target, platforms.parse(platform) if platform else None)
+    if plan is not None:
+        added.update(plan.chain)
+    unpack.unpack_target(session, target, platform=platform, keep=lease, progress=progress)
 
 
 def _discard(session, added: set[str]) -> None:

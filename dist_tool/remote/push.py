@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference
@@ -93,7 +92,6 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
         target = found[0]
     if ref.digest is not None and ref.digest != target.digest:
         raise InvalidArgument("reference", ref_text, f"names {ref.digest}, but the image is {target.digest}")
-    tree = _local_tree(content, image.name, target, cache)
     progress = progress or _NullProgress()
     result = PushResult(str(ref), target)
     with Registry(reference.registry_host(ref), plain_http=plain_http, credentials=credentials) as registry:
@@ -103,6 +101,7 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
             if current is not None and current.digest == target.digest:
                 result.up_to_date = True
                 return result
+        tree = _local_tree(content, image.name, target, cache)
         pusher = _Pusher(content, repo, ref.domain, progress, result, cache)
         try:
             walk(pusher.handler(target), [target])
@@ -143,8 +142,8 @@ class _Pusher:
         self.cancelled = threading.Event()
         self.pending: list[Descriptor] = []  # manifests and indexes to PUT, in walk (pre-)order
         self.root_exists = False
-        self._futures: list[Future] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list = []  # concurrent.futures.Future of each upload
+        self._pool = None  # a ThreadPoolExecutor once there is a blob to check
 
     def handler(self, root: Descriptor) -> Handler:
         inner = children(self.content, self.cache)
@@ -171,6 +170,8 @@ class _Pusher:
             mount_from = [p for p in sources(self.content.info(desc.digest).labels, self.domain)
                           if p != self.repo.path]
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="dist-push")
         self._futures.append(self._pool.submit(self._upload, desc, mount_from))
 
@@ -201,6 +202,8 @@ class _Pusher:
 
     def finish(self) -> None:
         """Waits for every upload; the first failure cancels the rest and is raised."""
+        from concurrent.futures import wait
+
         try:
             wait(self._futures)
         except BaseException:

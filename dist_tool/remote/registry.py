@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -67,6 +66,8 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, ...)."""
     if retry_after and retry_after.strip().isdigit():
         return min(float(retry_after), BACKOFF_MAX)
+    import random
+
     delay = min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
     return delay * (0.5 + random.random() / 2)
 

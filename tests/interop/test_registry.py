@@ -199,6 +199,17 @@ def test_second_push_uploads_nothing_and_other_repositories_mount(registry, src)
     assert [u for m, u, _ in posts if m == "PUT" and "/blobs/" in u] == []
 
 
+def test_pull_unpacks_the_host_platform_unless_told_not_to(registry, src, dist):
+    pytest.importorskip("dist_tool.unpack", reason="unpacking (issue 3) is not in this tree")
+    ref = f"{registry.addr}/unpacked:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    assert image(dist, ref)["unpackedSize"] is None
+    dist.ok("pull", "--plain-http", ref)
+    assert image(dist, ref)["unpackedSize"] > 0
+    assert [s["kind"] for s in dist.ok("snapshot", "ls", "--json").json] == ["committed"]
+
+
 def test_pull_of_present_blobs_fetches_no_blob(registry, src, dist):
     ref = f"{registry.addr}/again:1"
     src.ok("push", "--plain-http", ref, "small:1")
