@@ -1,7 +1,5 @@
 """dist container (= containers, c): create, ls, info, label, rm."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
