@@ -1,4 +1,4 @@
 """Registries (the OCI distribution API) and, later, the client and server of ``dist serve``.
 
-Everything here may import httpx, so only the commands that talk to a remote import this package.
+Only the commands that talk to a remote import this package (its HTTP costs start-up time).
 """

@@ -42,6 +42,7 @@ from dist_tool.remote.registry import (
     record_sources,
     source_labels,
 )
+from dist_tool.remote.transport import TransportError
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.walk import ChildrenCache, Handler, children, filter_platforms, require_present, walk
@@ -245,27 +246,26 @@ class _Fetcher:
 
     def _transfer(self, w, desc: Descriptor, label: str) -> None:
         """Streams the blob into ``w`` from ``w.offset``; a dropped connection resumes where it broke."""
-        import httpx
-
+        buffer = memoryview(bytearray(COPY_CHUNK))  # one buffer per transfer: no copy per chunk
         failures = 0
         while True:
             try:
                 with self.repo.blob(desc.digest, w.offset) as (resp, start):
                     if start != w.offset:
                         w.truncate(start)  # the registry ignored the range: from the start
-                    for chunk in resp.iter_raw(COPY_CHUNK):
+                    while n := resp.readinto(buffer):
                         if self.cancelled.is_set():
                             raise _Cancelled
-                        if w.offset + len(chunk) > desc.size:
+                        if w.offset + n > desc.size:
                             raise DataError("blob", desc.digest, f"registry {self.repo.host} sent more than "
                                             f"the {desc.size} bytes the descriptor says")
-                        w.write(chunk)
+                        w.write(buffer[:n])
                         self.progress.update(label, w.offset)
-            except httpx.TransportError as e:
+            except TransportError as e:
                 failures += 1
                 if failures >= MAX_ATTEMPTS:
                     raise TransportFailure("blob", desc.digest, f"download from {self.repo.host} failed "
-                                           f"{failures} times ({e.__class__.__name__})") from None
+                                           f"{failures} times ({e.why})") from None
             else:
                 if w.offset >= desc.size:
                     return

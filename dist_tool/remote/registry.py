@@ -2,7 +2,7 @@
 
 A ``Registry`` is one host: its scheme (HTTPS unless ``--plain-http``; plain
 HTTP when HTTPS cannot connect to a localhost registry, as containerd does),
-its ``Authorizer``, and one keep-alive ``httpx.Client`` shared by the threads
+its ``Authorizer``, and one keep-alive ``transport.Client`` shared by the threads
 of a transfer. ``request()`` retries 429 and 5xx answers and dropped
 connections with exponential backoff (honouring ``Retry-After``) and answers
 401 challenges once. A ``Repository`` is one repository on it and speaks the
@@ -24,16 +24,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from dist_tool import __version__, oci
 from dist_tool.errors import DataError, DistError, NotFound, Unavailable
 from dist_tool.oci import Descriptor
 from dist_tool.remote.auth import Authorizer, Credentials, from_docker_config, parse_challenges, repository_scope
+from dist_tool.remote.transport import Client, Response, TransportError
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
-
-if TYPE_CHECKING:
-    import httpx
 
 MANIFEST_MEDIA_TYPES = (oci.MEDIA_OCI_INDEX, oci.MEDIA_OCI_MANIFEST,
                         oci.MEDIA_DOCKER_MANIFEST_LIST, oci.MEDIA_DOCKER_MANIFEST)
@@ -44,8 +41,6 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 5  # per request: the first try and four retries
 BACKOFF_FIRST = 0.25  # seconds; doubled each retry, with jitter
 BACKOFF_MAX = 8.0
-CONNECT_TIMEOUT = 30.0
-READ_TIMEOUT = 120.0
 MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 1024 * 1024
 MAX_DOCUMENT_BYTES = max(MAX_MANIFEST_BYTES, MAX_INDEX_BYTES)
@@ -72,15 +67,6 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
     return delay * (0.5 + random.random() / 2)
 
 
-def _why(e: BaseException) -> str:
-    """A transport error in a few words (httpx's messages may quote a whole URL)."""
-    name = e.__class__.__name__
-    return {"ConnectError": "cannot connect", "ConnectTimeout": "connection timed out",
-            "ReadTimeout": "read timed out", "WriteTimeout": "write timed out",
-            "RemoteProtocolError": "connection dropped", "ReadError": "connection dropped",
-            "WriteError": "connection dropped", "PoolTimeout": "no free connection"}.get(name, name)
-
-
 class TransportFailure(Unavailable):
     """The connection failed (refused, dropped, timed out), after the retries allowed."""
 
@@ -95,23 +81,15 @@ class Registry:
         self.scheme = "http" if plain_http else "https"
         self._may_fall_back = not plain_http and is_localhost(host)
         self._sleep = sleep
-        self._client: httpx.Client | None = None
+        self._client: Client | None = None
         self.auth = Authorizer(host, self._token_http, credentials, lookup)
 
     # ------------------------------------------------------------ client
 
     @property
-    def client(self) -> httpx.Client:
+    def client(self) -> Client:
         if self._client is None:
-            import httpx
-
-            # Only HTTPS needs the CA bundle (loading it costs ~15 ms of every start).
-            verify: object = True if self.scheme == "https" else False
-            self._client = httpx.Client(
-                follow_redirects=True, verify=verify,  # type: ignore[arg-type]
-                timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-                limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-                headers={"User-Agent": USER_AGENT})
+            self._client = Client(headers={"User-Agent": USER_AGENT})
         return self._client
 
     def close(self) -> None:
@@ -139,7 +117,7 @@ class Registry:
     @contextmanager
     def request(self, method: str, target: str, scopes: tuple[str, ...] | None, *,
                 headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-                content: Body = None, retry: bool = True) -> Iterator[httpx.Response]:
+                content: Body = None, retry: bool = True) -> Iterator[Response]:
         """Sends a request and yields the streaming response, whatever its status.
 
         ``scopes`` are the token scopes the request needs (None: send no credentials).
@@ -153,9 +131,12 @@ class Registry:
             resp.close()
 
     def _send(self, method: str, target: str, scopes: tuple[str, ...] | None, headers: dict[str, str] | None,
-              params: dict[str, str] | None, content: Body, retry: bool) -> httpx.Response:
-        import httpx
+              params: dict[str, str] | None, content: Body, retry: bool) -> Response:
+        url = self.url(target)
+        if params:
+            from urllib.parse import urlencode
 
+            url += ("&" if "?" in url else "?") + urlencode(params)
         attempt = 0
         answered = False
         while True:
@@ -164,18 +145,16 @@ class Registry:
                 h.update(self.auth.header(scopes))
             body = content() if callable(content) else content
             try:
-                request = self.client.build_request(method, self.url(target), headers=h, params=params,
-                                                    content=body)  # type: ignore[arg-type]
-                resp = self.client.send(request, stream=True)
-            except httpx.TransportError as e:
-                if self._may_fall_back and self.scheme == "https" and isinstance(e, httpx.ConnectError) \
-                        and not target.startswith("https://"):
+                resp = self.client.send(method, url, h, body)
+            except TransportError as e:
+                if self._may_fall_back and e.tls and e.connecting and url.startswith(f"https://{self.host}/"):
                     self._fall_back_to_http()
+                    url = "http://" + url[len("https://"):]
                     continue
                 attempt += 1
                 if not retry or attempt >= MAX_ATTEMPTS:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise TransportFailure("registry", self.host, f"{_why(e)}{tries}") from None
+                    raise TransportFailure("registry", self.host, f"{e.why}{tries}") from None
                 self._sleep(backoff(attempt))
                 continue
             if resp.status_code == 401 and scopes is not None and not answered:
@@ -201,9 +180,6 @@ class Registry:
         """A localhost registry that does not speak TLS: plain HTTP from now on (containerd's rule)."""
         self.scheme = "http"
         self._may_fall_back = False
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def _token_http(self, method: str, url: str, params: list[tuple[str, str]], headers: dict[str, str],
                     form: dict[str, str] | None) -> tuple[int, bytes]:
@@ -312,7 +288,7 @@ class Repository:
             return not size.isdigit() or int(size) == desc.size
 
     @contextmanager
-    def blob(self, digest: str, offset: int = 0) -> Iterator[tuple[httpx.Response, int]]:
+    def blob(self, digest: str, offset: int = 0) -> Iterator[tuple[Response, int]]:
         """Streams a blob from ``offset`` when the registry honours the range, else from 0.
 
         Yields the response and the offset its body starts at.
@@ -378,7 +354,7 @@ class Repository:
         assert failure is not None
         raise failure
 
-    def _location(self, resp: httpx.Response, desc: Descriptor) -> str:
+    def _location(self, resp: Response, desc: Descriptor) -> str:
         location = resp.headers.get("location")
         if not location:
             raise Unavailable("blob", desc.digest, f"registry {self.host} opened an upload without a Location")
@@ -386,12 +362,12 @@ class Repository:
             return location
         if not location.startswith("/"):
             location = "/" + location
-        base = str(resp.url)
+        base = resp.url
         return base[: base.index("/", base.index("://") + 3)] + location
 
     # ------------------------------------------------------------ errors
 
-    def error(self, resp: httpx.Response, what: str, which: str, missing_is_not_found: bool = False) -> DistError:
+    def error(self, resp: Response, what: str, which: str, missing_is_not_found: bool = False) -> DistError:
         """The one-line error for an unexpected answer (reads a bounded error body)."""
         status = resp.status_code
         code = _error_code(resp)
@@ -408,26 +384,20 @@ class Repository:
         return Unavailable(what, which, f"registry {self.host} answered {status} {reason}{detail}".rstrip())
 
 
-def read_limited(resp: httpx.Response, limit: int, what: str, which: str) -> bytes:
+def read_limited(resp: Response, limit: int, what: str, which: str) -> bytes:
     """The body of a streaming response, refusing more than ``limit`` bytes."""
-    import httpx
-
-    parts: list[bytes] = []
-    total = 0
     try:
-        for chunk in resp.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise DataError(what, which, f"registry answer larger than {limit} bytes")
-            parts.append(chunk)
-    except httpx.TransportError as e:
-        raise TransportFailure(what, which, _why(e)) from None
-    return b"".join(parts)
+        data = resp.read(limit + 1)
+    except TransportError as e:
+        raise TransportFailure(what, which, e.why) from None
+    if len(data) > limit:
+        raise DataError(what, which, f"registry answer larger than {limit} bytes")
+    return data
 
 
-def _error_code(resp: httpx.Response) -> str:
+def _error_code(resp: Response) -> str:
     """The first distribution error code of an error body (``MANIFEST_UNKNOWN``), or ""."""
-    if resp.request.method == "HEAD":
+    if resp.method == "HEAD":
         return ""
     try:
         body = read_limited(resp, MAX_ERROR_BODY, "registry", "")
