@@ -1,0 +1,133 @@
+"""Registry auth: challenges, scopes, the Docker config and credential helpers, the token flow.
+The end-to-end flows run against real registries in tests/interop/test_registry.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from dist_tool.errors import InvalidArgument, Unavailable
+from dist_tool.remote.auth import (
+    Authorizer,
+    Credentials,
+    config_keys,
+    from_docker_config,
+    merge_scopes,
+    parse_challenges,
+    parse_user,
+)
+
+
+@pytest.mark.parametrize("header, expected", [
+    ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push"',
+     [("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
+                  "scope": "repository:a/b:pull,push"})]),
+    ('Basic realm="Registry Realm"', [("basic", {"realm": "Registry Realm"})]),
+    ('Bearer realm=https://x/t, error="insufficient_scope"',
+     [("bearer", {"realm": "https://x/t", "error": "insufficient_scope"})]),
+    ('Basic realm="a \\"quoted\\" realm"', [("basic", {"realm": 'a "quoted" realm'})]),
+], ids=["bearer", "basic", "unquoted", "escaped"])
+def test_challenges(header, expected):
+    assert [(c.scheme, dict(c.params)) for c in parse_challenges([header])] == expected
+
+
+def test_scopes_merge_actions_per_repository():
+    assert merge_scopes(["repository:a:pull,push", "repository:a:pull", "repository:b:pull"]) == \
+        ("repository:a:pull,push", "repository:b:pull")
+
+
+def test_user_option_and_secret_never_in_repr():
+    creds = parse_user("alice:pa:ss", lambda user: pytest.fail("asked"))
+    assert (creds.username, creds.secret) == ("alice", "pa:ss")
+    assert "pa:ss" not in repr(creds)
+    assert parse_user("bob", lambda user: f"{user}-pw").secret == "bob-pw"
+    with pytest.raises(InvalidArgument):
+        parse_user(":x", lambda user: "")
+
+
+def test_docker_hub_keys():
+    assert config_keys("registry-1.docker.io")[0] == "https://index.docker.io/v1/"
+    assert config_keys("r.example:5000")[:2] == ["r.example:5000", "https://r.example:5000"]
+
+
+def _config(tmp_path, doc) -> dict:
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    return {"DOCKER_CONFIG": str(tmp_path)}
+
+
+def test_config_auths(tmp_path):
+    env = _config(tmp_path, {"auths": {
+        "https://r.example": {"auth": base64.b64encode(b"u:p").decode()},
+        "t.example": {"identitytoken": "refresh"}}})
+    assert from_docker_config("r.example", env) == Credentials("u", "p")
+    assert from_docker_config("t.example", env) == Credentials("<token>", "refresh", identity=True)
+    assert from_docker_config("other.example", env) is None
+    assert from_docker_config("r.example", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
+
+
+def test_credential_helpers(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text('#!/bin/sh\nread s\ncase "$s" in\n h.example) echo \'{"Username":"u","Secret":"s"}\';;\n'
+                      ' *) echo "credentials not found in native keychain"; exit 1;;\nesac\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    env = _config(tmp_path, {"credHelpers": {"h.example": "fake"}, "credsStore": "fake"})
+    assert from_docker_config("h.example", env) == Credentials("u", "s")
+    assert from_docker_config("nothing.example", env) is None
+    env = _config(tmp_path, {"credsStore": "missing"})
+    with pytest.raises(Unavailable, match="docker-credential-missing: not found"):
+        from_docker_config("h.example", env)
+
+
+class FakeTokenServer:
+    def __init__(self, status=200):
+        self.calls = []
+        self.status = status
+
+    def __call__(self, method, url, params, headers, form):
+        self.calls.append((method, url, params, headers.get("Authorization"), form))
+        return self.status, json.dumps({"token": f"t{len(self.calls)}", "expires_in": 300}).encode()
+
+
+def test_bearer_tokens_per_scope_with_basic_credentials():
+    server = FakeTokenServer()
+    auth = Authorizer("r.example", server, Credentials("u", "p"))
+    pull = ("repository:a:pull",)
+    assert auth.header(pull) == {}  # anonymous until challenged
+    challenge = parse_challenges(['Bearer realm="https://auth.example/token",service="reg"'])
+    assert auth.answer(challenge, pull) is True
+    assert auth.header(pull) == {"Authorization": "Bearer t1"}
+    assert server.calls[0][:4] == ("GET", "https://auth.example/token",
+                                   [("service", "reg"), ("scope", "repository:a:pull")],
+                                   Credentials("u", "p").basic())
+    assert auth.header(("repository:b:pull",)) == {"Authorization": "Bearer t2"}  # fetched up front
+    assert auth.header(pull) == {"Authorization": "Bearer t1"}  # cached
+    assert len(server.calls) == 2
+
+
+def test_identity_tokens_use_the_oauth2_refresh_grant():
+    server = FakeTokenServer()
+    auth = Authorizer("r.example", server, Credentials("<token>", "refresh-me", identity=True))
+    auth.answer(parse_challenges(['Bearer realm="https://auth.example/token",service="reg"']), ("s",))
+    method, _, _, header, form = server.calls[0]
+    assert (method, header) == ("POST", None)
+    assert form == {"grant_type": "refresh_token", "refresh_token": "refresh-me", "client_id": "dist",
+                    "scope": "s", "service": "reg"}
+
+
+def test_refused_tokens_and_basic_without_credentials():
+    auth = Authorizer("r.example", FakeTokenServer(status=401), Credentials("u", "secret-pw"),
+                      lookup=lambda host: None)
+    with pytest.raises(Unavailable) as e:
+        auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("s",))
+    assert "401 from token server https://auth.example" in str(e.value) and "secret-pw" not in str(e.value)
+    anonymous = Authorizer("r.example", FakeTokenServer(), lookup=lambda host: None)
+    assert anonymous.answer(parse_challenges(['Basic realm="x"']), ("s",)) is False
+    basic = Authorizer("r.example", FakeTokenServer(), lookup=lambda host: Credentials("u", "p"))
+    assert basic.answer(parse_challenges(['Basic realm="x"']), ("s",)) is True
+    assert basic.header(("other",)) == {"Authorization": Credentials("u", "p").basic()}
+    assert basic.answer(parse_challenges(['Basic realm="x"']), ("s",)) is False  # refused twice: give up

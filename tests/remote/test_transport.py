@@ -1,0 +1,169 @@
+"""The registries' HTTP client on the standard library: keep-alive, redirects, stale
+connections, proxies from the environment. Against small in-test HTTP servers."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from dist_tool.remote import transport
+from dist_tool.remote.registry import is_localhost
+
+
+class Server:
+    """Answers by path: /data (a body), /redirect-*, /close (closes after answering); records requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, str | None, int]] = []  # method, path, Authorization, port
+        self.connections = 0
+        self.other: Server | None = None
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None: ...
+
+            def setup(self) -> None:
+                server.connections += 1
+                super().setup()
+
+            def handle_one(self, body: bytes = b"") -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                sent = self.rfile.read(length) if length else b""
+                server.requests.append((self.command, self.path, self.headers.get("Authorization"),
+                                        self.client_address[1]))
+                if self.path.startswith("/redirect-same"):
+                    return self.reply(307, b"", {"Location": "/data"})
+                if self.path.startswith("/redirect-other"):
+                    return self.reply(307, b"", {"Location": f"http://127.0.0.1:{server.other.port}/data"})
+                if self.path.startswith("/see-other"):
+                    return self.reply(303, b"", {"Location": "/data"})
+                if self.path.startswith("/close"):
+                    self.close_connection = True
+                    return self.reply(200, b"bye", {"Connection": "close"})
+                self.reply(200, sent or b"x" * 100_000)
+
+            def reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_POST = do_PUT = handle_one
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def servers():
+    a, b = Server(), Server()
+    a.other = b
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def get(client, url, **kw) -> tuple[int, bytes]:
+    resp = client.send("GET", url, **kw)
+    try:
+        return resp.status_code, resp.read(1 << 20)
+    finally:
+        resp.close()
+
+
+def test_keep_alive_reuses_connections(servers):
+    a, _ = servers
+    client = transport.Client()
+    for _ in range(3):
+        assert get(client, a.url("/data")) == (200, b"x" * 100_000)
+    head = client.send("HEAD", a.url("/data"))
+    head.close()
+    assert head.status_code == 200
+    assert a.connections == 1
+    client.close()
+
+
+def test_streaming_bodies_both_ways(servers):
+    a, _ = servers
+    client = transport.Client()
+    resp = client.send("PUT", a.url("/echo"), {"Content-Length": "6"}, iter([b"abc", b"def"]))
+    buffer = memoryview(bytearray(4))
+    parts = []
+    while n := resp.readinto(buffer):
+        parts.append(bytes(buffer[:n]))
+    resp.close()
+    assert b"".join(parts) == b"abcdef"
+
+
+def test_redirects_keep_credentials_only_on_the_same_origin(servers):
+    a, b = servers
+    client = transport.Client()
+    secret = {"Authorization": "Bearer secret"}
+    assert get(client, a.url("/redirect-same"), headers=secret)[0] == 200
+    assert [r[2] for r in a.requests] == ["Bearer secret", "Bearer secret"]
+    assert get(client, a.url("/redirect-other"), headers=secret)[0] == 200
+    assert [(r[1], r[2]) for r in b.requests] == [("/data", None)]
+    resp = client.send("POST", a.url("/see-other"), {"Content-Length": "1"}, b"z")
+    resp.close()
+    assert a.requests[-1][:2] == ("GET", "/data")
+
+
+def test_a_connection_the_server_closed_is_replaced(servers):
+    a, _ = servers
+    client = transport.Client()
+    assert get(client, a.url("/close")) == (200, b"bye")
+    assert get(client, a.url("/data"))[0] == 200
+    assert a.connections == 2
+
+
+def test_refused_connections_are_transport_errors():
+    with pytest.raises(transport.TransportError) as e:
+        transport.Client().send("GET", "http://127.0.0.1:1/")
+    assert e.value.connecting and e.value.why == "connection refused"
+
+
+def test_a_tls_client_on_a_plain_port_says_tls(servers):
+    a, _ = servers
+    with pytest.raises(transport.TransportError) as e:
+        transport.Client().send("GET", f"https://127.0.0.1:{a.port}/data")
+    assert e.value.tls and e.value.connecting
+
+
+@pytest.mark.parametrize("no_proxy, host, proxied", [
+    ("", "r.example", True), ("r.example", "r.example", False), (".example", "r.example", False),
+    ("example", "r.example", False), ("other.example,*", "r.example", False), ("other.example", "r.example", True),
+], ids=["none", "exact", "dot-suffix", "suffix", "star", "other"])
+def test_proxies_from_the_environment(monkeypatch, no_proxy, host, proxied):
+    for name in ("http_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", "http://u:p%40ss@proxy.example:3128")
+    monkeypatch.setenv("no_proxy", no_proxy)
+    found = transport._proxy_for("https", host)
+    if proxied:
+        assert found == ("proxy.example", 3128, "Basic dTpwQHNz")
+    else:
+        assert found is None
+    assert transport._proxy_for("http", host) is None
+
+
+@pytest.mark.parametrize("host, local", [("localhost:5000", True), ("127.0.0.1", True), ("127.1.2.3:80", True),
+                                         ("[::1]:5000", True), ("registry.example", False),
+                                         ("localhost.example:5000", False)])
+def test_localhost(host, local):
+    assert is_localhost(host) is local
