@@ -152,6 +152,7 @@ def tree(root: Path, hashes: bool = True) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     inodes: dict[int, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()  # a fixed walk order: hard-link groups are named by their first path
         for name in sorted(dirnames + filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root)

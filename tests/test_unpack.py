@@ -217,3 +217,71 @@ class _Zeros:
         n = self.left if n < 0 else min(n, self.left)
         self.left -= n
         return bytes(n)
+
+
+# ------------------------------------------------------------------------------ kill -9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snapshotter: str) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    count = 12_000
+    members = [directory(f"d{i}") for i in range(40)]
+    members += [file(f"d{i % 40}/f{i}", b"%d" % i * 200) for i in range(count)]
+    image = oci_archive(tmp_path / "many.tar", [layer(members)])
+    root = tmp_path / "root"
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(root), "--state", str(tmp_path / "st"),
+            "--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while True:  # until the layer is being written: its extract snapshot exists and fills
+            assert proc.poll() is None, "the import finished before it could be killed"
+            assert time.monotonic() < deadline
+            fs = _extracting(root, snapshotter)
+            if fs is not None and sum(len(files) for _, _, files in os.walk(fs)) > 500:
+                break
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    dist = Dist(root)
+    left = dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json
+    assert [i["kind"] for i in left] == ["active"] and left[0]["key"].startswith("extract-")
+    assert dist.ok("images", "-q").stdout == ""
+    dist.ok("--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive))
+    kinds = {i["key"]: i["kind"] for i in dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json}
+    assert kinds == {left[0]["key"]: "active", image.chain[0]: "committed"}
+    removed = dist.ok("gc", "--json").json["removed"]
+    assert [s["key"] for s in removed["snapshots"]] == [left[0]["key"]]
+    assert dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "-q").stdout.split() == [image.chain[0]]
+    s = session(tmp_path, snapshotter)
+    with snapshot_tree(s.snapshotter, image.chain[0], tmp_path / "mnt") as tree_root:
+        assert sum(len(files) for _, _, files in os.walk(tree_root)) == count
+    s.close()
+    base = root / "snapshots" / snapshotter
+    assert len([p for p in base.iterdir() if p.name.isdigit()]) == 1
+    assert all(not any(p.iterdir()) for p in (base / "staging", base / "trash") if p.exists())
+    with sqlite3.connect(root / "metadata.db") as conn:
+        assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+def _extracting(root: Path, snapshotter: str) -> Path | None:
+    import sqlite3
+
+    db = root / "metadata.db"
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = conn.execute("SELECT id FROM snapshots WHERE key LIKE 'extract-%'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return None  # not created or migrated yet
+    return root / "snapshots" / snapshotter / str(row[0]) / "fs" if row else None
