@@ -264,5 +264,7 @@ def git_commit(repo: Path) -> str | None:
 
 
 def dist_env() -> dict[str, str]:
-    """The environment for dist: none of the user's DIST_* settings (--root etc. are explicit)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("DIST_")}
+    """The environment for dist: none of the user's DIST_* settings (--root etc. are explicit), and
+    bytecode caching as a user has it (a PYTHONDONTWRITEBYTECODE shell recompiles every stale module
+    on every run)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DIST_") and k != "PYTHONDONTWRITEBYTECODE"}

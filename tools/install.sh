@@ -29,3 +29,5 @@ fi
 echo "[install] pip: dist with its test extras" >&2
 # compat mode: a plain path entry; the default editable finder hook costs ~10 ms per start
 .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+# Bytecode now, so that no shell setting (PYTHONDONTWRITEBYTECODE) makes every start recompile.
+.venv/bin/python -m compileall -q dist_tool >/dev/null
