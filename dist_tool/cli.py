@@ -31,9 +31,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "container": ("dist_tool.commands.containers", "app", "Manage containers: create, ls, info, label, rm"),
     "snapshot": ("dist_tool.commands.snapshots", "app",
                  "Manage snapshots: ls, info, usage, tree, rm, prepare, view, commit, mounts"),
+    "task": ("dist_tool.commands.tasks", "app",
+             "Manage tasks: start, ls, kill, wait, exec, ps, pause, resume, logs, rm"),
+    "run": ("dist_tool.commands.tasks", "run_app", "Create a container and start its task"),
 }
 ALIASES = {"image": "images", "i": "images", "namespace": "namespaces", "ns": "namespaces",
-           "lease": "leases", "containers": "container", "c": "container", "snapshots": "snapshot"}
+           "lease": "leases", "containers": "container", "c": "container", "snapshots": "snapshot",
+           "tasks": "task", "t": "task"}
 
 
 def load_command(name: str):

@@ -16,10 +16,7 @@ never picks an implementation.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import signal
-import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -289,54 +286,26 @@ def _remove_one(session, container_id: str, force: bool) -> None:
                 session.snapshotter_named(container.snapshotter).remove(container.snapshot_key)
             except NotFound:
                 pass  # already gone: the record was the last thing to remove
+    from dist_tool import tasks
+
+    tasks.forget(session, container_id)  # the last detached run's log goes with the container
 
 
-# ---------------------------------------------------------------- tasks (until the tasks issue)
+# ---------------------------------------------------------------- tasks
 #
-# A task's runtime state lives in STATE/<namespace>/<container id>/. These two functions are the
-# whole contract containers need from it; the tasks issue owns that directory and may replace
-# them. Provisionally: ``shim.pid`` holds "PID START" (START: /proc/PID/stat field 22, so a
-# recycled pid is not mistaken for the shim; "PID" alone is accepted) and ``init.pid`` the
-# task's init process id, as ``runc --pid-file`` writes it.
-
-
-def task_dir(session, container_id: str) -> str:
-    return os.path.join(session.state, session.namespace, container_id)
-
-
-def _pid_file(path: str) -> tuple[int, str | None] | None:
-    try:
-        with open(path) as f:
-            fields = f.read().split()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not fields or not fields[0].isdigit():
-        return None
-    return int(fields[0]), fields[1] if len(fields) > 1 else None
+# What containers need from tasks (dist_tool.tasks owns STATE/<namespace>/<container id>/).
 
 
 def task_alive(session, container_id: str) -> bool:
-    """True while the container's task has a live shim; False when there is no task state."""
-    from dist_tool.proc import alive, process_start
+    """True while the container's task has a live shim (a task whose shim died is cleaned up)."""
+    from dist_tool import tasks
 
-    shim = _pid_file(os.path.join(task_dir(session, container_id), "shim.pid"))
-    if shim is None:
-        return False
-    pid, start = shim
-    return alive(pid, start) if start is not None else process_start(pid) is not None
+    return tasks.alive_task(session, container_id)
 
 
 def kill_task(session, container_id: str) -> None:
-    """SIGKILLs the task's init process, then waits for its shim to record the exit and go.
+    """SIGKILLs the task, then waits for its shim to record the exit and go.
     Raises Conflict when the shim outlives ``TASK_KILL_WAIT``."""
-    init = _pid_file(os.path.join(task_dir(session, container_id), "init.pid"))
-    if init is not None:
-        try:
-            os.kill(init[0], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + TASK_KILL_WAIT
-    while task_alive(session, container_id):
-        if time.monotonic() > deadline:
-            raise Conflict("container", container_id, "its task did not exit after SIGKILL")
-        time.sleep(0.05)
+    from dist_tool import tasks
+
+    tasks.kill_and_wait(session, container_id, TASK_KILL_WAIT)

@@ -66,9 +66,21 @@ class Unavailable(DistError):
     kind = "unavailable"
 
 
+class TaskFailed(DistError):
+    """A command that passes a task's status through failed itself (SPEC "Exit status"): 125 dist
+    failed, 126 the command could not be invoked, 127 the command was not found."""
+
+    exit_code = 125
+    kind = "task-failed"
+
+    def __init__(self, what: str, which: str = "", why: str = "", status: int = 125) -> None:
+        super().__init__(what, which, why)
+        self.exit_code = status
+
+
 ERROR_KINDS: dict[str, type[DistError]] = {
     cls.kind: cls
-    for cls in (DistError, InvalidArgument, NotFound, AlreadyExists, Conflict, DataError, Unavailable)
+    for cls in (DistError, InvalidArgument, NotFound, AlreadyExists, Conflict, DataError, Unavailable, TaskFailed)
 }
 
 

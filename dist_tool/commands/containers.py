@@ -10,6 +10,29 @@ app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage containers: metadata that pins an image's spec and root filesystem.")
 
 
+# container create's options; `dist run` (commands/tasks.py) takes the same ones.
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE (repeatable).")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")]
+CwdOpt = Annotated[str | None, typer.Option("--cwd", help="Working directory.")]
+UserOpt = Annotated[str | None, typer.Option("--user", "-u", help="UID[:GID] or NAME[:GROUP].")]
+MountOpt = Annotated[list[str] | None, typer.Option(
+    "--mount", help="type=bind,src=S,dst=D[,options=ro:rbind] (repeatable).")]
+NetHostOpt = Annotated[bool, typer.Option("--net-host", help="Share the host's network.")]
+ReadOnlyOpt = Annotated[bool, typer.Option("--read-only", help="Read-only root filesystem.")]
+TtyOpt = Annotated[bool, typer.Option("--tty", "-t", help="Allocate a terminal.")]
+RuntimeOpt = Annotated[str, typer.Option("--runtime", help="Runtime name.")]
+EntrypointOpt = Annotated[str | None, typer.Option("--entrypoint", help="Replace the Entrypoint ('' clears).")]
+
+
+def create_options(args, label, env, cwd, user, mount, net_host, read_only, tty, runtime, entrypoint):
+    """The parsed create options as ``containers.CreateOptions`` (validated by ``create``)."""
+    from dist_tool import containers
+
+    return containers.CreateOptions(labels=label or (), env=env or (), cwd=cwd, user=user, mounts=mount or (),
+                                    net_host=net_host, read_only=read_only, tty=tty, runtime=runtime,
+                                    entrypoint=entrypoint, args=tuple(args or ()))
+
+
 def _columns():
     from dist_tool.render import Col, age, labels_text
 
@@ -23,25 +46,15 @@ def create(ctx: typer.Context,
            container_id: Annotated[str, typer.Argument(metavar="ID", help="Container ID.")],
            args: Annotated[list[str] | None, typer.Argument(metavar="[-- ARG...]",
                                                             help="Replace the image's Cmd.")] = None,
-           label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE (repeatable).")] = None,
-           env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE (repeatable).")] = None,
-           cwd: Annotated[str | None, typer.Option("--cwd", help="Working directory.")] = None,
-           user: Annotated[str | None, typer.Option("--user", "-u", help="UID[:GID] or NAME[:GROUP].")] = None,
-           mount: Annotated[list[str] | None, typer.Option(
-               "--mount", help="type=bind,src=S,dst=D[,options=ro:rbind] (repeatable).")] = None,
-           net_host: Annotated[bool, typer.Option("--net-host", help="Share the host's network.")] = False,
-           read_only: Annotated[bool, typer.Option("--read-only", help="Read-only root filesystem.")] = False,
-           tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a terminal.")] = False,
-           runtime: Annotated[str, typer.Option("--runtime", help="Runtime name.")] = "io.containerd.runc.v2",
-           entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Replace the Entrypoint ('' clears).")]
-           = None) -> None:
+           label: LabelOpt = None, env: EnvOpt = None, cwd: CwdOpt = None, user: UserOpt = None,
+           mount: MountOpt = None, net_host: NetHostOpt = False, read_only: ReadOnlyOpt = False,
+           tty: TtyOpt = False, runtime: RuntimeOpt = "io.containerd.runc.v2",
+           entrypoint: EntrypointOpt = None) -> None:
     """Create a container from IMAGE: spec from its config with these overrides, rootfs snapshot on its layers."""
     from dist_tool import containers
 
     s = session(ctx)
-    options = containers.CreateOptions(labels=label or (), env=env or (), cwd=cwd, user=user, mounts=mount or (),
-                                       net_host=net_host, read_only=read_only, tty=tty, runtime=runtime,
-                                       entrypoint=entrypoint, args=tuple(args or ()))
+    options = create_options(args, label, env, cwd, user, mount, net_host, read_only, tty, runtime, entrypoint)
     s.render.line(containers.create(s, image, container_id, options).id)
 
 

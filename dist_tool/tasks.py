@@ -1,0 +1,661 @@
+"""Tasks, the CLI's side: start a container's task, and talk to its shim for everything else.
+
+State (``--state``, removed when the task exits)::
+
+    STATE/<namespace>/<container id>/   the task directory, which is also the OCI bundle
+        config.json    the container's spec, root at rootfs/
+        rootfs/        the snapshot's mounts, mounted by the shim
+        shim.json      the shim's configuration (dist_tool.shim.server.Shim)
+        shim.pid       "PID START" of the process that answers for the task
+        shim.sock      the shim's socket (dist_tool.shim.proto)
+        init.pid       the init process, as runc --pid-file wrote it
+    STATE/.runc/<namespace>/            runc --root (namespace names never start with a dot)
+
+Persistent (``--root``, removed with the container): ``ROOT/tasks/<namespace>/<id>/log``,
+the output of the last detached run (a symlink when ``--log FILE`` chose the file),
+and ``shim.log``, a detached shim's own diagnostics.
+
+Claiming a task is one ``rename(2)`` of a fully written directory into place, so
+two starts of one container cannot both win, and no lock is held while the task
+runs. A task whose ``shim.pid`` process is gone is cleaned up by whichever
+command finds it first: runtime state, mount and directory, and a ``lastExit``
+of 137 when the init was still running (we kill it) or 255 when nobody saw it
+exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dist_tool.errors import Conflict, DistError, InvalidArgument, NotFound, TaskFailed, Unavailable
+from dist_tool.proc import alive, process_start
+from dist_tool.store.api import Container
+
+DEFAULT_RUNTIMES = ("io.containerd.runc.v2", "io.containerd.runc.v1", "runc")
+STATUS_KILLED_BY_CLEANUP = 128 + 9
+STATUS_UNKNOWN = 255
+READY_TIMEOUT = 60.0  # seconds a detached start waits for its shim to say the task runs
+CALL_TIMEOUT = 10.0
+SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
+_BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
+         "from dist_tool.shim.__main__ import main;sys.exit(main(sys.argv[2:]))")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    id: str
+    pid: int
+    status: str
+    shim_pid: int
+    started_at: float | None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "pid": self.pid, "status": self.status, "shimPid": self.shim_pid,
+                "startedAt": self.started_at}
+
+
+# ---------------------------------------------------------------- where things are
+
+
+def namespace_dir(session) -> str:
+    return os.path.join(session.state, session.namespace)
+
+
+def task_dir(session, container_id: str) -> str:
+    return os.path.join(namespace_dir(session), container_id)
+
+
+def runc_root(session) -> str:
+    return os.path.join(session.state, ".runc", session.namespace)
+
+
+def persist_dir(session, container_id: str) -> str:
+    return os.path.join(session.root, "tasks", session.namespace, container_id)
+
+
+def runtime_binary(container: Container) -> str:
+    """The runtime's executable: runc (or ``$DIST_RUNTIME``) for the default runtime names, else
+    the container's runtime name itself, a binary with runc's command line."""
+    from dist_tool.system import runtime_binary as default_binary
+
+    name = container.runtime_name
+    wanted = default_binary() if name in DEFAULT_RUNTIMES else name
+    found = shutil.which(wanted)
+    if found is None:
+        raise TaskFailed("runtime", wanted, "not found (install runc, or set DIST_RUNTIME)")
+    return os.path.abspath(found)
+
+
+def _read_pid(path: str) -> tuple[int, str | None] | None:
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    return int(fields[0]), fields[1] if len(fields) > 1 else None
+
+
+def _shim_alive(path: str) -> bool:
+    shim = _read_pid(os.path.join(path, "shim.pid"))
+    if shim is None:
+        return False
+    pid, start = shim
+    return alive(pid, start) if start is not None else process_start(pid) is not None
+
+
+# ---------------------------------------------------------------- start
+
+
+def _bundle(session, container: Container, path: str, *, detached: bool, log: str | None,
+            null_io: bool, record_exit: bool) -> dict:
+    """Writes config.json and shim.json into ``path`` (a fresh directory); returns the shim's cfg."""
+    if not container.spec:
+        raise TaskFailed("container", container.id, "has no runtime spec")
+    spec = json.loads(json.dumps(container.spec))
+    final = task_dir(session, container.id)
+    spec.setdefault("root", {})["path"] = os.path.join(final, "rootfs")  # where the rename puts it
+    mounts: list[dict] = []
+    if container.snapshot_key:
+        snapshotter = session.snapshotter_named(container.snapshotter) if container.snapshotter \
+            else session.snapshotter
+        mounts = [m.to_json() for m in snapshotter.mounts(container.snapshot_key)]
+    cfg = {"id": container.id, "namespace": session.namespace, "root": session.root,
+           "dir": final, "runtime": runtime_binary(container),
+           "runcRoot": runc_root(session), "mounts": mounts,
+           "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
+           "log": log, "nullIO": null_io, "recordExit": record_exit,
+           "shimLog": os.path.join(persist_dir(session, container.id), "shim.log") if detached else None,
+           "syspath": [p for p in sys.path if p and os.path.isdir(p)]}
+    os.mkdir(os.path.join(path, "rootfs"))
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(spec, f)
+    with open(os.path.join(path, "shim.json"), "w") as f:
+        json.dump(cfg, f)
+    return cfg
+
+
+def _claim(session, container: Container, **options) -> dict:
+    """Makes the task directory appear complete, or not at all (one rename); Conflict when the
+    container already has a live task. The directory names this process as its shim until a
+    detached shim takes over."""
+    base = namespace_dir(session)
+    os.makedirs(base, exist_ok=True)
+    os.makedirs(runc_root(session), exist_ok=True)
+    final = task_dir(session, container.id)
+    for _ in range(3):
+        tmp = os.path.join(base, f".new-{container.id}-{os.getpid()}-{time.monotonic_ns()}")
+        os.mkdir(tmp)
+        try:
+            cfg = _bundle(session, container, tmp, **options)
+            with open(os.path.join(tmp, "shim.pid"), "w") as f:
+                f.write(f"{os.getpid()} {process_start(os.getpid())}\n")
+            os.rename(tmp, final)
+            return cfg
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno not in (17, 39):  # EEXIST, ENOTEMPTY: the container has a task directory
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if _shim_alive(final):
+            raise Conflict("task", container.id, "already exists")
+        cleanup_dead(session, container.id)
+    raise Conflict("task", container.id, "already exists")
+
+
+def _prepare_log(session, container_id: str, log: str | None) -> str:
+    """The detached run's log file, emptied: ROOT/tasks/NS/ID/log, or ``log`` linked from there."""
+    d = persist_dir(session, container_id)
+    os.makedirs(d, exist_ok=True)
+    link = os.path.join(d, "log")
+    if os.path.lexists(link):
+        os.unlink(link)
+    if log:
+        log = os.path.abspath(log)
+        os.symlink(log, link)
+    target = log or link
+    with open(target, "wb"):
+        pass
+    return target
+
+
+def start_foreground(session, container_id: str, *, null_io: bool = False, record_exit: bool = True,
+                     stdio: tuple[int, int, int] = (0, 1, 2), container: Container | None = None) -> int:
+    """Runs the task with this process as its shim: the init gets ``stdio`` as they are (no copy),
+    signals we receive are forwarded, and we return its exit status once everything of it is
+    gone. Raises TaskFailed (125/126/127) when it cannot start."""
+    from dist_tool.shim.runc import RuntimeFailure
+    from dist_tool.shim.server import Shim
+
+    container = container or session.containers.get(container_id)
+    cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    shim = Shim(cfg, stdio)
+    try:
+        shim.start()
+    except RuntimeFailure as e:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise TaskFailed("task", container_id, e.message, status=e.status) from None
+    except OSError as e:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise TaskFailed("task", container_id, str(e)) from None
+    return shim.serve()
+
+
+def start_detached(session, container_id: str, *, log: str | None = None, null_io: bool = False) -> TaskInfo:
+    """Starts the task under its own shim process (a fresh ``python -I -S``, in a new session)
+    and returns once the process runs; its output goes to the task log."""
+    import select
+    import subprocess
+
+    container = session.containers.get(container_id)
+    log_file = None if null_io else _prepare_log(session, container_id, log)
+    os.makedirs(persist_dir(session, container_id), exist_ok=True)
+    cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r, w = os.pipe()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json"), str(w)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,),
+            close_fds=True)
+    except OSError as e:
+        os.close(r)
+        os.close(w)
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise TaskFailed("shim", container_id, f"cannot start: {e}") from None
+    os.close(w)
+    data = b""
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise TaskFailed("shim", container_id, "did not report the task started")
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+        child.wait()
+    try:
+        ready = json.loads(data)
+    except ValueError:
+        cleanup_dead(session, container_id)
+        raise TaskFailed("shim", container_id, "exited before the task started") from None
+    if not ready.get("ok"):
+        raise TaskFailed("task", container_id, ready.get("error", "failed"), status=int(ready.get("status", 125)))
+    return TaskInfo(container_id, ready["pid"], "running", ready["shimPid"], time.time())
+
+
+def run(session, image: str, container_id: str, options, *, remove: bool = False, detach: bool = False,
+        log: str | None = None, null_io: bool = False) -> int | None:
+    """``dist run``: container create + task start; with ``remove``, the container is deleted
+    after the task exits whatever its status. The status of a foreground task, else None."""
+    from dist_tool import containers
+
+    if remove and detach:
+        raise InvalidArgument("run", "--rm", "cannot be combined with -d (use task wait, then container rm)")
+    container = containers.create(session, image, container_id, options)
+    try:
+        if detach:
+            start_detached(session, container_id, log=log, null_io=null_io)
+            return None
+        return start_foreground(session, container_id, null_io=null_io, record_exit=not remove,
+                                container=container)
+    finally:
+        if remove:
+            error = containers.remove(session, [container_id], force=True)[2]
+            if error is not None:
+                raise error
+
+
+def parse_signal(text: str) -> int:
+    """``SIGKILL``, ``KILL`` or ``9`` (SPEC "Signals")."""
+    import signal
+
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    name = text.upper()
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
+        raise InvalidArgument("signal", text, "expected a name such as SIGKILL or KILL, or a number") from None
+
+
+# ---------------------------------------------------------------- finding and talking to a task
+
+
+def _client(session, container_id: str, timeout: float | None = CALL_TIMEOUT):
+    """A connection to the container's live shim. NotFound (exit 3) when it has no task; a
+    task whose shim is gone is cleaned up first, and is then not found either."""
+    from dist_tool.shim.proto import Client
+
+    path = task_dir(session, container_id)
+    if not os.path.isdir(path):
+        raise NotFound("task", container_id, "not found")
+    if not _shim_alive(path):
+        cleanup_dead(session, container_id)
+        raise NotFound("task", container_id, "not found (its shim had died; cleaned up)")
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        try:
+            return Client(path, timeout)
+        except (FileNotFoundError, ConnectionRefusedError):
+            # Starting (not listening yet) or exiting (socket closed): look again shortly.
+            if not os.path.isdir(path) or not _shim_alive(path):
+                if os.path.isdir(path):
+                    cleanup_dead(session, container_id)
+                raise NotFound("task", container_id, "not found") from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise Unavailable("task", container_id, "its shim does not answer") from None
+            time.sleep(0.01)
+
+
+def _call(session, container_id: str, request: dict, timeout: float | None = CALL_TIMEOUT) -> dict:
+    with _client(session, container_id, timeout) as client:
+        try:
+            return _checked(container_id, client.call(request))
+        except ConnectionError:
+            raise NotFound("task", container_id, "exited") from None
+        except TimeoutError:
+            raise Unavailable("task", container_id, "its shim did not answer in time") from None
+
+
+def _checked(container_id: str, reply: dict) -> dict:
+    if reply.get("ok"):
+        return reply
+    from dist_tool.errors import ERROR_KINDS
+
+    cls = ERROR_KINDS.get(reply.get("kind", "failed"), DistError)
+    if "status" in reply:
+        raise TaskFailed("task", container_id, reply.get("error", ""), status=int(reply["status"]))
+    raise cls("task", container_id, reply.get("error", ""))
+
+
+def alive_task(session, container_id: str) -> bool:
+    """True while the container has a task whose shim lives (a dead one is cleaned up)."""
+    path = task_dir(session, container_id)
+    if not os.path.isdir(path):
+        return False
+    if _shim_alive(path):
+        return True
+    cleanup_dead(session, container_id)
+    return False
+
+
+def cleanup_dead(session, container_id: str) -> None:
+    """Cleans up after a task whose shim is gone: kills what still runs, deletes the runtime
+    state, unmounts, records lastExit, removes the directory. Whoever renames the directory
+    away first does it; the others return."""
+    from dist_tool.shim import exits, host
+    from dist_tool.shim.runc import Runc, RuntimeFailure
+
+    path = task_dir(session, container_id)
+    grave = os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(path, grave)
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        with open(os.path.join(grave, "shim.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        cfg = None
+    status = STATUS_UNKNOWN
+    if cfg is not None:
+        runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(grave, "runc.log"))
+        try:
+            state = runc.state(container_id)
+            if state is not None and state.get("status") in ("created", "running", "paused"):
+                status = STATUS_KILLED_BY_CLEANUP
+            if state is not None:
+                runc.delete(container_id, force=True)
+        except RuntimeFailure:
+            pass
+    init = _read_pid(os.path.join(grave, "init.pid"))
+    if init is not None and cfg is None:
+        try:
+            os.kill(init[0], 9)
+        except ProcessLookupError:
+            pass
+    host.unmount_all(os.path.join(grave, "rootfs"))
+    if cfg is not None and cfg.get("recordExit", True):
+        try:
+            exits.record(cfg, status, time.time())
+        except DistError:
+            pass
+    shutil.rmtree(grave, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- operations
+
+
+def list_tasks(session) -> list[TaskInfo]:
+    """The namespace's live tasks, asking each shim; dead ones are cleaned up on the way."""
+    try:
+        names = sorted(n for n in os.listdir(namespace_dir(session)) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        try:
+            reply = _call(session, name, {"op": "status"}, timeout=2.0)
+        except (NotFound, Unavailable):
+            continue
+        out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
+    return out
+
+
+def info(session, container_id: str) -> TaskInfo:
+    reply = _call(session, container_id, {"op": "status"})
+    return TaskInfo(container_id, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt"))
+
+
+def kill(session, container_id: str, signal: int, all_processes: bool = False, exec_id: str | None = None) -> None:
+    request: dict = {"op": "kill", "signal": signal, "all": all_processes}
+    if exec_id is not None:
+        request["exec"] = exec_id
+    _call(session, container_id, request)
+
+
+def pause(session, container_id: str) -> None:
+    _call(session, container_id, {"op": "pause"})
+
+
+def resume(session, container_id: str) -> None:
+    _call(session, container_id, {"op": "resume"})
+
+
+def wait(session, container_id: str) -> int:
+    """Blocks until the task exits and its shim is gone; its status. After the exit, lastExit at
+    once; NotFound (exit 3) only when the container never had a task."""
+    path = task_dir(session, container_id)
+    try:
+        with _client(session, container_id, timeout=CALL_TIMEOUT) as client:
+            client.settimeout(None)
+            try:
+                reply = _checked(container_id, client.call({"op": "wait"}))
+            except ConnectionError:
+                reply = None
+        shim = _read_pid(os.path.join(path, "shim.pid"))
+        deadline = time.monotonic() + SHIM_EXIT_WAIT
+        while shim is not None and alive(*shim) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if reply is not None:
+            return int(reply["status"])
+        alive_task(session, container_id)  # the shim died mid-wait: clean up, then read lastExit
+    except NotFound:
+        pass
+    last = session.containers.get(container_id).last_exit
+    if last is None:
+        raise NotFound("task", container_id, "not found (the container never ran a task)")
+    return int(last["status"])  # type: ignore[call-overload]
+
+
+def kill_and_wait(session, container_id: str, timeout: float) -> None:
+    """SIGKILLs the task and waits until its shim has recorded the exit and gone (``rm -f``).
+    A task with no answering shim has its init killed directly. Conflict after ``timeout``."""
+    path = task_dir(session, container_id)
+    try:
+        kill(session, container_id, 9, all_processes=False)
+    except (NotFound, Unavailable, TaskFailed):
+        init = _read_pid(os.path.join(path, "init.pid"))
+        if init is not None:
+            try:
+                os.kill(init[0], 9)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    while alive_task(session, container_id):
+        if time.monotonic() > deadline:
+            raise Conflict("task", container_id, "did not exit after SIGKILL")
+        time.sleep(0.01)
+
+
+def remove(session, container_id: str, force: bool = False) -> None:
+    """``task rm``: a created task is removed; a running or paused one only with ``force``."""
+    status = info(session, container_id).status
+    if status in ("running", "paused") and not force:
+        raise Conflict("task", container_id, f"is {status} (kill it first, or use -f)")
+    kill_and_wait(session, container_id, timeout=10.0)
+
+
+def forget(session, container_id: str) -> None:
+    """Removes what a container's tasks left in the store (the last log); with the container."""
+    shutil.rmtree(persist_dir(session, container_id), ignore_errors=True)
+
+
+def ps(session, container_id: str) -> list[dict]:
+    """The task's processes: {"pid", "command"} (host pids, from ``runc ps``)."""
+    from dist_tool.shim.runc import Runc, RuntimeFailure
+
+    info(session, container_id)  # NotFound when there is no live task
+    with open(os.path.join(task_dir(session, container_id), "shim.json")) as f:
+        cfg = json.load(f)
+    runc = Runc(cfg["runtime"], cfg["runcRoot"], os.devnull)
+    try:
+        pids = runc.ps(container_id)
+    except RuntimeFailure as e:
+        raise Unavailable("task", container_id, e.message) from None
+    return [{"pid": pid, "command": _cmdline(pid)} for pid in sorted(pids)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
+    except OSError:
+        return ""
+
+
+def log_file(session, container_id: str) -> str:
+    """The last detached run's log. NotFound when the container never had a detached task."""
+    path = os.path.join(persist_dir(session, container_id), "log")
+    if not os.path.exists(path):
+        session.containers.get(container_id)  # NotFound for the container itself
+        if alive_task(session, container_id):
+            return os.devnull  # a foreground task: its output went to its terminal
+        raise NotFound("task", container_id, "has no log (the container never ran a detached task)")
+    return path
+
+
+def follow_log(session, container_id: str, out, follow: bool, poll: float = 0.1) -> None:
+    """Copies the log to ``out`` (a binary stream); with ``follow``, until the task has exited."""
+    path = log_file(session, container_id)
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                out.write(chunk)
+                continue
+            out.flush()
+            if not follow or not alive_task(session, container_id):
+                rest = f.read()
+                if rest:
+                    out.write(rest)
+                    out.flush()
+                return
+            time.sleep(poll)
+
+
+# ---------------------------------------------------------------- exec
+
+
+def exec_process(container: Container, args: Sequence[str], tty: bool) -> dict:
+    """The OCI process of an exec: the container's (user, env, cwd, capabilities) with ``args``."""
+    if not args:
+        raise InvalidArgument("exec", container.id, "a command is required after --")
+    process = json.loads(json.dumps((container.spec or {}).get("process") or {}))
+    process["args"] = list(args)
+    process["terminal"] = tty
+    if tty and not any(e.startswith("TERM=") for e in process.get("env", [])):
+        process.setdefault("env", []).append("TERM=xterm")
+    return process
+
+
+def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str], tty: bool = False) -> int:
+    """Starts another process in the task; its output goes to the task log. Returns its pid."""
+    container = session.containers.get(container_id)
+    reply = _call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
+                                          "process": exec_process(container, args, tty)}, timeout=60.0)
+    return int(reply["pid"])
+
+
+def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str], tty: bool = False,
+                    stdio: tuple[int, int, int] = (0, 1, 2)) -> int:
+    """Runs another process in the task attached to ``stdio`` (passed to it as they are; with
+    ``tty`` a terminal copied to them) with our signals forwarded; its exit status."""
+    import signal
+
+    container = session.containers.get(container_id)
+    client = _client(session, container_id, timeout=60.0)
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {}
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty,
+                   "process": exec_process(container, args, tty)}
+        _checked(container_id, client.call(request, () if tty else stdio))
+        if not tty:
+            def forward(signum: int, frame: object) -> None:
+                try:
+                    kill(session, container_id, signum, exec_id=exec_id)
+                except DistError:
+                    pass
+
+            for sig in forwarded:
+                saved[sig] = signal.signal(sig, forward)
+            client.settimeout(None)
+            return int(_checked(container_id, client.call({"op": "wait", "exec": exec_id}))["status"])
+        master = client.fds.pop()
+        client.send({"op": "wait", "exec": exec_id})
+        _attach_terminal(master, stdio)
+        client.settimeout(None)
+        return int(_checked(container_id, client.receive())["status"])
+    except ConnectionError:
+        raise TaskFailed("task", container_id, "exited while the exec ran") from None
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        client.close()
+
+
+def _attach_terminal(master: int, stdio: tuple[int, int, int]) -> None:
+    """Copies between our terminal and a process's pty ``master`` until the process has closed it;
+    our terminal is raw meanwhile, and its size follows the window (SIGWINCH)."""
+    import fcntl
+    import select
+    import signal
+    import termios
+    import tty
+
+    def resize(*_: object) -> None:
+        try:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(stdio[0], termios.TIOCGWINSZ, b"\0" * 8))
+        except OSError:
+            pass
+
+    saved = termios.tcgetattr(stdio[0]) if os.isatty(stdio[0]) else None
+    old_winch = signal.signal(signal.SIGWINCH, resize)
+    try:
+        if saved is not None:
+            tty.setraw(stdio[0])
+        resize()
+        sources = [master, stdio[0]]
+        while True:
+            try:
+                ready = select.select(sources, [], [])[0]
+            except InterruptedError:
+                continue
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    return
+                os.write(stdio[1], data)
+            if stdio[0] in ready:
+                data = os.read(stdio[0], 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    sources.remove(stdio[0])
+    finally:
+        signal.signal(signal.SIGWINCH, old_winch)
+        if saved is not None:
+            termios.tcsetattr(stdio[0], termios.TCSADRAIN, saved)
+        os.close(master)
