@@ -64,18 +64,21 @@ class Session:
     def meta(self) -> Metadata:
         from dist_tool.store.metadata import Metadata
 
-        return self._once("meta", lambda: Metadata(self.root))
+        def make() -> Metadata:
+            layout = os.path.join(self.root, "content")
+            if not os.path.exists(os.path.join(layout, "oci-layout")):
+                from dist_tool.store.content import create_layout
+
+                create_layout(layout)  # a missing root is created whole, on first use
+            return Metadata(self.root)
+
+        return self._once("meta", make)
 
     @property
     def content(self) -> LocalContentStore:
         from dist_tool.store.content import LocalContentStore
 
-        def make() -> LocalContentStore:
-            store = LocalContentStore(self.root, self.meta)
-            store.ensure_layout()
-            return store
-
-        return self._once("content", make)
+        return self._once("content", lambda: LocalContentStore(self.root, self.meta))
 
     @property
     def images(self) -> SqliteImageStore:

@@ -203,15 +203,9 @@ class LocalContentStore:
     # -------------------------------------------------------------- layout
 
     def ensure_layout(self) -> None:
-        if self._initialized:
-            return
-        marker = os.path.join(self.layout, "oci-layout")
-        if not os.path.exists(marker):
-            os.makedirs(os.path.join(self.blobs_dir, "sha256"), exist_ok=True)
-            os.makedirs(self.ingest_dir, exist_ok=True)
-            write_layout_index(self.layout, [])
-            _atomic_write(marker, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
-        self._initialized = True
+        if not self._initialized:
+            create_layout(self.layout)
+            self._initialized = True
 
     def blob_path(self, digest: str) -> str:
         algorithm, _, hexpart = digest.partition(":")
@@ -420,6 +414,18 @@ class LocalContentStore:
                 continue
             out.extend(f"{algorithm}:{n}" for n in names if f"{algorithm}:{n}" not in known)
         return out
+
+
+def create_layout(layout: str) -> None:
+    """An empty OCI image layout with an ingest area; idempotent (``oci-layout`` is written last)."""
+    marker = os.path.join(layout, "oci-layout")
+    if os.path.exists(marker):
+        return
+    os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
+    os.makedirs(os.path.join(layout, "ingest"), exist_ok=True)
+    if not os.path.exists(os.path.join(layout, "index.json")):
+        write_layout_index(layout, [])
+    _atomic_write(marker, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
 
 
 def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size: int | None = None,
