@@ -353,6 +353,49 @@ def rmi_large(ctx: Context) -> Plan:
     ], [Ratio("dist", "ctr", 1.0)])
 
 
+@workload("unpack-large", "dist images import (with unpack, default snapshotter) of large into a "
+          "fresh store vs ctr images import, podman load, umoci unpack and GNU tar -xzf of its "
+          "layers", runs=3, warmup=1)
+def unpack_large(ctx: Context) -> Plan:
+    fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-unpack", ctx.tmp("podman")
+    archive, layout = str(fx.path("LARGE_OCI_ARCHIVE")), fx.path("LARGE_LAYOUT")
+    bundle, tar_dir = ctx.tmp("umoci-bundle"), ctx.tmp("tar-rootfs")
+    layers = fx.env["LARGE_LAYERS"].split()
+    pm = podman(pm_dir)
+    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+
+    def podman_fresh() -> None:
+        remove_tree(pm_dir)
+        remove_tree(podman_runroot(pm_dir))
+
+    def dist_unpacked() -> None:
+        [image] = json.loads(ctx.run_dist(store, "images", "--json"))
+        snapshots = json.loads(ctx.run_dist(store, "snapshot", "ls", "--json"))
+        if image["unpackedSize"] is None or len(snapshots) != len(layers):
+            raise StepError(f"dist import left unpackedSize={image['unpackedSize']} and "
+                            f"{len(snapshots)} snapshots for {len(layers)} layers")
+
+    def fresh_dir(path: Path) -> Callable[[], None]:
+        def setup() -> None:
+            remove_tree(path)
+            path.mkdir(parents=True)
+        return setup
+
+    untar = " && ".join(f"tar -C {tar_dir} -xzf {layer}" for layer in layers)
+    return Plan(f"import and unpack large ({fx.mib('LARGE_OCI_ARCHIVE')}, {len(layers)} layers, "
+                f"{int(fx.env['LARGE_UNPACKED']) / 2**20:.0f} MiB unpacked) into an empty store", [
+        ctx.dist_cmd("dist", "dist images import", store, "images", "import", "--progress", "none",
+                     archive, setup=lambda: remove_tree(store), verify=dist_unpacked),
+        ctx.ctr_cmd("ctr", "ctr images import", ns, "images", "import", archive,
+                    prepare=ctx.ctr_namespace(ns), setup=lambda: ctx.services.ctr_clear(ns)),
+        Command("podman", "podman load", [*pm, "load", "-q", "-i", archive], setup=podman_fresh),
+        Command("umoci", "umoci unpack", ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
+                setup=lambda: remove_tree(bundle)),
+        Command("tar", "tar -xzf of each layer", ["sh", "-c", untar], setup=fresh_dir(tar_dir)),
+    ], [Ratio("dist", "ctr", 0.8), Ratio("dist", "umoci", 0.5), PeakRss("dist", 100 * MB),
+        Ratio("dist", "podman"), Ratio("dist", "tar")])
+
+
 # ------------------------------------------------------------------------- containers (issue 4)
 
 def _xargs(count: int, argv: list[str]) -> list[str]:
