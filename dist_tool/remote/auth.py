@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument, Unavailable
 
@@ -33,13 +33,25 @@ MAX_DOCKER_CONFIG_BYTES = 1 << 20
 CLIENT_ID = "dist"
 
 
-@dataclass(frozen=True)
 class Credentials:
-    """A username and its secret: a password, or an OAuth2 refresh token (``identity``)."""
+    """A username and its secret: a password, or an OAuth2 refresh token (``identity``:
+    docker's ``identitytoken``, a helper's user ``<token>``). The secret is not in its repr."""
 
-    username: str
-    secret: str = field(repr=False)
-    identity: bool = False  # docker's "identitytoken" / helper user "<token>"
+    __slots__ = ("username", "secret", "identity")
+
+    def __init__(self, username: str, secret: str, identity: bool = False) -> None:
+        self.username = username
+        self.secret = secret
+        self.identity = identity
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credentials) and (self.username, self.secret, self.identity) == \
+            (other.username, other.secret, other.identity)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, identity={self.identity})"
 
     def basic(self) -> str:
         raw = f"{self.username}:{self.secret}".encode()
@@ -166,8 +178,7 @@ _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\
 _SCHEME_RE = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s|$|,)")
 
 
-@dataclass(frozen=True)
-class Challenge:
+class Challenge(NamedTuple):
     scheme: str  # lowercase: "basic", "bearer"
     params: Mapping[str, str]
 
@@ -221,10 +232,15 @@ def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 TokenHttp = Callable[[str, str, list[tuple[str, str]], dict[str, str], dict[str, str] | None], tuple[int, bytes]]
 
 
-@dataclass
 class _Token:
-    value: str = field(repr=False)
-    expires: float
+    __slots__ = ("value", "expires")
+
+    def __init__(self, value: str, expires: float) -> None:
+        self.value = value
+        self.expires = expires  # time.monotonic()
+
+    def __repr__(self) -> str:
+        return "_Token(...)"
 
 
 class Authorizer:
