@@ -305,10 +305,6 @@ def unpack_pulled(session, target: Descriptor, platform: str | None, lease: tupl
     """Unpacks the host platform (or ``platform``) of the pulled image before its name is
     written, as import does: the pull's lease holds the snapshots until then, and their chain
     IDs join ``added`` so that a later failure collects them too."""
-    import importlib.util
-
-    if importlib.util.find_spec("dist_tool.unpack") is None:
-        return  # a build without unpacking (issue 3) stores content only, as with --no-unpack
     from dist_tool import unpack
 
     plan = unpack.image_layers(session.content, target, platforms.parse(platform) if platform else None)

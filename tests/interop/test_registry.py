@@ -143,6 +143,13 @@ def blobs(store: Dist) -> set[str]:
     return set(store.ok("content", "ls", "-q").lines)
 
 
+def visible(store: Dist) -> dict:
+    """What a user sees of a store (the snapshotter's id counter and work directories aside)."""
+    return {what: store.ok(*args, "--json").json for what, args in {
+        "images": ("images",), "content": ("content", "ls"), "active": ("content", "active"),
+        "snapshots": ("snapshot", "ls"), "leases": ("leases", "ls")}.items()}
+
+
 def one_error(result) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("dist: error: ")]
     assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
@@ -200,7 +207,6 @@ def test_second_push_uploads_nothing_and_other_repositories_mount(registry, src)
 
 
 def test_pull_unpacks_the_host_platform_unless_told_not_to(registry, src, dist):
-    pytest.importorskip("dist_tool.unpack", reason="unpacking (issue 3) is not in this tree")
     ref = f"{registry.addr}/unpacked:1"
     src.ok("push", "--plain-http", ref, "small:1")
     dist.ok("pull", "--plain-http", "--no-unpack", ref)
@@ -208,6 +214,54 @@ def test_pull_unpacks_the_host_platform_unless_told_not_to(registry, src, dist):
     dist.ok("pull", "--plain-http", ref)
     assert image(dist, ref)["unpackedSize"] > 0
     assert [s["kind"] for s in dist.ok("snapshot", "ls", "--json").json] == ["committed"]
+
+
+def _layout_with_wrong_diff_id(base: Path) -> Path:
+    """An OCI layout whose config lists a diff_id its layer does not have."""
+    import gzip
+    import io
+    import tarfile
+
+    layout = base / "bad-layout"
+    blobs_dir = layout / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True)
+
+    def put(data: bytes) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs_dir / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"hello\n"))
+    layer = put(gzip.compress(raw.getvalue(), mtime=0))
+    config = put(json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{'1' * 64}"]}}).encode())
+    manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                           **layer}]}).encode())
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest,
+         "annotations": {"org.opencontainers.image.ref.name": "bad"}}]}))
+    return layout
+
+
+def test_a_pull_whose_unpack_fails_leaves_the_store_as_it_was(registry, src, dist, tmp_path):
+    need("skopeo")
+    layout = _layout_with_wrong_diff_id(tmp_path)
+    ref = f"{registry.addr}/bad-diff-id:1"
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:bad", f"docker://{ref}"],
+                   check=True, capture_output=True)
+    dist.ok("images", "import", "--rootfs", str(src.root.parent / "big-rootfs"), "--name", "keep")
+    before = visible(dist)
+    result = dist("pull", "--plain-http", ref)
+    assert result.code == 1 and "diff" in one_error(result).lower(), result.stderr
+    assert visible(dist) == before
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)  # the content itself is fine
 
 
 def test_pull_of_present_blobs_fetches_no_blob(registry, src, dist):
