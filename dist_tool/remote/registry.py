@@ -39,6 +39,7 @@ USER_AGENT = f"dist/{__version__}"
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 5  # per request: the first try and four retries
+CONNECT_ATTEMPTS = 2  # when the connection cannot even be made
 BACKOFF_FIRST = 0.25  # seconds; doubled each retry, with jitter
 BACKOFF_MAX = 8.0
 MAX_ERROR_BODY = 64 * 1024
@@ -152,7 +153,11 @@ class Registry:
                     url = "http://" + url[len("https://"):]
                     continue
                 attempt += 1
-                if not retry or attempt >= MAX_ATTEMPTS:
+                # Nothing listening, no such host, an untrusted certificate: one more try at
+                # most (a registry restarting), not the backoff meant for dropped connections.
+                limit = (1 if e.tls or e.why == "unknown host" else CONNECT_ATTEMPTS) if e.connecting \
+                    else MAX_ATTEMPTS
+                if not retry or attempt >= limit:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise TransportFailure("registry", self.host, f"{e.why}{tries}") from None
                 self._sleep(backoff(attempt))
