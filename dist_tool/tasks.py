@@ -132,6 +132,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
            "runcRoot": runc_root(session), "mounts": mounts,
            "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
            "log": log, "nullIO": null_io, "recordExit": record_exit,
+           "subreaper": detached, "premounted": detached,  # done by start_detached for its shim
            "shimLog": os.path.join(persist_dir(session, container.id), "shim.log") if detached else None,
            "syspath": [p for p in sys.path if p and os.path.isdir(p)]}
     os.mkdir(os.path.join(path, "rootfs"))
@@ -213,28 +214,31 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
 
 
 def start_detached(session, container_id: str, *, log: str | None = None, null_io: bool = False) -> TaskInfo:
-    """Starts the task under its own shim process (a fresh ``python -I -S``, in a new session)
-    and returns once the process runs; its output goes to the task log."""
+    """Starts the task under its own shim process and returns once the process runs; its output
+    goes to the task log. The shim is a fresh ``python -I -S`` of the standard library alone
+    (``shim/__main__``): we mount the root filesystem for it, and the forked child that becomes it
+    starts a new session, forks again (leaving our process tree) and makes itself a child
+    subreaper before its exec, so the shim needs no ``ctypes`` of its own."""
     import select
-    import subprocess
+
+    from dist_tool.shim import host
 
     container = session.containers.get(container_id)
     log_file = None if null_io else _prepare_log(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
     cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True)
+    try:
+        host.mount_all(cfg["mounts"], os.path.join(cfg["dir"], "rootfs"))
+    except OSError as e:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise TaskFailed("task", container_id, f"mounting its root filesystem: {e}") from None
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json"), str(w)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,),
-            close_fds=True)
-    except OSError as e:
-        os.close(r)
+        _spawn_shim(argv, w, cfg.get("shimLog"))
+    finally:
         os.close(w)
-        shutil.rmtree(cfg["dir"], ignore_errors=True)
-        raise TaskFailed("shim", container_id, f"cannot start: {e}") from None
-    os.close(w)
     data = b""
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -248,7 +252,6 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
             data += chunk
     finally:
         os.close(r)
-        child.wait()
     try:
         ready = json.loads(data)
     except ValueError:
@@ -257,6 +260,32 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     if not ready.get("ok"):
         raise TaskFailed("task", container_id, ready.get("error", "failed"), status=int(ready.get("status", 125)))
     return TaskInfo(container_id, ready["pid"], "running", ready["shimPid"], time.time())
+
+
+def _spawn_shim(argv: list[str], ready: int, shim_log: str | None) -> None:
+    """fork → setsid → fork → subreaper → exec ``argv`` + READY_FD, stdio on /dev/null (stderr on
+    ``shim_log``): the shim holds none of our descriptors and is nobody's child but init's."""
+    from dist_tool.shim import host
+
+    host.libc()  # loaded before fork: the child only calls into it
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
+        try:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            host.set_child_subreaper()
+            null = os.open(os.devnull, os.O_RDWR)
+            err = os.open(shim_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if shim_log else null
+            for fd, target in ((null, 0), (null, 1), (err, 2)):
+                os.dup2(fd, target)
+            os.set_inheritable(ready, True)
+            os.execv(argv[0], [*argv, str(ready)])
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
 
 
 def run(session, image: str, container_id: str, options, *, remove: bool = False, detach: bool = False,
@@ -586,8 +615,12 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
     try:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty,
-                   "process": exec_process(container, args, tty)}
+        process = exec_process(container, args, tty)
+        if tty:
+            size = _window_size(stdio)
+            if size is not None:  # set by the runtime as it makes the pty: no race with the process
+                process["consoleSize"] = {"height": size[0], "width": size[1]}
+        request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty, "process": process}
         _checked(container_id, client.call(request, () if tty else stdio))
         if not tty:
             def forward(signum: int, frame: object) -> None:
@@ -611,6 +644,21 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         client.close()
+
+
+def _window_size(stdio: tuple[int, int, int]) -> tuple[int, int] | None:
+    import fcntl
+    import struct
+    import termios
+
+    for fd in stdio:
+        try:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+        except OSError:
+            continue
+        if rows and cols:
+            return rows, cols
+    return None
 
 
 def _attach_terminal(master: int, stdio: tuple[int, int, int]) -> None:

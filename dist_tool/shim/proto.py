@@ -26,7 +26,7 @@ long task directory is reached through ``/proc/self/fd/N/shim.sock``.
 
 from __future__ import annotations
 
-import json
+import _json
 import os
 
 VERSION = 1
@@ -34,13 +34,48 @@ MAX_LINE = 1 << 20  # a request bigger than this is refused: the shim's memory s
 UNIX_PATH_MAX = 100
 
 
+class _Decoding:
+    """What ``_json``'s C scanner reads from its context: standard JSON, all of it in C.
+    (The ``json`` package would import ``re`` and ``enum``: a megabyte more per shim.)"""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float  # NaN, Infinity, -Infinity
+    memo: dict = {}
+
+
+_scan = _json.make_scanner(_Decoding())
+_encoder = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
+
+
+def dumps(value: object) -> str:
+    """Compact JSON of ``value`` (dicts, lists, strings, numbers, booleans, None)."""
+    return "".join(_encoder(value, 0))
+
+
+def loads(text: str | bytes) -> object:
+    """One JSON document; ValueError when ``text`` is not exactly that."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode()
+    text = text.strip()
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        raise ValueError("not a JSON document") from None
+    if end != len(text):
+        raise ValueError(f"extra data after JSON at {end}")
+    return value
+
+
 def encode(message: dict) -> bytes:
-    message = {"v": VERSION, **message}
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return dumps({"v": VERSION, **message}).encode() + b"\n"
 
 
 def decode(line: bytes) -> dict:
-    message = json.loads(line)
+    message = loads(line)
     if not isinstance(message, dict):
         raise ValueError("a request is a JSON object")
     return message

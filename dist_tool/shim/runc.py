@@ -7,10 +7,10 @@ error line and SPEC's exit status for it.
 
 from __future__ import annotations
 
-import json
 import os
 
 from dist_tool.shim import host
+from dist_tool.shim.proto import loads
 
 # runc reports why the process could not be started only in words (it has no error codes):
 # these are the exec(2) failures of runc 1.1's init, as docker and podman classify them.
@@ -45,17 +45,18 @@ def _last_error(log_path: str, stderr: bytes) -> str:
         with open(log_path, "rb") as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    entry = loads(line)
                 except ValueError:
                     continue
-                if entry.get("level") in ("error", "fatal"):
+                if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
                     message = entry.get("msg", "")
     except OSError:
         pass
     if not message:
         lines = stderr.decode(errors="replace").strip().splitlines()
         message = lines[-1] if lines else ""
-    for prefix in ("runc create failed: ", "runc run failed: ", "runc exec failed: "):
+    for prefix in ("runc create failed: ", "runc run failed: ", "runc exec failed: ",
+                   "unable to start container process: "):
         message = message.removeprefix(prefix)
     return message or "the runtime failed without saying why"
 
@@ -127,11 +128,11 @@ class Runc:
     def state(self, container_id: str) -> dict | None:
         """``runc state`` as a dict, or None when the runtime does not know the container."""
         try:
-            return json.loads(self._call("state", container_id))
+            return loads(self._call("state", container_id))  # type: ignore[return-value]
         except RuntimeFailure as e:
             if "does not exist" in e.message or "not exist" in e.message:
                 return None
             raise
 
     def ps(self, container_id: str) -> list[int]:
-        return json.loads(self._call("ps", "--format", "json", container_id) or b"[]") or []
+        return loads(self._call("ps", "--format", "json", container_id) or b"[]") or []  # type: ignore[return-value]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import json
 import os
 import select
 import time
@@ -112,7 +111,8 @@ class Shim:
             raise
 
     def _start(self) -> None:
-        host.set_child_subreaper()
+        if not self.cfg.get("subreaper"):  # a detached shim is made one before its exec (tasks.py)
+            host.set_child_subreaper()
         self._setup_signals()
         self.sock_path = proto.ShortPath(self.dir, "shim.sock")
         self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
@@ -120,7 +120,9 @@ class Shim:
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.ep.register(self.listener.fileno(), IN)
-        if self.cfg.get("mounts"):
+        if self.cfg.get("premounted"):  # mounted by the CLI: a running shim never loads ctypes
+            self.mounted = True
+        elif self.cfg.get("mounts"):
             host.mount_all(self.cfg["mounts"], self.rootfs)
             self.mounted = True
         console = None
@@ -502,7 +504,7 @@ class Shim:
         opened: list[int] = []
         try:
             with open(process_file, "w") as f:
-                json.dump({**req["process"], "terminal": terminal}, f)
+                f.write(proto.dumps({**req["process"], "terminal": terminal}))
             if terminal:
                 console = self._console_listener()
             if len(fds) == 3 and not detach:

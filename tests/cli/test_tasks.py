@@ -1,0 +1,354 @@
+"""dist run and dist task through the real entry point, with the real runc: exit statuses, detached
+tasks seen from new invocations, logs, exec, pause/resume, kill + wait, lastExit, a killed shim,
+a terminal, signals, and 20 tasks at once. After every test nothing of a task may remain: no mount
+under the test's state, no runc state, no shim process."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from helpers import Dist, make_busybox_rootfs
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="tasks need root: mounts, namespaces, cgroups"),
+    pytest.mark.skipif(not any(os.access(os.path.join(d, "runc"), os.X_OK)
+                               for d in os.environ.get("PATH", "").split(os.pathsep)),
+                       reason="runc is not installed (.ci/run installs it)"),
+]
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Dist:
+    """One store with a busybox image for the module; each test uses its own container IDs."""
+    base = tmp_path_factory.mktemp("tasks")
+    rootfs = make_busybox_rootfs(base / "rootfs")
+    os.symlink("busybox", rootfs / "bin" / "stty")
+    os.symlink("busybox", rootfs / "bin" / "tty")
+    d = Dist(base / "root")
+    d.ok("images", "import", "--rootfs", str(rootfs), "--name", "busybox", "--config-cmd", "/bin/sh")
+    yield d
+    _kill_leftovers(d)
+
+
+@pytest.fixture
+def bb(store: Dist) -> Dist:
+    yield store
+    leftovers = _kill_leftovers(store)
+    assert leftovers == [], f"tasks left running: {leftovers}"
+    assert_clean(store)
+
+
+def _kill_leftovers(d: Dist) -> list[str]:
+    ns = d.state / "default"
+    names = [n for n in os.listdir(ns) if not n.startswith(".")] if ns.exists() else []
+    for name in names:
+        d("c", "rm", "-f", name, timeout=TIMEOUT)
+    return names
+
+
+def shim_pids(d: Dist) -> list[int]:
+    """Live processes whose command line names this store's state: shims (and the tasks' CLIs)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        if b"dist_tool.shim" in cmdline and str(d.state).encode() in cmdline and ") Z " not in stat:
+            found.append(int(entry))
+    return found
+
+
+def assert_clean(d: Dist) -> None:
+    """Nothing of any task remains: mounts, runc state, shims, task directories."""
+    deadline = time.monotonic() + 5
+    while shim_pids(d) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert shim_pids(d) == []
+    with open("/proc/mounts") as f:
+        assert [line for line in f if str(d.state) in line] == []
+    runc_root = d.state / ".runc" / "default"
+    if runc_root.exists():
+        listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
+        assert listed.stdout.split() == []
+    ns = d.state / "default"
+    assert [n for n in os.listdir(ns)] == [] if ns.exists() else True
+
+
+def tasks(d: Dist) -> dict[str, dict]:
+    return {t["id"]: t for t in d.ok("task", "ls", "--json").json}
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def last_exit(d: Dist, cid: str) -> dict | None:
+    return d.ok("c", "info", cid, "--json").json["lastExit"]
+
+
+# ---------------------------------------------------------------- exit statuses
+
+
+@pytest.mark.parametrize(("args", "status"), [
+    (["sh", "-c", "exit 7"], 7),
+    (["true"], 0),
+    (["sh", "-c", "exec sh -c 'exit 255'"], 255),
+], ids=["exit-7", "true", "exit-255"])
+def test_run_rm_passes_the_status_through_and_removes_the_container(bb, args, status):
+    r = bb("run", "--rm", "busybox", "st", "--", *args, timeout=TIMEOUT)
+    assert r.code == status, r.stderr
+    assert bb.ok("c", "ls", "-q").lines == []
+
+
+@pytest.mark.parametrize(("args", "status", "why"), [
+    (["nosuch"], 127, "executable file not found"),
+    (["/bin/nosuch"], 127, "no such file or directory"),
+    (["/etc"], 126, "permission denied"),
+], ids=["not-in-path", "no-such-path", "not-executable"])
+def test_commands_that_cannot_run_exit_126_or_127(bb, args, status, why):
+    r = bb("run", "--rm", "busybox", "bad", "--", *args, timeout=TIMEOUT)
+    assert r.code == status
+    # runc's own line may come first: it shares the task's stderr, which dist passes on uncopied
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith(f'dist: error: task bad: exec: "{args[0]}"') and why in last
+    assert bb.ok("c", "ls", "-q").lines == []
+
+
+def test_dists_own_failures_exit_125_and_missing_tasks_3(bb):
+    assert bb("run", "--rm", "nosuch-image", "x", "--", "true").code == 125
+    bb.ok("c", "create", "busybox", "idle")
+    r = bb("task", "wait", "idle")
+    assert r.code == 3 and r.stderr.startswith("dist: error: task idle: not found")
+    assert bb("task", "kill", "idle").code == 3
+    assert bb("task", "exec", "idle", "--exec-id", "e", "--", "true").code == 3
+    assert bb("task", "logs", "idle").code == 3
+    assert bb("task", "kill", "-s", "SIGNOPE", "idle").code == 2
+    r = bb("run", "--rm", "busybox", "idle", "--", "true")
+    assert r.code == 125 and "already exists" in r.stderr
+    bb.ok("c", "rm", "idle")
+
+
+def test_foreground_stdio_is_attached(bb):
+    r = bb("run", "--rm", "busybox", "io", "--", "sh", "-c", "cat; echo err >&2", input=b"hello\n", timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (0, "hello\n", "err\n")
+
+
+def test_foreground_run_forwards_signals_and_keeps_last_exit(bb, tmp_path):
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
+            "run", "busybox", "fwd", "--", "sh", "-c", "trap 'exit 42' TERM; echo up; while :; do sleep 0.05; done"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.readline() == b"up\n"
+        assert tasks(bb)["fwd"]["shimPid"] == proc.pid  # a foreground task's shim is its CLI
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 42
+    finally:
+        proc.kill()
+        proc.wait()
+    assert last_exit(bb, "fwd")["status"] == 42
+    assert bb("task", "wait", "fwd").code == 42
+    bb.ok("c", "rm", "fwd")
+
+
+# ---------------------------------------------------------------- detached tasks
+
+
+def test_detached_task_lives_on_and_every_command_works_on_it(bb):
+    script = "echo started; while :; do sleep 0.1; done"
+    bb.ok("run", "-d", "busybox", "web", "--", "sh", "-c", script, timeout=TIMEOUT)
+    # New invocations from here on: the CLI that started it is gone.
+    t = tasks(bb)["web"]
+    assert set(t) == {"id", "pid", "status", "shimPid", "startedAt"}
+    assert t["status"] == "running" and t["startedAt"].endswith("Z")
+    assert os.path.exists(f"/proc/{t['pid']}") and os.path.exists(f"/proc/{t['shimPid']}")
+    assert os.getsid(t["shimPid"]) != os.getsid(0)  # a session of its own: no terminal ties it to a CLI
+    assert bb.ok("task", "ls", "-q").lines == ["web"]
+    wait_for(lambda: "started" in bb.ok("task", "logs", "web").stdout, "the log")
+
+    pids = [p["pid"] for p in bb.ok("task", "ps", "web", "--json").json]
+    assert t["pid"] in pids
+    r = bb("task", "exec", "web", "--exec-id", "e1", "--", "sh", "-c", "echo from-exec; exit 5")
+    assert (r.code, r.stdout) == (5, "from-exec\n")
+    assert bb("task", "exec", "web", "--exec-id", "e2", "--", "nosuch").code == 127
+    bb.ok("task", "exec", "-d", "web", "--exec-id", "e3", "--", "sh", "-c", "echo exec-to-log")
+    wait_for(lambda: "exec-to-log" in bb.ok("task", "logs", "web").stdout, "the exec's output in the log")
+
+    bb.ok("task", "pause", "web")
+    assert tasks(bb)["web"]["status"] == "paused"
+    assert bb("task", "pause", "web").code == 4
+    bb.ok("task", "resume", "web")
+    assert tasks(bb)["web"]["status"] == "running"
+
+    assert bb("task", "rm", "web").code == 4  # running: only with -f
+    bb.ok("task", "kill", "-s", "KILL", "web")
+    r = bb("task", "wait", "web", timeout=TIMEOUT)
+    assert (r.code, r.stdout) == (137, "137\n")
+    assert_clean(bb)
+    assert last_exit(bb, "web")["status"] == 137
+    assert bb("task", "wait", "web").code == 137  # after the exit: lastExit at once
+    assert "started" in bb.ok("task", "logs", "web").stdout  # the last detached run's log
+    bb.ok("c", "rm", "web")
+
+
+def test_logs_follow_and_log_file_option(bb, tmp_path):
+    log = tmp_path / "out.log"
+    bb.ok("run", "-d", "--log", str(log), "busybox", "lf", "--", "sh", "-c",
+          "for i in 1 2 3; do echo line $i; sleep 0.1; done; exit 3")
+    r = bb("task", "logs", "-f", "lf", timeout=TIMEOUT)
+    assert r.stdout == "line 1\nline 2\nline 3\n"
+    assert log.read_text() == r.stdout
+    assert bb("task", "wait", "lf").code == 3
+    bb.ok("c", "rm", "lf")
+    assert not (bb.root / "tasks" / "default" / "lf").exists()  # the log link goes with the container
+
+
+def test_task_start_of_a_created_container(bb):
+    bb.ok("c", "create", "busybox", "ts", "--", "sh", "-c", "echo once; exit 4")
+    r = bb("task", "start", "ts", timeout=TIMEOUT)
+    assert (r.code, r.stdout) == (4, "once\n")
+    bb.ok("task", "start", "-d", "ts")
+    assert bb("task", "wait", "ts", timeout=TIMEOUT).code == 4
+    assert bb.ok("task", "logs", "ts").stdout == "once\n"
+    bb.ok("c", "rm", "ts")
+
+
+def test_second_start_of_a_live_task_is_a_conflict(bb):
+    bb.ok("run", "-d", "busybox", "twice", "--", "sleep", "30")
+    r = bb("task", "start", "-d", "twice")
+    assert r.code == 125 and "already exists" in r.stderr
+    bb.ok("task", "rm", "-f", "twice")
+    assert "twice" not in tasks(bb)
+    bb.ok("c", "rm", "twice")
+
+
+def test_container_rm_needs_force_with_a_live_task(bb):
+    bb.ok("run", "-d", "busybox", "crm", "--", "sleep", "30")
+    assert bb("c", "rm", "crm").code == 4
+    bb.ok("c", "rm", "-f", "crm", timeout=TIMEOUT)
+    assert_clean(bb)
+    assert bb.ok("c", "ls", "-q").lines == []
+
+
+def test_a_killed_shim_is_detected_and_cleaned_up(bb):
+    bb.ok("run", "-d", "busybox", "orphan", "--", "sleep", "30")
+    t = tasks(bb)["orphan"]
+    os.kill(t["shimPid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{t['shimPid']}/cmdline") or
+             open(f"/proc/{t['shimPid']}/stat").read().split(") ")[1].startswith("Z"), "the shim to die")
+    assert "orphan" not in tasks(bb)  # noticed, cleaned up, not reported alive
+    assert_clean(bb)
+    wait_for(lambda: not os.path.exists(f"/proc/{t['pid']}"), "the init to be killed", timeout=5)
+    assert last_exit(bb, "orphan")["status"] == 137
+    bb.ok("c", "rm", "orphan")
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def _in_pty(argv: list[str], rows: int = 40, cols: int = 100, timeout: float = TIMEOUT) -> tuple[int, str]:
+    """Runs argv on a new pseudo-terminal of that size: (exit status, what it printed)."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_tty_gives_a_terminal_of_the_window_size(bb):
+    base = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state)]
+    code, out = _in_pty([*base, "run", "--rm", "-t", "busybox", "tty1", "--", "sh", "-c",
+                         "tty; stty size; echo TERM=$TERM; exit 3"])
+    assert code == 3, out
+    assert "/dev/pts/" in out and "40 100" in out and "TERM=xterm" in out
+    bb.ok("run", "-d", "busybox", "tty2", "--", "sleep", "30")
+    code, out = _in_pty([*base, "task", "exec", "-t", "tty2", "--exec-id", "t", "--", "sh", "-c",
+                         "tty; stty size; exit 6"], rows=30, cols=90)
+    assert code == 6 and "/dev/pts/" in out and "30 90" in out, out
+    bb.ok("c", "rm", "-f", "tty2")
+
+
+def test_detached_tty_output_goes_to_the_log(bb):
+    bb.ok("run", "-d", "-t", "busybox", "tty3", "--", "sh", "-c", "tty; exit 2")
+    assert bb("task", "wait", "tty3", timeout=TIMEOUT).code == 2
+    assert "/dev/pts/" in bb.ok("task", "logs", "tty3").stdout
+    bb.ok("c", "rm", "tty3")
+
+
+# ---------------------------------------------------------------- many at once
+
+
+def test_twenty_tasks_started_in_parallel_all_run_and_clean_up(bb):
+    ids = [f"par{i:02d}" for i in range(20)]
+
+    def start(cid: str) -> tuple[int, str]:
+        r = bb("run", "-d", "busybox", cid, "--", "sh", "-c", f"echo hello {cid}; sleep 1; exit {int(cid[3:])}",
+               timeout=120)
+        return r.code, r.stderr
+
+    with ThreadPoolExecutor(20) as pool:
+        assert [r for r in pool.map(start, ids) if r[0] != 0] == []
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda cid: bb("task", "wait", cid, timeout=120).code, ids))
+    assert statuses == list(range(20))
+    assert_clean(bb)
+    for cid in ids:
+        assert bb.ok("task", "logs", cid).stdout == f"hello {cid}\n"
+    bb.ok("c", "rm", *ids)
+
+
+# ---------------------------------------------------------------- the shim itself
+
+
+def test_the_shim_starts_on_the_standard_library_alone():
+    """A detached shim is ``python -I -S``: no site-packages, and none of the heavy stdlib modules
+    (socket, signal and subprocess build enums: a megabyte each of private memory per shim)."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import dist_tool.shim.__main__, dist_tool.shim.server;"
+            "print(\" \".join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, package_parent], capture_output=True, text=True,
+                         check=True).stdout
+    modules = set(out.split())
+    assert {m for m in modules if m.startswith("dist_tool")} <= {
+        "dist_tool", "dist_tool.proc", "dist_tool.shim", "dist_tool.shim.__main__", "dist_tool.shim.host",
+        "dist_tool.shim.proto", "dist_tool.shim.runc", "dist_tool.shim.server"}
+    assert not modules & {"typer", "rich", "sqlite3", "socket", "signal", "subprocess", "threading", "enum",
+                          "json", "ctypes"}
