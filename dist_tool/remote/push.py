@@ -188,17 +188,19 @@ class _Pusher:
         (self.result.mounted if how == "mounted" else self.result.uploaded).append(desc.digest)
         self.progress.done(label, how)
 
-    def _chunks(self, desc: Descriptor, label: str) -> Iterator[bytes]:
+    def _chunks(self, desc: Descriptor, label: str) -> Iterator[memoryview]:
+        """The blob in chunks of one reused buffer (each is sent before the next is read)."""
         with self.lock:
             f = self.content.open_blob(desc.digest)
+        buffer = memoryview(bytearray(COPY_CHUNK))
         with f:
             sent = 0
-            while chunk := f.read(COPY_CHUNK):
+            while n := f.readinto(buffer):
                 if self.cancelled.is_set():
                     raise _Cancelled
-                sent += len(chunk)
+                sent += n
                 self.progress.update(label, sent)
-                yield chunk
+                yield buffer[:n]
 
     def finish(self) -> None:
         """Waits for every upload; the first failure cancels the rest and is raised."""

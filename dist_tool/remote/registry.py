@@ -46,7 +46,7 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 1024 * 1024
 MAX_DOCUMENT_BYTES = max(MAX_MANIFEST_BYTES, MAX_INDEX_BYTES)
 
-Body = bytes | Callable[[], Iterable[bytes]] | None  # a callable gives a fresh stream per attempt
+Body = bytes | Callable[[], Iterable[bytes | memoryview]] | None  # a callable gives a fresh stream per attempt
 
 
 def is_localhost(host: str) -> bool:
@@ -313,7 +313,7 @@ class Repository:
             else:
                 raise self.error(resp, "blob", digest)
 
-    def upload_blob(self, desc: Descriptor, body: Callable[[], Iterable[bytes]],
+    def upload_blob(self, desc: Descriptor, body: Callable[[], Iterable[bytes | memoryview]],
                     mount_from: Sequence[str] = ()) -> str:
         """Uploads a blob the repository lacks: a cross-repository mount from one of ``mount_from``
         when the registry allows it, else a monolithic POST + PUT. Returns "mounted" or "uploaded".

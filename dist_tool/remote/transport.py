@@ -34,7 +34,7 @@ MAX_IDLE_PER_HOST = 16
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 DRAIN_LIMIT = 64 * 1024  # read what is left of a small body to keep its connection
 
-Body = bytes | Iterable[bytes] | None
+Body = bytes | Iterable[bytes | memoryview] | None
 
 
 class TransportError(Exception):
