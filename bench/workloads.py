@@ -664,3 +664,188 @@ def pull_large(ctx: Context) -> Plan:
         ctx.ctr_cmd("ctr", "ctr images pull", ns, "images", "pull", "--plain-http", source,
                     prepare=steps(in_registry, ctx.ctr_namespace(ns)), setup=lambda: ctx.services.ctr_clear(ns)),
     ], [Ratio("dist", "podman", 1.0), Ratio("dist", "ctr")])
+
+
+# ------------------------------------------------------------------------------ tasks (issue 5)
+
+def _runc_bundle(base: Path, busybox: Path, args: list[str]) -> Path:
+    """A bundle runc runs as it is: `runc spec`, no terminal, busybox as ROOTFS/bin/busybox."""
+    import shutil
+
+    bundle = base / "bundle"
+    if not (bundle / "config.json").exists():
+        (bundle / "rootfs" / "bin").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(busybox, bundle / "rootfs" / "bin" / "busybox")
+        for applet in ("sh", "true", "sleep"):
+            link = bundle / "rootfs" / "bin" / applet
+            if not link.is_symlink():
+                link.symlink_to("busybox")
+        sh(["runc", "spec", "--bundle", str(bundle)], "runc spec")
+        config = json.loads((bundle / "config.json").read_text())
+        config["process"].update(terminal=False, args=args)
+        (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+@workload("run-rm", "dist run --rm busybox -- true vs ctr run --rm, podman run --rm and bare runc run "
+          "of a prepared bundle (the floor)", runs=20, warmup=2)
+def run_rm(ctx: Context) -> Plan:
+    fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-runrm", ctx.tmp("podman")
+    ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
+    import shutil
+
+    pm = podman(pm_dir)
+    runc_root = ctx.tmp("runc-state")
+    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+
+    def dist_prepare() -> None:                                   # imported and unpacked once, as for ctr
+        ctx.run_dist(store, "images", "import", archive)
+
+    def dist_gone() -> None:
+        left = ctx.run_dist(store, "container", "ls", "-q").split()
+        if left:
+            raise StepError(f"dist run --rm left containers: {left}")
+
+    def ctr_prepare() -> None:
+        ctx.ctr_namespace(ns)()
+        ctx.run_ctr(ns, "images", "import", archive)
+
+    def podman_prepare() -> None:
+        sh([*pm, "load", "-q", "-i", archive], "podman load")
+
+    bundle = _runc_bundle(ctx.tmp("runc"), Path(shutil.which("busybox") or "/bin/busybox"), ["true"])
+    return Plan(f"run `true` in a container of {ref} and remove it; image already unpacked", [
+        ctx.dist_cmd("dist", "dist run --rm", store, "run", "--rm", ref, "r1", "--", "true",
+                     prepare=dist_prepare, verify=dist_gone),
+        ctx.ctr_cmd("ctr", "ctr run --rm", ns, "run", "--rm", ref, "r1", "true", prepare=ctr_prepare),
+        Command("podman", "podman run --rm", [*pm, "run", "--rm", "--network", "none", "--ulimit", "host", ref, "true"],
+                prepare=podman_prepare),
+        Command("runc", "runc run (prepared bundle)",
+                ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), "r1"], role="floor"),
+    ], [Ratio("dist", "ctr", 1.0), Ratio("dist", "podman"), Ratio("dist", "runc")])
+
+
+N_SHIMS = 10
+
+
+@dataclass(frozen=True)
+class ShimMemory:
+    """RSS and PSS (/proc/PID/smaps_rollup) of one shim per running task, N_SHIMS tasks running:
+    the median over the shims of the last run. With limits: a target; without: information."""
+
+    subject: str
+    rss: int | None = None
+    pss: int | None = None
+
+    def evaluate(self, results):
+        from bench.harness import FAIL, INFO, PASS, SKIP, Verdict
+
+        r = results[self.subject]
+        name = f"{r.command.key} per shim RSS / PSS"
+        limit = "" if self.rss is None else f"≤ {self.rss / MB:.1f} / {self.pss / MB:.1f} MB"
+        got = SHIM_MEMORY.get(self.subject)
+        if not r.ok or not got:
+            why = r.skipped or "did not run: see above"
+            return Verdict(name, SKIP if self.rss is None else FAIL, "—", limit, why)
+        import statistics
+
+        rss, pss = (statistics.median([m[i] for m in got]) for i in (0, 1))
+        value = f"{rss / MB:.2f} / {pss / MB:.2f} MB"
+        if self.rss is None:
+            return Verdict(name, INFO, value, limit, f"{len(got)} shims")
+        ok = rss <= self.rss and pss <= self.pss
+        return Verdict(name, PASS if ok else FAIL, value, limit, f"{len(got)} shims")
+
+
+SHIM_MEMORY: dict[str, list[tuple[int, int]]] = {}
+
+
+def _smaps(pid: int) -> tuple[int, int]:
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return fields["Rss"], fields["Pss"]
+
+
+def _pids_of(name: str, needle: str) -> list[int]:
+    """Live processes called NAME whose command line contains NEEDLE."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if comm.startswith(name[:15]) and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _measure(key: str, pids: Callable[[], list[int]]) -> Step:
+    def verify() -> None:
+        got = pids()
+        if len(got) != N_SHIMS:
+            raise StepError(f"{key}: {len(got)} shims running, expected {N_SHIMS}")
+        SHIM_MEMORY[key] = [_smaps(p) for p in got]
+    return verify
+
+
+@workload("shim-memory", f"RSS and PSS of one shim per task, {N_SHIMS} tasks running: dist's shim vs "
+          "containerd-shim-runc-v2 (ctr run -d) and conmon (podman run -d)", runs=1)
+def shim_memory(ctx: Context) -> Plan:
+    fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-shims", ctx.tmp("podman")
+    ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
+    pm = podman(pm_dir)
+    ids = [f"s{i:02d}" for i in range(N_SHIMS)]
+    dist = ctx.dist_argv(store)
+    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+
+    def dist_stop() -> None:
+        left = ctx.run_dist(store, "container", "ls", "-q").split()
+        if left:
+            ctx.run_dist(store, "container", "rm", "-f", *left)
+
+    def dist_pids() -> list[int]:
+        return [t["shimPid"] for t in json.loads(ctx.run_dist(store, "task", "ls", "--json"))]
+
+    def ctr_prepare() -> None:
+        ctx.ctr_namespace(ns)()
+        ctx.run_ctr(ns, "images", "import", archive)
+        ctx.cleanups.append(ctr_stop)
+
+    def ctr_stop() -> None:
+        for cid in ctx.run_ctr(ns, "containers", "ls", "-q").split():
+            subprocess.run(ctx.services.ctr(ns, "tasks", "kill", "-s", "SIGKILL", cid), capture_output=True)
+            subprocess.run(ctx.services.ctr(ns, "tasks", "rm", "-f", cid), capture_output=True)
+            ctx.run_ctr(ns, "containers", "rm", cid)
+
+    def podman_stop() -> None:
+        sh([*pm, "rm", "-f", "-t", "0", "--all"], "podman rm -f --all")
+
+    def podman_prepare() -> None:
+        sh([*pm, "load", "-q", "-i", archive], "podman load")
+        ctx.cleanups.append(podman_stop)
+
+    loop = 'for i in ' + " ".join(ids) + '; do "$@" "$i" -- sleep 600 || exit 1; done'
+    return Plan(f"{N_SHIMS} tasks of {ref} running `sleep 600`: memory of the process that watches each", [
+        Command("dist", f"dist run -d ×{N_SHIMS}", ["sh", "-c", loop, "sh", *dist, "run", "-d", ref],
+                role="dist", env=ctx.env, prepare=lambda: ctx.run_dist(store, "images", "import", archive),
+                setup=dist_stop, verify=steps(_measure("dist", dist_pids), dist_stop)),
+        Command("ctr", f"ctr run -d ×{N_SHIMS}",
+                ["sh", "-c", 'for i in ' + " ".join(ids) + '; do "$@" "$i" sleep 600 || exit 1; done', "sh",
+                 *ctx.services.ctr(ns, "run", "-d", ref)],
+                prepare=ctr_prepare, setup=ctr_stop,
+                verify=steps(_measure("ctr", lambda: _pids_of("containerd-shim-runc-v2", f"-namespace {ns}")),
+                                 ctr_stop)),
+        Command("podman", f"podman run -d ×{N_SHIMS}",
+                ["sh", "-c", 'for i in ' + " ".join(ids) + '; do "$@" sleep 600 >/dev/null || exit 1; done', "sh",
+                 *pm, "run", "-d", "--network", "none", "--ulimit", "host", ref],
+                prepare=podman_prepare, setup=podman_stop,
+                verify=steps(_measure("podman", lambda: _pids_of("conmon", str(podman_runroot(pm_dir)))),
+                                 podman_stop)),
+    ], [ShimMemory("dist", 13 * MB, int(3.5 * MB)), ShimMemory("ctr"), ShimMemory("podman")])

@@ -129,19 +129,22 @@ class Shim:
         if self.terminal:
             console = self._console_listener()
         stdio, opened = self._init_stdio()
+        pid_file = os.path.join(self.dir, "init.pid")
         try:
-            self.runc.create(self.id, self.dir, os.path.join(self.dir, "init.pid"), stdio,
-                             console.for_pid(os.getpid()) if console else None)
+            if console is None:  # nothing to do between create and start: one runtime call
+                self.runc.run_detached(self.id, self.dir, pid_file, stdio)
+            else:
+                self.runc.create(self.id, self.dir, pid_file, stdio, console.for_pid(os.getpid()))
         finally:
             for fd in opened:
                 os.close(fd)
-        with open(os.path.join(self.dir, "init.pid")) as f:
+        with open(pid_file) as f:
             self.pid = int(f.read().strip())
-        self.status = "created"
         if console is not None:
+            self.status = "created"
             self.master = self._receive_master(console)
-            self._setup_terminal()
-        self.runc.start(self.id)
+            self._setup_terminal()  # sized before the process runs
+            self.runc.start(self.id)
         self.status = "running"
         self.started_at = time.time()
 
