@@ -5,8 +5,6 @@ task's status through (``TaskExit``); their own failures are 125, 126 or 127
 (``TaskFailed``), except usage errors (2) and a task that does not exist (3).
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -37,19 +35,22 @@ LogOpt = Annotated[str | None, typer.Option("--log", help="Log file of a detache
 NullIOOpt = Annotated[bool, typer.Option("--null-io", help="Stdio to /dev/null.")]
 
 
-@contextmanager
-def passthrough(task_missing_is_3: bool = True) -> Iterator[None]:
-    """For commands that pass a task's status through: their own failures exit 125 (SPEC)."""
-    try:
-        yield
-    except (TaskFailed, InvalidArgument):
-        raise
-    except NotFound as e:
-        if task_missing_is_3 and e.what == "task":
-            raise
-        raise TaskFailed(e.what, e.which, e.why) from None
-    except DistError as e:
-        raise TaskFailed(e.what, e.which, e.why) from None
+class passthrough:  # noqa: N801 - used as ``with passthrough():``
+    """For commands that pass a task's status through: their own failures exit 125 (SPEC), except
+    usage errors (2), a runtime's 126/127, and (``task_missing_is_3``) a container with no task."""
+
+    def __init__(self, task_missing_is_3: bool = True) -> None:
+        self.task_missing_is_3 = task_missing_is_3
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if error is None or not isinstance(error, DistError) or isinstance(error, TaskFailed | InvalidArgument):
+            return False
+        if isinstance(error, NotFound) and self.task_missing_is_3 and error.what == "task":
+            return False
+        raise TaskFailed(error.what, error.which, error.why) from None
 
 
 def _columns():
