@@ -11,7 +11,7 @@ rootfs=$(mktemp -d)
 trap 'rm -rf "$rootfs"' EXIT
 examples/busybox-rootfs.sh "$rootfs"
 
-step() { printf '\n$ %s\n' "$*"; "$@"; }
+step() { printf '\n$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 step dist images import --rootfs "$rootfs" --name busybox --config-cmd /bin/sh
 step dist images
 dist container rm -f hello >/dev/null 2>&1 || true
