@@ -298,15 +298,16 @@ class Metadata:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent WAL snapshot for several queries; takes no lock, never writes."""
-        conn = self.connection()
-        if self._write_depth or conn.in_transaction:
-            yield conn
-            return
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        with self._thread_lock:  # one connection per process: threads take turns (pull, push, serve)
+            conn = self.connection()
+            if self._write_depth or conn.in_transaction:
+                yield conn
+                return
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
 
     def ensure_namespace(self, conn: sqlite3.Connection, namespace: str, now: float) -> None:
         """Namespaces are created on first write (SPEC)."""
