@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
-from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
@@ -305,7 +305,7 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             _check_required(session, named, matcher)
             if unpack:
                 _unpack(session, [t for _, t in named], platform, lease, progress, scan.added)
-            with session.meta.write():
+            with session.transaction():
                 for image_name, target in named:
                     _put_image(session, image_name, target)
     except BaseException:
@@ -317,12 +317,12 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
 
 
 def _put_image(session, name: str, target: Descriptor) -> None:
+    """Names ``target``; an existing name keeps its labels. Each step is one store call, so a
+    concurrent import or label of the same name (through ``dist serve`` too) loses nothing."""
     try:
-        current = session.images.get(name)
-    except NotFound:
         session.images.create(Image(name, target))
-        return
-    session.images.put(Image(name, target, current.labels))
+    except AlreadyExists:
+        session.images.update(Image(name, target), "target")
 
 
 def _unpack(session, targets: list[Descriptor], platform: str | None, lease, progress, added: set[str]) -> None:
@@ -341,10 +341,8 @@ def _discard(session, added: set[str]) -> None:
     """After a failed import, once its lease is gone: collect what it added that nothing keeps."""
     if not added:
         return
-    from dist_tool import gc
-
     try:
-        gc.collect(session.meta, session.content, only=added)
+        session.collect_garbage(only=added)
     except DistError:
         pass  # the original error matters more; `dist gc` finishes the job
 

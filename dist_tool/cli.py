@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("dist_tool.commands.system", "info_app", "Show the store, runtime and counts"),
     "namespaces": ("dist_tool.commands.system", "namespaces_app", "Manage namespaces"),
     "leases": ("dist_tool.commands.system", "leases_app", "Manage leases"),
+    "serve": ("dist_tool.commands.system", "serve_app", "Serve the store to `dist --address` clients"),
     "container": ("dist_tool.commands.containers", "app", "Manage containers: create, ls, info, label, rm"),
     "snapshot": ("dist_tool.commands.snapshots", "app",
                  "Manage snapshots: ls, info, usage, tree, rm, prepare, view, commit, mounts"),

@@ -235,7 +235,7 @@ def _unpacked(snapshotter, chain_id: str) -> bool:
 def label(session, container_id: str, pairs: Sequence[str]) -> dict[str, str]:
     """Sets (``K=V``) and removes (``K=``) labels; returns the resulting labels."""
     updates = validate.label_args(pairs)
-    with session.meta.write():
+    with session.transaction():
         current = session.containers.get(container_id)
         if updates:
             labels = validate.apply_labels(current.labels, updates)
@@ -254,8 +254,6 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
     ``force`` also makes a missing ID no error. Returns (removed IDs, gc result or None,
     the first error or None).
     """
-    from dist_tool import gc
-
     removed: list[str] = []
     first_error: DistError | None = None
     for container_id in container_ids:
@@ -268,7 +266,7 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
         except DistError as e:
             if first_error is None:
                 first_error = e
-    result = gc.collect(session.meta, session.content) if removed else None
+    result = session.collect_garbage() if removed else None
     return removed, result, first_error
 
 

@@ -139,33 +139,34 @@ def tag(session, source: str, targets: Iterable[str], force: bool = False) -> li
     src = session.images.get(reference.normalize(source))
     names = [reference.normalize(t) for t in targets]
     done = []
-    with session.meta.write():
+    with session.transaction():
         for name in names:
-            try:
-                existing = session.images.get(name)
-            except NotFound:
-                existing = None
-            if existing is not None and not force:
-                raise AlreadyExists("image", name, "already exists (use --force to move it)")
-            session.images.put(Image(name, src.target, src.labels))
+            if force:
+                session.images.put(Image(name, src.target, src.labels))
+            else:
+                try:  # create, not get-then-put: the check and the write are one store call
+                    session.images.create(Image(name, src.target, src.labels))
+                except AlreadyExists:
+                    raise AlreadyExists("image", name, "already exists (use --force to move it)") from None
             done.append(name)
     return done
 
 
 def label(session, name: str, pairs: Sequence[str]) -> dict[str, str]:
     updates = validate.label_args(pairs)
-    with session.meta.write():
+    with session.transaction():
         image = session.images.get(reference.normalize(name))
         labels = validate.apply_labels(image.labels, updates)
         if updates:
-            image = session.images.update(Image(image.name, image.target, labels), "labels")
+            # One field path per key: the store merges them, so a concurrent label of other keys
+            # (another process, or another client of dist serve) is kept.
+            image = session.images.update(Image(image.name, image.target, labels),
+                                          *(f"labels.{k}" for k in updates))
     return dict(image.labels)
 
 
 def remove(session, names: Sequence[str], force: bool = False):
     """Deletes each name, keeps going past errors, collects garbage, then raises the first error."""
-    from dist_tool import gc
-
     first_error: DistError | None = None
     removed = []
     for raw in names:
@@ -179,7 +180,7 @@ def remove(session, names: Sequence[str], force: bool = False):
         except DistError as e:
             if first_error is None:
                 first_error = e
-    result = gc.collect(session.meta, session.content) if removed else None
+    result = session.collect_garbage() if removed else None
     return removed, result, first_error
 
 

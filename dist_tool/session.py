@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dist_tool.remote.client import Client
     from dist_tool.render import Renderer
     from dist_tool.store.containers import SqliteContainerStore
     from dist_tool.store.content import LocalContentStore
@@ -61,8 +62,23 @@ class Session:
         return self._cache[key]
 
     @property
+    def remote(self) -> Client:
+        """The connection to ``dist serve`` (only with ``--address``)."""
+        from dist_tool.remote.client import Client
+
+        return self._once("remote", lambda: Client(self.address, self.namespace))  # type: ignore[arg-type]
+
+    def _not_served(self, what: str):
+        from dist_tool.errors import Unavailable
+
+        return Unavailable(what, self.address or "", "not served over --address")
+
+    @property
     def meta(self) -> Metadata:
         from dist_tool.store.metadata import Metadata
+
+        if self.address:
+            raise self._not_served("the metadata database")
 
         def make() -> Metadata:
             layout = os.path.join(self.root, "content")
@@ -76,6 +92,10 @@ class Session:
 
     @property
     def content(self) -> LocalContentStore:
+        if self.address:
+            from dist_tool.remote.client import RemoteContentStore
+
+            return self._once("content", lambda: RemoteContentStore(self.remote))  # type: ignore[return-value]
         from dist_tool.store.content import LocalContentStore
 
         return self._once("content", lambda: LocalContentStore(self.root, self.meta))
@@ -85,6 +105,12 @@ class Session:
         return self.images_in(self.namespace)
 
     def images_in(self, namespace: str) -> SqliteImageStore:
+        if self.address:
+            if namespace != self.namespace:
+                raise self._not_served(f"namespace {namespace} (this session's is {self.namespace})")
+            from dist_tool.remote.client import RemoteImageStore
+
+            return self._once("images", lambda: RemoteImageStore(self.remote))  # type: ignore[return-value]
         from dist_tool.store.images import SqliteImageStore
 
         return self._once(f"images/{namespace}",
@@ -92,18 +118,28 @@ class Session:
 
     @property
     def leases(self) -> SqliteLeaseManager:
+        if self.address:
+            from dist_tool.remote.client import RemoteLeaseManager
+
+            return self._once("leases", lambda: RemoteLeaseManager(self.remote))  # type: ignore[return-value]
         from dist_tool.store.leases import SqliteLeaseManager
 
         return self._once("leases", lambda: SqliteLeaseManager(self.meta, self.namespace))
 
     @property
     def containers(self) -> SqliteContainerStore:
+        if self.address:
+            from dist_tool.remote.client import RemoteContainerStore
+
+            return self._once("containers", lambda: RemoteContainerStore(self.remote))  # type: ignore[return-value]
         from dist_tool.store.containers import SqliteContainerStore
 
         return self._once(f"containers/{self.namespace}", lambda: SqliteContainerStore(self.meta, self.namespace))
 
     @property
     def namespaces(self) -> SqliteNamespaceStore:
+        if self.address:
+            raise self._not_served("namespaces")
         from dist_tool.store.namespaces import SqliteNamespaceStore
 
         return self._once("namespaces", lambda: SqliteNamespaceStore(self.meta))
@@ -115,11 +151,16 @@ class Session:
         return self.snapshotter_named(self.snapshotter_name or self.default_snapshotter())
 
     def default_snapshotter(self) -> str:
+        if self.address:
+            raise self._not_served("snapshots")
         from dist_tool.system import default_snapshotter
 
         return self._once("default-snapshotter", lambda: default_snapshotter(self.root))
 
     def snapshotter_named(self, name: str) -> LocalSnapshotter:
+        if self.address:
+            raise self._not_served("snapshots")
+
         def make() -> LocalSnapshotter:
             if name == "overlayfs":
                 from dist_tool.store.snapshots.overlay import OverlaySnapshotter
@@ -141,7 +182,49 @@ class Session:
 
         return self._once("snapshot-janitor", lambda: SnapshotJanitor(self.root, self.meta))
 
+    # -------------------------------------------------------------- store-wide operations
+    #
+    # What domain code needs beyond the stores' Protocols, here so that it never touches the
+    # local metadata database itself (and so works the same through ``--address``).
+
+    def transaction(self):
+        """Groups store calls into one metadata write transaction. Through ``--address`` it groups
+        nothing: each remote call is one transaction on the server."""
+        if self.address:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return self.meta.write()
+
+    def collect_garbage(self, dry_run: bool = False, only: set[str] | None = None):
+        """``gc.collect`` on this session's store (the server's, through ``--address``)."""
+        if self.address:
+            from dist_tool.remote.client import collect_garbage
+
+            return collect_garbage(self.remote, dry_run=dry_run, only=only)
+        from dist_tool import gc
+
+        return gc.collect(self.meta, self.content, dry_run=dry_run, only=only)
+
+    def unpacked_snapshot_sizes(self, snapshotter: str | None = None) -> dict[str, int]:
+        """Committed snapshot key → recorded size in this namespace, for ``snapshotter`` (default:
+        the session's); empty, without probing for a default, when nothing is unpacked."""
+        if self.address:
+            from dist_tool.remote.client import unpacked_snapshot_sizes
+
+            return unpacked_snapshot_sizes(self.remote, snapshotter or self.snapshotter_name)
+        with self.meta.read() as conn:
+            rows = conn.execute("SELECT snapshotter, key, size FROM snapshots "
+                                "WHERE namespace = ? AND kind = 'committed'", (self.namespace,)).fetchall()
+        if not rows:
+            return {}
+        name = snapshotter or self.snapshotter_name or self.default_snapshotter()
+        return {key: size or 0 for sn, key, size in rows if sn == name}
+
     def close(self) -> None:
+        remote = self._cache.get("remote")
+        if remote is not None:
+            remote.close()
         meta = self._cache.get("meta")
         if meta is not None:
             meta.close()

@@ -337,14 +337,10 @@ def unpacked_sizes(session, targets: Sequence[Descriptor],
                    cache: ChildrenCache | None = None) -> dict[str, int | None]:
     """Disk usage of each target's unpacked chain (host platform) in the session's snapshotter;
     None where it is not unpacked. One query, and one config read per distinct target."""
-    with session.meta.read() as conn:
-        rows = conn.execute("SELECT snapshotter, key, size FROM snapshots WHERE namespace = ? AND kind = 'committed'",
-                            (session.namespace,)).fetchall()
+    sizes = session.unpacked_snapshot_sizes()
     out: dict[str, int | None] = {t.digest: None for t in targets}
-    if not rows:
-        return out  # nothing unpacked: no need to know (or probe) the default snapshotter
-    name = session.snapshotter_name or session.default_snapshotter()
-    sizes = {key: size or 0 for sn, key, size in rows if sn == name}
+    if not sizes:
+        return out  # nothing unpacked (the session probes no default snapshotter for that)
     cache = cache or ChildrenCache()
     for target in targets:
         if target.digest in out and out[target.digest] is not None:

@@ -47,7 +47,7 @@ def gc(ctx: typer.Context,
         return
     if items:
         raise InvalidArgument("gc", items[0], "unexpected argument (did you mean --explain?)")
-    result = collector.collect(s.meta, s.content, dry_run=dry_run)
+    result = s.collect_garbage(dry_run=dry_run)
     if json_:
         s.render.json(result.to_json())
         return
@@ -191,3 +191,47 @@ def leases_rm(ctx: typer.Context, ids: list[str]) -> None:
     for lease_id in ids:
         s.leases.delete(lease_id)
         s.render.line(lease_id)
+
+
+serve_app = typer.Typer(help="Serve the store to `dist --address` clients.")
+
+
+@serve_app.command("serve")
+def serve(ctx: typer.Context,
+          address: Annotated[str | None, typer.Option("--address", help="unix:///PATH or tcp://127.0.0.1:PORT")]
+          = None,
+          token_file: Annotated[str | None, typer.Option("--token-file", help="Clients must send this token "
+                                                         "(required for tcp://).")] = None) -> None:
+    """Serve images, content, containers and leases over HTTP/JSON until stopped."""
+    import signal
+
+    from dist_tool.errors import InvalidArgument
+    from dist_tool.remote import server
+    from dist_tool.session import Session
+
+    s = session(ctx)
+    where = address or s.address
+    if not where:
+        raise InvalidArgument("dist serve", "", "needs --address unix:///PATH or tcp://127.0.0.1:PORT")
+
+    def make_session(namespace: str) -> Session:  # one per client connection and namespace
+        return Session(root=s.root, state=s.state, namespace=namespace, snapshotter_name=s.snapshotter_name,
+                       debug=s.debug)
+
+    s.address = None  # the server opens the store itself, whatever --address/DIST_ADDRESS said
+    s.meta  # noqa: B018 - create and migrate the store before the first client
+    token = server.read_token(token_file) if token_file else None
+    httpd = server.make_server(where, make_session, token=token, debug=s.debug)
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    s.render.err.write(f"dist serve: listening on {where}\n")
+    s.render.err.flush()
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()

@@ -1,0 +1,616 @@
+"""``dist serve``: the store's images, content, containers and leases over HTTP/JSON.
+
+The standard library's ``ThreadingHTTPServer`` (one thread per client
+connection, HTTP/1.1 keep-alive) on a unix socket or a TCP port. Each
+connection gets its own local stores (one Session per namespace, built by the
+``make_session`` the command passes in), because a Session's metadata
+connection serves one thread at a time; every request is then one call on
+those stores, so it is as atomic as the same call made locally.
+
+A dropped connection never leaves a half-written record or blob: records are
+written by one store call after the whole JSON body arrived, and an upload
+streams into an ingest that is committed only after the terminating chunk
+(and the size and digest checks); a cut stream leaves at most an ingest that
+the same ref resumes or that ``gc`` removes. Routes are listed in README
+("dist serve").
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import socket
+import socketserver
+import sys
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote
+
+from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
+from dist_tool.oci import Descriptor
+from dist_tool.remote import wire
+from dist_tool.store.api import Container, Lease
+from dist_tool.store.limits import COPY_CHUNK
+
+MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
+MAX_READ_LIMIT = 64 * 1024 * 1024
+
+
+class _Dropped(Exception):
+    """The client went away in the middle of its request body."""
+
+
+class _Aborted(Exception):
+    """The client's own source failed while it uploaded (the ``Dist-Abort`` trailer)."""
+
+
+class ChunkedBody:
+    """Reads a ``Transfer-Encoding: chunked`` body; a premature end raises, never looks like EOF."""
+
+    def __init__(self, rfile) -> None:
+        self.rfile = rfile
+        self.left = 0
+        self.done = False
+        self.trailers: dict[str, str] = {}
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(65537)
+        if not line.endswith(b"\n"):
+            raise _Dropped
+        return line.rstrip(b"\r\n")
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        if self.left == 0:
+            try:
+                self.left = int(self._line().split(b";")[0], 16)
+            except ValueError:
+                raise _Dropped from None
+            if self.left == 0:
+                while line := self._line():
+                    key, _, value = line.decode("latin-1").partition(":")
+                    self.trailers[key.strip().lower()] = value.strip()
+                self.done = True
+                if wire.ABORT_TRAILER.lower() in self.trailers:
+                    raise _Aborted
+                return b""
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.rfile.read(want)
+        if len(data) < want:
+            raise _Dropped
+        self.left -= len(data)
+        if self.left == 0 and self.rfile.read(2) != b"\r\n":
+            raise _Dropped
+        return data
+
+
+# ---------------------------------------------------------------- routes
+
+Route = tuple[str, "re.Pattern[str]", Callable]
+ROUTES: list[Route] = []
+
+
+def route(method: str, pattern: str):
+    def register(fn):
+        ROUTES.append((method, re.compile(f"^{wire.PREFIX}{pattern}$"), fn))
+        return fn
+    return register
+
+
+def _one(q: dict, key: str, default=None):
+    values = q.get(key)
+    return values[0] if values else default
+
+
+def _lease_arg(q: dict) -> tuple[str, str] | None:
+    raw = _one(q, "lease")
+    if not raw:
+        return None
+    ns, _, lease_id = raw.partition("/")
+    return ns, lease_id
+
+
+@route("GET", "/version")
+def _version(h, s, q):
+    from dist_tool import __version__
+
+    h.reply(200, {"version": __version__, "api": wire.API_VERSION})
+
+
+# images -----------------------------------------------------------------
+
+@route("GET", "/images")
+def _images_list(h, s, q):
+    if _one(q, "scope") == "all":
+        h.reply(200, [{"namespace": ns, "image": wire.image_to(i)} for ns, i in s.images.all_namespaces()])
+    else:
+        h.reply(200, [wire.image_to(i) for i in s.images.list(*q.get("filter", []))])
+
+
+@route("GET", "/images/(?P<name>[^/]+)")
+def _images_get(h, s, q, name):
+    h.reply(200, wire.image_to(s.images.get(name)))
+
+
+@route("POST", "/images")
+def _images_create(h, s, q):
+    h.reply(201, wire.image_to(s.images.create(wire.image_from(h.body()))))
+
+
+@route("PUT", "/images/(?P<name>[^/]+)")
+def _images_put(h, s, q, name):
+    image = wire.image_from(h.body())
+    if image.name != name:
+        raise InvalidArgument("image", image.name, f"does not match the route's name {name}")
+    h.reply(200, wire.image_to(s.images.put(image)))
+
+
+@route("PATCH", "/images/(?P<name>[^/]+)")
+def _images_update(h, s, q, name):
+    body = h.body()
+    image = wire.image_from(body["image"])
+    if image.name != name:
+        raise InvalidArgument("image", image.name, f"does not match the route's name {name}")
+    h.reply(200, wire.image_to(s.images.update(image, *body.get("fieldpaths", []))))
+
+
+@route("DELETE", "/images/(?P<name>[^/]+)")
+def _images_delete(h, s, q, name):
+    s.images.delete(name)
+    h.reply(204, None)
+
+
+# content ----------------------------------------------------------------
+
+@route("GET", "/content/blobs")
+def _content_list(h, s, q):
+    if _one(q, "view") == "present":
+        h.reply(200, s.content.present())
+    else:
+        h.reply(200, [i.to_json() for i in s.content.list()])
+
+
+@route("GET", "/content/blobs/(?P<digest>[^/]+)/info")
+def _content_info(h, s, q, digest):
+    h.reply(200, s.content.info(digest).to_json())
+
+
+@route("GET", "/content/blobs/(?P<digest>[^/]+)")
+def _content_read(h, s, q, digest):
+    limit = _one(q, "limit")
+    if limit is not None:
+        data = s.content.read_blob(digest, min(int(limit), MAX_READ_LIMIT))
+        h.reply_bytes(200, data)
+        return
+    h.send_blob(s.content, digest)
+
+
+@route("PATCH", "/content/blobs/(?P<digest>[^/]+)")
+def _content_labels(h, s, q, digest):
+    h.reply(200, s.content.update_labels(digest, h.body().get("labels", {})).to_json())
+
+
+@route("DELETE", "/content/blobs/(?P<digest>[^/]+)")
+def _content_delete(h, s, q, digest):
+    s.content.delete(digest)
+    h.reply(204, None)
+
+
+@route("POST", "/content/blobs/(?P<digest>[^/]+)/verify")
+def _content_verify(h, s, q, digest):
+    h.reply(200, {"digest": digest, "problem": s.content.verify(digest)})
+
+
+@route("POST", "/content/blobs/(?P<digest>[^/]+)/lease")
+def _content_add_to_lease(h, s, q, digest):
+    body = h.body()
+    h.reply(200, {"present": s.content.add_to_lease(digest, (body["namespace"], body["id"]))})
+
+
+@route("GET", "/content/ingests")
+def _ingests(h, s, q):
+    h.reply(200, [i.to_json() for i in s.content.ingests()])
+
+
+@route("DELETE", "/content/ingests/(?P<ref>[^/]+)")
+def _ingest_abort(h, s, q, ref):
+    s.content.abort_ingest(ref)
+    h.reply(204, None)
+
+
+@route("PUT", "/content/ingests/(?P<ref>[^/]+)")
+def _ingest_write(h, s, q, ref):
+    """The chunked body streams into the ingest. ``mode=stream`` (default): the whole blob, resumed
+    and verified as ``content ingest`` does. ``mode=append``: bytes from ``offset`` on, committed
+    when the ``Dist-Commit`` trailer (JSON: size, digest, labels) arrives, else left resumable."""
+    body = h.chunked()
+    lease = _lease_arg(q)
+    labels = json.loads(_one(q, "labels", "{}"))
+    size = _one(q, "size")
+    size = int(size) if size is not None else None
+    digest = _one(q, "digest")
+    if _one(q, "mode", "stream") == "stream":
+        digest = s.content.ingest(ref, body, size=size, digest=digest, labels=labels, lease=lease,
+                                  wait=_one(q, "wait") == "1", keep_partial=_one(q, "keep_partial", "1") == "1")
+        h.reply(200, {"digest": digest})
+        return
+    expected = json.loads(_one(q, "expected", "null"))
+    expected = Descriptor.from_json(expected, "expected") if expected else None
+    offset = int(_one(q, "offset", "0"))
+    with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1") as w:
+        if offset < w.offset:
+            w.truncate(offset)
+        elif offset > w.offset:
+            raise DataError("ingest", ref, f"holds {w.offset} bytes, the upload starts at {offset}")
+        while chunk := body.read(COPY_CHUNK):
+            w.write(chunk)
+        commit = body.trailers.get(wire.COMMIT_TRAILER.lower())
+        if commit is None:
+            h.reply(200, {"offset": w.offset})
+            return
+        args = json.loads(commit)
+        digest = w.commit(args.get("size"), args.get("digest"), args.get("labels"))
+        h.reply(200, {"digest": digest, "offset": w.offset})
+
+
+# containers -------------------------------------------------------------
+
+@route("GET", "/containers")
+def _containers_list(h, s, q):
+    h.reply(200, [wire.container_to(c)
+                  for c in s.containers.list(*q.get("filter", []), with_spec=_one(q, "spec") == "1")])
+
+
+@route("GET", "/containers/(?P<cid>[^/]+)")
+def _containers_get(h, s, q, cid):
+    h.reply(200, wire.container_to(s.containers.get(cid)))
+
+
+@route("POST", "/containers")
+def _containers_create(h, s, q):
+    h.reply(201, wire.container_to(s.containers.create(wire.container_from(h.body()))))
+
+
+@route("PATCH", "/containers/(?P<cid>[^/]+)")
+def _containers_update(h, s, q, cid):
+    body = h.body()
+    c: Container = wire.container_from(body["container"])
+    if c.id != cid:
+        raise InvalidArgument("container", c.id, f"does not match the route's id {cid}")
+    h.reply(200, wire.container_to(s.containers.update(c, *body.get("fieldpaths", []))))
+
+
+@route("DELETE", "/containers/(?P<cid>[^/]+)")
+def _containers_delete(h, s, q, cid):
+    s.containers.delete(cid)
+    h.reply(204, None)
+
+
+# leases -----------------------------------------------------------------
+
+@route("GET", "/leases")
+def _leases_list(h, s, q):
+    h.reply(200, [wire.lease_to(x) for x in s.leases.list(*q.get("filter", []))])
+
+
+@route("GET", "/leases/(?P<lid>[^/]+)")
+def _leases_get(h, s, q, lid):
+    h.reply(200, wire.lease_to(s.leases.get(lid)))
+
+
+@route("POST", "/leases")
+def _leases_create(h, s, q):
+    body = h.body()
+    lease: Lease = wire.lease_from(body)
+    if body.get("temporary"):
+        # A client operation's own lease: like SqliteLeaseManager.temporary, it must not leave a
+        # namespace behind when the operation fails.
+        h.reply(201, wire.lease_to(s.leases._insert(lease, user=False)))
+    else:
+        h.reply(201, wire.lease_to(s.leases.create(lease)))
+
+
+@route("DELETE", "/leases/(?P<lid>[^/]+)")
+def _leases_delete(h, s, q, lid):
+    s.leases.delete(lid)
+    h.reply(204, None)
+
+
+@route("GET", "/leases/(?P<lid>[^/]+)/resources")
+def _leases_resources(h, s, q, lid):
+    h.reply(200, [wire.resource_to(r) for r in s.leases.resources(lid)])
+
+
+@route("POST", "/leases/(?P<lid>[^/]+)/resources")
+def _leases_add_resource(h, s, q, lid):
+    s.leases.add_resource(lid, wire.resource_from(h.body()))
+    h.reply(204, None)
+
+
+# the rest ---------------------------------------------------------------
+
+@route("POST", "/gc")
+def _gc(h, s, q):
+    body = h.body()
+    only = body.get("only")
+    result = s.collect_garbage(dry_run=bool(body.get("dryRun")), only=set(only) if only is not None else None)
+    h.reply(200, result.to_json())
+
+
+@route("GET", "/snapshots/unpacked-sizes")
+def _unpacked_sizes(h, s, q):
+    h.reply(200, s.unpacked_snapshot_sizes(_one(q, "snapshotter")))
+
+
+# ---------------------------------------------------------------- the server
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Serving
+
+    def setup(self) -> None:
+        super().setup()
+        self.sessions: dict[str, object] = {}
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            for session in self.sessions.values():
+                session.close()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        if self.server.debug:
+            sys.stderr.write(f"dist serve: {format % args}\n")
+
+    def session(self):
+        ns = self.headers.get(wire.NAMESPACE_HEADER) or "default"
+        if ns not in self.sessions:
+            from dist_tool.validate import identifier
+
+            identifier("namespace", ns)
+            self.sessions[ns] = self.server.make_session(ns)
+        return self.sessions[ns]
+
+    # -------------------------------------------------------------- requests
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
+    def dispatch(self, method: str) -> None:
+        self._body_read = not (self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"))
+        self._replied = False
+        path, _, query = self.path.partition("?")
+        try:
+            if not self.authorized():
+                self.close_connection = True
+                self.reply(401, {"error": {"kind": "failed", "what": "dist serve", "which": "",
+                                           "why": "unauthorized: missing or wrong token"}})
+                return
+            for m, pattern, fn in ROUTES:
+                match = pattern.match(path)
+                if match and m == method:
+                    args = {k: unquote(v) for k, v in match.groupdict().items()}
+                    fn(self, self.session(), parse_qs(query), **args)
+                    return
+            raise NotFound("route", f"{method} {path}", "no such route in API v1")
+        except _Aborted:
+            self.fail(DataError("upload", "", "the client's source failed; nothing was committed"))
+        except (_Dropped, ConnectionError):
+            self.close_connection = True  # the store is as the store calls left it: nothing half-done
+        except DistError as e:
+            self.fail(e)
+        except (ValueError, KeyError, TypeError) as e:
+            self.fail(InvalidArgument("request", f"{method} {path}", f"malformed: {e.__class__.__name__}: {e}"))
+        except Exception as e:  # noqa: BLE001 - a server thread reports, and keeps serving the others
+            if self.server.debug:
+                import traceback
+
+                traceback.print_exc()
+            self.fail(DistError("dist serve", "", f"internal error: {e.__class__.__name__}: {e}"))
+
+    def authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())
+
+    def fail(self, e: DistError) -> None:
+        if self._replied:
+            self.close_connection = True
+            return
+        if not self._body_read:
+            self.close_connection = True  # an unread body would be taken for the next request
+        self.reply(wire.STATUS.get(e.kind, 500), wire.error_body(e))
+
+    # -------------------------------------------------------------- bodies
+
+    def body(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_JSON_BODY:
+            raise InvalidArgument("request body", "", f"larger than {MAX_JSON_BODY} bytes")
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise _Dropped
+        self._body_read = True
+        return json.loads(data) if data else {}
+
+    def chunked(self) -> ChunkedBody:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            raise InvalidArgument("request", self.path, "uploads are sent with Transfer-Encoding: chunked")
+        body = ChunkedBody(self.rfile)
+        self._chunked = body
+        return body
+
+    def reply(self, status: int, obj: object) -> None:
+        data = b"" if obj is None else json.dumps(obj).encode()
+        self.reply_bytes(status, data, "application/json")
+
+    def reply_bytes(self, status: int, data: bytes, content_type: str = "application/octet-stream") -> None:
+        chunked = getattr(self, "_chunked", None)
+        if chunked is not None:
+            self._body_read = chunked.done
+            self._chunked = None
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if not self._body_read:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self._replied = True
+
+    def send_blob(self, content, digest: str) -> None:
+        with content.open_blob(digest) as f:
+            size = os.fstat(f.fileno()).st_size
+            start, end = 0, size - 1
+            ranged = self.headers.get("Range")
+            status = 200
+            if ranged:
+                m = re.fullmatch(r"bytes=(\d*)-(\d*)", ranged.strip())
+                if not m or (not m.group(1) and not m.group(2)):
+                    raise InvalidArgument("range", ranged, "expected bytes=START-[END]")
+                if m.group(1):
+                    start = int(m.group(1))
+                    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+                else:
+                    start, end = max(0, size - int(m.group(2))), size - 1
+                if start >= size and size:
+                    raise InvalidArgument("range", ranged, f"starts past the blob's {size} bytes")
+                status = 206
+            length = max(0, end - start + 1)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(length))
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            self._replied = True
+            f.seek(start)
+            left = length
+            while left > 0:
+                chunk = f.read(min(COPY_CHUNK, left))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+
+class _Serving(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    make_session: Callable[[str], object]
+    token: str | None
+    debug: bool
+
+
+class TcpServer(_Serving):
+    allow_reuse_address = True
+
+
+class UnixServer(_Serving):
+    address_family = socket.AF_UNIX
+
+    def server_bind(self) -> None:
+        path = self.server_address
+        _remove_stale_socket(path)
+        old = os.umask(0o117)  # the socket is born 0660: never briefly open to others
+        try:
+            socketserver.TCPServer.server_bind(self)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o660)
+        self.server_name, self.server_port = "localhost", 0
+
+    def get_request(self):
+        sock, _ = self.socket.accept()
+        return sock, ("unix", 0)
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.server_address)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file nobody listens on is left by a killed server; a live one is a Conflict."""
+    from dist_tool.errors import Conflict
+
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return
+    except OSError as e:
+        raise Conflict("address", path, f"cannot reuse: {e.strerror or e}") from None
+    finally:
+        probe.close()
+    raise Conflict("address", f"unix://{path}", "another server is listening there")
+
+
+def parse_address(address: str) -> tuple[str, object]:
+    """``unix:///PATH`` → ("unix", path); ``tcp://HOST:PORT`` → ("tcp", (host, port)). InvalidArgument."""
+    if address.startswith("unix://"):
+        path = address[len("unix://"):]
+        if not path.startswith("/"):
+            raise InvalidArgument("address", address, "a unix socket needs an absolute path: unix:///PATH")
+        return "unix", path
+    if address.startswith("tcp://"):
+        host, sep, port = address[len("tcp://"):].rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise InvalidArgument("address", address, "expected tcp://HOST:PORT")
+        return "tcp", (host.strip("[]"), int(port))
+    raise InvalidArgument("address", address, "expected unix:///PATH or tcp://HOST:PORT")
+
+
+def read_token(path: str) -> str:
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise NotFound("token file", path, e.strerror or "cannot read") from None
+    if len(token) < 16:
+        raise InvalidArgument("token file", path, "holds fewer than 16 characters")
+    return token
+
+
+def make_server(address: str, make_session: Callable[[str], object], token: str | None = None,
+                debug: bool = False) -> _Serving:
+    """Binds (not yet serving). TCP needs a token, whatever the host: every TCP request carries it."""
+    kind, where = parse_address(address)
+    if kind == "tcp" and token is None:
+        raise InvalidArgument("dist serve", address, "a TCP address needs --token-file (clients send the token)")
+    try:
+        server: _Serving = (UnixServer if kind == "unix" else TcpServer)(where, Handler)
+    except OSError as e:
+        from dist_tool.errors import Unavailable
+
+        raise Unavailable("address", address, f"cannot listen: {e.strerror or e}") from None
+    server.make_session = make_session
+    server.token = token
+    server.debug = debug
+    return server
