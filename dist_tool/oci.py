@@ -5,12 +5,11 @@ so that a hostile blob can neither exhaust memory (callers read at most a
 named limit) nor smuggle a non-object where an object is required.
 """
 
-from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from dist_tool.errors import DataError
 
@@ -69,15 +68,17 @@ def kind_of(media_type: str) -> str:
     return "blob"
 
 
-@dataclass(frozen=True)
-class Descriptor:
+_NO_ANNOTATIONS: Mapping[str, str] = MappingProxyType({})
+
+
+class Descriptor(NamedTuple):
     """An OCI content descriptor: what a blob is, its digest and its size."""
 
     media_type: str
     digest: str
     size: int
     platform: dict[str, Any] | None = None
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = _NO_ANNOTATIONS
     urls: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, raw: Any, where: str = "descriptor") -> Descriptor:
+    def from_json(cls, raw: Any, where: str = "descriptor") -> "Descriptor":
         """Parses and checks one descriptor; anything malformed is a DataError naming ``where``."""
         if not isinstance(raw, Mapping):
             raise DataError(where, "", "descriptor is not a JSON object")
@@ -116,7 +117,7 @@ class Descriptor:
         return cls(media_type, digest, size, dict(platform) if platform else None,
                    dict(annotations), tuple(str(u) for u in urls))
 
-    def without_annotations(self) -> Descriptor:
+    def without_annotations(self) -> "Descriptor":
         return Descriptor(self.media_type, self.digest, self.size, self.platform)
 
 

@@ -9,153 +9,22 @@ Times are seconds since the epoch (UTC); ``render`` formats them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from dist_tool.oci import Descriptor
-
-
-@dataclass(frozen=True)
-class ContentInfo:
-    digest: str
-    size: int
-    created_at: float
-    updated_at: float
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"digest": self.digest, "size": self.size, "createdAt": self.created_at,
-                "updatedAt": self.updated_at, "labels": dict(self.labels)}
-
-
-@dataclass(frozen=True)
-class IngestStatus:
-    ref: str
-    offset: int
-    started_at: float
-    updated_at: float
-    expected: str | None = None
-    total: int | None = None
-    active: bool = False  # a live writer holds its lock
-
-    def to_json(self) -> dict:
-        return {"ref": self.ref, "offset": self.offset, "total": self.total,
-                "expected": self.expected, "startedAt": self.started_at,
-                "updatedAt": self.updated_at, "active": self.active}
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    target: Descriptor
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Lease:
-    id: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-    expires_at: float | None = None
-    owner_pid: int | None = None
-    owner_start: str | None = None  # /proc/PID/stat start time: a recycled pid is not the owner
-
-    def expired(self, now: float) -> bool:
-        """SPEC: a lease whose owner process is gone, or whose expiry passed, is expired."""
-        from dist_tool.proc import alive
-
-        if self.expires_at is not None and self.expires_at <= now:
-            return True
-        return self.owner_pid is not None and not alive(self.owner_pid, self.owner_start)
-
-    def to_json(self) -> dict:
-        return {"id": self.id, "labels": dict(self.labels), "createdAt": self.created_at,
-                "expiresAt": self.expires_at, "ownerPid": self.owner_pid}
-
-
-@dataclass(frozen=True)
-class LeaseResource:
-    kind: str  # "content", "ingest", "snapshots/<snapshotter>"
-    id: str
-
-
-@dataclass(frozen=True)
-class Namespace:
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "labels": dict(self.labels),
-                "createdAt": self.created_at, "updatedAt": self.updated_at}
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    key: str
-    parent: str | None
-    kind: str  # "active", "committed" or "view"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-    def to_json(self) -> dict:
-        return {"key": self.key, "parent": self.parent, "kind": self.kind, "createdAt": self.created_at,
-                "updatedAt": self.updated_at, "labels": dict(self.labels)}
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One mount(2) call: what ``mount -t TYPE -o OPTIONS SOURCE TARGET`` would do."""
-
-    type: str
-    source: str
-    options: tuple[str, ...] = ()
-
-    def to_json(self) -> dict:
-        return {"type": self.type, "source": self.source, "options": list(self.options)}
-
-
-@dataclass(frozen=True)
-class Usage:
-    size: int
-    inodes: int
-
-    def to_json(self) -> dict:
-        return {"size": self.size, "inodes": self.inodes}
-
-
-@dataclass(frozen=True)
-class Container:
-    """A container is metadata only: what a task needs, pinned."""
-
-    id: str
-    image: str
-    runtime_name: str = "io.containerd.runc.v2"
-    runtime_options: Mapping[str, object] = field(default_factory=dict)
-    spec: Mapping[str, object] = field(default_factory=dict)
-    snapshotter: str = ""
-    snapshot_key: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    extensions: Mapping[str, object] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    last_exit: Mapping[str, object] | None = None  # {"status": int, "exitedAt": float}
-
-    def to_json(self, full: bool = False) -> dict:
-        out = {"id": self.id, "image": self.image,
-               "runtime": {"name": self.runtime_name, "options": dict(self.runtime_options)},
-               "snapshotter": self.snapshotter, "snapshotKey": self.snapshot_key,
-               "labels": dict(self.labels), "createdAt": self.created_at, "updatedAt": self.updated_at}
-        if full:
-            out["spec"] = dict(self.spec)
-            out["extensions"] = dict(self.extensions)
-            out["lastExit"] = dict(self.last_exit) if self.last_exit else None
-        return out
-
+from dist_tool.store.records import (  # noqa: F401 - the records are part of this module's interface
+    EMPTY,
+    Container,
+    ContentInfo,
+    Image,
+    IngestStatus,
+    Lease,
+    LeaseResource,
+    Mount,
+    Namespace,
+    SnapshotInfo,
+    Usage,
+)
 
 # ---------------------------------------------------------------- content
 

@@ -1,0 +1,147 @@
+"""The store's records: what the stores return and take.
+
+Records are NamedTuples: immutable like frozen dataclasses, but a dataclass costs ~1 ms of code
+generation per class at every start, and the CLI's start-up is benchmarked. No ``from __future__
+import annotations`` here: NamedTuple would turn every string annotation into a compiled ForwardRef.
+Empty maps are shared read-only proxies, so a default can never be mutated by accident.
+"""
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from dist_tool.oci import Descriptor
+
+EMPTY: Mapping = MappingProxyType({})
+
+
+class ContentInfo(NamedTuple):
+    digest: str
+    size: int
+    created_at: float
+    updated_at: float
+    labels: Mapping[str, str] = EMPTY
+
+    def to_json(self) -> dict:
+        return {"digest": self.digest, "size": self.size, "createdAt": self.created_at,
+                "updatedAt": self.updated_at, "labels": dict(self.labels)}
+
+
+class IngestStatus(NamedTuple):
+    ref: str
+    offset: int
+    started_at: float
+    updated_at: float
+    expected: str | None = None
+    total: int | None = None
+    active: bool = False  # a live writer holds its lock
+
+    def to_json(self) -> dict:
+        return {"ref": self.ref, "offset": self.offset, "total": self.total,
+                "expected": self.expected, "startedAt": self.started_at,
+                "updatedAt": self.updated_at, "active": self.active}
+
+
+class Image(NamedTuple):
+    name: str
+    target: Descriptor
+    labels: Mapping[str, str] = EMPTY
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class Lease(NamedTuple):
+    id: str
+    labels: Mapping[str, str] = EMPTY
+    created_at: float = 0.0
+    expires_at: float | None = None
+    owner_pid: int | None = None
+    owner_start: str | None = None  # /proc/PID/stat start time: a recycled pid is not the owner
+
+    def expired(self, now: float) -> bool:
+        """SPEC: a lease whose owner process is gone, or whose expiry passed, is expired."""
+        from dist_tool.proc import alive
+
+        if self.expires_at is not None and self.expires_at <= now:
+            return True
+        return self.owner_pid is not None and not alive(self.owner_pid, self.owner_start)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "labels": dict(self.labels), "createdAt": self.created_at,
+                "expiresAt": self.expires_at, "ownerPid": self.owner_pid}
+
+
+class LeaseResource(NamedTuple):
+    kind: str  # "content", "ingest", "snapshots/<snapshotter>"
+    id: str
+
+
+class Namespace(NamedTuple):
+    name: str
+    labels: Mapping[str, str] = EMPTY
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "labels": dict(self.labels),
+                "createdAt": self.created_at, "updatedAt": self.updated_at}
+
+
+class SnapshotInfo(NamedTuple):
+    key: str
+    parent: str | None
+    kind: str  # "active", "committed" or "view"
+    labels: Mapping[str, str] = EMPTY
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "parent": self.parent, "kind": self.kind, "createdAt": self.created_at,
+                "updatedAt": self.updated_at, "labels": dict(self.labels)}
+
+
+class Mount(NamedTuple):
+    """One mount(2) call: what ``mount -t TYPE -o OPTIONS SOURCE TARGET`` would do."""
+
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "source": self.source, "options": list(self.options)}
+
+
+class Usage(NamedTuple):
+    size: int
+    inodes: int
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "inodes": self.inodes}
+
+
+class Container(NamedTuple):
+    """A container is metadata only: what a task needs, pinned."""
+
+    id: str
+    image: str
+    runtime_name: str = "io.containerd.runc.v2"
+    runtime_options: Mapping[str, object] = EMPTY
+    spec: Mapping[str, object] = EMPTY
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    labels: Mapping[str, str] = EMPTY
+    extensions: Mapping[str, object] = EMPTY
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_exit: Mapping[str, object] | None = None  # {"status": int, "exitedAt": float}
+
+    def to_json(self, full: bool = False) -> dict:
+        out = {"id": self.id, "image": self.image,
+               "runtime": {"name": self.runtime_name, "options": dict(self.runtime_options)},
+               "snapshotter": self.snapshotter, "snapshotKey": self.snapshot_key,
+               "labels": dict(self.labels), "createdAt": self.created_at, "updatedAt": self.updated_at}
+        if full:
+            out["spec"] = dict(self.spec)
+            out["extensions"] = dict(self.extensions)
+            out["lastExit"] = dict(self.last_exit) if self.last_exit else None
+        return out
