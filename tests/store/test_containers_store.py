@@ -1,5 +1,5 @@
-"""The ContainerStore contract, run on every implementation (``local`` now; ``remote`` when
-``dist serve`` lands: add its factory to IMPLEMENTATIONS)."""
+"""The ContainerStore contract, run on every implementation: the SQLite store (``local``) and
+the remote one behind ``dist serve`` (``remote``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ def _local(root: str, namespace: str):
     return SqliteContainerStore(meta, namespace), meta.close
 
 
-IMPLEMENTATIONS = {"local": _local}
+def _remote(root: str, namespace: str):
+    from remote_support import Served
+
+    from dist_tool.remote.client import RemoteContainerStore
+
+    served = Served(root)
+    return RemoteContainerStore(served.client(namespace)), served.stop
+
+
+IMPLEMENTATIONS = {"local": _local, "remote": _remote}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS), ids=sorted(IMPLEMENTATIONS))
