@@ -1,0 +1,227 @@
+"""dist serve and dist --address, end to end through the real entry point (issue 7)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from helpers import Dist, run_dist
+
+IMG = "docker.io/library/umoci-test:1"  # the umoci fixture image's name
+
+
+class Server:
+    """``dist serve`` as a subprocess on a store root."""
+
+    def __init__(self, root: Path, address: str, *extra: str) -> None:
+        self.root, self.address, self.extra = root, address, extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        env = {**os.environ}
+        env.pop("DIST_ADDRESS", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(self.root), "serve",
+                                      "--address", self.address, *self.extra],
+                                     stderr=subprocess.PIPE, env=env)
+        line = self.proc.stderr.readline().decode()  # "dist serve: listening on ADDRESS" once bound
+        assert "listening" in line, line + self.proc.stderr.read().decode()
+        return self
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        if self.proc:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def sockdir():
+    d = tempfile.mkdtemp(prefix="dist-serve-")  # a socket path must stay under 108 bytes
+    yield Path(d)
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def served(tmp_path, sockdir):
+    server = Server(tmp_path / "root", f"unix://{sockdir}/s.sock").start()
+    yield server
+    server.kill()
+
+
+class Remote:
+    """``dist --address ...``, with a --root of its own that must stay unused."""
+
+    def __init__(self, server: Server, tmp_path: Path) -> None:
+        self.address, self.root = server.address, tmp_path / "client-root"
+
+    def __call__(self, *args, **kw):
+        return run_dist("--address", self.address, *args, root=self.root, **kw)
+
+    def ok(self, *args, **kw):
+        r = self(*args, **kw)
+        assert r.code == 0, f"dist {' '.join(args)} exited {r.code}: {r.stderr}"
+        return r
+
+
+def test_socket_is_0660_and_image_commands_match_the_local_store(served, tmp_path, umoci_image):
+    assert os.stat(served.address[len("unix://"):]).st_mode & 0o777 == 0o660
+    r = Remote(served, tmp_path)
+    local = Dist(served.root)
+    assert r.ok("images", "import", "--no-unpack", str(umoci_image.oci_archive)).lines == [IMG]
+    assert r.ok("images", "tag", IMG, "a", "b").lines == ["docker.io/library/a:latest",
+                                                              "docker.io/library/b:latest"]
+    assert r.ok("images", "label", "a", "app=web", "tier=1").lines == ["app=web", "tier=1"]
+    assert r.ok("images", "label", "a", "tier=").lines == ["app=web"]
+    for args in (["images", "--json"], ["images", "ls", "--json", "labels.app==web"], ["images", "-q"],
+                 ["images", "inspect", "a", "--json"], ["images", "check", "--verify", "--json"],
+                 ["content", "ls", "--json"], ["content", "verify", "--json"]):
+        assert r.ok(*args).stdout == local.ok(*args).stdout, args
+    r.ok("images", "export", str(tmp_path / "out.tar"), "a")
+    local.ok("images", "export", str(tmp_path / "local.tar"), "a")
+    assert (tmp_path / "out.tar").read_bytes() == (tmp_path / "local.tar").read_bytes()
+    # Errors cross the wire with their exit codes and SPEC's one line.
+    miss = r("images", "inspect", "nope")
+    assert (miss.code, miss.stderr) == (3, "dist: error: image docker.io/library/nope:latest: not found\n")
+    assert r("images", "tag", IMG, "a").code == 4
+    assert r("images", "label", "a", "novalue").code == 2
+    gone = r("rmi", "a", "b", "nope")
+    assert gone.code == 3 and gone.lines == ["deleted docker.io/library/a:latest", "deleted docker.io/library/b:latest"]
+    assert r.ok("rmi", IMG).lines == [f"deleted {IMG}"]
+    assert local.ok("content", "ls", "-q").lines == []  # gc ran on the server's store
+    assert not (tmp_path / "client-root").exists()  # the client never opened a root of its own
+
+
+def test_not_served_is_one_clear_line(served, tmp_path):
+    r = Remote(served, tmp_path)
+    for args in (["snapshot", "ls"], ["namespaces", "ls"], ["info"]):
+        res = r(*args)
+        assert res.code == 1 and res.stderr.count("\n") == 1 and "not served over --address" in res.stderr, args
+
+
+def test_no_server_is_one_line_naming_the_address(tmp_path, sockdir):
+    res = run_dist("--address", f"unix://{sockdir}/none.sock", "images", root=tmp_path / "root")
+    assert res.code == 1
+    assert res.stderr == f"dist: error: --address unix://{sockdir}/none.sock: no server is listening " \
+                         "(start one with dist serve)\n"
+
+
+def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
+    r = Remote(served, tmp_path)
+    r.ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
+
+    def client(i: int) -> list[int]:
+        codes = [r("images", "tag", IMG, f"n{i}").code,
+                 r("images", "label", f"n{i}", f"i={i}").code,
+                 r("images", "label", IMG, f"c{i}={i}").code]  # 20 writers of one record's labels
+        if i % 2:
+            codes.append(r("images", "import", "--no-unpack", "--name", f"imp{i}", str(umoci_image.oci_archive)).code)
+        if i % 4 == 0:
+            codes.append(r("rmi", f"n{i}").code)
+        return codes
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(client, range(20)))
+    assert all(code == 0 for codes in results for code in codes), results
+    images = {i["name"]: i for i in Dist(served.root).ok("images", "--json").json}
+    want = {f"docker.io/library/n{i}:latest" for i in range(20) if i % 4} | \
+           {f"docker.io/library/imp{i}:latest" for i in range(20) if i % 2} | {IMG}
+    assert set(images) == want
+    assert images[IMG]["labels"] == {f"c{i}": str(i) for i in range(20)}
+    assert all(images[f"docker.io/library/n{i}:latest"]["labels"] == {"i": str(i)} for i in range(20) if i % 4)
+    assert Dist(served.root).ok("content", "verify").code == 0
+
+
+def test_a_killed_server_mid_ingest_leaves_a_consistent_resumable_store(tmp_path, sockdir):
+    import hashlib
+
+    root = tmp_path / "root"
+    address = f"unix://{sockdir}/s.sock"
+    server = Server(root, address).start()
+    data = os.urandom(1 << 20) * 24  # 24 MiB
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    env = {**os.environ}
+    env.pop("DIST_ADDRESS", None)
+    client = subprocess.Popen([sys.executable, "-m", "dist_tool", "--address", address, "content", "ingest",
+                               "--ref", "big"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    try:
+        client.stdin.write(data[: 8 << 20])
+        client.stdin.flush()
+        deadline = time.time() + 20
+        while time.time() < deadline:  # the server holds some of it on disk
+            active = run_dist("content", "active", "--json", root=root).json
+            if active and active[0]["offset"] > 0:
+                break
+            time.sleep(0.1)
+        server.kill(signal.SIGKILL)
+        try:
+            client.stdin.write(data[8 << 20:])
+            client.stdin.close()
+        except BrokenPipeError:
+            pass
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert client.returncode == 1 and err.decode().startswith("dist: error: --address"), err
+    local = Dist(root)
+    assert local.ok("content", "ls", "-q").lines == []  # no blob became visible
+    local.ok("content", "verify")
+    [status] = local.ok("content", "active", "--json").json
+    assert status["ref"] == "big" and 0 < status["offset"] <= 8 << 20
+    server = Server(root, address).start()  # same root, same (stale) socket path
+    try:
+        r = Remote(server, tmp_path)
+        assert r.ok("content", "ingest", "--ref", "big", "--expected-digest", digest, input=data).lines == [digest]
+        assert r.ok("content", "active", "--json").json == []
+        local.ok("content", "verify")
+    finally:
+        server.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_needs_the_token(tmp_path):
+    root = tmp_path / "root"
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    refused = run_dist("serve", "--address", address, root=root)
+    assert refused.code == 2 and "--token-file" in refused.stderr
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-token-0123456789\n")
+    server = Server(root, address, "--token-file", str(token)).start()
+    try:
+        none = run_dist("--address", address, "images", root=tmp_path / "c")
+        bad = run_dist("--address", address, "images", root=tmp_path / "c", env={"DIST_TOKEN_FILE": str(wrong)})
+        for res in (none, bad):
+            assert res.code == 1 and res.stderr.startswith(f"dist: error: --address {address}: refused")
+            assert res.stderr.count("\n") == 1
+        good = run_dist("--address", address, "images", "--json", root=tmp_path / "c",
+                        env={"DIST_TOKEN_FILE": str(token)})
+        assert (good.code, good.json) == (0, [])
+        import http.client
+
+        host, port = address[len("tcp://"):].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/v1/images")
+        assert conn.getresponse().status == 401
+        conn.close()
+    finally:
+        server.kill()
