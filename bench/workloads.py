@@ -243,6 +243,42 @@ def list_1001(ctx: Context) -> Plan:
         Ratio("dist-json", "podman-json", 0.1)])
 
 
+@workload("list-1001-remote", "dist images --json with 1,001 names of busybox: the local store vs "
+          "the same store through dist serve (--address unix://)", runs=10, warmup=1)
+def list_1001_remote(ctx: Context) -> Plan:
+    fx, store = ctx.fixtures, ctx.tmp("dist")
+    source = fx.env["BUSYBOX_REF"]
+    names = [f"docker.io/library/busybox:t{i:04d}" for i in range(1, N_TAGS + 1)]
+    address = f"unix://{ctx.tmp('dist.sock')}"
+    served: list[subprocess.Popen] = []
+
+    def stop() -> None:
+        for proc in served:
+            proc.terminate()
+            proc.wait(timeout=10)
+            proc.stderr.close()
+
+    def prepare() -> None:
+        ctx.run_dist(store, "images", "import", str(fx.path("BUSYBOX_OCI_ARCHIVE")))  # unpacked, as list-1001
+        ctx.run_dist(store, "images", "tag", source, *names)
+        proc = subprocess.Popen(ctx.dist_argv(store, "serve", "--address", address), env=ctx.env,
+                                stderr=subprocess.PIPE)
+        served.append(proc)
+        if b"listening" not in proc.stderr.readline():
+            raise StepError("dist serve did not start")
+        got = len(ctx.run_dist(store, "--address", address, "images", "-q").split())
+        if got != N_TAGS + 1:
+            raise StepError(f"dist images -q through --address lists {got} names, expected {N_TAGS + 1}")
+
+    ctx.cleanups.append(stop)
+    ready = once(prepare)
+    return Plan(f"list a store of {N_TAGS + 1:,} names of one image, locally and through dist serve", [
+        ctx.dist_cmd("dist-json", "dist images --json", store, "images", "--json", prepare=ready),
+        ctx.dist_cmd("remote-json", "dist --address unix:// images --json", store, "--address", address,
+                     "images", "--json", prepare=ready),
+    ], [Ratio("remote-json", "dist-json", 1.5)])
+
+
 def _import_commands(ctx: Context, archive: Path, blobs: list[str], ns: str) -> list[Command]:
     """dist, skopeo and ctr importing ARCHIVE without unpacking, each into an empty store."""
     store, layout = ctx.tmp("dist"), ctx.tmp("skopeo-layout")
