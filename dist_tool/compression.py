@@ -76,13 +76,24 @@ class HashingReader:
         return f"{self.algorithm}:{self.hash.hexdigest()}"
 
 
+def _inflater():
+    """ISA-L's inflate where python-isal is installed (about twice zlib's speed), else zlib's."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib
+    except ImportError:
+        return zlib
+
+
 class GzipReader:
     """Decompresses a gzip stream (members concatenated, as gzip allows) in bounded chunks."""
 
     def __init__(self, raw, what: str = "layer") -> None:
         self.raw = raw
         self.what = what
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._zlib = _inflater()
+        self._z = self._zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._buf = b""
         self._eof = False
         self._between = False  # a member ended and no byte of another has been seen yet
@@ -106,13 +117,13 @@ class GzipReader:
             self._between = False
             try:
                 self._buf += self._z.decompress(data, max(n - len(self._buf), 1 << 16))
-            except zlib.error as e:
+            except (zlib.error, self._zlib.error) as e:
                 raise DataError(self.what, "", f"corrupt gzip stream ({e})") from None
             if self._z.eof:
                 # The member ended; what follows is another member (gzip allows many, bgzip
                 # writes thousands) or trailing bytes, ignored as gzip -d does.
                 rest = self._z.unused_data
-                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._z = self._zlib.decompressobj(16 + zlib.MAX_WBITS)
                 self._between = True
                 if len(rest) < len(GZIP_MAGIC):
                     rest += self.raw.read(len(GZIP_MAGIC) - len(rest))

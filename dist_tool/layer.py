@@ -49,13 +49,82 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 CHUNK = 1 << 20
+SMALL_FILE = 64 << 10  # overlay: files up to this size are written by a writer thread
+WRITE_QUEUE = 64  # files handed over and not yet written: at most WRITE_QUEUE * SMALL_FILE bytes
 MAX_MEMBER_HEADER_BYTES = 1 << 20  # PAX and GNU long-name headers of one member; a bound, not a buffer
 IS_ROOT = os.geteuid() == 0
+_CREATES_ROOT_OWNED = IS_ROOT and os.getegid() == 0
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Cancelled(Exception):
     """Another layer of the same unpack failed; this one stopped early."""
+
+
+class _Writers:
+    """Threads that create small files while the reader goes on decompressing and parsing.
+
+    The kernel's work per file (allocating an inode) releases the GIL, so a layer of many
+    small files keeps two cores busy. Only a path new to this layer is handed over (nothing
+    can be in its way); whoever touches a path that is still pending, removes a directory,
+    links to a file or ends the layer first waits for the queue to empty (``drain``).
+    """
+
+    def __init__(self, threads: int, what: str) -> None:
+        import queue
+
+        self.what = what
+        self.jobs: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.pending: set[str] = set()
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._work, name=f"layer-writer-{i}", daemon=True)
+                        for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, rel: str, job: Callable[[], None]) -> None:
+        if self.error is not None:
+            self.raise_error()
+        with self.lock:
+            self.pending.add(rel)
+        self.jobs.put((rel, job))
+
+    def _work(self) -> None:
+        while True:
+            item = self.jobs.get()
+            try:
+                if item is None:
+                    return
+                rel, job = item
+                if self.error is None and not self.stopped:
+                    try:
+                        job()
+                    except BaseException as e:  # noqa: BLE001 - handed to the reader, which raises it
+                        self.error = self.error or e
+                with self.lock:
+                    self.pending.discard(rel)
+            finally:
+                self.jobs.task_done()
+
+    def drain(self) -> None:
+        """Waits until every handed-over file is written; raises the first failure."""
+        self.jobs.join()
+        if self.error is not None:
+            self.raise_error()
+
+    def raise_error(self) -> None:
+        raise self.error  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stops the threads; files still queued are not written (the caller drained first,
+        or is failing anyway)."""
+        self.stopped = True
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 @dataclass
@@ -155,13 +224,14 @@ def _show(name: str, limit: int = 160) -> str:
 
 def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
                 progress: Callable[[int], None] | None = None,
-                cancel: threading.Event | None = None) -> LayerResult:
+                cancel: threading.Event | None = None, writers: int = 1) -> LayerResult:
     """Applies the layer read from ``blob`` (compressed or not) to the directory ``dest``.
 
     Raises DataError naming the layer and the member for anything unsafe or
     unreadable (the directory is then in an undefined state: the caller
     discards it), Cancelled when ``cancel`` is set. Reads the stream to its end
     before returning, so ``diff_id`` covers the tar's trailing padding.
+    ``writers`` threads create small files (overlay whiteouts only; 0: none).
     """
     import tarfile
 
@@ -169,7 +239,7 @@ def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
         blob = _Counting(blob, progress)
     plain = compression.HashingReader(compression.decompressed(blob, what or "layer"))
     forward = _Forward(plain, what)
-    applier = _Applier(Root(dest), whiteouts, what)
+    applier = _Applier(Root(dest), whiteouts, what, writers)
     try:
         try:
             tar = tarfile.TarFile(fileobj=forward, mode="r", encoding="utf-8", errors="surrogateescape")
@@ -188,19 +258,24 @@ def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
             tar.members.clear()  # tarfile keeps every header it parsed: not here
             applier.apply(member, forward)
         forward.drain()
+        applier.finish()
     except tarfile.TarError as e:
         raise DataError("layer", what, f"corrupt tar stream ({e})") from None
-    applier.finish()
+    finally:
+        applier.close()
     return LayerResult(plain.digest, plain.count, applier.entries, applier.root.implicit)
 
 
 class _Applier:
-    def __init__(self, root: Root, whiteouts: str, what: str) -> None:
+    def __init__(self, root: Root, whiteouts: str, what: str, writers: int = 0) -> None:
         if whiteouts not in ("overlay", "delete"):
             raise ValueError(whiteouts)
         self.root = root
         self.overlay = whiteouts == "overlay"
         self.what = what
+        # overlay: the directory starts empty, so a path this layer has not created is free
+        self.writers = _Writers(writers, what) if self.overlay and writers else None
+        self.created: set[str] = set()
         self.entries = 0
         self.dirs: list[tuple[str, int, float, float]] = []  # (rel, mode, atime, mtime): set at the end
         # delete mode: what this layer wrote (whiteouts spare it) and the ancestors of those paths
@@ -235,14 +310,50 @@ class _Applier:
             raise DataError("layer", self.what, f"member {_show(member.name)}: {why}") from None
 
     def _place(self, parts: tuple[str, ...]) -> str:
-        """The real path (relative) for a new entry at ``parts``, with whatever was there removed."""
+        """The real path (relative) for a new entry at ``parts``; see ``_create``."""
         if not parts:
             raise PathError("only a directory can be the root")
-        rel = join(self.root.parent(parts), parts[-1])
-        self._remove_existing(rel)
-        return rel
+        return join(self._parent(parts), parts[-1])
+
+    def _settle(self, rel: str | None = None) -> None:
+        """Waits for the writer threads: for all of them, or while ``rel`` is pending."""
+        if self.writers is not None and (rel is None or rel in self.writers.pending):
+            self.writers.drain()
+
+    def close(self) -> None:
+        if self.writers is not None:
+            self.writers.close()
+
+    def _parent(self, parts: tuple[str, ...], create: bool = True) -> str:
+        """``Root.parent``, after the writers are done when it must look on disk: a file still
+        pending there would be invisible to its lstat."""
+        if self.writers is not None and not self.root.knows_parent(parts):
+            self._settle()
+        return self.root.parent(parts, create)
+
+    def _is_new(self, rel: str) -> bool:
+        """Nothing was ever put at ``rel`` by this layer (overlay: then nothing is there)."""
+        return rel not in self.created and rel not in self.root.made
+
+    def _create(self, rel: str, make):
+        """``make()`` creates the entry (never following a symlink); whatever is in its way is
+        removed first, found by the EEXIST of trying (most members land where nothing is)."""
+        self._settle(rel)
+        if self.writers is not None:
+            self.created.add(rel)
+        try:
+            return make()
+        except FileExistsError:
+            self._remove_existing(rel)
+            return make()
+
+    def _owned_as_created(self, member) -> bool:
+        """True when a new entry already has the member's owner: root creating root's files in an
+        overlay layer, where no directory has its set-group-ID bit yet (modes come at the end)."""
+        return self.overlay and _CREATES_ROOT_OWNED and member.uid == 0 and member.gid == 0
 
     def _remove_existing(self, rel: str) -> None:
+        self._settle()  # a pending file may be at rel, or below it
         full = self.root.full(rel)
         try:
             st = os.lstat(full)
@@ -268,8 +379,10 @@ class _Applier:
 
     def _dir(self, parts: tuple[str, ...], member) -> None:
         if parts:
-            rel = join(self.root.parent(parts), parts[-1])
+            rel = join(self._parent(parts), parts[-1])
             full = self.root.full(rel)
+            self._settle(rel)
+            self.created.add(rel)
             try:
                 st = os.lstat(full)
             except FileNotFoundError:
@@ -296,38 +409,60 @@ class _Applier:
         if member.sparse is not None:
             raise PathError("sparse files are not supported")
         rel = self._place(parts)
-        fd = os.open(self.root.full(rel), _O_CREATE, 0o600)
+        full = self.root.full(rel)
+        stream.seek(member.offset_data)
+        if self.writers is not None and member.size <= SMALL_FILE and self._is_new(rel):
+            data = _read_exactly(stream, member.size)
+            self.created.add(rel)
+            self.writers.submit(rel, lambda: self._write_new(full, data, member))
+            return
+        fd = self._create(rel, lambda: os.open(full, _O_CREATE, 0o600))
         try:
-            stream.seek(member.offset_data)
             left = member.size
             while left > 0:
                 chunk = stream.read_data(min(left, CHUNK))
                 if not chunk:
                     raise PathError("the layer ends inside this member's data")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, chunk)
                 left -= len(chunk)
-            if IS_ROOT:
-                os.fchown(fd, member.uid, member.gid)
-            os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
-            self._xattrs(fd, member)
-            os.utime(fd, ns=_ns(member))
+            self._file_meta(fd, member)
         finally:
             os.close(fd)
         self._touch(rel)
 
+    def _write_new(self, full: str, data: bytes, member) -> None:
+        """A writer thread's job: a small file at a path nothing is at."""
+        try:
+            fd = os.open(full, _O_CREATE, 0o600)
+            try:
+                _write_all(fd, data)
+                self._file_meta(fd, member)
+            finally:
+                os.close(fd)
+        except PathError as e:
+            raise DataError("layer", self.what, f"member {_show(member.name)}: {e}") from None
+        except OSError as e:
+            raise DataError("layer", self.what, f"member {_show(member.name)}: {e.strerror or e}") from None
+
+    def _file_meta(self, fd: int, member) -> None:
+        if IS_ROOT and not self._owned_as_created(member):
+            os.fchown(fd, member.uid, member.gid)
+        os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
+        self._xattrs(fd, member)
+        os.utime(fd, ns=_ns(member))
+
     def _symlink(self, parts: tuple[str, ...], member) -> None:
         rel = self._place(parts)
         full = self.root.full(rel)
-        os.symlink(member.linkname, full)  # the target is data: never followed here
-        if IS_ROOT:
+        self._create(rel, lambda: os.symlink(member.linkname, full))  # the target is data: never followed
+        if IS_ROOT and not self._owned_as_created(member):
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
         self._xattrs(full, member)
         os.utime(full, ns=_ns(member), follow_symlinks=False)
         self._touch(rel)
 
     def _hardlink(self, parts: tuple[str, ...], member) -> None:
+        self._settle()  # the target may be a file still being written
         try:
             target = self.root.resolve_entry(clean(member.linkname))
         except PathError as e:
@@ -336,25 +471,24 @@ class _Applier:
             raise PathError("the root cannot be a hard link")
         if stat.S_ISDIR(os.lstat(self.root.full(target)).st_mode):
             raise PathError(f"hard link to a directory ({_show(member.linkname)})")
-        rel = join(self.root.parent(parts), parts[-1])
+        rel = join(self._parent(parts), parts[-1])
         if rel == target:
             return
-        self._remove_existing(rel)
-        os.link(self.root.full(target), self.root.full(rel), follow_symlinks=False)
+        self._create(rel, lambda: os.link(self.root.full(target), self.root.full(rel), follow_symlinks=False))
         self._touch(rel)
 
     def _special(self, parts: tuple[str, ...], member) -> None:
         if member.isfifo():
             rel = self._place(parts)
             full = self.root.full(rel)
-            os.mkfifo(full, 0o600)
+            self._create(rel, lambda: os.mkfifo(full, 0o600))
         elif not IS_ROOT:
             return  # device nodes need CAP_MKNOD: skipped when rootless (as umoci does)
         else:
             rel = self._place(parts)
             full = self.root.full(rel)
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(full, kind | 0o600, os.makedev(member.devmajor, member.devminor))
+            self._create(rel, lambda: os.mknod(full, kind | 0o600, os.makedev(member.devmajor, member.devminor)))
         if IS_ROOT:
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
         os.chmod(full, member.mode & 0o7777, follow_symlinks=False)
@@ -373,18 +507,20 @@ class _Applier:
             raise PathError("whiteout names no entry")
         hidden = parts[:-1] + (name,)
         if self.overlay:
-            rel = join(self.root.parent(hidden), name)
+            rel = join(self._parent(hidden), name)
+            self._settle(rel)
             full = self.root.full(rel)
             try:
                 st = os.lstat(full)
             except FileNotFoundError:
                 os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+                self.created.add(rel)
                 return
             if stat.S_ISDIR(st.st_mode):  # written by this layer: hide only what is below it
                 os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
             return
         try:
-            rel = join(self.root.parent(hidden, create=False), name)
+            rel = join(self._parent(hidden, create=False), name)
         except PathError:
             return  # nothing there to hide
         self._remove_lower(rel)
@@ -448,11 +584,29 @@ class _Applier:
 
     def finish(self) -> None:
         """Directory modes and times, deepest last-written first, once their contents are in."""
+        self._settle()
         for rel, mode, atime, mtime in reversed(self.dirs):
             full = self.root.full(rel)
             os.chmod(full, mode, follow_symlinks=False)
             os.utime(full, ns=(int(atime * 1e9), int(mtime * 1e9)), follow_symlinks=False)
         self.dirs.clear()
+
+
+def _read_exactly(stream: _Forward, size: int) -> bytes:
+    parts = []
+    while size > 0:
+        chunk = stream.read_data(min(size, CHUNK))
+        if not chunk:
+            raise PathError("the layer ends inside this member's data")
+        parts.append(chunk)
+        size -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _times(member) -> tuple[float, float]:

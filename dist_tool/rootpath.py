@@ -37,14 +37,15 @@ class PathError(Exception):
 def clean(name: str) -> tuple[str, ...]:
     """A member name as components under the root; ``()`` is the root itself."""
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise PathError("path climbs out of the root (..)")
+    if "\x00" in name:
+        raise PathError("a name holds a NUL byte")
+    # A character is at most 4 bytes in UTF-8: only long strings need encoding to be measured.
     for part in parts:
-        if part == "..":
-            raise PathError("path climbs out of the root (..)")
-        if len(os.fsencode(part)) > NAME_MAX:
+        if len(part) > NAME_MAX // 4 and len(os.fsencode(part)) > NAME_MAX:
             raise PathError(f"a name is longer than {NAME_MAX} bytes")
-        if "\x00" in part:
-            raise PathError("a name holds a NUL byte")
-    if len(os.fsencode("/".join(parts))) >= PATH_MAX:
+    if len(name) >= PATH_MAX // 4 and len(os.fsencode("/".join(parts))) >= PATH_MAX:
         raise PathError(f"path is longer than {PATH_MAX - 1} bytes")
     return parts
 
@@ -56,6 +57,7 @@ class Root:
         self.path = os.path.abspath(path)
         self._parents: dict[tuple[str, ...], str] = {(): ""}
         self.implicit: list[str] = []  # directories created only because a member needed them
+        self.made: set[str] = set()  # the same, to look up
 
     def full(self, rel: str) -> str:
         return f"{self.path}/{rel}" if rel else self.path
@@ -67,6 +69,9 @@ class Root:
     def remember(self, parts: tuple[str, ...], rel: str) -> None:
         """Records that the member path ``parts`` is the real directory ``rel``."""
         self._parents[parts] = rel
+
+    def knows_parent(self, parts: tuple[str, ...]) -> bool:
+        return parts[:-1] in self._parents
 
     def parent(self, parts: tuple[str, ...], create: bool = True) -> str:
         """The real directory (relative to the root) that holds the last component of ``parts``.
@@ -105,6 +110,7 @@ class Root:
                     raise PathError(f"{rel} does not exist") from None
                 os.mkdir(full, 0o755)
                 self.implicit.append(rel)
+                self.made.add(rel)
                 continue
             except NotADirectoryError:
                 raise PathError(f"{'/'.join(current[:-1])} is not a directory") from None

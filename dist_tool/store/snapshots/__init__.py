@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Mapping
@@ -77,21 +76,10 @@ def disk_usage(path: str) -> Usage:
 
 
 def remove_tree(path: str) -> None:
-    """rm -rf that never follows a symlink; makes read-only directories writable on the way."""
-    def onerror(func, failed, exc_info) -> None:
-        if isinstance(exc_info[1], FileNotFoundError):
-            return
-        if isinstance(exc_info[1], PermissionError):
-            try:
-                os.chmod(os.path.dirname(failed), 0o700)
-                func(failed)
-                return
-            except OSError:
-                pass
-        raise exc_info[1]
+    """rm -rf that never follows a symlink (see ``trees.remove_trees``)."""
+    from dist_tool.store.snapshots.trees import remove_trees
 
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=onerror)
+    remove_trees([path])
 
 
 class SnapshotDirs:
@@ -128,12 +116,13 @@ class SnapshotDirs:
 
     def empty_trash(self) -> int:
         """Deletes everything in the trash (outside the write lock); returns how many entries."""
+        from dist_tool.store.snapshots.trees import remove_trees
+
         try:
             names = os.listdir(self.trash_dir)
         except FileNotFoundError:
             return 0
-        for name in names:
-            remove_tree(os.path.join(self.trash_dir, name))
+        remove_trees(os.path.join(self.trash_dir, name) for name in names)
         return len(names)
 
 
