@@ -285,3 +285,20 @@ def _extracting(root: Path, snapshotter: str) -> Path | None:
     except sqlite3.OperationalError:
         return None  # not created or migrated yet
     return root / "snapshots" / snapshotter / str(row[0]) / "fs" if row else None
+
+
+def test_docker_archive_layers_unpack_and_snapshot_cli(dist, umoci_image) -> None:
+    """Docker schema-2 media types (a skopeo docker-archive), and the info/usage/json commands."""
+    dist.ok("--snapshotter", "native", "images", "import", "--progress", "none", str(umoci_image.docker_archive))
+    chain = chain_ids(umoci_image.diff_ids)
+    listed = dist.ok("--snapshotter", "native", "snapshot", "ls", "--json").json
+    assert sorted(i["key"] for i in listed) == sorted(chain)
+    assert set(listed[0]) == {"key", "parent", "kind", "createdAt", "updatedAt", "labels"}
+    info = dist.ok("--snapshotter", "native", "snapshot", "info", chain[-1], "--json").json
+    assert (info["parent"], info["kind"]) == (chain[-2], "committed")
+    usage = dist.ok("--snapshotter", "native", "snapshot", "usage", chain[0], "--json").json
+    assert usage[0]["key"] == chain[0] and usage[0]["size"] > 0 and usage[0]["inodes"] > 0
+    [image] = dist.ok("--snapshotter", "native", "images", "--json").json
+    assert image["unpackedSize"] >= usage[0]["size"]
+    missing = dist("--snapshotter", "native", "snapshot", "info", "nope")
+    assert (missing.code, missing.stderr) == (3, "dist: error: snapshot nope: not found\n")
