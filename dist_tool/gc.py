@@ -32,7 +32,6 @@ from dist_tool.errors import DistError, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Lease
 from dist_tool.store.limits import MAX_MANIFEST_BYTES
-from dist_tool.store.metadata import load_labels
 from dist_tool.walk import ChildrenCache, children, platform_manifests
 
 Node = tuple[str, ...]  # ("image", ns, name) | ("lease", ns, id) | ("content", digest) | ...
@@ -257,7 +256,7 @@ def _describe(node: Node, graph: _Graph) -> dict:
         row = graph.conn.execute("SELECT labels FROM leases WHERE namespace = ? AND id = ?",
                                  (node[1], node[2])).fetchone()
         return {"kind": "lease", "namespace": node[1], "id": node[2],
-                "labels": load_labels(row[0]) if row else {}}
+                "labels": json.loads(row[0]) if row else {}}
     if kind == "container":
         return {"kind": "container", "namespace": node[1], "id": node[2]}
     if kind == "snapshot":
