@@ -15,16 +15,14 @@ never picks an implementation.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from dist_tool import oci, platforms, reference, validate
+from dist_tool import platforms, reference, validate
 from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Container, Image
-from dist_tool.store.limits import MAX_CONFIG_BYTES
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
 _RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", re.ASCII)
@@ -58,17 +56,9 @@ class ImageRootfs(NamedTuple):
 
     @property
     def chain_id(self) -> str:
+        from dist_tool.chains import chain_ids
+
         return chain_ids(self.diff_ids)[-1]
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """The same as ``unpack.chain_ids`` (a test checks), here so that create does not import
-    the unpacker when the image is unpacked already. OCI image-spec: ChainID(L0) = DiffID(L0);
-    ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
-    out: list[str] = []
-    for diff_id in diff_ids:
-        out.append(diff_id if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
-    return out
 
 
 def image_rootfs(session, image: Image) -> ImageRootfs:
@@ -77,29 +67,18 @@ def image_rootfs(session, image: Image) -> ImageRootfs:
     Raises NotFound when the image has no manifest for this host or its manifest or
     config is absent, DataError when the config's diff IDs do not match its layers.
     """
-    from dist_tool.walk import ChildrenCache, platform_manifests, read_document
+    from dist_tool.chains import image_layers
 
-    cache = ChildrenCache()
     host = platforms.host()
     try:
-        manifests = platform_manifests(session.content, image.target, platforms.matcher(host), cache)
-    except NotFound:
-        raise NotFound("image", image.name, "incomplete: its index or manifest is not in the content store") from None
-    if not manifests:
+        plan = image_layers(session.content, image.target)
+    except NotFound as e:
+        raise NotFound("image", image.name, f"incomplete: {e.which or e.what} is not in the content store") from None
+    if plan is None:
         raise NotFound("image", image.name, f"has no manifest for {host}")
-    manifest = manifests[0]
-    children = oci.manifest_children(read_document(session.content, manifest, cache), manifest.digest)
-    config_desc, layers = children[0], tuple(children[1:])
-    try:
-        config = oci.decode_json(session.content.read_blob(config_desc.digest, MAX_CONFIG_BYTES), "config",
-                                 config_desc.digest)
-    except NotFound:
-        raise NotFound("image", image.name, f"incomplete: config {config_desc.digest} is missing") from None
-    rootfs = config.get("rootfs") if isinstance(config.get("rootfs"), dict) else {}
-    diff_ids = tuple(str(d) for d in (rootfs.get("diff_ids") or []))
-    if len(diff_ids) != len(layers) or not layers:
-        raise DataError("image", image.name, f"config lists {len(diff_ids)} diff IDs for {len(layers)} layers")
-    return ImageRootfs(image, manifest, config, layers, diff_ids)
+    if not plan.layers:
+        raise DataError("image", image.name, "has no layers")
+    return ImageRootfs(image, plan.manifest, plan.config, tuple(plan.layers), tuple(plan.diff_ids))
 
 
 # ---------------------------------------------------------------- create

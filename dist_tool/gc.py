@@ -173,7 +173,7 @@ class _Graph:
 
 def _chain_keys(content, target: Descriptor, present, cache: ChildrenCache) -> list[str]:
     """Every chain ID of every manifest under ``target`` whose config is present."""
-    from dist_tool.unpack import image_layers
+    from dist_tool.chains import image_layers
 
     out: list[str] = []
     try:

@@ -127,7 +127,7 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
             unique_size=sum(size for blob, size in reach.items() if holders[blob] <= 1),
             complete=cat.complete(image.target),
             platforms=cat.platforms_of(image.target)))
-    from dist_tool.unpack import unpacked_sizes
+    from dist_tool.chains import unpacked_sizes
 
     unpacked = unpacked_sizes(session, [v.image.target for v in views], cat.cache)
     for view in views:

@@ -339,11 +339,3 @@ def test_dir_layers_follow_overlay_rules(tmp_path):
     assert reader.read("/etc/group", 100) is None
     os.setxattr(upper / "etc", "trusted.overlay.opaque", b"y")
     assert reader.read("/etc/hosts", 100) is None
-
-
-def test_chain_ids_agree_with_the_unpacker():
-    from dist_tool import containers, unpack
-
-    diff_ids = [f"sha256:{c * 64}" for c in "abc"]
-    assert containers.chain_ids(diff_ids) == unpack.chain_ids(diff_ids)
-    assert containers.chain_ids(diff_ids)[0] == diff_ids[0]
