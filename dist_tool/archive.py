@@ -22,19 +22,13 @@ from dataclasses import dataclass, field
 from dist_tool import compression, oci, platforms, reference
 from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
+from dist_tool.progress import NullProgress
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
 from dist_tool.walk import ChildrenCache, children, filter_platforms, require_present, skip_missing, visitor, walk
 
 TAR_BUFSIZE = 1 << 20
 EXPORT_MTIME = 0  # exported tars are reproducible: same image, same bytes
-
-
-class _NullProgress:
-    def start(self, item: str, total: int | None) -> None: ...
-    def update(self, item: str, done: int) -> None: ...
-    def done(self, item: str, note: str = "done") -> None: ...
-    def event(self, text: str) -> None: ...
 
 
 @dataclass
@@ -281,7 +275,7 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
 
     With ``unpack``, each image's host platform (or ``platform``) is unpacked before its name
     is written, so a layer that fails its diff_id check leaves no image, blob or snapshot."""
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     if name is not None:
         reference.normalize(name)  # a bad --name is a usage error before any byte is read
     matcher = _matcher(platform, all_platforms)
@@ -368,7 +362,7 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
                   unpack: bool = True) -> list[str]:
     """Makes a one-layer image from a root-filesystem tar (plain or compressed) or directory,
     and (with ``unpack``) unpacks it."""
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     if not name:
         raise InvalidArgument("--name", "", "is required with --rootfs")
     name = reference.normalize(name)
@@ -533,7 +527,7 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
     Everything the images reference must be present (checked before a byte is
     written); the file appears only when complete (written aside, then renamed).
     """
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     cache = ChildrenCache()
     present = session.content.present()
     matcher = platforms.matcher(platforms.parse(platform)) if platform else None

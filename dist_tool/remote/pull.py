@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from dist_tool import oci, platforms, reference
 from dist_tool.errors import DataError, DistError, NotFound
 from dist_tool.oci import Descriptor
+from dist_tool.progress import NullProgress
 from dist_tool.remote.auth import Credentials
 from dist_tool.remote.registry import (
     MAX_ATTEMPTS,
@@ -52,13 +53,6 @@ FETCH_THREADS = 4  # concurrent blob downloads per manifest: enough to fill a li
 
 class _Cancelled(Exception):
     """Another download of the same pull failed: stop this one, keep its ingest for a resume."""
-
-
-class _NullProgress:
-    def start(self, item: str, total: int | None) -> None: ...
-    def update(self, item: str, done: int) -> None: ...
-    def done(self, item: str, note: str = "done") -> None: ...
-    def event(self, text: str) -> None: ...
 
 
 @dataclass
@@ -83,7 +77,7 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
     name = str(ref)
     matcher = platforms.any_platform if all_platforms else \
         platforms.matcher(platforms.parse(platform) if platform else platforms.host())
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     session.content.ensure_layout()
     added: set[str] = set()
     with Registry(reference.registry_host(ref), plain_http=plain_http, credentials=credentials) as registry:

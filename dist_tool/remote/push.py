@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from dist_tool import oci, platforms, reference
 from dist_tool.errors import DataError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
+from dist_tool.progress import NullProgress
 from dist_tool.remote.auth import Credentials
 from dist_tool.remote.registry import Registry, Repository, record_sources, sources
 from dist_tool.store.limits import COPY_CHUNK, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
@@ -48,13 +49,6 @@ PUSH_THREADS = 4
 
 class _Cancelled(Exception):
     """Another upload of the same push failed: stop this one."""
-
-
-class _NullProgress:
-    def start(self, item: str, total: int | None) -> None: ...
-    def update(self, item: str, done: int) -> None: ...
-    def done(self, item: str, note: str = "done") -> None: ...
-    def event(self, text: str) -> None: ...
 
 
 @dataclass
@@ -92,7 +86,7 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
         target = found[0]
     if ref.digest is not None and ref.digest != target.digest:
         raise InvalidArgument("reference", ref_text, f"names {ref.digest}, but the image is {target.digest}")
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     result = PushResult(str(ref), target)
     with Registry(reference.registry_host(ref), plain_http=plain_http, credentials=credentials) as registry:
         repo = registry.repository(ref.path, str(ref), actions="pull,push")
