@@ -1,11 +1,11 @@
 """Applying one layer (a tar stream, gzip, zstd or plain) to a directory, safely and in constant memory.
 
-``apply_layer`` reads the blob once: decompress → hash (the diff ID) → parse
-tar headers → write each member, in bounded chunks. ``tarfile`` is used only
-to parse headers (never ``extract``/``extractall``, never its ``data``
-filter, which refuses the absolute symlinks and device nodes real layers
-hold: CONVENTIONS pitfall 9); member data is copied here, and every path goes
-through ``rootpath`` so nothing lands outside the directory.
+``apply_layer`` reads the blob once through ``tarstream`` (decompress → hash,
+the diff ID → tar headers, bounded) and writes each member itself, in bounded
+chunks: ``tarfile`` is never asked to extract (nor its ``data`` filter, which
+refuses the absolute symlinks and device nodes real layers hold: CONVENTIONS
+pitfall 9), and every path goes through ``rootpath`` so nothing lands outside
+the directory.
 
 Whiteouts (OCI image-spec: ``.wh.NAME`` hides NAME in lower layers,
 ``.wh..wh..opq`` hides everything below a directory in lower layers) are
@@ -41,17 +41,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from dist_tool import compression
 from dist_tool.errors import DataError
 from dist_tool.rootpath import PathError, Root, clean, join
+from dist_tool.tarstream import CHUNK
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-CHUNK = 1 << 20
 SMALL_FILE = 64 << 10  # overlay: files up to this size are written by a writer thread
 WRITE_QUEUE = 64  # files handed over and not yet written: at most WRITE_QUEUE * SMALL_FILE bytes
-MAX_MEMBER_HEADER_BYTES = 1 << 20  # PAX and GNU long-name headers of one member; a bound, not a buffer
 IS_ROOT = os.geteuid() == 0
 _CREATES_ROOT_OWNED = IS_ROOT and os.getegid() == 0
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -135,86 +133,6 @@ class LayerResult:
     implicit_dirs: list[str] = field(default_factory=list)  # created only as parents of members
 
 
-class _Forward:
-    """The decompressed stream as tarfile's non-stream mode wants it: ``tell`` and forward ``seek``.
-
-    Reads hand out slices of one buffered chunk (no copying of the rest per call, unlike
-    tarfile's ``_Stream``). Header bytes tarfile reads for one member are bounded by
-    ``MAX_MEMBER_HEADER_BYTES``, so a hostile PAX or long-name header cannot exhaust memory.
-    """
-
-    def __init__(self, raw, what: str) -> None:
-        self.raw = raw
-        self.what = what
-        self.pos = 0
-        self._buf = b""
-        self._off = 0
-        self.header_bytes = 0
-
-    def tell(self) -> int:
-        return self.pos
-
-    def _fill(self) -> bool:
-        self._buf = self.raw.read(CHUNK)
-        self._off = 0
-        return bool(self._buf)
-
-    def read_data(self, n: int) -> bytes:
-        """Up to ``n`` (at most CHUNK) bytes of member data; short only at the end of the stream."""
-        if self._off >= len(self._buf) and not self._fill():
-            return b""
-        out = self._buf[self._off:self._off + n]
-        if self._off == 0 and len(out) == len(self._buf):
-            out = self._buf  # a whole chunk: no copy
-        self._off += len(out)
-        self.pos += len(out)
-        return out
-
-    def read(self, n: int = -1) -> bytes:
-        """tarfile's reads: headers only (member data is read with ``read_data``)."""
-        self.header_bytes += n
-        if n < 0 or self.header_bytes > MAX_MEMBER_HEADER_BYTES:
-            raise DataError("layer", self.what, f"a tar header is larger than {MAX_MEMBER_HEADER_BYTES} bytes")
-        parts = []
-        while n > 0:
-            chunk = self.read_data(min(n, CHUNK))
-            if not chunk:
-                break
-            parts.append(chunk)
-            n -= len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence != 0 or pos < self.pos:
-            raise DataError("layer", self.what, "tar reader tried to seek backwards")
-        while self.pos < pos:
-            if not self.read_data(min(pos - self.pos, CHUNK)):
-                break
-        return self.pos
-
-    def drain(self) -> None:
-        while self.read_data(CHUNK):
-            pass
-
-
-class _Counting:
-    """Reports how many compressed bytes were read (progress)."""
-
-    def __init__(self, raw: BinaryIO, report: Callable[[int], None]) -> None:
-        self.raw = raw
-        self.report = report
-        self.count = 0
-        self._next = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.count += len(data)
-        if self.count >= self._next:
-            self._next = self.count + (4 << 20)
-            self.report(self.count)
-        return data
-
-
 def _show(name: str, limit: int = 160) -> str:
     """A member name for a one-line error: control characters escaped, long names shortened."""
     shown = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
@@ -233,37 +151,20 @@ def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
     before returning, so ``diff_id`` covers the tar's trailing padding.
     ``writers`` threads create small files (overlay whiteouts only; 0: none).
     """
-    import tarfile
+    from dist_tool import tarstream
 
-    if progress is not None:
-        blob = _Counting(blob, progress)
-    plain = compression.HashingReader(compression.decompressed(blob, what or "layer"))
-    forward = _Forward(plain, what)
     applier = _Applier(Root(dest), whiteouts, what, writers)
     try:
-        try:
-            tar = tarfile.TarFile(fileobj=forward, mode="r", encoding="utf-8", errors="surrogateescape")
-        except tarfile.ReadError as e:
-            if forward.pos == 0 and not forward.read_data(1):
-                tar = None  # an empty stream is an empty layer
-            else:
-                raise DataError("layer", what, f"not a tar archive ({e})") from None
-        while tar is not None:
+        layer = tarstream.open_layer(blob, what, progress)
+        for member in layer.members():
             if cancel is not None and cancel.is_set():
                 raise Cancelled
-            forward.header_bytes = 0
-            member = tar.next()
-            if member is None:
-                break
-            tar.members.clear()  # tarfile keeps every header it parsed: not here
-            applier.apply(member, forward)
-        forward.drain()
+            applier.apply(member, layer.stream)
+        layer.drain()
         applier.finish()
-    except tarfile.TarError as e:
-        raise DataError("layer", what, f"corrupt tar stream ({e})") from None
     finally:
         applier.close()
-    return LayerResult(plain.digest, plain.count, applier.entries, applier.root.implicit)
+    return LayerResult(layer.diff_id, layer.size, applier.entries, applier.root.implicit)
 
 
 class _Applier:
@@ -284,7 +185,7 @@ class _Applier:
 
     # ------------------------------------------------------------ members
 
-    def apply(self, member, stream: _Forward) -> None:
+    def apply(self, member, stream) -> None:
         self.entries += 1
         try:
             parts = clean(member.name)
@@ -405,7 +306,7 @@ class _Applier:
         atime, mtime = _times(member)
         self.dirs.append((rel, member.mode & 0o7777, atime, mtime))
 
-    def _file(self, parts: tuple[str, ...], member, stream: _Forward) -> None:
+    def _file(self, parts: tuple[str, ...], member, stream) -> None:
         if member.sparse is not None:
             raise PathError("sparse files are not supported")
         rel = self._place(parts)
@@ -592,7 +493,7 @@ class _Applier:
         self.dirs.clear()
 
 
-def _read_exactly(stream: _Forward, size: int) -> bytes:
+def _read_exactly(stream, size: int) -> bytes:
     parts = []
     while size > 0:
         chunk = stream.read_data(min(size, CHUNK))

@@ -4,6 +4,7 @@ dist_tool.rootpath). Every hostile case runs beside a canary tree that must not 
 from __future__ import annotations
 
 import copy
+import gzip
 import io
 import os
 from pathlib import Path
@@ -143,3 +144,38 @@ def test_metadata_is_kept(tmp_path: Path) -> None:
     assert os.getxattr(d / "x", "user.note") == b"hi"
     assert os.readlink(d / "abs") == "/bin/busybox"
     assert (d / "t").stat().st_mtime == 1_500_000_000
+
+
+@pytest.mark.parametrize("writers", [0, 1, 4])
+def test_writer_threads_keep_the_members_order(tmp_path: Path, writers: int) -> None:
+    """Small files go to writer threads; a later member at a pending path still wins."""
+    members = [file("a", b"file first"), directory("a"), file("a/x", b"x"),
+               file("b", b"file"), symlink("b", "a/x"),
+               file("c", b"c"), hardlink("d", "c"),
+               file("e", b"e"), whiteout("e"),
+               file("f/g", b"implicit parent"), directory("many")]
+    members += [file(f"many/{i}", b"%d" % i, 0o640) for i in range(300)]
+    members += [file("many/7", b"again")]
+    apply_layer(io.BytesIO(layer(members)), str(tmp_path), whiteouts="overlay" if NO_OVERLAY is None else "delete",
+                writers=writers)
+    assert (tmp_path / "a").is_dir() and (tmp_path / "a" / "x").read_bytes() == b"x"
+    assert os.readlink(tmp_path / "b") == "a/x"
+    assert (tmp_path / "d").stat().st_ino == (tmp_path / "c").stat().st_ino
+    assert (tmp_path / "e").read_bytes() == b"e" and (tmp_path / "f" / "g").read_bytes() == b"implicit parent"
+    assert len(os.listdir(tmp_path / "many")) == 300 and (tmp_path / "many" / "7").read_bytes() == b"again"
+    assert (tmp_path / "many" / "299").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(("blob", "error"), [
+    (b"", None),
+    (b"\0" * 1024, None),
+    (b"not a tar at all, just text" * 40, "not a tar archive"),
+    (gzip.compress(b"\0" * 2048)[:-10], "truncated gzip stream"),
+], ids=["empty-stream", "end-of-archive-only", "garbage", "truncated-gzip"])
+def test_streams_that_are_empty_or_not_tars(tmp_path: Path, blob: bytes, error: str | None) -> None:
+    if error is None:
+        result = apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete")
+        assert result.entries == 0 and os.listdir(tmp_path) == []
+        return
+    with pytest.raises(DataError, match=error):
+        apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete", what="sha256:x")
