@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
 from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
+from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
+from dist_tool.unpack import unpack_under
 from dist_tool.walk import ChildrenCache, children, filter_platforms, require_present, skip_missing, visitor, walk
 
 TAR_BUFSIZE = 1 << 20
@@ -298,12 +300,14 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             named = _name_entries(entries, name)
             _check_required(session, named, matcher)
             if unpack:
-                _unpack(session, [t for _, t in named], platform, lease, progress, scan.added)
+                for target in {t.digest: t for _, t in named}.values():
+                    unpack_under(session, target, platform=platform, lease=lease, progress=progress,
+                                 added=scan.added)
             with session.transaction():
                 for image_name, target in named:
                     _put_image(session, image_name, target)
     except BaseException:
-        _discard(session, scan.added)  # the lease is gone by now: collect what we added
+        collect_added(session, scan.added)  # the lease is gone by now: collect what we added
         raise
     finally:
         close()
@@ -317,28 +321,6 @@ def _put_image(session, name: str, target: Descriptor) -> None:
         session.images.create(Image(name, target))
     except AlreadyExists:
         session.images.update(Image(name, target), "target")
-
-
-def _unpack(session, targets: list[Descriptor], platform: str | None, lease, progress, added: set[str]) -> None:
-    """Unpacks each distinct target; the import's lease holds the chains until the names exist.
-    The chain IDs join ``added``: if the import fails later, what nothing else keeps goes too."""
-    from dist_tool import unpack
-
-    for target in {t.digest: t for t in targets}.values():
-        plan = unpack.image_layers(session.content, target, platforms.parse(platform) if platform else None)
-        if plan is not None:
-            added.update(plan.chain)
-        unpack.unpack_target(session, target, platform=platform, keep=lease, progress=progress)
-
-
-def _discard(session, added: set[str]) -> None:
-    """After a failed import, once its lease is gone: collect what it added that nothing keeps."""
-    if not added:
-        return
-    try:
-        session.collect_garbage(only=added)
-    except DistError:
-        pass  # the original error matters more; `dist gc` finishes the job
 
 
 def _open_input(source: str):
@@ -391,10 +373,10 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
                         "config": config_desc.to_json(), "layers": [layer.to_json()]}
             target = _put_json(session, manifest, oci.MEDIA_OCI_MANIFEST, lease, added)
             if unpack:
-                _unpack(session, [target], None, lease, progress, added)
+                unpack_under(session, target, platform=None, lease=lease, progress=progress, added=added)
             _put_image(session, name, target)
     except BaseException:
-        _discard(session, added)
+        collect_added(session, added)
         raise
     return [name]
 

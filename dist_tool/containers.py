@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from dist_tool import platforms, reference, validate
-from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, Conflict, DataError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Container, Image
 
@@ -233,20 +233,13 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
     ``force`` also makes a missing ID no error. Returns (removed IDs, gc result or None,
     the first error or None).
     """
-    removed: list[str] = []
-    first_error: DistError | None = None
-    for container_id in container_ids:
-        try:
-            _remove_one(session, container_id, force)
-            removed.append(container_id)
-        except NotFound as e:
-            if not force and first_error is None:
-                first_error = e
-        except DistError as e:
-            if first_error is None:
-                first_error = e
-    result = session.collect_garbage() if removed else None
-    return removed, result, first_error
+    from dist_tool.gc import remove_each
+
+    def remove_one(container_id: str) -> str:
+        _remove_one(session, container_id, force)
+        return container_id
+
+    return remove_each(session, container_ids, remove_one, force)
 
 
 def _remove_one(session, container_id: str, force: bool) -> None:

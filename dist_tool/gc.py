@@ -294,3 +294,36 @@ def explain(meta, content, targets: Iterable[str]) -> list[dict]:
                     cursor = marked[cursor]
                 out.append({**report, "kept": True, "chain": list(reversed(chain))})
     return out
+
+
+def collect_added(session, added: set[str]) -> None:
+    """After a failed import or pull, once its lease is gone: collects what it added (blobs, chains)
+    that nothing else keeps. Best effort: the operation's own error is the one to report, and the
+    next ``dist gc`` finishes the job."""
+    if not added:
+        return
+    try:
+        session.collect_garbage(only=set(added))
+    except DistError:
+        pass
+
+
+def remove_each(session, items, remove_one, force: bool = False):
+    """Removes every item, keeps going past failures, then collects garbage once.
+
+    Returns (removed, gc result or None, the first error) — ctr's multi-delete: a missing item is
+    an error unless ``force``, and the first error is what the command exits with.
+    """
+    first_error: DistError | None = None
+    removed = []
+    for item in items:
+        try:
+            removed.append(remove_one(item))
+        except NotFound as e:
+            if not force and first_error is None:
+                first_error = e
+        except DistError as e:
+            if first_error is None:
+                first_error = e
+    result = session.collect_garbage() if removed else None
+    return removed, result, first_error

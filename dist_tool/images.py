@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference, validate
-from dist_tool.errors import AlreadyExists, DistError, NotFound
+from dist_tool.errors import AlreadyExists, DistError
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
 from dist_tool.store.limits import MAX_CONFIG_BYTES
@@ -166,22 +166,15 @@ def label(session, name: str, pairs: Sequence[str]) -> dict[str, str]:
 
 
 def remove(session, names: Sequence[str], force: bool = False):
-    """Deletes each name, keeps going past errors, collects garbage, then raises the first error."""
-    first_error: DistError | None = None
-    removed = []
-    for raw in names:
-        try:
-            name = reference.normalize(raw)
-            session.images.delete(name)
-            removed.append(name)
-        except NotFound as e:
-            if not force and first_error is None:
-                first_error = e
-        except DistError as e:
-            if first_error is None:
-                first_error = e
-    result = session.collect_garbage() if removed else None
-    return removed, result, first_error
+    """Deletes each name, keeps going past errors, collects garbage, then returns the first error."""
+    from dist_tool.gc import remove_each
+
+    def remove_one(raw: str) -> str:
+        name = reference.normalize(raw)
+        session.images.delete(name)
+        return name
+
+    return remove_each(session, names, remove_one, force)
 
 
 def resolve(session, name: str) -> Image:

@@ -264,3 +264,14 @@ def _lower_stat(lower: str, rel: str) -> os.stat_result | None:
         if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
             return None
     return st
+
+
+def unpack_under(session, target: Descriptor, *, platform: str | None, lease: tuple[str, str], progress,
+                 added: set[str]) -> None:
+    """Unpacks ``target`` for an import or pull still under ``lease``, before the image is named: the
+    lease holds the chain until then, and its chain IDs join ``added`` so that a later failure of the
+    operation collects them with its blobs."""
+    plan = image_layers(session.content, target, platforms.parse(platform) if platform else None)
+    if plan is not None:
+        added.update(plan.chain)
+    unpack_target(session, target, platform=platform, keep=lease, progress=progress)

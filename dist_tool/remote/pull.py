@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference
-from dist_tool.errors import DataError, DistError, NotFound
+from dist_tool.errors import DataError, NotFound
+from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress
 from dist_tool.remote.auth import Credentials
@@ -46,6 +47,7 @@ from dist_tool.remote.registry import (
 from dist_tool.remote.transport import TransportError
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK
+from dist_tool.unpack import unpack_under
 from dist_tool.walk import ChildrenCache, Handler, children, filter_platforms, require_present, walk
 
 FETCH_THREADS = 4  # concurrent blob downloads per manifest: enough to fill a link, few enough for 2 cores
@@ -96,12 +98,12 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
                     fetcher.close()
                 _check_complete(session, name, target, matcher, fetcher.cache)
                 if unpack:
-                    unpack_pulled(session, target, platform, lease, progress, added)
+                    unpack_under(session, target, platform=platform, lease=lease, progress=progress, added=added)
                 record_sources(session, result.present, ref.domain, ref.path)
                 with session.meta.write():
                     _put_image(session, name, target)
         except BaseException:
-            _discard(session, added)
+            collect_added(session, added)
             raise
     return result
 
@@ -292,28 +294,3 @@ def _put_image(session, name: str, target: Descriptor) -> None:
         session.images.create(Image(name, target))
         return
     session.images.update(Image(name, target, current.labels), "target")
-
-
-def unpack_pulled(session, target: Descriptor, platform: str | None, lease: tuple[str, str], progress,
-                  added: set[str]) -> None:
-    """Unpacks the host platform (or ``platform``) of the pulled image before its name is
-    written, as import does: the pull's lease holds the snapshots until then, and their chain
-    IDs join ``added`` so that a later failure collects them too."""
-    from dist_tool import unpack
-
-    plan = unpack.image_layers(session.content, target, platforms.parse(platform) if platform else None)
-    if plan is not None:
-        added.update(plan.chain)
-    unpack.unpack_target(session, target, platform=platform, keep=lease, progress=progress)
-
-
-def _discard(session, added: set[str]) -> None:
-    """After a failed pull, once its lease is gone: collect what it committed that nothing keeps."""
-    if not added:
-        return
-    from dist_tool import gc
-
-    try:
-        gc.collect(session.meta, session.content, only=set(added))
-    except DistError:
-        pass  # the original error matters more; `dist gc` finishes the job
