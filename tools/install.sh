@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc skopeo umoci docker-registry busybox-static tar gzip util-linux procps iproute2)
+APT_PACKAGES=(runc skopeo umoci docker-registry apache2-utils openssl busybox-static tar gzip util-linux procps iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
