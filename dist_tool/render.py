@@ -163,7 +163,7 @@ class Renderer:
     def table(self, rows: Sequence[Sequence[str]], headers: Sequence[str],
               max_widths: Sequence[int | None] | None = None) -> None:
         if self.is_tty and len(rows) <= RICH_TABLE_MAX_ROWS:
-            self._rich_table(rows, headers)
+            self._rich_table(rows, headers, max_widths)
             return
         widths = [len(h) for h in headers]
         for row in rows:
@@ -188,15 +188,24 @@ class Renderer:
 
         return fmt
 
-    def _rich_table(self, rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    def _rich_table(self, rows: Sequence[Sequence[str]], headers: Sequence[str],
+                    max_widths: Sequence[int | None] | None = None) -> None:
         from rich.table import Table, box
 
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-        for h in headers:
-            table.add_column(h, overflow="fold")
+        natural = 0
+        for i, h in enumerate(headers):
+            widest = max([len(h), *(len(r[i]) for r in rows)])
+            limit = max_widths[i] if max_widths and i < len(max_widths) else None
+            natural += min(widest, limit or widest) + 3
+            table.add_column(h, no_wrap=True, overflow="ellipsis", max_width=limit)
         for row in rows:
             table.add_row(*row)
-        self._console().print(table)
+        # Never squeeze columns to the terminal (rich would cut digests and drop columns): a wide
+        # table wraps at the terminal's edge, as podman's and ctr's do.
+        console = self._console()
+        console.width = max(console.width, natural)
+        console.print(table)
 
     def _console(self):
         from rich.console import Console

@@ -18,7 +18,7 @@ app.command("push")(registry.push)
 def _columns():
     from dist_tool.render import Col, iec, labels_text, short_digest
 
-    return (Col("REF", "name"), Col("TYPE", "target.mediaType", max_width=52),
+    return (Col("REF", "name"), Col("TYPE", "target.mediaType", max_width=44),
             Col("DIGEST", "target.digest", fmt=short_digest), Col("SIZE", "size", fmt=iec),
             Col("PLATFORMS", "platforms"), Col("LABELS", "labels", fmt=labels_text))
 
