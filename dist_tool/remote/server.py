@@ -240,6 +240,8 @@ def _ingest_write(h, s, q, ref):
     expected = json.loads(_one(q, "expected", "null"))
     expected = Descriptor.from_json(expected, "expected") if expected else None
     offset = int(_one(q, "offset", "0"))
+    # The answer goes out only after the writer is closed: a client that reads the ingest's status
+    # next must see its bytes flushed and its lock released.
     with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1") as w:
         if offset < w.offset:
             w.truncate(offset)
@@ -249,11 +251,12 @@ def _ingest_write(h, s, q, ref):
             w.write(chunk)
         commit = body.trailers.get(wire.COMMIT_TRAILER.lower())
         if commit is None:
-            h.reply(200, {"offset": w.offset})
-            return
-        args = json.loads(commit)
-        digest = w.commit(args.get("size"), args.get("digest"), args.get("labels"))
-        h.reply(200, {"digest": digest, "offset": w.offset})
+            answer = {"offset": w.offset}
+        else:
+            args = json.loads(commit)
+            answer = {"digest": w.commit(args.get("size"), args.get("digest"), args.get("labels")),
+                      "offset": w.offset}
+    h.reply(200, answer)
 
 
 # containers -------------------------------------------------------------
