@@ -96,6 +96,8 @@ class Col:
 
 
 def _lookup(record: Mapping[str, Any], path: str) -> Any:
+    if "." not in path:
+        return record.get(path)
     value: Any = record
     for part in path.split("."):
         if not isinstance(value, Mapping):

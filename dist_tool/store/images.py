@@ -21,7 +21,7 @@ _COLUMNS = "name, media_type, digest, size, annotations, labels, created_at, upd
 
 def _image(row) -> Image:
     name, media_type, digest, size, annotations, labels, created, updated = row
-    target = Descriptor(media_type, digest, size, annotations=json.loads(annotations) if annotations else {})
+    target = Descriptor(media_type, digest, size, annotations=load_labels(annotations))
     return Image(name, target, load_labels(labels), created, updated)
 
 

@@ -163,7 +163,8 @@ def dump_labels(labels: object) -> str:
 
 
 def load_labels(raw: str | None) -> dict[str, str]:
-    return json.loads(raw) if raw else {}
+    # Most records carry no labels: skip the decoder for them (1,001-name listings).
+    return json.loads(raw) if raw and raw != "{}" else {}
 
 
 class Metadata:
