@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
 from dist_tool.store.api import Container
-from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.validate import identifier
 
 _COLUMNS = ("id, image, runtime_name, runtime_options, spec, snapshotter, snapshot_key, labels, extensions, "
@@ -43,19 +42,6 @@ def container_fields(c: Container) -> dict:
     ``snapshotKey``, ``labels.KEY`` (containerd's container adaptor, in SPEC's spelling)."""
     return {"id": c.id, "image": c.image, "runtime": c.runtime_name, "snapshotter": c.snapshotter,
             "snapshotKey": c.snapshot_key, "labels": dict(c.labels)}
-
-
-def _merge_map(current: Mapping, new: Mapping, path: str, prefix: str) -> dict:
-    """``prefix`` replaces the whole map; ``prefix.KEY`` sets KEY from ``new`` or removes it."""
-    out = dict(current)
-    if path == prefix:
-        return dict(new)
-    key = path[len(prefix) + 1:]
-    if key in new:
-        out[key] = new[key]
-    else:
-        out.pop(key, None)
-    return out
 
 
 class SqliteContainerStore:
@@ -159,9 +145,9 @@ class SqliteContainerStore:
                 elif path == "lastExit":
                     fields["last_exit"] = container.last_exit
                 elif path.split(".", 1)[0] == "labels":
-                    fields["labels"] = _merge_map(fields["labels"], container.labels, path, "labels")
+                    fields["labels"] = merge_map(fields["labels"], container.labels, path, "labels")
                 else:
-                    fields["extensions"] = _merge_map(fields["extensions"], container.extensions, path,
+                    fields["extensions"] = merge_map(fields["extensions"], container.extensions, path,
                                                       "extensions")
             merged = Container(container.id, created_at=cur.created_at, **fields)
             conn.execute("UPDATE containers SET image = ?, runtime_name = ?, runtime_options = ?, spec = ?, "

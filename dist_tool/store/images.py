@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
-from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 
 DEFAULT_NAMESPACE = "default"
 _COLUMNS = "name, media_type, digest, size, annotations, labels, created_at, updated_at"
@@ -98,14 +98,8 @@ class SqliteImageStore:
             for path in fieldpaths or ("target", "labels"):
                 if path == "target":
                     target = image.target
-                elif path == "labels":
-                    labels = dict(image.labels)
-                elif path.startswith("labels."):
-                    key = path[len("labels."):]
-                    if key in image.labels:
-                        labels[key] = image.labels[key]
-                    else:
-                        labels.pop(key, None)
+                elif path.split(".", 1)[0] == "labels":
+                    labels = merge_map(labels, image.labels, path, "labels")
                 else:
                     raise InvalidArgument("field path", path, "images update target, labels or labels.KEY")
             merged = Image(image.name, target, labels)

@@ -49,7 +49,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -160,6 +160,20 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 def dump_labels(labels: object) -> str:
     return json.dumps(dict(labels), sort_keys=True)  # type: ignore[call-overload]
+
+
+def merge_map(current: Mapping, new: Mapping, path: str, prefix: str) -> dict:
+    """A field-path update of a map field: ``prefix`` replaces the whole map; ``prefix.KEY``
+    sets KEY from ``new``, or removes it when ``new`` lacks it (containerd's update paths)."""
+    if path == prefix:
+        return dict(new)
+    out = dict(current)
+    key = path[len(prefix) + 1:]
+    if key in new:
+        out[key] = new[key]
+    else:
+        out.pop(key, None)
+    return out
 
 
 def load_labels(raw: str | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ import time
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Namespace
-from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 
 # Every table whose rows belong to a namespace; a namespace holding any row cannot be removed.
 NAMESPACED_TABLES = ("images", "leases", "containers", "snapshots")
@@ -57,14 +57,8 @@ class SqliteNamespaceStore:
                 raise NotFound("namespace", namespace.name, "not found")
             labels = load_labels(row[0])
             for path in fieldpaths or ("labels",):
-                if path == "labels":
-                    labels = dict(namespace.labels)
-                elif path.startswith("labels."):
-                    key = path[len("labels."):]
-                    if key in namespace.labels:
-                        labels[key] = namespace.labels[key]
-                    else:
-                        labels.pop(key, None)
+                if path.split(".", 1)[0] == "labels":
+                    labels = merge_map(labels, namespace.labels, path, "labels")
                 else:
                     raise InvalidArgument("field path", path, "namespaces update labels or labels.KEY")
             conn.execute("UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?",

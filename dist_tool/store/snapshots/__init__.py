@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Mount, SnapshotInfo, Usage
-from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 
 SNAPSHOTTERS = ("overlayfs", "native")
 KINDS = ("active", "view", "committed")
@@ -206,14 +206,8 @@ class LocalSnapshotter:
             labels = load_labels(row[3])
             parent = row[1]
             for path in fieldpaths or ("labels",):
-                if path == "labels":
-                    labels = dict(info.labels)
-                elif path.startswith("labels."):
-                    name = path[len("labels."):]
-                    if name in info.labels:
-                        labels[name] = info.labels[name]
-                    else:
-                        labels.pop(name, None)
+                if path.split(".", 1)[0] == "labels":
+                    labels = merge_map(labels, info.labels, path, "labels")
                 elif path == "parent" and self.layers_independent and row[2] == "active":
                     if info.parent is not None:
                         self._committed_parent(conn, info.parent)
