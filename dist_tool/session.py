@@ -206,6 +206,18 @@ class Session:
 
         return gc.collect(self.meta, self.content, dry_run=dry_run, only=only)
 
+    def unpack_target(self, target, *, platform: str | None = None, keep: tuple[str, str] | None = None,
+                      progress=None) -> str | None:
+        """``unpack.unpack_target`` into this session's snapshotter (the server's, through
+        ``--address``, where progress is not reported); returns the top chain ID."""
+        if self.address:
+            from dist_tool.remote.client import unpack_target
+
+            return unpack_target(self.remote, target, platform=platform, keep=keep)
+        from dist_tool import unpack
+
+        return unpack.unpack_target(self, target, platform=platform, keep=keep, progress=progress)
+
     def unpacked_snapshot_sizes(self, snapshotter: str | None = None) -> dict[str, int]:
         """Committed snapshot key → recorded size in this namespace, for ``snapshotter`` (default:
         the session's); empty, without probing for a default, when nothing is unpacked."""

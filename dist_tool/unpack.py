@@ -274,4 +274,4 @@ def unpack_under(session, target: Descriptor, *, platform: str | None, lease: tu
     plan = image_layers(session.content, target, platforms.parse(platform) if platform else None)
     if plan is not None:
         added.update(plan.chain)
-    unpack_target(session, target, platform=platform, keep=lease, progress=progress)
+    session.unpack_target(target, platform=platform, keep=lease, progress=progress)

@@ -527,6 +527,14 @@ def collect_garbage(client: Client, dry_run: bool = False, only: set[str] | None
                     dry_run=raw["dryRun"])
 
 
+def unpack_target(client: Client, target: Descriptor, *, platform: str | None,
+                  keep: tuple[str, str] | None) -> str | None:
+    """``POST /v1/unpack``: the server unpacks ``target`` (its layers are in its content store)."""
+    raw = client.request("POST", "/unpack", {"target": target.to_json(), "platform": platform,
+                                              "keep": list(keep) if keep else None})
+    return raw.get("chain")
+
+
 def unpacked_snapshot_sizes(client: Client, snapshotter: str | None) -> dict[str, int]:
     return client.request("GET", "/snapshots/unpacked-sizes",
                           params={"snapshotter": snapshotter} if snapshotter else None)

@@ -343,6 +343,15 @@ def _gc(h, s, q):
     h.reply(200, result.to_json())
 
 
+@route("POST", "/unpack")
+def _unpack(h, s, q):
+    body = h.body()
+    keep = body.get("keep")
+    top = s.unpack_target(Descriptor.from_json(body.get("target"), "target"), platform=body.get("platform"),
+                          keep=(str(keep[0]), str(keep[1])) if keep else None)
+    h.reply(200, {"chain": top})
+
+
 @route("GET", "/snapshots/unpacked-sizes")
 def _unpacked_sizes(h, s, q):
     h.reply(200, s.unpacked_snapshot_sizes(_one(q, "snapshotter")))

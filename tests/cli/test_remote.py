@@ -225,3 +225,20 @@ def test_tcp_needs_the_token(tmp_path):
         conn.close()
     finally:
         server.kill()
+
+
+def test_import_unpacks_on_the_server_and_rmi_frees_the_chain(served, tmp_path, umoci_image):
+    """The default import (with unpack) works through --address: the server unpacks into its own
+    snapshotter, under the importing client's lease."""
+    r = Remote(served, tmp_path)
+    local = Dist(served.root)
+    assert r.ok("images", "import", str(umoci_image.oci_archive)).lines == [IMG]
+    [image] = r.ok("images", "--json").json
+    assert image["unpackedSize"] and image["unpackedSize"] > 0
+    committed = [s for s in local.ok("snapshot", "ls", "--json").json if s["kind"] == "committed"]
+    assert len(committed) == len(umoci_image.diff_ids)
+    assert local.ok("leases", "-q").lines == []  # the import's lease ended with it
+    assert r.ok("images", "--json").stdout == local.ok("images", "--json").stdout
+    r.ok("rmi", IMG)
+    assert local.ok("snapshot", "ls", "-q").lines == []
+    assert local.ok("content", "ls", "-q").lines == []
