@@ -20,17 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
-from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, DataError, InvalidArgument, NotFound
 from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
-from dist_tool.progress import NullProgress
+from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
-from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_CONFIG_BYTES
+from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, TAR_BUFSIZE
 from dist_tool.unpack import unpack_under
-from dist_tool.walk import ChildrenCache, children, filter_platforms, require_present, skip_missing, visitor, walk
-
-TAR_BUFSIZE = 1 << 20
-EXPORT_MTIME = 0  # exported tars are reproducible: same image, same bytes
+from dist_tool.walk import ChildrenCache, require_present
 
 
 @dataclass
@@ -131,7 +128,7 @@ def _ingest_member(content, tar, member, digest: str | None, ref: str, lease, sc
         # bytes are still checked: a hostile archive is refused even where the store has the truth.
         _verify_member(f, digest, member.size)
         return digest
-    label = compression_label(digest or member.name)
+    label = item_label(digest or member.name)
     progress.start(label, member.size)
     try:
         committed = content.ingest(ref, f, size=member.size, digest=digest, lease=lease,
@@ -149,10 +146,6 @@ def _verify_member(stream, digest: str, size: int) -> None:
     hashing.drain(COPY_CHUNK)
     if hashing.count != size or hashing.digest != digest:
         raise DataError("blob", digest, f"digest mismatch: the archive's copy hashes to {hashing.digest}")
-
-
-def compression_label(name: str) -> str:
-    return name[:19] if name.startswith("sha256:") else name
 
 
 # ---------------------------------------------------------------- entries
@@ -499,124 +492,4 @@ def _now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# ---------------------------------------------------------------- export
-
-
-def export_archive(session, dest: str, names: Sequence[str], *, platform: str | None = None,
-                   progress=None) -> None:
-    """Writes an OCI image-layout tar of the named images, digests unchanged.
-
-    Everything the images reference must be present (checked before a byte is
-    written); the file appears only when complete (written aside, then renamed).
-    """
-    progress = progress or NullProgress()
-    cache = ChildrenCache()
-    present = session.content.present()
-    matcher = platforms.matcher(platforms.parse(platform)) if platform else None
-    exported: list[tuple[str, Descriptor]] = []
-    blobs: dict[str, int] = {}
-    for raw in names:
-        image = session.images.get(reference.normalize(raw))
-        target = _export_target(session, image, matcher, cache, present) if matcher else image.target
-        missing: list[Descriptor] = []
-        handler = skip_missing(children(session.content, cache), present.__contains__, missing)
-        if matcher is not None:
-            handler = filter_platforms(handler, matcher)
-        walk(visitor(handler, lambda d: blobs.setdefault(d.digest, d.size)), [target])
-        if missing:
-            raise DataError("blob", missing[0].digest, f"missing: cannot export {image.name}")
-        exported.append((image.name, target))
-    docker_manifest = _docker_manifest(session, exported, cache, present)
-    if dest == "-":
-        _write_layout_tar(session, sys.stdout.buffer, exported, blobs, docker_manifest, progress)
-        sys.stdout.buffer.flush()
-        return
-    tmp = f"{dest}.dist-tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as out:
-            _write_layout_tar(session, out, exported, blobs, docker_manifest, progress)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _export_target(session, image: Image, matcher, cache, present) -> Descriptor:
-    from dist_tool.walk import platform_manifests
-
-    if image.target.digest not in present:
-        raise DataError("blob", image.target.digest, f"missing: cannot export {image.name}")
-    found = platform_manifests(session.content, image.target, matcher, cache)
-    if not found:
-        raise NotFound("platform", "", f"{image.name} has no manifest for the requested platform")
-    return found[0]
-
-
-def _docker_manifest(session, exported, cache, present) -> list[dict]:
-    """``manifest.json`` entries (docker load compatibility) for single-platform targets."""
-    from dist_tool.walk import platform_manifests, read_document
-
-    out = []
-    host = platforms.matcher(platforms.host())
-    for name, target in exported:
-        try:
-            manifests = platform_manifests(session.content, target, host, cache)
-            if not manifests or manifests[0].digest not in present:
-                continue
-            kids = oci.manifest_children(read_document(session.content, manifests[0], cache), manifests[0].digest)
-        except DistError:
-            continue
-        out.append({"Config": f"blobs/sha256/{kids[0].digest.partition(':')[2]}",
-                    "RepoTags": [name],
-                    "Layers": [f"blobs/sha256/{k.digest.partition(':')[2]}" for k in kids[1:]]})
-    return out
-
-
-def _write_layout_tar(session, out, exported, blobs: dict[str, int], docker_manifest, progress) -> None:
-    import json
-
-    index = {"schemaVersion": 2, "mediaType": oci.MEDIA_OCI_INDEX, "manifests": []}
-    for name, target in exported:
-        desc = target.to_json()
-        desc["annotations"] = {**desc.get("annotations", {}), oci.ANNOTATION_REF_NAME: name,
-                               oci.ANNOTATION_CONTAINERD_NAME: name}
-        index["manifests"].append(desc)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
-        _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": oci.OCI_LAYOUT_VERSION}).encode())
-        _add_dir(tar, "blobs")
-        _add_dir(tar, "blobs/sha256")
-        for digest, size in blobs.items():
-            algorithm, _, hexpart = digest.partition(":")
-            info = _file_info(f"blobs/{algorithm}/{hexpart}", size)
-            label = compression_label(digest)
-            progress.start(label, size)
-            with session.content.open_blob(digest) as f:
-                tar.addfile(info, f)
-            progress.done(label)
-        _add_bytes(tar, "index.json", json.dumps(index).encode())
-        if docker_manifest:
-            _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
-
-
-def _file_info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o644
-    info.mtime = EXPORT_MTIME
-    return info
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_file_info(name, len(data)), io.BytesIO(data))
-
-
-def _add_dir(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    info.mtime = EXPORT_MTIME
-    tar.addfile(info)
-
-
-__all__ = ["import_archive", "import_rootfs", "export_archive", "MAX_CONFIG_BYTES"]
+__all__ = ["import_archive", "import_rootfs"]

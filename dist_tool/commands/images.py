@@ -175,9 +175,9 @@ def export(ctx: typer.Context, file: Annotated[str, typer.Argument(help="Output 
            = False,
            progress: ProgressOpt = "auto") -> None:
     """Write an OCI image-layout tar that skopeo, podman load and docker load read."""
-    from dist_tool import archive
+    from dist_tool import export as exporter
     from dist_tool.render import Progress
 
     s = session(ctx)
     with Progress(progress) as bar:
-        archive.export_archive(s, file, names, platform=platform, progress=bar)
+        exporter.export_archive(s, file, names, platform=platform, progress=bar)

@@ -11,3 +11,4 @@ MAX_ARCHIVE_JSON_BYTES = 8 * 1024 * 1024  # index.json, manifest.json, repositor
 MAX_WALK_DEPTH = 16  # index → index → ... → manifest; real images use 2 or 3
 
 COPY_CHUNK = 1024 * 1024
+TAR_BUFSIZE = 1024 * 1024  # tarfile reads and writes archives in chunks this big
