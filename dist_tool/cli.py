@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(e))
         return e.exit_code
     except click_exceptions.UsageError as e:
-        _error(e.format_message())
+        if isinstance(e, click_exceptions.NoArgsIsHelpError):  # its message is the whole help text
+            _error("no command given" if e.ctx is None or e.ctx.parent is None else f"{e.ctx.command_path}: "
+                   "no subcommand given")
+        else:
+            _error(e.format_message())
         if e.ctx is not None:
             sys.stderr.write(f"Try '{e.ctx.command_path} --help' for help.\n")
         return 2
