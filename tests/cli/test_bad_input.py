@@ -205,7 +205,7 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     (["-n", "bad/ns", "images"], 2, "dist: error: namespace bad/ns: "),
     (["images", "--no-such-flag"], 2, "dist: error: No such option: --no-such-flag"),
     (["nosuchcommand"], 2, "dist: error: No such command 'nosuchcommand'."),
-    ([], 2, "dist: error: no command given"),
+    ([], 2, "dist: error: Missing command."),  # global options but no command
 ], ids=lambda v: v if isinstance(v, int) else None)
 def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
     before = store_fingerprint(dist.root)
