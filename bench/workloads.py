@@ -132,6 +132,18 @@ class Workload:
 WORKLOADS: dict[str, Workload] = {}
 
 
+def _private_podman(ctx, pm_dir: Path) -> tuple[list[str], Callable[[], None]]:
+    """podman on a store private to PM_DIR: its argv and a reset to an empty store. The runroot
+    (under /run, for podman's path-length limit) is removed when the workload ends."""
+    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+
+    def fresh() -> None:
+        remove_tree(pm_dir)
+        remove_tree(podman_runroot(pm_dir))
+
+    return podman(pm_dir), fresh
+
+
 def workload(name: str, summary: str, *, runs: int, warmup: int = 0):
     def register(build: Callable[[Context], Plan]) -> Callable[[Context], Plan]:
         WORKLOADS[name] = Workload(name, summary, build, runs, warmup)
@@ -397,12 +409,8 @@ def unpack_large(ctx: Context) -> Plan:
     archive, layout = str(fx.path("LARGE_OCI_ARCHIVE")), fx.path("LARGE_LAYOUT")
     bundle, tar_dir = ctx.tmp("umoci-bundle"), ctx.tmp("tar-rootfs")
     layers = fx.env["LARGE_LAYERS"].split()
-    pm = podman(pm_dir)
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+    pm, podman_fresh = _private_podman(ctx, pm_dir)
 
-    def podman_fresh() -> None:
-        remove_tree(pm_dir)
-        remove_tree(podman_runroot(pm_dir))
 
     def dist_unpacked() -> None:
         [image] = json.loads(ctx.run_dist(store, "images", "--json"))
@@ -451,8 +459,7 @@ def _count(out: str, want: int, what: str) -> None:
 def container_create(ctx: Context) -> Plan:
     fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-ccreate", ctx.tmp("podman")
     ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
-    pm = podman(pm_dir)
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+    pm, _ = _private_podman(ctx, pm_dir)
     dist = ctx.dist_argv(store)
 
     def dist_prepare() -> None:
@@ -512,8 +519,7 @@ N_PARALLEL = 50
 def container_create_50(ctx: Context) -> Plan:
     fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-ccreate50", ctx.tmp("podman")
     ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
-    pm = podman(pm_dir)
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+    pm, _ = _private_podman(ctx, pm_dir)
 
     def dist_prepare() -> None:
         ctx.run_dist(store, "images", "import", archive)
@@ -679,12 +685,8 @@ def pull_large(ctx: Context) -> Plan:
     fx, addr, store, ns, pm_dir = ctx.fixtures, _registry(ctx), ctx.tmp("dist"), "bench-pull", ctx.tmp("podman")
     source = f"{addr}/bench/large:1"
     in_registry = once(_large_in_registry(ctx, addr, "bench/large"))
-    pm = podman(pm_dir)
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
+    pm, podman_fresh = _private_podman(ctx, pm_dir)
 
-    def podman_fresh() -> None:
-        remove_tree(pm_dir)
-        remove_tree(podman_runroot(pm_dir))
 
     def dist_unpacked() -> None:
         [image] = json.loads(ctx.run_dist(store, "images", "--json"))
@@ -730,9 +732,8 @@ def run_rm(ctx: Context) -> Plan:
     ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
     import shutil
 
-    pm = podman(pm_dir)
+    pm, _ = _private_podman(ctx, pm_dir)
     runc_root = ctx.tmp("runc-state")
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
 
     def dist_prepare() -> None:                                   # imported and unpacked once, as for ctr
         ctx.run_dist(store, "images", "import", archive)
@@ -836,10 +837,9 @@ def _measure(key: str, pids: Callable[[], list[int]]) -> Step:
 def shim_memory(ctx: Context) -> Plan:
     fx, store, ns, pm_dir = ctx.fixtures, ctx.tmp("dist"), "bench-shims", ctx.tmp("podman")
     ref, archive = fx.env["BUSYBOX_REF"], str(fx.path("BUSYBOX_OCI_ARCHIVE"))
-    pm = podman(pm_dir)
+    pm, _ = _private_podman(ctx, pm_dir)
     ids = [f"s{i:02d}" for i in range(N_SHIMS)]
     dist = ctx.dist_argv(store)
-    ctx.cleanups.append(lambda: remove_tree(podman_runroot(pm_dir)))
 
     def dist_stop() -> None:
         left = ctx.run_dist(store, "container", "ls", "-q").split()
