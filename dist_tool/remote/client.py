@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -40,13 +41,25 @@ class _UnixConnection(http.client.HTTPConnection):
         self.path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
+        # A unix socket whose backlog is full refuses a timed connect with EAGAIN at once rather
+        # than queueing it as TCP does; a busy server is worth waiting for, up to the timeout.
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        pause = 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(self.path)
+                break
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() + pause > deadline:
+                    raise TimeoutError(f"connect to {self.path}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+            except OSError:
+                sock.close()
+                raise
         sock.settimeout(self.timeout)
         self.sock = sock
 

@@ -529,6 +529,8 @@ class Handler(BaseHTTPRequestHandler):
 class _Serving(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 turns a burst of clients into EAGAIN on a unix socket
+    request_queue_size = socket.SOMAXCONN
     make_session: Callable[[str], object]
     token: str | None
     debug: bool
