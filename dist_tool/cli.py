@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from dist_tool import __version__
+from dist_tool.commands import LazySubcommandGroup
 from dist_tool.errors import DistError, TaskExit
 
 # name → (module, attribute, one-line help). Attributes are typer apps.
@@ -46,7 +47,10 @@ def load_command(name: str):
     module_name, attribute, _ = COMMANDS[ALIASES.get(name, name)]
     app = getattr(importlib.import_module(module_name), attribute)
     app._add_completion = False  # a group is not a program of its own: no --install-completion
-    command = typer.main.get_command(app)
+    if isinstance(app.info.cls, type) and issubclass(app.info.cls, LazySubcommandGroup):
+        command = app.info.cls.from_typer(app)
+    else:
+        command = typer.main.get_command(app)
     command.name = name
     _plain_help(command)
     return command

@@ -18,10 +18,48 @@ def session(ctx: typer.Context) -> "Session":
     return ctx.obj
 
 
-class DefaultLsGroup(TyperGroup):
+class LazySubcommandGroup(TyperGroup):
+    """A group whose subcommands are turned from typer functions into click commands when first
+    looked up, so an invocation pays for the command it runs and not for its siblings (typer
+    inspects every signature it converts: about half a millisecond a command)."""
+
+    pending: dict[str, Any]  # name → typer CommandInfo not converted yet
+    pretty_exceptions_short: bool = True
+
+    @classmethod
+    def from_typer(cls, app: typer.Typer) -> "LazySubcommandGroup":
+        import copy
+
+        bare = copy.copy(app)
+        bare.registered_commands = []
+        group = typer.main.get_group(bare)
+        assert isinstance(group, cls), f"{app.info.name}: a lazy group needs cls={cls.__name__}"
+        group.pretty_exceptions_short = app.pretty_exceptions_short
+        group.pending = {info.name or typer.main.get_command_name(info.callback.__name__): info
+                         for info in app.registered_commands}
+        return group
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.commands, *(name for name in self.pending if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str):
+        if cmd_name in self.pending:
+            self._convert(cmd_name)
+        elif cmd_name not in self.commands:  # a typo: typer suggests from self.commands
+            for name in list(self.pending):
+                self._convert(name)
+        return self.commands.get(cmd_name)
+
+    def _convert(self, name: str) -> None:
+        self.commands[name] = typer.main.get_command_from_info(
+            self.pending.pop(name), pretty_exceptions_short=self.pretty_exceptions_short, rich_markup_mode=None)
+
+
+class DefaultLsGroup(LazySubcommandGroup):
     """A group that runs ``ls`` when no subcommand is named (``dist images --json``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+        if not args or (args[0] not in self.commands and args[0] not in self.pending
+                        and args[0] not in ("-h", "--help")):
             args = ["ls", *args]
         return super().parse_args(ctx, args)
