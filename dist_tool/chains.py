@@ -1,7 +1,6 @@
 """Chain IDs and the layers of an image's platform: what unpacking, container create and the
 image listing share, in a module light enough for ``dist images`` to import."""
 
-import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -17,6 +16,8 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     out: list[str] = []
     for diff_id in diff_ids:
         if out:
+            import hashlib  # loads OpenSSL (about 4 ms): a one-layer chain is its diff ID, no hashing
+
             out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
         else:
             out.append(diff_id)

@@ -16,7 +16,6 @@ lock it can take, so a killed ingest stays resumable by ref until then.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,6 +34,9 @@ INGEST_LOCK_POLL = 0.02
 
 
 def _hasher(digest: str | None):
+    # hashlib loads OpenSSL (about 4 ms): only what hashes pays for it, not a listing
+    import hashlib
+
     algorithm = digest.partition(":")[0] if digest else "sha256"
     if algorithm not in ("sha256", "sha512"):
         raise InvalidArgument("digest", digest or "", f"unsupported algorithm {algorithm}")
@@ -54,6 +56,8 @@ class _StaleLock(Exception):
 
 
 def _ingest_key(ref: str) -> str:
+    import hashlib
+
     return hashlib.sha256(ref.encode()).hexdigest()
 
 
@@ -133,7 +137,7 @@ class LocalWriter:
         self._data.flush()
         self._data.truncate(offset)
         self._data.seek(0, os.SEEK_END)
-        self._hash = hashlib.new(self.algorithm)
+        self._hash = _hasher(f"{self.algorithm}:")[1]
         self.offset = 0
         self.offset = self._rehash_existing()
 
