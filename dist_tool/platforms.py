@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dist_tool.errors import DataError, InvalidArgument
 
@@ -49,8 +49,7 @@ _KNOWN_ARCH = frozenset(
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(NamedTuple):
     """An OCI platform; ``str()`` gives ``os/architecture[/variant]``."""
 
     os: str

@@ -18,7 +18,7 @@ store understands, and at most 255 characters for ``domain/path``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument
 
@@ -44,8 +44,7 @@ _HEX64_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):
     """A parsed, normalised reference; ``str()`` gives the canonical spelling.
 
     ``tag`` and ``digest`` may both be set (``a/b:t@sha256:...``); after

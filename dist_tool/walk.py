@@ -10,7 +10,6 @@ a loop impossible for verified content, but the walker does not assume it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 from dist_tool import oci
 from dist_tool.errors import DataError
@@ -49,12 +48,14 @@ def walk(handler: Handler, roots: Iterable[Descriptor], max_depth: int = MAX_WAL
         visit(root, ())
 
 
-@dataclass
 class ChildrenCache:
     """Parsed children by digest, shared by every walk of one command (1,001 names, few targets)."""
 
-    children: dict[str, list[Descriptor]] = field(default_factory=dict)
-    documents: dict[str, dict] = field(default_factory=dict)
+    __slots__ = ("children", "documents")
+
+    def __init__(self) -> None:
+        self.children: dict[str, list[Descriptor]] = {}
+        self.documents: dict[str, dict] = {}
 
 
 def read_document(provider: Provider, desc: Descriptor, cache: ChildrenCache | None = None) -> dict:
@@ -170,13 +171,15 @@ def platform_manifests(provider: Provider, target: Descriptor, matcher: Platform
     return found
 
 
-@dataclass
 class Requirement:
     """What a platform of an image needs, and what of it is absent."""
 
-    missing: list[Descriptor] = field(default_factory=list)
-    required: int = 0
-    matched: bool = False  # a manifest for the platform exists (a lone manifest always matches)
+    __slots__ = ("missing", "required", "matched")
+
+    def __init__(self) -> None:
+        self.missing: list[Descriptor] = []
+        self.required = 0
+        self.matched = False  # a manifest for the platform exists (a lone manifest always matches)
 
     @property
     def complete(self) -> bool:

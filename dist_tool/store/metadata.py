@@ -51,7 +51,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dist_tool.errors import DistError, Unavailable
 
@@ -59,8 +59,7 @@ WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this on
 BUSY_TIMEOUT_MS = 60_000
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     version: int
     description: str
     statements: tuple[str, ...]
