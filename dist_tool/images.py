@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference, validate
 from dist_tool.errors import AlreadyExists, DistError
@@ -16,16 +15,15 @@ from dist_tool.store.limits import MAX_CONFIG_BYTES
 from dist_tool.walk import ChildrenCache, reachable, read_document, require_present
 
 
-@dataclass
 class ImageView:
     """One stored image and what the walker found about it, shaped by ``to_json`` for SPEC."""
 
-    image: Image
-    size: int
-    unique_size: int
-    complete: bool
-    platforms: list[str]
-    unpacked_size: int | None = None
+    __slots__ = ("image", "size", "unique_size", "complete", "platforms", "unpacked_size")
+
+    def __init__(self, image: Image, size: int, unique_size: int, complete: bool, platforms: list[str],
+                 unpacked_size: int | None = None) -> None:
+        self.image, self.size, self.unique_size = image, size, unique_size
+        self.complete, self.platforms, self.unpacked_size = complete, platforms, unpacked_size
 
     def to_json(self) -> dict:
         t = self.image.target
@@ -37,16 +35,15 @@ class ImageView:
                 "createdAt": self.image.created_at, "updatedAt": self.image.updated_at}
 
 
-@dataclass
 class Catalog:
     """Caches for one command: parsed manifests by digest and reachability by target."""
 
-    content: object
-    present: dict[str, int]
-    cache: ChildrenCache = field(default_factory=ChildrenCache)
-    _reach: dict[str, dict[str, int]] = field(default_factory=dict)
-    _platforms: dict[str, list[str]] = field(default_factory=dict)
-    _complete: dict[str, bool] = field(default_factory=dict)
+    def __init__(self, content: object, present: dict[str, int]) -> None:
+        self.content, self.present = content, present
+        self.cache = ChildrenCache()
+        self._reach: dict[str, dict[str, int]] = {}
+        self._platforms: dict[str, list[str]] = {}
+        self._complete: dict[str, bool] = {}
 
     def reach(self, target: Descriptor) -> dict[str, int]:
         if target.digest not in self._reach:
@@ -118,15 +115,16 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
     for digest, count in names_per_target.items():
         for blob in cat.reach(targets[digest]):
             holders[blob] += count
+    facts_of: dict[str, tuple[int, int, bool, list[str]]] = {}  # 1,001 names often share a few targets
     views = []
     for image in selected:
-        reach = cat.reach(image.target)
-        views.append(ImageView(
-            image=image,
-            size=sum(reach.values()),
-            unique_size=sum(size for blob, size in reach.items() if holders[blob] <= 1),
-            complete=cat.complete(image.target),
-            platforms=cat.platforms_of(image.target)))
+        facts = facts_of.get(image.target.digest)
+        if facts is None:
+            reach = cat.reach(image.target)
+            facts = facts_of[image.target.digest] = (
+                sum(reach.values()), sum(size for blob, size in reach.items() if holders[blob] <= 1),
+                cat.complete(image.target), cat.platforms_of(image.target))
+        views.append(ImageView(image, *facts))
     from dist_tool.chains import unpacked_sizes
 
     unpacked = unpacked_sizes(session, [v.image.target for v in views], cat.cache)
