@@ -8,6 +8,7 @@ remote ones behind ``--address``) and opening them on first use.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,25 +37,24 @@ def default_state() -> str:
     return os.path.join(base, "dist")
 
 
+@dataclass
 class Session:
-    # A plain class, not a dataclass: generating one costs start-up time every invocation pays.
-    def __init__(self, root: str, state: str, namespace: str = "default", snapshotter_name: str | None = None,
-                 address: str | None = None, debug: bool = False, render: Renderer | None = None) -> None:
-        self.root = os.path.abspath(root)
-        self.state = os.path.abspath(state)
-        self.namespace = namespace
-        self.snapshotter_name = snapshotter_name
-        self.address = address
-        self.debug = debug
-        if render is None:
+    root: str
+    state: str
+    namespace: str = "default"
+    snapshotter_name: str | None = None
+    address: str | None = None
+    debug: bool = False
+    render: Renderer = field(default=None)  # type: ignore[assignment]
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = os.path.abspath(self.root)
+        self.state = os.path.abspath(self.state)
+        if self.render is None:
             from dist_tool.render import Renderer
 
-            render = Renderer()
-        self.render = render
-        self._cache: dict[str, Any] = {}
-
-    def __repr__(self) -> str:
-        return f"Session(root={self.root!r}, namespace={self.namespace!r}, address={self.address!r})"
+            self.render = Renderer()
 
     def _once(self, key: str, make):
         if key not in self._cache:
