@@ -236,11 +236,14 @@ def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snaps
     root = tmp_path / "root"
     argv = [sys.executable, "-m", "dist_tool", "--root", str(root), "--state", str(tmp_path / "st"),
             "--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stderr = tmp_path / "import.stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 60
     try:
         while True:  # until the layer is being written: its extract snapshot exists and fills
-            assert proc.poll() is None, "the import finished before it could be killed"
+            assert proc.poll() is None, f"the import ended (exit {proc.returncode}) before it could be killed: " \
+                                        f"{stderr.read_text()!r}"
             assert time.monotonic() < deadline
             fs = _extracting(root, snapshotter)
             if fs is not None and sum(len(files) for _, _, files in os.walk(fs)) > 500:
