@@ -185,12 +185,18 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
 
 
 def _insert(session, snapshotter, record: Container, parent: str) -> None:
-    """Record and active snapshot in one transaction: a failure leaves neither."""
-    with session.meta.write():
-        # The record first: nothing may fail after prepare, whose directory is renamed into
-        # place inside this transaction and would outlive a rollback.
-        session.containers.create(record)
-        snapshotter.prepare(record.snapshot_key, parent, labels={"dist.container": record.id})
+    """Record and active snapshot in one transaction: a failure leaves neither. The snapshot's
+    directory is filled first, outside the write lock (native copies the whole parent tree)."""
+    staged = snapshotter.stage(parent)
+    try:
+        with session.meta.write():
+            # The record first: nothing may fail after install, whose directory is renamed into
+            # place inside this transaction and would outlive a rollback.
+            session.containers.create(record)
+            snapshotter.install(staged, record.snapshot_key, labels={"dist.container": record.id})
+    except BaseException:
+        snapshotter.discard(staged)
+        raise
 
 
 def _refuse_existing(session, container_id: str) -> None:

@@ -151,6 +151,42 @@ def test_update_labels_and_parent(sn) -> None:
             sn.update(SnapshotInfo("act", "base", "active"), "parent")
 
 
+def test_stage_fills_outside_the_write_lock_and_install_joins_the_callers_transaction(sn, monkeypatch) -> None:
+    base(sn, files={"etc/motd": b"base\n"})
+    populate = sn._populate
+    held = []
+
+    def watched(path, parent_id, kind):
+        held.append(sn.meta._write_depth)  # native copies the parent's whole tree here
+        populate(path, parent_id, kind)
+
+    monkeypatch.setattr(sn, "_populate", watched)
+    staged = sn.stage("base")
+    assert held == [0] and os.path.isdir(staged.path)
+    with sn.meta.write() as conn:
+        conn.execute("CREATE TABLE caller (x)")  # the caller's own write, in the same transaction
+        sn.install(staged, "child", labels={"k": "v"})
+    assert not os.path.exists(staged.path)
+    info = sn.stat("child")
+    assert (info.kind, info.parent, dict(info.labels)) == ("active", "base", {"k": "v"})
+    own = tree_of(sn, "child")  # native: a full copy of the parent; overlayfs: an empty upper layer
+    assert sorted(p.name for p in own.rglob("*")) == (["etc", "motd"] if sn.name == "native" else [])
+
+
+def test_a_staged_snapshot_that_cannot_be_installed_leaves_nothing(sn) -> None:
+    base(sn)
+    staged = sn.stage("base")
+    with pytest.raises(AlreadyExists):
+        sn.install(staged, "base")
+    assert not os.path.exists(staged.path) and os.listdir(sn.dirs.staging) == []
+    assert [i.key for i in sn.list()] == ["base"]
+    dropped = sn.stage(None)
+    sn.discard(dropped)
+    assert os.listdir(sn.dirs.staging) == []
+    with pytest.raises(NotFound):
+        sn.stage("missing")
+
+
 def test_janitor_removes_crash_leftovers_only(sn) -> None:
     base(sn)
     keep = sn.chain("base")[0][1]

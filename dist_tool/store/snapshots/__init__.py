@@ -28,6 +28,7 @@ import secrets
 import stat
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
@@ -133,6 +134,15 @@ def allocate_id(conn, snapshotter: str) -> int:
     conn.execute("INSERT OR REPLACE INTO snapshot_ids (snapshotter, last_id) VALUES (?, ?)",
                  (snapshotter, next_id))
     return next_id
+
+
+class Staged(NamedTuple):
+    """A filled snapshot directory not recorded yet (``LocalSnapshotter.stage``)."""
+
+    path: str
+    parent: str | None
+    parent_id: int | None
+    kind: str
 
 
 class LocalSnapshotter:
@@ -250,26 +260,50 @@ class LocalSnapshotter:
         with self.meta.read() as conn:
             if self._row(conn, key) is not None:
                 raise AlreadyExists("snapshot", key, "already exists")
+        self.install(self.stage(parent, kind), key, labels)
+
+    def stage(self, parent: str | None, kind: str = "active") -> Staged:
+        """A new snapshot's directory on ``parent``, filled now (native copies the parent's tree)
+        and outside any lock, so that a caller can ``install`` it inside its own short write
+        transaction. Raises NotFound, InvalidArgument for the parent; ``discard`` what is not
+        installed."""
+        with self.meta.read() as conn:
             parent_id = self._committed_parent(conn, parent) if parent is not None else None
         staging = self.dirs.new_staging()
         try:
             self._populate(staging, parent_id, kind)
+        except BaseException:
+            remove_tree(staging)
+            raise
+        return Staged(staging, parent, parent_id, kind)
+
+    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Records a staged directory as snapshot ``key`` (joining the caller's write transaction
+        if there is one). Raises AlreadyExists, NotFound when the parent went meanwhile; the
+        staged directory is removed on any failure."""
+        try:
+            _check_key(key)
             now = time.time()
             with self.meta.write() as conn:
                 if self._row(conn, key) is not None:
                     raise AlreadyExists("snapshot", key, "already exists")
-                if parent is not None and self._committed_parent(conn, parent) != parent_id:
-                    raise NotFound("snapshot", parent, "parent was replaced meanwhile")
+                if staged.parent is not None and self._committed_parent(conn, staged.parent) != staged.parent_id:
+                    raise NotFound("snapshot", staged.parent, "parent was replaced meanwhile")
                 self.meta.ensure_namespace(conn, self.namespace, now)
                 snapshot_id = allocate_id(conn, self.name)
-                os.rename(staging, self.dirs.path(snapshot_id))
+                os.rename(staged.path, self.dirs.path(snapshot_id))
                 conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, id, parent, kind, labels, "
                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (self.namespace, self.name, key, snapshot_id, parent, kind,
+                             (self.namespace, self.name, key, snapshot_id, staged.parent, staged.kind,
                               dump_labels(labels or {}), now, now))
         except BaseException:
-            remove_tree(staging)
+            self.discard(staged)
             raise
+
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        """Removes a staged directory that was not installed (nothing, once it is)."""
+        remove_tree(staged.path)
 
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
         raise NotImplementedError

@@ -1,0 +1,35 @@
+"""containers: the domain's create, below the CLI (the CLI's cases are in tests/cli/test_containers.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import Dist
+
+from dist_tool import containers
+from dist_tool.chains import chain_ids
+from dist_tool.session import Session
+from dist_tool.store.snapshots.native import NativeSnapshotter
+
+IMG = "docker.io/library/umoci-test:1"
+
+
+def test_native_create_copies_the_parent_tree_outside_the_write_lock(tmp_path: Path, umoci_image, monkeypatch):
+    root = tmp_path / "root"
+    Dist(root).ok("--snapshotter", "native", "images", "import", str(umoci_image.oci_archive))
+    depths: list[int] = []
+    populate = NativeSnapshotter._populate
+
+    def watched(self, path, parent_id, kind):
+        depths.append(self.meta._write_depth)  # other writers wait on the lock for as long as this copies
+        populate(self, path, parent_id, kind)
+
+    monkeypatch.setattr(NativeSnapshotter, "_populate", watched)
+    s = Session(root=str(root), state=str(tmp_path / "state"), snapshotter_name="native")
+    try:
+        created = containers.create(s, IMG, "c1", containers.CreateOptions())
+        assert depths == [0]
+        assert (created.snapshot_key, s.snapshotter.stat("c1").kind) == ("c1", "active")
+        assert s.snapshotter.stat("c1").parent == chain_ids(umoci_image.diff_ids)[-1]
+    finally:
+        s.close()
