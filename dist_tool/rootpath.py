@@ -17,7 +17,8 @@ is applied, so what was checked stays true until it is used.
 
 Resolved parents are cached by member path; ``forget()`` drops the cache and
 must be called whenever a directory or symlink inside the root is removed or
-replaced.
+replaced. Every lookup goes through ``Root.lstat``, so a subclass can refuse to
+look at part of the root (``dist_tool.executable`` does, where mounts will go).
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ PATH_MAX = 4096  # bytes in a path, terminating NUL included (Linux)
 
 class PathError(Exception):
     """A member path that cannot be placed inside the root; the message says why (one line)."""
+
+
+class MissingPath(PathError):
+    """A component does not exist (ENOENT)."""
+
+
+class NotDirectory(PathError):
+    """A component that must be a directory is something else (ENOTDIR)."""
+
+
+class TooManyLinks(PathError):
+    """More than MAX_SYMLINKS symlinks on the way (ELOOP)."""
 
 
 def clean(name: str) -> tuple[str, ...]:
@@ -62,6 +75,10 @@ class Root:
     def full(self, rel: str) -> str:
         return f"{self.path}/{rel}" if rel else self.path
 
+    def lstat(self, rel: str) -> os.stat_result:
+        """``os.lstat`` of ``rel`` (relative to the root): the only way lookups look at the root."""
+        return os.lstat(self.full(rel))
+
     def forget(self) -> None:
         """Drops every cached resolution (call after removing or replacing a dir or symlink)."""
         self._parents = {(): ""}
@@ -77,7 +94,7 @@ class Root:
         """The real directory (relative to the root) that holds the last component of ``parts``.
 
         Missing directories on the way are created (mode 0755, recorded in ``implicit``) when
-        ``create``, else PathError. A non-directory on the way is a PathError.
+        ``create``, else MissingPath. A non-directory on the way is a NotDirectory.
         """
         dir_parts = parts[:-1]
         cached = self._parents.get(dir_parts)
@@ -88,7 +105,8 @@ class Root:
         return rel
 
     def resolve_dir(self, parts: tuple[str, ...] | list[str], create: bool = False) -> str:
-        """Follows ``parts`` inside the root (symlinks included) to a real directory."""
+        """Follows ``parts`` inside the root (symlinks included) to a real directory. Raises
+        MissingPath (unless ``create``), NotDirectory or TooManyLinks."""
         current: list[str] = []
         todo = list(reversed(parts))
         links = 0
@@ -102,43 +120,42 @@ class Root:
                 continue
             current.append(part)
             rel = "/".join(current)
-            full = self.full(rel)
             try:
-                st = os.lstat(full)
+                st = self.lstat(rel)
             except FileNotFoundError:
                 if not create:
-                    raise PathError(f"{rel} does not exist") from None
-                os.mkdir(full, 0o755)
+                    raise MissingPath(f"{rel} does not exist") from None
+                os.mkdir(self.full(rel), 0o755)
                 self.implicit.append(rel)
                 self.made.add(rel)
                 continue
             except NotADirectoryError:
-                raise PathError(f"{'/'.join(current[:-1])} is not a directory") from None
+                raise NotDirectory(f"{'/'.join(current[:-1])} is not a directory") from None
             if stat.S_ISDIR(st.st_mode):
                 continue
             if stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > MAX_SYMLINKS:
-                    raise PathError("too many levels of symbolic links")
-                target = os.readlink(full)
+                    raise TooManyLinks("too many levels of symbolic links")
+                target = os.readlink(self.full(rel))
                 current.pop()
                 if target.startswith("/"):
                     current = []
                 todo.extend(reversed(target.split("/")))
                 continue
-            raise PathError(f"{rel} is not a directory")
+            raise NotDirectory(f"{rel} is not a directory")
         return "/".join(current)
 
     def resolve_entry(self, parts: tuple[str, ...]) -> str:
         """An existing entry (not followed if it is a symlink) whose parents resolve inside the root;
-        PathError if it does not exist."""
+        MissingPath if it does not exist."""
         if not parts:
             return ""
         rel = join(self.resolve_dir(parts[:-1]), parts[-1])
         try:
-            os.lstat(self.full(rel))
+            self.lstat(rel)
         except FileNotFoundError:
-            raise PathError(f"{rel} does not exist") from None
+            raise MissingPath(f"{rel} does not exist") from None
         return rel
 
 

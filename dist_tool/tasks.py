@@ -132,7 +132,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
            "runcRoot": runc_root(session), "mounts": mounts,
            "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
            "log": log, "nullIO": null_io, "recordExit": record_exit,
-           "subreaper": detached, "premounted": detached,  # done by start_detached for its shim
+           "subreaper": detached, "premounted": True,  # by _mount_checked, before any shim runs
            "shimLog": os.path.join(persist_dir(session, container.id), "shim.log") if detached else None,
            "syspath": [p for p in sys.path if p and os.path.isdir(p)]}
     os.mkdir(os.path.join(path, "rootfs"))
@@ -173,6 +173,40 @@ def _claim(session, container: Container, **options) -> dict:
     raise Conflict("task", container.id, "already exists")
 
 
+def _mount_checked(cfg: dict, container: Container) -> None:
+    """Mounts the claimed task's root filesystem, then makes sure its command can start there
+    (``executable.check``), so that a command that cannot start is dist's one line and not the
+    runtime's too. On failure nothing remains (mount, task directory) and TaskFailed says why:
+    127 not found, 126 cannot be invoked, 125 the mount failed."""
+    from dist_tool import executable
+    from dist_tool.shim import host
+
+    rootfs = os.path.join(cfg["dir"], "rootfs")
+    try:
+        host.mount_all(cfg["mounts"], rootfs)
+    except OSError as e:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise TaskFailed("task", container.id, f"mounting its root filesystem: {e}") from None
+    spec = container.spec or {}
+    hidden = [m.get("destination", "") for m in spec.get("mounts") or ()]
+    hidden += (spec.get("linux") or {}).get("maskedPaths") or []
+    try:
+        executable.check(rootfs, spec.get("process") or {}, hidden)
+    except executable.CannotRun as e:
+        _unmount_and_remove(cfg)
+        raise TaskFailed("task", container.id, str(e), status=e.status) from None
+    except BaseException:
+        _unmount_and_remove(cfg)
+        raise
+
+
+def _unmount_and_remove(cfg: dict) -> None:
+    from dist_tool.shim import host
+
+    host.unmount_all(os.path.join(cfg["dir"], "rootfs"))
+    shutil.rmtree(cfg["dir"], ignore_errors=True)
+
+
 def _prepare_log(session, container_id: str, log: str | None) -> str:
     """The detached run's log file, emptied: ROOT/tasks/NS/ID/log, or ``log`` linked from there."""
     d = persist_dir(session, container_id)
@@ -199,6 +233,7 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
 
     container = container or session.containers.get(container_id)
     cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit)
+    _mount_checked(cfg, container)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     shim = Shim(cfg, stdio)
@@ -221,17 +256,11 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     subreaper before its exec, so the shim needs no ``ctypes`` of its own."""
     import select
 
-    from dist_tool.shim import host
-
     container = session.containers.get(container_id)
     log_file = None if null_io else _prepare_log(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
     cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True)
-    try:
-        host.mount_all(cfg["mounts"], os.path.join(cfg["dir"], "rootfs"))
-    except OSError as e:
-        shutil.rmtree(cfg["dir"], ignore_errors=True)
-        raise TaskFailed("task", container_id, f"mounting its root filesystem: {e}") from None
+    _mount_checked(cfg, container)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()
@@ -594,11 +623,29 @@ def exec_process(container: Container, args: Sequence[str], tty: bool) -> dict:
     return process
 
 
+def _check_exec(session, container_id: str, process: dict) -> None:
+    """TaskFailed (127/126) when the exec's command certainly cannot start in the task: looked up
+    in the init's own root (``/proc/PID/root``, its mounts included) while that init lives."""
+    from dist_tool import executable
+
+    init = _read_pid(os.path.join(task_dir(session, container_id), "init.pid"))
+    start = process_start(init[0]) if init is not None else None
+    if init is None or start is None:
+        return  # no running task: the shim says so
+    try:
+        executable.check(f"/proc/{init[0]}/root", process)
+    except executable.CannotRun as e:
+        if alive(init[0], start):  # else the pid's root may be another's by now
+            raise TaskFailed("task", container_id, str(e), status=e.status) from None
+
+
 def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str], tty: bool = False) -> int:
     """Starts another process in the task; its output goes to the task log. Returns its pid."""
     container = session.containers.get(container_id)
+    process = exec_process(container, args, tty)
+    _check_exec(session, container_id, process)
     reply = _call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
-                                          "process": exec_process(container, args, tty)}, timeout=60.0)
+                                          "process": process}, timeout=60.0)
     return int(reply["pid"])
 
 
@@ -608,6 +655,8 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
     ``tty`` a terminal copied to them) with our signals forwarded; its exit status."""
     import signal
 
+    from dist_tool import terminal
+
     container = session.containers.get(container_id)
     client = _client(session, container_id, timeout=60.0)
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -616,8 +665,9 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         process = exec_process(container, args, tty)
+        _check_exec(session, container_id, process)
         if tty:
-            size = _window_size(stdio)
+            size = terminal.window_size(stdio)
             if size is not None:  # set by the runtime as it makes the pty: no race with the process
                 process["consoleSize"] = {"height": size[0], "width": size[1]}
         request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty, "process": process}
@@ -635,7 +685,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
             return int(_checked(container_id, client.call({"op": "wait", "exec": exec_id}))["status"])
         master = client.fds.pop()
         client.send({"op": "wait", "exec": exec_id})
-        _attach_terminal(master, stdio)
+        terminal.attach(master, stdio)
         client.settimeout(None)
         return int(_checked(container_id, client.receive())["status"])
     except ConnectionError:
@@ -644,66 +694,3 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         client.close()
-
-
-def _window_size(stdio: tuple[int, int, int]) -> tuple[int, int] | None:
-    import fcntl
-    import struct
-    import termios
-
-    for fd in stdio:
-        try:
-            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
-        except OSError:
-            continue
-        if rows and cols:
-            return rows, cols
-    return None
-
-
-def _attach_terminal(master: int, stdio: tuple[int, int, int]) -> None:
-    """Copies between our terminal and a process's pty ``master`` until the process has closed it;
-    our terminal is raw meanwhile, and its size follows the window (SIGWINCH)."""
-    import fcntl
-    import select
-    import signal
-    import termios
-    import tty
-
-    def resize(*_: object) -> None:
-        try:
-            fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(stdio[0], termios.TIOCGWINSZ, b"\0" * 8))
-        except OSError:
-            pass
-
-    saved = termios.tcgetattr(stdio[0]) if os.isatty(stdio[0]) else None
-    old_winch = signal.signal(signal.SIGWINCH, resize)
-    try:
-        if saved is not None:
-            tty.setraw(stdio[0])
-        resize()
-        sources = [master, stdio[0]]
-        while True:
-            try:
-                ready = select.select(sources, [], [])[0]
-            except InterruptedError:
-                continue
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    return
-                os.write(stdio[1], data)
-            if stdio[0] in ready:
-                data = os.read(stdio[0], 65536)
-                if data:
-                    os.write(master, data)
-                else:
-                    sources.remove(stdio[0])
-    finally:
-        signal.signal(signal.SIGWINCH, old_winch)
-        if saved is not None:
-            termios.tcsetattr(stdio[0], termios.TCSADRAIN, saved)
-        os.close(master)

@@ -13,9 +13,11 @@ from dist_tool.shim import host
 from dist_tool.shim.proto import loads
 
 # runc reports why the process could not be started only in words (it has no error codes):
-# these are the exec(2) failures of runc 1.1's init, as docker and podman classify them.
+# these are the exec(2) failures of runc 1.1's init, as docker and podman classify them (and ELOOP,
+# which dist_tool.executable finds first and calls 126 too).
 NOT_FOUND = ("executable file not found", "no such file or directory")
-NOT_INVOKABLE = ("permission denied", "not a directory", "exec format error", "is a directory")
+NOT_INVOKABLE = ("permission denied", "not a directory", "exec format error", "is a directory",
+                 "too many levels of symbolic links")
 
 
 class RuntimeFailure(Exception):

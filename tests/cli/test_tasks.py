@@ -9,6 +9,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import Dist, make_busybox_rootfs
+from helpers import BUSYBOX, Dist, make_busybox_rootfs
 
 pytestmark = [
     pytest.mark.root,
@@ -38,6 +39,13 @@ def store(tmp_path_factory) -> Dist:
     rootfs = make_busybox_rootfs(base / "rootfs")
     os.symlink("busybox", rootfs / "bin" / "stty")
     os.symlink("busybox", rootfs / "bin" / "tty")
+    # For commands that cannot start: links that only resolve inside the root, things that cannot run.
+    (rootfs / "usr" / "bin" / "adir").mkdir(parents=True)
+    (rootfs / "usr" / "bin" / "plain").write_text("not executable\n")
+    os.symlink("/bin", rootfs / "usr" / "local")  # /usr/local/echo is the root's /bin/echo
+    os.symlink(os.path.realpath(sys.executable), rootfs / "bin" / "host")  # the host's file, not the root's
+    os.symlink("loop", rootfs / "bin" / "loop")
+    (rootfs / "tools").mkdir()  # a bind mount's destination (test_commands_under_a_mount_are_the_runtimes_to_judge)
     d = Dist(base / "root")
     d.ok("images", "import", "--rootfs", str(rootfs), "--name", "busybox", "--config-cmd", "/bin/sh")
     yield d
@@ -124,18 +132,89 @@ def test_run_rm_passes_the_status_through_and_removes_the_container(bb, args, st
     assert bb.ok("c", "ls", "-q").lines == []
 
 
-@pytest.mark.parametrize(("args", "status", "why"), [
-    (["nosuch"], 127, "executable file not found"),
-    (["/bin/nosuch"], 127, "no such file or directory"),
-    (["/etc"], 126, "permission denied"),
-], ids=["not-in-path", "no-such-path", "not-executable"])
-def test_commands_that_cannot_run_exit_126_or_127(bb, args, status, why):
-    r = bb("run", "--rm", "busybox", "bad", "--", *args, timeout=TIMEOUT)
-    assert r.code == status
-    # runc's own line may come first: it shares the task's stderr, which dist passes on uncopied
-    last = r.stderr.splitlines()[-1]
-    assert last.startswith(f'dist: error: task bad: exec: "{args[0]}"') and why in last
+CANNOT_RUN = [
+    ("nosuch", 127, "executable file not found in $PATH"),
+    ("plain", 127, "executable file not found in $PATH (/usr/bin/plain: not executable)"),
+    ("adir", 127, "executable file not found in $PATH (/usr/bin/adir: a directory)"),
+    ("/bin/nosuch", 127, "no such file or directory"),
+    ("bin/nosuch", 127, "no such file or directory"),
+    ("/bin/host", 127, "no such file or directory"),
+    ("/etc", 126, "permission denied (a directory)"),
+    ("/etc/passwd", 126, "permission denied (not executable)"),
+    ("/etc/passwd/x", 126, "not a directory"),
+    ("/bin/loop", 126, "too many levels of symbolic links"),
+]
+CANNOT_RUN_IDS = ["not-on-path", "on-path-not-executable", "on-path-a-directory", "no-such-path", "no-such-relative",
+                  "link-to-a-host-file", "directory", "not-executable", "file-on-the-way", "symlink-loop"]
+
+
+@pytest.mark.parametrize(("command", "status", "why"), CANNOT_RUN, ids=CANNOT_RUN_IDS)
+def test_commands_that_cannot_run_exit_126_or_127_with_one_line(bb, command, status, why):
+    r = bb("run", "--rm", "busybox", "bad", "--", command, "arg", timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (status, "", f'dist: error: task bad: exec: "{command}": {why}\n')
     assert bb.ok("c", "ls", "-q").lines == []
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_task_start_of_a_command_that_cannot_run_is_one_line(bb, detach):
+    bb.ok("c", "create", "busybox", "cr", "--", "/etc")
+    r = bb("task", "start", *(["-d"] if detach else []), "cr", timeout=TIMEOUT)
+    assert (r.code, r.stderr) == (126, 'dist: error: task cr: exec: "/etc": permission denied (a directory)\n')
+    r = bb("run", *(["-d"] if detach else ["--rm"]), "busybox", "cr2", "--", "nosuch", timeout=TIMEOUT)
+    assert (r.code, r.stderr) == (127, 'dist: error: task cr2: exec: "nosuch": executable file not found in $PATH\n')
+    assert bb("task", "wait", "cr").code == 3  # it never ran
+    bb.ok("c", "rm", "cr")
+    if detach:
+        bb.ok("c", "rm", "cr2")
+
+
+@pytest.mark.parametrize(("options", "args"), [
+    ([], ["echo", "hi"]),
+    ([], ["/usr/local/echo", "hi"]),
+    ([], ["./bin/echo", "hi"]),
+    (["--cwd", "/usr/local"], ["./echo", "hi"]),
+    (["--cwd", "/usr/local"], ["../../bin/echo", "hi"]),
+    (["--env", "PATH=/nosuch:/usr/local"], ["echo", "hi"]),
+], ids=["on-path-a-symlink", "absolute-dir-link", "relative", "relative-from-linked-cwd", "dotdot", "path-from-env"])
+def test_commands_found_inside_the_root_run(bb, options, args):
+    r = bb("run", "--rm", *options, "busybox", "found", "--", *args, timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (0, "hi\n", "")
+
+
+def test_commands_under_a_mount_are_the_runtimes_to_judge(bb, tmp_path):
+    """A bind mount's content is not in the root filesystem dist looks at before runc runs: the
+    check must not call it missing (runc's own verdict stands, as for a bad #! line)."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy2(BUSYBOX, tools / "busybox")
+    os.symlink("busybox", tools / "printf")  # an applet the image does not have
+    mount = f"type=bind,src={tools},dst=/tools,options=ro"
+    r = bb("run", "--rm", "--mount", mount, "busybox", "mnt", "--", "/tools/busybox", "echo", "hi", timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (0, "hi\n", "")
+    r = bb("run", "--rm", "--mount", mount, "--env", "PATH=/tools:/bin", "busybox", "mnt", "--", "printf", "hi\\n",
+           timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (0, "hi\n", "")
+    r = bb("run", "--rm", "--mount", mount, "busybox", "mnt", "--", "/tools/nosuch", timeout=TIMEOUT)
+    assert r.code == 127 and r.stderr.endswith('dist: error: task mnt: exec: "/tools/nosuch": '
+                                               'stat /tools/nosuch: no such file or directory\n')
+    bb.ok("run", "-d", "--mount", mount, "--env", "PATH=/tools:/bin", "busybox", "mnt", "--", "sleep", "30",
+          timeout=TIMEOUT)
+    r = bb("task", "exec", "mnt", "--exec-id", "e1", "--", "printf", "hi\\n")
+    assert (r.code, r.stdout, r.stderr) == (0, "hi\n", "")
+    r = bb("task", "exec", "mnt", "--exec-id", "e2", "--", "/tools/nosuch")  # seen in the task's own root
+    assert (r.code, r.stderr) == (127, 'dist: error: task mnt: exec: "/tools/nosuch": no such file or directory\n')
+    bb.ok("c", "rm", "-f", "mnt", timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize(("command", "status", "why"), CANNOT_RUN, ids=CANNOT_RUN_IDS)
+def test_exec_of_a_command_that_cannot_run_is_one_line(bb, command, status, why):
+    bb.ok("run", "-d", "busybox", "ex", "--", "sleep", "30", timeout=TIMEOUT)
+    line = f'dist: error: task ex: exec: "{command}": {why}\n'
+    for detach in ([], ["-d"]):
+        r = bb("task", "exec", *detach, "ex", "--exec-id", "e", "--", command)
+        assert (r.code, r.stdout, r.stderr) == (status, "", line)
+    assert bb.ok("task", "ls", "-q").lines == ["ex"]  # the task lives on
+    bb.ok("c", "rm", "-f", "ex", timeout=TIMEOUT)
 
 
 def test_dists_own_failures_exit_125_and_missing_tasks_3(bb):
@@ -193,7 +272,8 @@ def test_detached_task_lives_on_and_every_command_works_on_it(bb):
     assert t["pid"] in pids
     r = bb("task", "exec", "web", "--exec-id", "e1", "--", "sh", "-c", "echo from-exec; exit 5")
     assert (r.code, r.stdout) == (5, "from-exec\n")
-    assert bb("task", "exec", "web", "--exec-id", "e2", "--", "nosuch").code == 127
+    r = bb("task", "exec", "web", "--exec-id", "e2", "--", "nosuch")
+    assert (r.code, r.stderr) == (127, 'dist: error: task web: exec: "nosuch": executable file not found in $PATH\n')
     bb.ok("task", "exec", "-d", "web", "--exec-id", "e3", "--", "sh", "-c", "echo exec-to-log")
     wait_for(lambda: "exec-to-log" in bb.ok("task", "logs", "web").stdout, "the exec's output in the log")
 
