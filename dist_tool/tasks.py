@@ -42,6 +42,7 @@ STATUS_KILLED_BY_CLEANUP = 128 + 9
 STATUS_UNKNOWN = 255
 READY_TIMEOUT = 60.0  # seconds a detached start waits for its shim to say the task runs
 CALL_TIMEOUT = 10.0
+LIST_CALL_TIMEOUT = 5.0  # per task: long enough for a loaded machine, short enough for a stuck shim
 SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
 _BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
          "from dist_tool.shim.__main__ import main;sys.exit(main(sys.argv[2:]))")
@@ -469,8 +470,8 @@ def list_tasks(session) -> list[TaskInfo]:
     out = []
     for name in names:
         try:
-            reply = _call(session, name, {"op": "status"}, timeout=2.0)
-        except (NotFound, Unavailable):
+            reply = _call(session, name, {"op": "status"}, timeout=LIST_CALL_TIMEOUT)
+        except (NotFound, Unavailable):  # SPEC's STATUS has no "unknown": a shim that cannot answer is left out
             continue
         out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
     return out
