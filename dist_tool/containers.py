@@ -274,9 +274,9 @@ def _remove_one(session, container_id: str, force: bool) -> None:
 
 def task_alive(session, container_id: str) -> bool:
     """True while the container's task has a live shim (a task whose shim died is cleaned up)."""
-    from dist_tool import tasks
+    from dist_tool import shims
 
-    return tasks.alive_task(session, container_id)
+    return shims.alive_task(session, container_id)
 
 
 def kill_task(session, container_id: str) -> None:

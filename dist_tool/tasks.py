@@ -33,15 +33,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dist_tool import shims
 from dist_tool.errors import Conflict, DistError, InvalidArgument, NotFound, TaskFailed, Unavailable
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Container
 
 DEFAULT_RUNTIMES = ("io.containerd.runc.v2", "io.containerd.runc.v1", "runc")
-STATUS_KILLED_BY_CLEANUP = 128 + 9
-STATUS_UNKNOWN = 255
 READY_TIMEOUT = 60.0  # seconds a detached start waits for its shim to say the task runs
-CALL_TIMEOUT = 10.0
 LIST_CALL_TIMEOUT = 5.0  # per task: long enough for a loaded machine, short enough for a stuck shim
 SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
 _BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
@@ -64,18 +62,6 @@ class TaskInfo:
 # ---------------------------------------------------------------- where things are
 
 
-def namespace_dir(session) -> str:
-    return os.path.join(session.state, session.namespace)
-
-
-def task_dir(session, container_id: str) -> str:
-    return os.path.join(namespace_dir(session), container_id)
-
-
-def runc_root(session) -> str:
-    return os.path.join(session.state, ".runc", session.namespace)
-
-
 def persist_dir(session, container_id: str) -> str:
     return os.path.join(session.root, "tasks", session.namespace, container_id)
 
@@ -93,25 +79,6 @@ def runtime_binary(container: Container) -> str:
     return os.path.abspath(found)
 
 
-def _read_pid(path: str) -> tuple[int, str | None] | None:
-    try:
-        with open(path) as f:
-            fields = f.read().split()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not fields or not fields[0].isdigit():
-        return None
-    return int(fields[0]), fields[1] if len(fields) > 1 else None
-
-
-def _shim_alive(path: str) -> bool:
-    shim = _read_pid(os.path.join(path, "shim.pid"))
-    if shim is None:
-        return False
-    pid, start = shim
-    return alive(pid, start) if start is not None else process_start(pid) is not None
-
-
 # ---------------------------------------------------------------- start
 
 
@@ -121,7 +88,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
     if not container.spec:
         raise TaskFailed("container", container.id, "has no runtime spec")
     spec = json.loads(json.dumps(container.spec))
-    final = task_dir(session, container.id)
+    final = shims.task_dir(session, container.id)
     spec.setdefault("root", {})["path"] = os.path.join(final, "rootfs")  # where the rename puts it
     mounts: list[dict] = []
     if container.snapshot_key:
@@ -130,7 +97,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
         mounts = [m.to_json() for m in snapshotter.mounts(container.snapshot_key)]
     cfg = {"id": container.id, "namespace": session.namespace, "root": session.root,
            "dir": final, "runtime": runtime_binary(container),
-           "runcRoot": runc_root(session), "mounts": mounts,
+           "runcRoot": shims.runc_root(session), "mounts": mounts,
            "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
            "log": log, "nullIO": null_io, "recordExit": record_exit,
            "subreaper": detached, "premounted": True,  # by _mount_checked, before any shim runs
@@ -148,10 +115,10 @@ def _claim(session, container: Container, **options) -> dict:
     """Makes the task directory appear complete, or not at all (one rename); Conflict when the
     container already has a live task. The directory names this process as its shim until a
     detached shim takes over."""
-    base = namespace_dir(session)
+    base = shims.namespace_dir(session)
     os.makedirs(base, exist_ok=True)
-    os.makedirs(runc_root(session), exist_ok=True)
-    final = task_dir(session, container.id)
+    os.makedirs(shims.runc_root(session), exist_ok=True)
+    final = shims.task_dir(session, container.id)
     for _ in range(3):
         tmp = os.path.join(base, f".new-{container.id}-{os.getpid()}-{time.monotonic_ns()}")
         os.mkdir(tmp)
@@ -168,9 +135,9 @@ def _claim(session, container: Container, **options) -> dict:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if _shim_alive(final):
+        if shims.shim_alive(final):
             raise Conflict("task", container.id, "already exists")
-        cleanup_dead(session, container.id)
+        shims.cleanup_dead(session, container.id)
     raise Conflict("task", container.id, "already exists")
 
 
@@ -285,7 +252,7 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     try:
         ready = json.loads(data)
     except ValueError:
-        cleanup_dead(session, container_id)
+        shims.cleanup_dead(session, container_id)
         raise TaskFailed("shim", container_id, "exited before the task started") from None
     if not ready.get("ok"):
         raise TaskFailed("task", container_id, ready.get("error", "failed"), status=int(ready.get("status", 125)))
@@ -353,124 +320,19 @@ def parse_signal(text: str) -> int:
         raise InvalidArgument("signal", text, "expected a name such as SIGKILL or KILL, or a number") from None
 
 
-# ---------------------------------------------------------------- finding and talking to a task
-
-
-def _client(session, container_id: str, timeout: float | None = CALL_TIMEOUT):
-    """A connection to the container's live shim. NotFound (exit 3) when it has no task; a
-    task whose shim is gone is cleaned up first, and is then not found either."""
-    from dist_tool.shim.proto import Client
-
-    path = task_dir(session, container_id)
-    if not os.path.isdir(path):
-        raise NotFound("task", container_id, "not found")
-    if not _shim_alive(path):
-        cleanup_dead(session, container_id)
-        raise NotFound("task", container_id, "not found (its shim had died; cleaned up)")
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        try:
-            return Client(path, timeout)
-        except (FileNotFoundError, ConnectionRefusedError):
-            # Starting (not listening yet) or exiting (socket closed): look again shortly.
-            if not os.path.isdir(path) or not _shim_alive(path):
-                if os.path.isdir(path):
-                    cleanup_dead(session, container_id)
-                raise NotFound("task", container_id, "not found") from None
-            if deadline is not None and time.monotonic() > deadline:
-                raise Unavailable("task", container_id, "its shim does not answer") from None
-            time.sleep(0.01)
-
-
-def _call(session, container_id: str, request: dict, timeout: float | None = CALL_TIMEOUT) -> dict:
-    with _client(session, container_id, timeout) as client:
-        try:
-            return _checked(container_id, client.call(request))
-        except ConnectionError:
-            raise NotFound("task", container_id, "exited") from None
-        except TimeoutError:
-            raise Unavailable("task", container_id, "its shim did not answer in time") from None
-
-
-def _checked(container_id: str, reply: dict) -> dict:
-    if reply.get("ok"):
-        return reply
-    from dist_tool.errors import ERROR_KINDS
-
-    cls = ERROR_KINDS.get(reply.get("kind", "failed"), DistError)
-    if "status" in reply:
-        raise TaskFailed("task", container_id, reply.get("error", ""), status=int(reply["status"]))
-    raise cls("task", container_id, reply.get("error", ""))
-
-
-def alive_task(session, container_id: str) -> bool:
-    """True while the container has a task whose shim lives (a dead one is cleaned up)."""
-    path = task_dir(session, container_id)
-    if not os.path.isdir(path):
-        return False
-    if _shim_alive(path):
-        return True
-    cleanup_dead(session, container_id)
-    return False
-
-
-def cleanup_dead(session, container_id: str) -> None:
-    """Cleans up after a task whose shim is gone: kills what still runs, deletes the runtime
-    state, unmounts, records lastExit, removes the directory. Whoever renames the directory
-    away first does it; the others return."""
-    from dist_tool.shim import exits, host
-    from dist_tool.shim.runc import Runc, RuntimeFailure
-
-    path = task_dir(session, container_id)
-    grave = os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        os.rename(path, grave)
-    except (FileNotFoundError, OSError):
-        return
-    try:
-        with open(os.path.join(grave, "shim.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        cfg = None
-    status = STATUS_UNKNOWN
-    if cfg is not None:
-        runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(grave, "runc.log"))
-        try:
-            state = runc.state(container_id)
-            if state is not None and state.get("status") in ("created", "running", "paused"):
-                status = STATUS_KILLED_BY_CLEANUP
-            if state is not None:
-                runc.delete(container_id, force=True)
-        except RuntimeFailure:
-            pass
-    init = _read_pid(os.path.join(grave, "init.pid"))
-    if init is not None and cfg is None:
-        try:
-            os.kill(init[0], 9)
-        except ProcessLookupError:
-            pass
-    host.unmount_all(os.path.join(grave, "rootfs"))
-    if cfg is not None and cfg.get("recordExit", True):
-        try:
-            exits.record(cfg, status, time.time())
-        except DistError:
-            pass
-    shutil.rmtree(grave, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- operations
 
 
 def list_tasks(session) -> list[TaskInfo]:
     """The namespace's live tasks, asking each shim; dead ones are cleaned up on the way."""
     try:
-        names = sorted(n for n in os.listdir(namespace_dir(session)) if not n.startswith("."))
+        names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if not n.startswith("."))
     except FileNotFoundError:
         return []
     out = []
     for name in names:
         try:
-            reply = _call(session, name, {"op": "status"}, timeout=LIST_CALL_TIMEOUT)
+            reply = shims.call(session, name, {"op": "status"}, timeout=LIST_CALL_TIMEOUT)
         except (NotFound, Unavailable):  # SPEC's STATUS has no "unknown": a shim that cannot answer is left out
             continue
         out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
@@ -478,7 +340,7 @@ def list_tasks(session) -> list[TaskInfo]:
 
 
 def info(session, container_id: str) -> TaskInfo:
-    reply = _call(session, container_id, {"op": "status"})
+    reply = shims.call(session, container_id, {"op": "status"})
     return TaskInfo(container_id, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt"))
 
 
@@ -486,35 +348,35 @@ def kill(session, container_id: str, signal: int, all_processes: bool = False, e
     request: dict = {"op": "kill", "signal": signal, "all": all_processes}
     if exec_id is not None:
         request["exec"] = exec_id
-    _call(session, container_id, request)
+    shims.call(session, container_id, request)
 
 
 def pause(session, container_id: str) -> None:
-    _call(session, container_id, {"op": "pause"})
+    shims.call(session, container_id, {"op": "pause"})
 
 
 def resume(session, container_id: str) -> None:
-    _call(session, container_id, {"op": "resume"})
+    shims.call(session, container_id, {"op": "resume"})
 
 
 def wait(session, container_id: str) -> int:
     """Blocks until the task exits and its shim is gone; its status. After the exit, lastExit at
     once; NotFound (exit 3) only when the container never had a task."""
-    path = task_dir(session, container_id)
+    path = shims.task_dir(session, container_id)
     try:
-        with _client(session, container_id, timeout=CALL_TIMEOUT) as client:
+        with shims.connect(session, container_id, timeout=shims.CALL_TIMEOUT) as client:
             client.settimeout(None)
             try:
-                reply = _checked(container_id, client.call({"op": "wait"}))
+                reply = shims.checked(container_id, client.call({"op": "wait"}))
             except ConnectionError:
                 reply = None
-        shim = _read_pid(os.path.join(path, "shim.pid"))
+        shim = shims.read_pid(os.path.join(path, "shim.pid"))
         deadline = time.monotonic() + SHIM_EXIT_WAIT
         while shim is not None and alive(*shim) and time.monotonic() < deadline:
             time.sleep(0.005)
         if reply is not None:
             return int(reply["status"])
-        alive_task(session, container_id)  # the shim died mid-wait: clean up, then read lastExit
+        shims.alive_task(session, container_id)  # the shim died mid-wait: clean up, then read lastExit
     except NotFound:
         pass
     last = session.containers.get(container_id).last_exit
@@ -526,18 +388,18 @@ def wait(session, container_id: str) -> int:
 def kill_and_wait(session, container_id: str, timeout: float) -> None:
     """SIGKILLs the task and waits until its shim has recorded the exit and gone (``rm -f``).
     A task with no answering shim has its init killed directly. Conflict after ``timeout``."""
-    path = task_dir(session, container_id)
+    path = shims.task_dir(session, container_id)
     try:
         kill(session, container_id, 9, all_processes=False)
     except (NotFound, Unavailable, TaskFailed):
-        init = _read_pid(os.path.join(path, "init.pid"))
+        init = shims.read_pid(os.path.join(path, "init.pid"))
         if init is not None:
             try:
                 os.kill(init[0], 9)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + timeout
-    while alive_task(session, container_id):
+    while shims.alive_task(session, container_id):
         if time.monotonic() > deadline:
             raise Conflict("task", container_id, "did not exit after SIGKILL")
         time.sleep(0.01)
@@ -561,7 +423,7 @@ def ps(session, container_id: str) -> list[dict]:
     from dist_tool.shim.runc import Runc, RuntimeFailure
 
     info(session, container_id)  # NotFound when there is no live task
-    with open(os.path.join(task_dir(session, container_id), "shim.json")) as f:
+    with open(os.path.join(shims.task_dir(session, container_id), "shim.json")) as f:
         cfg = json.load(f)
     runc = Runc(cfg["runtime"], cfg["runcRoot"], os.devnull)
     try:
@@ -584,7 +446,7 @@ def log_file(session, container_id: str) -> str:
     path = os.path.join(persist_dir(session, container_id), "log")
     if not os.path.exists(path):
         session.containers.get(container_id)  # NotFound for the container itself
-        if alive_task(session, container_id):
+        if shims.alive_task(session, container_id):
             return os.devnull  # a foreground task: its output went to its terminal
         raise NotFound("task", container_id, "has no log (the container never ran a detached task)")
     return path
@@ -600,7 +462,7 @@ def follow_log(session, container_id: str, out, follow: bool, poll: float = 0.1)
                 out.write(chunk)
                 continue
             out.flush()
-            if not follow or not alive_task(session, container_id):
+            if not follow or not shims.alive_task(session, container_id):
                 rest = f.read()
                 if rest:
                     out.write(rest)
@@ -629,7 +491,7 @@ def _check_exec(session, container_id: str, process: dict) -> None:
     in the init's own root (``/proc/PID/root``, its mounts included) while that init lives."""
     from dist_tool import executable
 
-    init = _read_pid(os.path.join(task_dir(session, container_id), "init.pid"))
+    init = shims.read_pid(os.path.join(shims.task_dir(session, container_id), "init.pid"))
     start = process_start(init[0]) if init is not None else None
     if init is None or start is None:
         return  # no running task: the shim says so
@@ -645,7 +507,7 @@ def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str],
     container = session.containers.get(container_id)
     process = exec_process(container, args, tty)
     _check_exec(session, container_id, process)
-    reply = _call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
+    reply = shims.call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
                                           "process": process}, timeout=60.0)
     return int(reply["pid"])
 
@@ -659,7 +521,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
     from dist_tool import terminal
 
     container = session.containers.get(container_id)
-    client = _client(session, container_id, timeout=60.0)
+    client = shims.connect(session, container_id, timeout=60.0)
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
     saved = {}
     try:
@@ -672,7 +534,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
             if size is not None:  # set by the runtime as it makes the pty: no race with the process
                 process["consoleSize"] = {"height": size[0], "width": size[1]}
         request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty, "process": process}
-        _checked(container_id, client.call(request, () if tty else stdio))
+        shims.checked(container_id, client.call(request, () if tty else stdio))
         if not tty:
             def forward(signum: int, frame: object) -> None:
                 try:
@@ -683,12 +545,12 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
             for sig in forwarded:
                 saved[sig] = signal.signal(sig, forward)
             client.settimeout(None)
-            return int(_checked(container_id, client.call({"op": "wait", "exec": exec_id}))["status"])
+            return int(shims.checked(container_id, client.call({"op": "wait", "exec": exec_id}))["status"])
         master = client.fds.pop()
         client.send({"op": "wait", "exec": exec_id})
         terminal.attach(master, stdio)
         client.settimeout(None)
-        return int(_checked(container_id, client.receive())["status"])
+        return int(shims.checked(container_id, client.receive())["status"])
     except ConnectionError:
         raise TaskFailed("task", container_id, "exited while the exec ran") from None
     finally:

@@ -1,0 +1,153 @@
+"""Finding a task's shim and talking to it: where task state lives, whether the shim that
+answers for a task still lives, one request and its reply, and the cleanup after a shim that
+died (whichever command finds it first). ``dist_tool.tasks`` builds the task operations on this;
+the task directory's layout is described there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from dist_tool.errors import DistError, NotFound, TaskFailed, Unavailable
+from dist_tool.proc import alive, process_start
+
+STATUS_KILLED_BY_CLEANUP = 128 + 9
+STATUS_UNKNOWN = 255
+CALL_TIMEOUT = 10.0
+
+
+def namespace_dir(session) -> str:
+    return os.path.join(session.state, session.namespace)
+
+
+def task_dir(session, container_id: str) -> str:
+    return os.path.join(namespace_dir(session), container_id)
+
+
+def runc_root(session) -> str:
+    return os.path.join(session.state, ".runc", session.namespace)
+
+
+def read_pid(path: str) -> tuple[int, str | None] | None:
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    return int(fields[0]), fields[1] if len(fields) > 1 else None
+
+
+def shim_alive(path: str) -> bool:
+    shim = read_pid(os.path.join(path, "shim.pid"))
+    if shim is None:
+        return False
+    pid, start = shim
+    return alive(pid, start) if start is not None else process_start(pid) is not None
+
+
+
+
+def connect(session, container_id: str, timeout: float | None = CALL_TIMEOUT):
+    """A connection to the container's live shim. NotFound (exit 3) when it has no task; a
+    task whose shim is gone is cleaned up first, and is then not found either."""
+    from dist_tool.shim.proto import Client
+
+    path = task_dir(session, container_id)
+    if not os.path.isdir(path):
+        raise NotFound("task", container_id, "not found")
+    if not shim_alive(path):
+        cleanup_dead(session, container_id)
+        raise NotFound("task", container_id, "not found (its shim had died; cleaned up)")
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        try:
+            return Client(path, timeout)
+        except (FileNotFoundError, ConnectionRefusedError):
+            # Starting (not listening yet) or exiting (socket closed): look again shortly.
+            if not os.path.isdir(path) or not shim_alive(path):
+                if os.path.isdir(path):
+                    cleanup_dead(session, container_id)
+                raise NotFound("task", container_id, "not found") from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise Unavailable("task", container_id, "its shim does not answer") from None
+            time.sleep(0.01)
+
+
+def call(session, container_id: str, request: dict, timeout: float | None = CALL_TIMEOUT) -> dict:
+    with connect(session, container_id, timeout) as client:
+        try:
+            return checked(container_id, client.call(request))
+        except ConnectionError:
+            raise NotFound("task", container_id, "exited") from None
+        except TimeoutError:
+            raise Unavailable("task", container_id, "its shim did not answer in time") from None
+
+
+def checked(container_id: str, reply: dict) -> dict:
+    if reply.get("ok"):
+        return reply
+    from dist_tool.errors import ERROR_KINDS
+
+    cls = ERROR_KINDS.get(reply.get("kind", "failed"), DistError)
+    if "status" in reply:
+        raise TaskFailed("task", container_id, reply.get("error", ""), status=int(reply["status"]))
+    raise cls("task", container_id, reply.get("error", ""))
+
+
+def alive_task(session, container_id: str) -> bool:
+    """True while the container has a task whose shim lives (a dead one is cleaned up)."""
+    path = task_dir(session, container_id)
+    if not os.path.isdir(path):
+        return False
+    if shim_alive(path):
+        return True
+    cleanup_dead(session, container_id)
+    return False
+
+
+def cleanup_dead(session, container_id: str) -> None:
+    """Cleans up after a task whose shim is gone: kills what still runs, deletes the runtime
+    state, unmounts, records lastExit, removes the directory. Whoever renames the directory
+    away first does it; the others return."""
+    from dist_tool.shim import exits, host
+    from dist_tool.shim.runc import Runc, RuntimeFailure
+
+    path = task_dir(session, container_id)
+    grave = os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(path, grave)
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        with open(os.path.join(grave, "shim.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        cfg = None
+    status = STATUS_UNKNOWN
+    if cfg is not None:
+        runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(grave, "runc.log"))
+        try:
+            state = runc.state(container_id)
+            if state is not None and state.get("status") in ("created", "running", "paused"):
+                status = STATUS_KILLED_BY_CLEANUP
+            if state is not None:
+                runc.delete(container_id, force=True)
+        except RuntimeFailure:
+            pass
+    init = read_pid(os.path.join(grave, "init.pid"))
+    if init is not None and cfg is None:
+        try:
+            os.kill(init[0], 9)
+        except ProcessLookupError:
+            pass
+    host.unmount_all(os.path.join(grave, "rootfs"))
+    if cfg is not None and cfg.get("recordExit", True):
+        try:
+            exits.record(cfg, status, time.time())
+        except DistError:
+            pass
+    shutil.rmtree(grave, ignore_errors=True)
