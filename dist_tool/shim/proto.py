@@ -81,6 +81,15 @@ def decode(line: bytes) -> dict:
     return message
 
 
+class Refused(Exception):
+    """A request the shim answers with ``ok: false`` and a ``kind`` (see the module docstring)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
 class ShortPath:
     """A unix socket path under ``directory`` short enough for sockaddr_un: the path itself,
     or ``/proc/self/fd/N/NAME`` through an open descriptor of the directory."""

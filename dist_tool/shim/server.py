@@ -27,30 +27,19 @@ import select
 import time
 
 from dist_tool.shim import host, proto
+from dist_tool.shim.proto import Refused
 from dist_tool.shim.runc import Runc, RuntimeFailure
 
-SIGCHLD, SIGKILL, SIGWINCH = _signal.SIGCHLD, _signal.SIGKILL, _signal.SIGWINCH
+TYPE_CHECKING = False  # not typing's: typing imports re and enum, a megabyte a shim cannot spare
+if TYPE_CHECKING:
+    from dist_tool.shim.execs import Exec, Execs
+
+SIGCHLD, SIGWINCH = _signal.SIGCHLD, _signal.SIGWINCH
 # A foreground task gets the signals its CLI gets (docker's --sig-proxy); SIGCHLD and SIGWINCH
 # are the shim's own.
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
              _signal.SIGUSR2)
-TIOCSWINSZ, TIOCGWINSZ = 0x5414, 0x5413
-IN, HUP = select.EPOLLIN, select.EPOLLHUP | select.EPOLLERR
-DRAIN_SECONDS = 2.0  # how long the exit path waits for exec'd processes the kernel is killing
-EXITED_EXECS_KEPT = 64
-
-
-class Exec:
-    __slots__ = ("id", "pid", "status", "exited_at", "waiters", "master", "out")
-
-    def __init__(self, exec_id: str) -> None:
-        self.id = exec_id
-        self.pid = 0
-        self.status: int | None = None
-        self.exited_at: float | None = None
-        self.waiters: list[Conn] = []
-        self.master = -1  # a detached exec's terminal, copied to the log
-        self.out = -1
+IN = select.EPOLLIN
 
 
 class Conn:
@@ -83,8 +72,7 @@ class Shim:
         self.exit_status: int | None = None
         self.exited_at: float | None = None
         self.waiters: list[Conn] = []
-        self.execs: dict[str, Exec] = {}
-        self.exec_pids: dict[int, Exec] = {}
+        self.execs: Execs | None = None  # dist_tool.shim.execs, loaded on the first exec
         self.conns: dict[int, Conn] = {}
         self.ep = select.epoll()
         self.reaped: dict[int, int] = {}  # pid → status of children reaped before we knew them
@@ -127,7 +115,9 @@ class Shim:
             self.mounted = True
         console = None
         if self.terminal:
-            console = self._console_listener()
+            from dist_tool.shim.console import ConsoleSocket
+
+            console = ConsoleSocket(self.dir)
         stdio, opened = self._init_stdio()
         pid_file = os.path.join(self.dir, "init.pid")
         try:
@@ -142,7 +132,7 @@ class Shim:
             self.pid = int(f.read().strip())
         if console is not None:
             self.status = "created"
-            self.master = self._receive_master(console)
+            self.master = console.receive_master()
             self._setup_terminal()  # sized before the process runs
             self.runc.start(self.id)
         self.status = "running"
@@ -190,13 +180,13 @@ class Shim:
             return
         for sig in set(data):
             if sig == SIGCHLD:
-                self._reap()
+                self.reap()
             elif sig == SIGWINCH:
                 self._resize()
             elif self.pid and self.exit_status is None:
                 _kill(self.pid, sig)
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
@@ -208,56 +198,18 @@ class Shim:
             if pid == self.pid:
                 self.exit_status, self.exited_at = status, time.time()
                 self.status = "stopped"
-            elif pid in self.exec_pids:
-                self._exec_exited(self.exec_pids.pop(pid), status)
-            else:
+            elif self.execs is None or not self.execs.reaped(pid, status):
                 self.reaped[pid] = status
 
     # ------------------------------------------------------------------ terminal
 
-    def _console_listener(self) -> proto.ShortPath:
-        path = proto.ShortPath(self.dir, "console.sock")
-        try:
-            os.unlink(path.path)
-        except FileNotFoundError:
-            pass
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        sock.bind(path.path)
-        sock.listen(1)
-        self._console_sock = sock
-        return path
-
-    def _receive_master(self, path: proto.ShortPath) -> int:
-        """The runtime has connected to the console socket and sent the pty master (SCM_RIGHTS)."""
-        sock = self._console_sock
-        try:
-            sock.settimeout(10)
-            conn = _accept(sock)
-            try:
-                conn.settimeout(10)
-                _, ancdata, _, _ = conn.recvmsg(4096, _socket.CMSG_SPACE(4))
-            finally:
-                conn.close()
-        finally:
-            sock.close()
-            try:
-                os.unlink(path.path)
-            except FileNotFoundError:
-                pass
-            path.close()
-        for level, kind, payload in ancdata:
-            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                fd = int.from_bytes(payload[:4], "little")
-                os.set_inheritable(fd, False)
-                return fd
-        raise RuntimeFailure("the runtime sent no terminal")
-
     def _setup_terminal(self) -> None:
         """Foreground: our terminal in raw mode, copied both ways. Detached: output to the log."""
+        from dist_tool.shim.console import open_output
+
         os.set_blocking(self.master, False)
         if self.detached or self.stdio is None:
-            self.out = os.open(self.cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640) \
-                if self.cfg.get("log") else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            self.out = open_output(self.cfg.get("log"))
         else:
             self.out = self.stdio[1]
             if os.isatty(self.stdio[0]):
@@ -277,28 +229,17 @@ class Shim:
     def _resize(self) -> None:
         if self.master < 0 or self.stdio is None:
             return
-        import fcntl
+        from dist_tool.shim.console import copy_size
 
-        for fd in self.stdio:
-            try:
-                size = fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
-            except OSError:
-                continue
-            fcntl.ioctl(self.master, TIOCSWINSZ, size)
-            return
+        copy_size(self.stdio, self.master)
 
-    def _copy_out(self, master: int, out: int) -> bool:
-        """Copies what the terminal has; False once it is closed (the process exited)."""
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                return True
-            except OSError:  # EIO: every slave end is closed
-                return False
-            if not data:
-                return False
-            _write_all(out, data)
+    def _copy_out(self) -> None:
+        from dist_tool.shim.console import copy_out
+
+        if not copy_out(self.master, self.out):
+            self.ep.unregister(self.master)
+            os.close(self.master)
+            self.master = -1
 
     def _copy_in(self) -> None:
         try:
@@ -309,8 +250,10 @@ class Shim:
             self.ep.unregister(self.tty_in)
             self.tty_in = -1
             return
+        from dist_tool.shim.console import write_all
+
         try:
-            _write_all(self.master, data)
+            write_all(self.master, data)
         except OSError:
             pass
 
@@ -338,16 +281,13 @@ class Shim:
             elif self.listener is not None and fd == self.listener.fileno():
                 self._accept()
             elif fd == self.master:
-                if not self._copy_out(self.master, self.out):
-                    self.ep.unregister(self.master)
-                    os.close(self.master)
-                    self.master = -1
+                self._copy_out()
             elif fd == self.tty_in:
                 self._copy_in()
             elif fd in self.conns:
                 self._on_conn(self.conns[fd], mask)
-            else:
-                self._on_exec_tty(fd)
+            elif self.execs is None or not self.execs.on_tty(fd):
+                self.ep.unregister(fd)
 
     def _accept(self) -> None:
         while True:
@@ -370,9 +310,8 @@ class Shim:
         conn.sock.close()
         if conn in self.waiters:
             self.waiters.remove(conn)
-        for ex in self.execs.values():
-            if conn in ex.waiters:
-                ex.waiters.remove(conn)
+        if self.execs is not None:
+            self.execs.forget(conn)
 
     def _on_conn(self, conn: Conn, mask: int) -> None:
         try:
@@ -395,10 +334,10 @@ class Shim:
             line, _, conn.buf = conn.buf.partition(b"\n")
             self._request(conn, line)
         if len(conn.buf) > proto.MAX_LINE:
-            self._reply(conn, {"ok": False, "kind": "invalid", "error": "request too long"})
+            self.reply(conn, {"ok": False, "kind": "invalid", "error": "request too long"})
             self._drop(conn)
 
-    def _reply(self, conn: Conn, message: dict, fds: tuple[int, ...] = ()) -> None:
+    def reply(self, conn: Conn, message: dict, fds: tuple[int, ...] = ()) -> None:
         data = proto.encode(message)
         try:
             conn.sock.setblocking(True)
@@ -416,40 +355,39 @@ class Shim:
         try:
             req = proto.decode(line)
             if req.get("v", proto.VERSION) != proto.VERSION:
-                raise _Refused("invalid", f"protocol version {req.get('v')} (this shim speaks {proto.VERSION})")
+                raise Refused("invalid", f"protocol version {req.get('v')} (this shim speaks {proto.VERSION})")
             op = req.get("op")
             handler = getattr(self, f"_op_{op}", None) if isinstance(op, str) and op.isalpha() else None
             if handler is None:
-                raise _Refused("invalid", f"unknown op {op!r}")
+                raise Refused("invalid", f"unknown op {op!r}")
             handler(conn, req)
-        except _Refused as e:
-            self._reply(conn, {"ok": False, "kind": e.kind, "error": e.message})
+        except Refused as e:
+            self.reply(conn, {"ok": False, "kind": e.kind, "error": e.message})
         except RuntimeFailure as e:
-            self._reply(conn, {"ok": False, "kind": "failed", "error": e.message, "status": e.status})
+            self.reply(conn, {"ok": False, "kind": "failed", "error": e.message, "status": e.status})
         except (ValueError, KeyError, TypeError) as e:
-            self._reply(conn, {"ok": False, "kind": "invalid", "error": f"bad request: {e}"})
+            self.reply(conn, {"ok": False, "kind": "invalid", "error": f"bad request: {e}"})
         except OSError as e:
-            self._reply(conn, {"ok": False, "kind": "failed", "error": str(e)})
+            self.reply(conn, {"ok": False, "kind": "failed", "error": str(e)})
 
     # ------------------------------------------------------------------ operations
 
     def _op_status(self, conn: Conn, req: dict) -> None:
-        self._reply(conn, {"ok": True, "id": self.id, "pid": self.pid, "status": self.status,
+        self.reply(conn, {"ok": True, "id": self.id, "pid": self.pid, "status": self.status,
                            "shimPid": os.getpid(), "startedAt": self.started_at,
-                           "execs": [{"id": e.id, "pid": e.pid, "status": e.status}
-                                     for e in self.execs.values()]})
+                           "execs": self.execs.summary() if self.execs is not None else []})
 
     def _op_wait(self, conn: Conn, req: dict) -> None:
         exec_id = req.get("exec")
         if exec_id is None:
             if self.exit_status is not None and not self.mounted:
-                self._reply(conn, {"ok": True, "status": self.exit_status, "exitedAt": self.exited_at})
+                self.reply(conn, {"ok": True, "status": self.exit_status, "exitedAt": self.exited_at})
             else:
                 self.waiters.append(conn)
             return
         ex = self._exec(exec_id)
         if ex.status is not None:
-            self._reply(conn, {"ok": True, "status": ex.status, "exitedAt": ex.exited_at})
+            self.reply(conn, {"ok": True, "status": ex.status, "exitedAt": ex.exited_at})
         else:
             ex.waiters.append(conn)
 
@@ -463,133 +401,52 @@ class Shim:
             self.runc.kill(self.id, signal, all_processes=True)
         elif self.exit_status is None:
             _kill(self.pid, signal)
-        self._reply(conn, {"ok": True})
+        self.reply(conn, {"ok": True})
 
     def _op_pause(self, conn: Conn, req: dict) -> None:
-        self._running_only("pause")
+        self.running_only("pause")
         self.runc.pause(self.id)
         self.status = "paused"
-        self._reply(conn, {"ok": True})
+        self.reply(conn, {"ok": True})
 
     def _op_resume(self, conn: Conn, req: dict) -> None:
         if self.status != "paused":
-            raise _Refused("conflict", f"the task is {self.status}, not paused")
+            raise Refused("conflict", f"the task is {self.status}, not paused")
         self.runc.resume(self.id)
         self.status = "running"
-        self._reply(conn, {"ok": True})
+        self.reply(conn, {"ok": True})
 
-    def _running_only(self, what: str) -> None:
+    def running_only(self, what: str) -> None:
         if self.status != "running":
-            raise _Refused("conflict", f"cannot {what} a task that is {self.status}")
+            raise Refused("conflict", f"cannot {what} a task that is {self.status}")
 
     def _exec(self, exec_id: object) -> Exec:
-        ex = self.execs.get(exec_id) if isinstance(exec_id, str) else None
-        if ex is None:
-            raise _Refused("not-found", f"exec {exec_id}: not found")
-        return ex
+        if self.execs is None:
+            raise Refused("not-found", f"exec {exec_id}: not found")
+        return self.execs.get(exec_id)
 
     def _op_exec(self, conn: Conn, req: dict) -> None:
-        """Starts another process in the task with ``runc exec -d``: it becomes our child, so we
-        reap it and answer ``wait`` for it. Foreground stdio arrives as descriptors."""
-        exec_id = req["exec"]
-        if not isinstance(exec_id, str) or not exec_id or "/" in exec_id or exec_id.startswith("."):
-            raise _Refused("invalid", f"exec id {exec_id!r}")
-        self._running_only("exec in")
-        old = self.execs.get(exec_id)
-        if old is not None and old.status is None:
-            raise _Refused("conflict", f"exec {exec_id}: already exists")
-        fds, conn.fds = conn.fds, []
-        terminal, detach = bool(req.get("terminal")), bool(req.get("detach"))
-        ex = Exec(exec_id)
-        process_file = os.path.join(self.dir, f"exec-{exec_id}.json")
-        pid_file = os.path.join(self.dir, f"exec-{exec_id}.pid")
-        console = None
-        opened: list[int] = []
-        try:
-            with open(process_file, "w") as f:
-                f.write(proto.dumps({**req["process"], "terminal": terminal}))
-            if terminal:
-                console = self._console_listener()
-            if len(fds) == 3 and not detach:
-                stdio = (fds[0], fds[1], fds[2])
-            else:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-                opened.append(null)
-                out = null
-                if detach and self.cfg.get("log") and not terminal:
-                    out = os.open(self.cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-                    opened.append(out)
-                stdio = (null, out, out)
-            self.runc.exec_detached(self.id, process_file, pid_file, stdio,
-                                    console.for_pid(os.getpid()) if console else None)
-            with open(pid_file) as f:
-                ex.pid = int(f.read().strip())
-            master = self._receive_master(console) if console else -1
-        except BaseException:
-            if console is not None:
-                self._console_sock.close()
-                console.close()
-            raise
-        finally:
-            for fd in fds + opened:
-                os.close(fd)
-            for path in (process_file, pid_file):
-                _unlink(path)
-        self.execs[exec_id] = ex
-        self.exec_pids[ex.pid] = ex
-        if ex.pid in self.reaped:  # it exited before we read its pid
-            self._exec_exited(self.exec_pids.pop(ex.pid), self.reaped.pop(ex.pid))
-        if master >= 0 and detach:
-            ex.master = master
-            os.set_blocking(master, False)
-            ex.out = os.open(self.cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640) \
-                if self.cfg.get("log") else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            self.ep.register(master, IN)
-            self._reply(conn, {"ok": True, "pid": ex.pid})
-        elif master >= 0:
-            self._reply(conn, {"ok": True, "pid": ex.pid}, (master,))
-            os.close(master)
-        else:
-            self._reply(conn, {"ok": True, "pid": ex.pid})
+        """Starts another process in the task (``dist_tool.shim.execs``)."""
+        if self.execs is None:
+            from dist_tool.shim.execs import Execs
 
-    def _on_exec_tty(self, fd: int) -> None:
-        for ex in self.execs.values():
-            if ex.master == fd:
-                if not self._copy_out(fd, ex.out):
-                    self._close_exec_tty(ex)
-                return
-        self.ep.unregister(fd)
-
-    def _close_exec_tty(self, ex: Exec) -> None:
-        if ex.master >= 0:
-            self.ep.unregister(ex.master)
-            os.close(ex.master)
-            os.close(ex.out)
-            ex.master = ex.out = -1
-
-    def _exec_exited(self, ex: Exec, status: int) -> None:
-        ex.status, ex.exited_at = status, time.time()
-        if ex.master >= 0:
-            self._copy_out(ex.master, ex.out)
-            self._close_exec_tty(ex)
-        for conn in ex.waiters:
-            self._reply(conn, {"ok": True, "status": status, "exitedAt": ex.exited_at})
-        ex.waiters = []
-        exited = [e for e in self.execs.values() if e.status is not None]
-        for old in exited[:-EXITED_EXECS_KEPT]:
-            del self.execs[old.id]
+            self.execs = Execs(self)
+        self.execs.start(conn, req)
 
     # ------------------------------------------------------------------ exit
 
     def _finish(self) -> None:
         """The init has exited: release everything, record lastExit, answer the waiters."""
         if self.master >= 0:
-            self._copy_out(self.master, self.out)
+            from dist_tool.shim.console import copy_out
+
+            copy_out(self.master, self.out)
         try:
             self.runc.delete(self.id, force=True)
         except RuntimeFailure as e:
             self._log(f"runc delete {self.id}: {e.message}")
-        self._drain_execs()
+        if self.execs is not None:
+            self.execs.drain()
         self._teardown(delete=False)
         if self.cfg.get("recordExit", True):
             try:
@@ -599,23 +456,11 @@ class Shim:
             except Exception as e:  # noqa: BLE001 - a shim must still clean up; the log says why
                 self._log(f"recording lastExit of {self.id}: {e.__class__.__name__}: {e}")
         for conn in self.waiters:
-            self._reply(conn, {"ok": True, "status": self.exit_status, "exitedAt": self.exited_at})
+            self.reply(conn, {"ok": True, "status": self.exit_status, "exitedAt": self.exited_at})
         self.waiters = []
         for conn in list(self.conns.values()):
             self._drop(conn)
         self._remove_dir()
-
-    def _drain_execs(self) -> None:
-        """Exec'd processes die with the init's pid namespace (or ``runc delete --force``):
-        reap them so their waiters get a status."""
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while self.exec_pids and time.monotonic() < deadline:
-            self._reap()
-            if self.exec_pids:
-                time.sleep(0.005)
-        for pid, ex in list(self.exec_pids.items()):
-            self._exec_exited(ex, 128 + SIGKILL)
-            del self.exec_pids[pid]
 
     def _teardown(self, delete: bool) -> None:
         """Undoes ``start``: runtime state (if ``delete``), mount, terminal, socket."""
@@ -632,8 +477,8 @@ class Shim:
         if self.mounted:
             host.unmount_all(self.rootfs)
             self.mounted = False
-        for ex in self.execs.values():
-            self._close_exec_tty(ex)
+        if self.execs is not None:
+            self.execs.close_ttys()
         if self.master >= 0:
             try:
                 self.ep.unregister(self.master)
@@ -670,13 +515,6 @@ class Shim:
             pass
 
 
-class _Refused(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
 def _accept(listener: _socket.socket) -> _socket.socket:
     """``socket.accept`` for a bare ``_socket.socket`` (the ``socket`` module costs a megabyte)."""
     fd, _ = listener._accept()
@@ -694,19 +532,3 @@ def _kill(pid: int, signal: int) -> None:
         os.kill(pid, signal)
     except ProcessLookupError:
         pass
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            select.select([], [fd], [], 1.0)
