@@ -341,7 +341,7 @@ def test_a_killed_shim_is_detected_and_cleaned_up(bb):
              open(f"/proc/{t['shimPid']}/stat").read().split(") ")[1].startswith("Z"), "the shim to die")
     assert "orphan" not in tasks(bb)  # noticed, cleaned up, not reported alive
     assert_clean(bb)
-    wait_for(lambda: not os.path.exists(f"/proc/{t['pid']}"), "the init to be killed", timeout=5)
+    wait_for(lambda: not os.path.exists(f"/proc/{t['pid']}"), "the init to be killed")
     assert last_exit(bb, "orphan")["status"] == 137
     bb.ok("c", "rm", "orphan")
 
