@@ -95,3 +95,15 @@ def test_shim_starts_on_stdlib_alone() -> None:
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     third_party = [m for m in loaded if m.split(".")[0] not in (*sys.stdlib_module_names, "dist_tool")]
     assert third_party == [], f"the shim's start loads {third_party}"
+
+
+def test_a_group_converts_only_the_subcommand_it_runs():
+    from dist_tool import cli
+
+    group = cli.load_command("images")
+    declared = group.list_commands(None)
+    assert declared[:3] == ["pull", "push", "ls"] and "tag" in declared and group.commands == {}
+    assert group.get_command(None, "tag").name == "tag"
+    assert list(group.commands) == ["tag"] and group.list_commands(None) == declared  # order kept
+    assert group.get_command(None, "nosuch") is None  # a typo: typer suggests from all of them
+    assert list(group.commands) == ["tag", *(n for n in declared if n != "tag")]

@@ -23,8 +23,11 @@ class LazySubcommandGroup(TyperGroup):
     looked up, so an invocation pays for the command it runs and not for its siblings (typer
     inspects every signature it converts: about half a millisecond a command)."""
 
-    pending: dict[str, Any]  # name → typer CommandInfo not converted yet
-    pretty_exceptions_short: bool = True
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[str, Any] = {}  # name → typer CommandInfo not converted yet
+        self.order: list[str] = list(self.commands)  # declaration order, for help and man pages
+        self.pretty_exceptions_short = True
 
     @classmethod
     def from_typer(cls, app: typer.Typer) -> "LazySubcommandGroup":
@@ -37,10 +40,11 @@ class LazySubcommandGroup(TyperGroup):
         group.pretty_exceptions_short = app.pretty_exceptions_short
         group.pending = {info.name or typer.main.get_command_name(info.callback.__name__): info
                          for info in app.registered_commands}
+        group.order = list(group.pending)
         return group
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*self.commands, *(name for name in self.pending if name not in self.commands)]
+        return list(self.order)
 
     def get_command(self, ctx: Any, cmd_name: str):
         if cmd_name in self.pending:
