@@ -21,7 +21,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "dist_tool"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIST_")}
-HEAVY_FOR_JSON = ["pydantic", "tarfile", "asyncio", "rich", "rich.table", "httpx", "filelock", "zstandard"]
+HEAVY_FOR_JSON = ["pydantic", "tarfile", "asyncio", "rich", "rich.table", "httpx", "filelock", "zstandard", "_hashlib"]
 
 RUN = """
 import json, sys
