@@ -63,7 +63,6 @@ class DefaultLsGroup(LazySubcommandGroup):
     """A group that runs ``ls`` when no subcommand is named (``dist images --json``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in self.pending
-                        and args[0] not in ("-h", "--help")):
+        if not args or (args[0] not in self.order and args[0] not in ("-h", "--help")):
             args = ["ls", *args]
         return super().parse_args(ctx, args)
