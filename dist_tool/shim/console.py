@@ -8,7 +8,7 @@ import _socket
 import os
 import select
 
-from dist_tool.shim import proto
+from dist_tool.shim import host, proto
 from dist_tool.shim.runc import RuntimeFailure
 
 TIOCSWINSZ, TIOCGWINSZ = 0x5414, 0x5413
@@ -20,7 +20,7 @@ class ConsoleSocket:
 
     def __init__(self, task_dir: str) -> None:
         self.path = proto.ShortPath(task_dir, "console.sock")
-        _unlink(self.path.path)
+        host.remove_file(self.path.path)
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         self.sock.bind(self.path.path)
         self.sock.listen(1)
@@ -32,8 +32,7 @@ class ConsoleSocket:
         """The pty master the runtime sent (SCM_RIGHTS); the socket is closed either way."""
         try:
             self.sock.settimeout(RECEIVE_TIMEOUT)
-            fd, _ = self.sock._accept()
-            conn = _socket.socket(fileno=fd)
+            conn = host.accept(self.sock)
             try:
                 conn.settimeout(RECEIVE_TIMEOUT)
                 _, ancdata, _, _ = conn.recvmsg(4096, _socket.CMSG_SPACE(4))
@@ -50,7 +49,7 @@ class ConsoleSocket:
 
     def close(self) -> None:
         self.sock.close()
-        _unlink(self.path.path)
+        host.remove_file(self.path.path)
         self.path.close()
 
 
@@ -93,12 +92,6 @@ def copy_size(sources: tuple[int, ...], master: int) -> None:
 def open_output(log: str | None) -> int:
     """Where a detached terminal's output goes: the task's log, or nowhere."""
     if log:
-        return os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        return host.open_log(log)
     return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

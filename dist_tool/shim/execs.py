@@ -9,7 +9,7 @@ import select
 import time
 from _signal import SIGKILL
 
-from dist_tool.shim import proto
+from dist_tool.shim import host, proto
 from dist_tool.shim.proto import Refused
 
 TYPE_CHECKING = False  # not typing's: typing imports re and enum, a megabyte a shim cannot spare
@@ -81,7 +81,7 @@ class Execs:
                 opened.append(null)
                 out = null
                 if detach and shim.cfg.get("log") and not terminal:
-                    out = os.open(shim.cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+                    out = host.open_log(shim.cfg["log"])
                     opened.append(out)
                 stdio = (null, out, out)
             shim.runc.exec_detached(shim.id, process_file, pid_file, stdio,
@@ -97,10 +97,7 @@ class Execs:
             for fd in fds + opened:
                 os.close(fd)
             for path in (process_file, pid_file):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                host.remove_file(path)
         self.by_id[exec_id] = ex
         self.by_pid[ex.pid] = ex
         if ex.pid in shim.reaped:  # it exited before we read its pid

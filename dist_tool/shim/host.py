@@ -1,4 +1,5 @@
-"""What the shim asks of the kernel: child subreaper, mount(2), and spawning runc.
+"""What the shim asks of the kernel: child subreaper, mount(2), spawning runc, and the few
+file and socket calls its modules share.
 
 Standard library only, and its low-level half (no ``subprocess``, ``socket``
 or ``signal``: their enums alone cost a detached shim a megabyte of private
@@ -8,6 +9,7 @@ umount2(2), which ``os`` does not wrap.
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
 
@@ -109,6 +111,30 @@ def unmount_all(target: str) -> None:
     for _ in range(64):  # several snapshot mounts may be stacked on one target
         if not unmount(target):
             return
+
+
+# ------------------------------------------------------------------ files and sockets
+
+
+def open_log(path: str) -> int:
+    """A task log (or a terminal's copy), opened to append: output of every run lands after the last."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+
+def remove_file(path: str) -> None:
+    """``unlink``; a file already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def accept(listener: _socket.socket) -> _socket.socket:
+    """``socket.accept`` for a bare ``_socket.socket`` (the ``socket`` module costs a megabyte)."""
+    fd, _ = listener._accept()
+    sock = _socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    return sock
 
 
 # ------------------------------------------------------------------ processes

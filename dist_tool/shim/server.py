@@ -144,7 +144,7 @@ class Shim:
             return self.stdio, []
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         if self.detached and self.cfg.get("log") and not self.terminal and not self.cfg.get("nullIO"):
-            log = os.open(self.cfg["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            log = host.open_log(self.cfg["log"])
             return (null, log, log), [null, log]
         return (null, null, null), [null]
 
@@ -292,7 +292,7 @@ class Shim:
     def _accept(self) -> None:
         while True:
             try:
-                sock = _accept(self.listener)  # type: ignore[arg-type]
+                sock = host.accept(self.listener)  # type: ignore[arg-type]
             except BlockingIOError:
                 return
             sock.setblocking(False)
@@ -513,14 +513,6 @@ class Shim:
             os.write(2, f"dist-shim {self.id}: {message}\n".encode())
         except OSError:
             pass
-
-
-def _accept(listener: _socket.socket) -> _socket.socket:
-    """``socket.accept`` for a bare ``_socket.socket`` (the ``socket`` module costs a megabyte)."""
-    fd, _ = listener._accept()
-    sock = _socket.socket(fileno=fd)
-    os.set_inheritable(fd, False)
-    return sock
 
 
 def _noop(signum: int, frame: object) -> None:
