@@ -25,8 +25,9 @@ class LazySubcommandGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pending: dict[str, Any] = {}  # name → typer CommandInfo not converted yet
-        self.order: list[str] = list(self.commands)  # declaration order, for help and man pages
+        # Every subcommand in declaration order (help and man pages list them so): its typer
+        # CommandInfo until converted into self.commands, None once it is.
+        self.declared: dict[str, Any] = dict.fromkeys(self.commands)
         self.pretty_exceptions_short = True
 
     @classmethod
@@ -38,31 +39,33 @@ class LazySubcommandGroup(TyperGroup):
         group = typer.main.get_group(bare)
         assert isinstance(group, cls), f"{app.info.name}: a lazy group needs cls={cls.__name__}"
         group.pretty_exceptions_short = app.pretty_exceptions_short
-        group.pending = {info.name or typer.main.get_command_name(info.callback.__name__): info
-                         for info in app.registered_commands}
-        group.order = list(group.pending)
+        group.declared = {info.name or typer.main.get_command_name(info.callback.__name__): info
+                          for info in app.registered_commands}
         return group
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return list(self.order)
+        return list(self.declared)
 
     def get_command(self, ctx: Any, cmd_name: str):
-        if cmd_name in self.pending:
+        if cmd_name in self.declared:
             self._convert(cmd_name)
-        elif cmd_name not in self.commands:  # a typo: typer suggests from self.commands
-            for name in list(self.pending):
+        else:  # a typo: typer suggests from self.commands
+            for name in self.declared:
                 self._convert(name)
         return self.commands.get(cmd_name)
 
     def _convert(self, name: str) -> None:
-        self.commands[name] = typer.main.get_command_from_info(
-            self.pending.pop(name), pretty_exceptions_short=self.pretty_exceptions_short, rich_markup_mode=None)
+        info = self.declared[name]
+        if info is not None:
+            self.commands[name] = typer.main.get_command_from_info(
+                info, pretty_exceptions_short=self.pretty_exceptions_short, rich_markup_mode=None)
+            self.declared[name] = None
 
 
 class DefaultLsGroup(LazySubcommandGroup):
     """A group that runs ``ls`` when no subcommand is named (``dist images --json``)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.order and args[0] not in ("-h", "--help")):
+        if not args or (args[0] not in self.declared and args[0] not in ("-h", "--help")):
             args = ["ls", *args]
         return super().parse_args(ctx, args)
