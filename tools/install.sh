@@ -18,12 +18,23 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
+# Debian's own interpreter when there is one: it is built with PGO and LTO, and starts and
+# imports typer 10-15 % faster here than a plain source build (pyenv's) earlier on PATH.
+# Every dist command pays that start-up, and each shim's memory is mostly the interpreter's.
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
+fi
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
     apt-get install -y -qq python3-venv >/dev/null
 fi
+base=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" != "$base" ]; then
+    echo "[install] .venv was made by another interpreter: making it again with $PYTHON" >&2
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    echo "[install] venv: .venv" >&2
+    echo "[install] venv: .venv ($PYTHON)" >&2
     "$PYTHON" -m venv .venv
 fi
 echo "[install] pip: dist with its test extras" >&2

@@ -79,8 +79,7 @@ def test_export_is_read_by_skopeo_and_umoci_with_digests_unchanged(dist, importe
     assert digest == imported.manifest_digest
     layout = tmp_path / "layout"
     layout.mkdir()
-    with tarfile.open(out) as tar:
-        tar.extractall(layout, filter="data")
+    subprocess.run(["tar", "-xf", str(out), "-C", str(layout)], check=True)  # GNU tar: one more reader of the export
     index = json.loads((layout / "index.json").read_text())
     [desc] = index["manifests"]
     assert desc["annotations"]["org.opencontainers.image.ref.name"] == imported.name
