@@ -13,7 +13,7 @@ task exits.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from dist_tool.shim.proto import dumps, loads
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     from dist_tool.shim.runc import RuntimeFailure
     from dist_tool.shim.server import Shim
 
-    write_pid(cfg["dir"], os.getpid(), process_start(os.getpid()) or "")
+    write_pid(cfg["dir"], posix.getpid(), process_start(posix.getpid()) or "")
     shim = Shim(cfg)
     try:
         shim.start()
@@ -36,22 +36,22 @@ def main(argv: list[str]) -> int:
         _report(ready, {"ok": False, "status": status, "error": getattr(e, "message", None) or str(e)})
         _remove(cfg["dir"])
         return 0
-    _report(ready, {"ok": True, "pid": shim.pid, "shimPid": os.getpid()})
+    _report(ready, {"ok": True, "pid": shim.pid, "shimPid": posix.getpid()})
     shim.serve()
     return 0
 
 
 def write_pid(task_dir: str, pid: int, start: str) -> None:
     """``shim.pid``: the process that answers for the task, as ``PID START`` (atomic replace)."""
-    tmp = os.path.join(task_dir, f".shim.pid.{pid}")
+    tmp = f"{task_dir}/.shim.pid.{pid}"
     with open(tmp, "w") as f:
         f.write(f"{pid} {start}\n")
-    os.rename(tmp, os.path.join(task_dir, "shim.pid"))
+    posix.rename(tmp, f"{task_dir}/shim.pid")
 
 
 def _report(fd: int, message: dict) -> None:
-    os.write(fd, dumps(message).encode() + b"\n")
-    os.close(fd)
+    posix.write(fd, dumps(message).encode() + b"\n")
+    posix.close(fd)
 
 
 def _remove(task_dir: str) -> None:

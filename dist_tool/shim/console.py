@@ -5,7 +5,7 @@ whose task or exec has a terminal."""
 from __future__ import annotations
 
 import _socket
-import os
+import posix
 import select
 
 from dist_tool.shim import host, proto
@@ -43,7 +43,7 @@ class ConsoleSocket:
         for level, kind, payload in ancdata:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 master = int.from_bytes(payload[:4], "little")
-                os.set_inheritable(master, False)
+                posix.set_inheritable(master, False)
                 return master
         raise RuntimeFailure("the runtime sent no terminal")
 
@@ -57,7 +57,7 @@ def copy_out(master: int, out: int) -> bool:
     """Copies what the terminal has; False once it is closed (the process exited)."""
     while True:
         try:
-            data = os.read(master, 65536)
+            data = posix.read(master, 65536)
         except BlockingIOError:
             return True
         except OSError:  # EIO: every slave end is closed
@@ -71,7 +71,7 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[posix.write(fd, view):]
         except BlockingIOError:
             select.select([], [fd], [], 1.0)
 
@@ -93,5 +93,5 @@ def open_output(log: str | None) -> int:
     """Where a detached terminal's output goes: the task's log, or nowhere."""
     if log:
         return host.open_log(log)
-    return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    return posix.open("/dev/null", posix.O_WRONLY | posix.O_CLOEXEC)
 

@@ -4,7 +4,7 @@ ID, their terminals copied. Imported by a shim on its task's first exec."""
 
 from __future__ import annotations
 
-import os
+import posix
 import select
 import time
 from _signal import SIGKILL
@@ -63,8 +63,8 @@ class Execs:
         fds, conn.fds = conn.fds, []
         terminal, detach = bool(req.get("terminal")), bool(req.get("detach"))
         ex = Exec(exec_id)
-        process_file = os.path.join(shim.dir, f"exec-{exec_id}.json")
-        pid_file = os.path.join(shim.dir, f"exec-{exec_id}.pid")
+        process_file = f"{shim.dir}/exec-{exec_id}.json"
+        pid_file = f"{shim.dir}/exec-{exec_id}.pid"
         console = None
         opened: list[int] = []
         try:
@@ -77,7 +77,7 @@ class Execs:
             if len(fds) == 3 and not detach:
                 stdio = (fds[0], fds[1], fds[2])
             else:
-                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
                 opened.append(null)
                 out = null
                 if detach and shim.cfg.get("log") and not terminal:
@@ -85,7 +85,7 @@ class Execs:
                     opened.append(out)
                 stdio = (null, out, out)
             shim.runc.exec_detached(shim.id, process_file, pid_file, stdio,
-                                    console.for_pid(os.getpid()) if console else None)
+                                    console.for_pid(posix.getpid()) if console else None)
             with open(pid_file) as f:
                 ex.pid = int(f.read().strip())
             master = console.receive_master() if console else -1
@@ -95,7 +95,7 @@ class Execs:
             raise
         finally:
             for fd in fds + opened:
-                os.close(fd)
+                posix.close(fd)
             for path in (process_file, pid_file):
                 host.remove_file(path)
         self.by_id[exec_id] = ex
@@ -106,13 +106,13 @@ class Execs:
             from dist_tool.shim.console import open_output
 
             ex.master = master
-            os.set_blocking(master, False)
+            posix.set_blocking(master, False)
             ex.out = open_output(shim.cfg.get("log"))
             shim.ep.register(master, select.EPOLLIN)
             shim.reply(conn, {"ok": True, "pid": ex.pid})
         elif master >= 0:
             shim.reply(conn, {"ok": True, "pid": ex.pid}, (master,))
-            os.close(master)
+            posix.close(master)
         else:
             shim.reply(conn, {"ok": True, "pid": ex.pid})
 
@@ -152,8 +152,8 @@ class Execs:
     def close_tty(self, ex: Exec) -> None:
         if ex.master >= 0:
             self.shim.ep.unregister(ex.master)
-            os.close(ex.master)
-            os.close(ex.out)
+            posix.close(ex.master)
+            posix.close(ex.out)
             ex.master = ex.out = -1
 
     def close_ttys(self) -> None:

@@ -3,15 +3,18 @@ file and socket calls its modules share.
 
 Standard library only, and its low-level half (no ``subprocess``, ``socket``
 or ``signal``: their enums alone cost a detached shim a megabyte of private
-memory). ``ctypes`` is loaded on first use, for prctl(2), mount(2) and
-umount2(2), which ``os`` does not wrap.
+memory; nor ``os``, whose ``environ`` mapping loads ``_collections_abc``: a
+quarter of a megabyte per shim, where ``posix`` has every call the shim makes).
+``ctypes`` is loaded on first use, for prctl(2), mount(2) and umount2(2),
+which ``posix`` does not wrap.
 """
 
 from __future__ import annotations
 
 import _socket
-import os
+import posix
 import select
+import sys
 
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
@@ -47,7 +50,7 @@ def _check(ret: int, what: str) -> None:
         import ctypes
 
         err = ctypes.get_errno()
-        raise HostError(err, f"{what}: {os.strerror(err)}")
+        raise HostError(err, f"{what}: {posix.strerror(err)}")
 
 
 def set_child_subreaper() -> None:
@@ -118,13 +121,13 @@ def unmount_all(target: str) -> None:
 
 def open_log(path: str) -> int:
     """A task log (or a terminal's copy), opened to append: output of every run lands after the last."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    return posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND | posix.O_CLOEXEC, 0o640)
 
 
 def remove_file(path: str) -> None:
     """``unlink``; a file already gone is fine."""
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -133,7 +136,7 @@ def accept(listener: _socket.socket) -> _socket.socket:
     """``socket.accept`` for a bare ``_socket.socket`` (the ``socket`` module costs a megabyte)."""
     fd, _ = listener._accept()
     sock = _socket.socket(fileno=fd)
-    os.set_inheritable(fd, False)
+    posix.set_inheritable(fd, False)
     return sock
 
 
@@ -143,8 +146,10 @@ def accept(listener: _socket.socket) -> _socket.socket:
 def spawn(argv: list[str], stdio: tuple[int, int, int], env: dict | None = None) -> int:
     """Starts ``argv`` with ``stdio`` as fds 0, 1, 2 and default signal dispositions. Only those
     three fds are inherited (Python opens everything close-on-exec)."""
-    actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio)]
-    return os.posix_spawn(argv[0], argv, os.environ if env is None else env, file_actions=actions,
+    actions = [(posix.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio)]
+    if env is None:  # os.environ where os is loaded (the CLI: it may have been changed); else the initial one
+        env = sys.modules["os"].environ if "os" in sys.modules else posix.environ
+    return posix.posix_spawn(argv[0], argv, env, file_actions=actions,
                           setsigdef=(SIGPIPE, SIGXFSZ), setsigmask=())
 
 
@@ -152,14 +157,14 @@ def wait_exit(pid: int) -> int:
     """Waits for our child ``pid``; its exit status, 128+N when a signal N killed it."""
     while True:
         try:
-            _, status = os.waitpid(pid, 0)
+            _, status = posix.waitpid(pid, 0)
             return exit_status(status)
         except InterruptedError:
             continue
 
 
 def exit_status(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
+    code = posix.waitstatus_to_exitcode(wait_status)
     return 128 - code if code < 0 else code
 
 
@@ -171,12 +176,12 @@ def run(argv: list[str], stdin: int | None = None, stdout: int | None = None,
     captured: dict[int, list[bytes]] = {}  # read end → chunks
     roles: dict[str, int] = {}
     if stdin is None:
-        stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        stdin = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
         ours.append(stdin)
     ends = []
     for name, given in (("out", stdout), ("err", stderr)):
         if given is None:
-            r, given = os.pipe()
+            r, given = posix.pipe()
             ours.append(given)
             captured[r] = []
             roles[name] = r
@@ -185,7 +190,7 @@ def run(argv: list[str], stdin: int | None = None, stdout: int | None = None,
         pid = spawn(argv, (stdin, ends[0], ends[1]))
     finally:
         for fd in ours:
-            os.close(fd)
+            posix.close(fd)
     poll = select.poll()
     for fd in captured:
         poll.register(fd, select.POLLIN)
@@ -193,7 +198,7 @@ def run(argv: list[str], stdin: int | None = None, stdout: int | None = None,
         pending = len(captured)
         while pending:
             for fd, _ in poll.poll():
-                chunk = os.read(fd, 65536)
+                chunk = posix.read(fd, 65536)
                 if chunk:
                     captured[fd].append(chunk)
                 else:
@@ -201,7 +206,7 @@ def run(argv: list[str], stdin: int | None = None, stdout: int | None = None,
                     pending -= 1
     finally:
         for fd in captured:
-            os.close(fd)
+            posix.close(fd)
     status = wait_exit(pid)
     return (status, b"".join(captured.get(roles.get("out", -1), ())),
             b"".join(captured.get(roles.get("err", -1), ())))

@@ -27,7 +27,7 @@ long task directory is reached through ``/proc/self/fd/N/shim.sock``.
 from __future__ import annotations
 
 import _json
-import os
+import posix
 
 VERSION = 1
 MAX_LINE = 1 << 20  # a request bigger than this is refused: the shim's memory stays bounded
@@ -96,20 +96,20 @@ class ShortPath:
 
     def __init__(self, directory: str, name: str) -> None:
         self.fd = -1
-        full = os.path.join(directory, name)
+        full = f"{directory}/{name}"
         if len(full.encode()) <= UNIX_PATH_MAX:
             self.path = full
         else:
-            self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd = posix.open(directory, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
             self.path = f"/proc/self/fd/{self.fd}/{name}"
 
     def for_pid(self, pid: int) -> str:
         """The same path as another process (the runtime) sees it."""
-        return self.path if self.fd < 0 else f"/proc/{pid}/fd/{self.fd}/{os.path.basename(self.path)}"
+        return self.path if self.fd < 0 else f"/proc/{pid}/fd/{self.fd}/{self.path.rpartition('/')[2]}"
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1
 
 
@@ -173,7 +173,7 @@ class Client:
     def close(self) -> None:
         for fd in self.fds:
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError:
                 pass
         self.fds = []

@@ -7,7 +7,7 @@ error line and SPEC's exit status for it.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from dist_tool.shim import host
 from dist_tool.shim.proto import loads
@@ -76,7 +76,7 @@ class Runc:
 
     def _call(self, *args: str, stdio: tuple[int, int, int] | None = None, check: bool = True) -> bytes:
         try:
-            os.truncate(self.log, 0)
+            posix.truncate(self.log, 0)
         except OSError:
             pass
         if stdio is None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import os
+import posix
 import select
 import time
 
@@ -61,8 +61,8 @@ class Shim:
         self.cfg = cfg
         self.id: str = cfg["id"]
         self.dir: str = cfg["dir"]
-        self.rootfs = os.path.join(self.dir, "rootfs")
-        self.runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(self.dir, "runc.log"))
+        self.rootfs = f"{self.dir}/rootfs"
+        self.runc = Runc(cfg["runtime"], cfg["runcRoot"], f"{self.dir}/runc.log")
         self.stdio = stdio  # foreground: the CLI's own descriptors, passed to the init as they are
         self.detached: bool = cfg.get("detached", False)
         self.terminal: bool = cfg.get("terminal", False)
@@ -119,15 +119,15 @@ class Shim:
 
             console = ConsoleSocket(self.dir)
         stdio, opened = self._init_stdio()
-        pid_file = os.path.join(self.dir, "init.pid")
+        pid_file = f"{self.dir}/init.pid"
         try:
             if console is None:  # nothing to do between create and start: one runtime call
                 self.runc.run_detached(self.id, self.dir, pid_file, stdio)
             else:
-                self.runc.create(self.id, self.dir, pid_file, stdio, console.for_pid(os.getpid()))
+                self.runc.create(self.id, self.dir, pid_file, stdio, console.for_pid(posix.getpid()))
         finally:
             for fd in opened:
-                os.close(fd)
+                posix.close(fd)
         with open(pid_file) as f:
             self.pid = int(f.read().strip())
         if console is not None:
@@ -142,7 +142,7 @@ class Shim:
         """The init's stdio and the descriptors we opened for it (closed once it has them)."""
         if self.stdio is not None and not self.cfg.get("nullIO"):
             return self.stdio, []
-        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
         if self.detached and self.cfg.get("log") and not self.terminal and not self.cfg.get("nullIO"):
             log = host.open_log(self.cfg["log"])
             return (null, log, log), [null, log]
@@ -151,7 +151,7 @@ class Shim:
     # ------------------------------------------------------------------ signals
 
     def _setup_signals(self) -> None:
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
         signals = [SIGCHLD]
         if not self.detached:
             signals += FORWARDED
@@ -169,13 +169,13 @@ class Shim:
         _signal.set_wakeup_fd(self._saved_wakeup)
         for sig, handler in self._saved_signals.items():
             _signal.signal(sig, handler)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        posix.close(self._wake_r)
+        posix.close(self._wake_w)
         self._wake_r = self._wake_w = -1
 
     def _on_signals(self) -> None:
         try:
-            data = os.read(self._wake_r, 256)
+            data = posix.read(self._wake_r, 256)
         except BlockingIOError:
             return
         for sig in set(data):
@@ -189,7 +189,7 @@ class Shim:
     def reap(self) -> None:
         while True:
             try:
-                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+                pid, wait_status = posix.waitpid(-1, posix.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -207,12 +207,12 @@ class Shim:
         """Foreground: our terminal in raw mode, copied both ways. Detached: output to the log."""
         from dist_tool.shim.console import open_output
 
-        os.set_blocking(self.master, False)
+        posix.set_blocking(self.master, False)
         if self.detached or self.stdio is None:
             self.out = open_output(self.cfg.get("log"))
         else:
             self.out = self.stdio[1]
-            if os.isatty(self.stdio[0]):
+            if posix.isatty(self.stdio[0]):
                 import termios
                 import tty
 
@@ -238,12 +238,12 @@ class Shim:
 
         if not copy_out(self.master, self.out):
             self.ep.unregister(self.master)
-            os.close(self.master)
+            posix.close(self.master)
             self.master = -1
 
     def _copy_in(self) -> None:
         try:
-            data = os.read(self.tty_in, 65536)
+            data = posix.read(self.tty_in, 65536)
         except OSError:
             data = b""
         if not data:
@@ -305,7 +305,7 @@ class Shim:
             self.ep.unregister(fd)
             del self.conns[fd]
         for other in conn.fds:
-            os.close(other)
+            posix.close(other)
         conn.fds = []
         conn.sock.close()
         if conn in self.waiters:
@@ -324,7 +324,7 @@ class Shim:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
                 for i in range(0, len(payload) - len(payload) % 4, 4):
                     fd = int.from_bytes(payload[i:i + 4], "little")
-                    os.set_inheritable(fd, False)
+                    posix.set_inheritable(fd, False)
                     conn.fds.append(fd)
         if not data:
             self._drop(conn)
@@ -374,7 +374,7 @@ class Shim:
 
     def _op_status(self, conn: Conn, req: dict) -> None:
         self.reply(conn, {"ok": True, "id": self.id, "pid": self.pid, "status": self.status,
-                           "shimPid": os.getpid(), "startedAt": self.started_at,
+                           "shimPid": posix.getpid(), "startedAt": self.started_at,
                            "execs": self.execs.summary() if self.execs is not None else []})
 
     def _op_wait(self, conn: Conn, req: dict) -> None:
@@ -471,7 +471,7 @@ class Shim:
                 self._log(f"runc delete {self.id}: {e.message}")
             if self.pid:
                 try:
-                    os.waitpid(self.pid, 0)
+                    posix.waitpid(self.pid, 0)
                 except ChildProcessError:
                     pass
         if self.mounted:
@@ -484,10 +484,10 @@ class Shim:
                 self.ep.unregister(self.master)
             except OSError:
                 pass
-            os.close(self.master)
+            posix.close(self.master)
             self.master = -1
         if self.out >= 0 and (self.stdio is None or self.out != self.stdio[1]):
-            os.close(self.out)
+            posix.close(self.out)
         self.out = -1
         if self.listener is not None:
             self.listener.close()
@@ -510,7 +510,7 @@ class Shim:
     def _log(self, message: str) -> None:
         """The shim's own diagnostics: stderr (a detached shim's is ``shim.log`` by the task log)."""
         try:
-            os.write(2, f"dist-shim {self.id}: {message}\n".encode())
+            posix.write(2, f"dist-shim {self.id}: {message}\n".encode())
         except OSError:
             pass
 
@@ -521,6 +521,6 @@ def _noop(signum: int, frame: object) -> None:
 
 def _kill(pid: int, signal: int) -> None:
     try:
-        os.kill(pid, signal)
+        posix.kill(pid, signal)
     except ProcessLookupError:
         pass
