@@ -1,3 +1,3 @@
-from dist_tool.cli import main
+from dist_tool.cli import run
 
-raise SystemExit(main())
+run()

@@ -63,7 +63,17 @@ def _plain_help(command) -> None:
         _plain_help(sub)
 
 
+class _BrokenPipe(Exception):
+    """A BrokenPipeError carried past typer, which would turn it into a bare ``exit 1``."""
+
+
 class LazyGroup(TyperGroup):
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            raise _BrokenPipe(e) from e
+
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
 
@@ -121,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = _wants_debug(args)
     try:
         command = typer.main.get_command(app)
-        command.main(args=args, prog_name="dist", standalone_mode=False)
-        return 0
+        result = command.main(args=args, prog_name="dist", standalone_mode=False)
+        # Outside standalone mode typer returns the code of a typer.Exit, and turns Ctrl-C into Exit(130).
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except TaskExit as e:
         return e.status
     except DistError as e:
@@ -150,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
+    except _BrokenPipe as e:
+        if not _stdout_reader_gone():  # a socket or pipe of dist's own: an I/O error like any other
+            _error(f"{e.__cause__}")
+            return 1
         # The reader went away (``dist images | head``): not an error; silence the flush at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -162,6 +176,37 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"internal error: {e.__class__.__name__}: {e}")
         return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end has closed (poll reports an error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def run() -> None:
+    """The ``dist`` program: ``main()``, then exit without the interpreter's teardown.
+
+    Tearing down the few hundred modules typer loads costs about 15 ms here, a sixth of
+    ``dist images``, and buys nothing: by now the session is closed, every file dist
+    wrote is closed, and no thread is left with work to finish. Only the standard
+    streams may hold buffered output, so they are flushed first."""
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away, as in main()
+        pass
+    try:
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(status)
 
 
 def _error(message: str) -> None:

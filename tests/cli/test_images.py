@@ -189,3 +189,57 @@ def test_export_platform_and_missing_blob(dist, imported, tmp_path):
     assert result.code == 1
     assert imported.layer_digests[0] in result.stderr.splitlines()[0]
     assert not (tmp_path / "y.tar").exists()
+
+
+def test_output_larger_than_a_pipe_arrives_whole_and_a_reader_may_leave_early(dist, imported):
+    """``dist`` leaves through ``os._exit`` (cli.run) once its streams are flushed: every byte of a
+    listing bigger than a pipe's buffer reaches the reader, and a reader that stops early
+    (``dist images | head -1``) is no error."""
+    import subprocess
+    import sys
+
+    names = [f"example.com/many/n{i:03}:latest" for i in range(300)]
+    dist.ok("images", "tag", imported.name, *names)
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(dist.root), "images", "--json"]
+    whole = subprocess.run(argv, capture_output=True, check=True)
+    assert len(whole.stdout) > 65536
+    assert len(json.loads(whole.stdout)) == 301
+    reader = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout.read(1) == b"["
+    reader.stdout.close()
+    assert reader.wait(timeout=60) == 0
+    assert reader.stderr.read() == b""
+
+
+def test_ctrl_c_exits_130_and_leaves_the_store_as_it_was(dist, imported, tmp_path):
+    """SIGINT while an import waits for its archive: 128+2, as a shell reports it, not success;
+    whatever the import had begun (its lease) is undone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import store_fingerprint
+
+    before = store_fingerprint(dist.root)
+    fifo = tmp_path / "archive.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(dist.root), "images", "import",
+                             str(fifo), "--no-unpack"], stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while True:  # a non-blocking open for writing succeeds once dist has the FIFO open for reading
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+    try:
+        time.sleep(0.5)  # into its first read, which waits for bytes that never come
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+    finally:
+        os.close(writer)
+    assert store_fingerprint(dist.root) == before
