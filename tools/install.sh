@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(runc skopeo umoci docker-registry apache2-utils openssl busybox-static tar gzip util-linux procps iproute2)
+APT_PACKAGES=(runc skopeo umoci docker-registry apache2-utils openssl busybox-static tar gzip util-linux procps iproute2
+              python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -25,8 +26,9 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
     [ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
 fi
-if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
-    apt-get install -y -qq python3-venv >/dev/null
+if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "[install] $PYTHON cannot make a venv with pip (Debian: python3-venv)" >&2
+    exit 1
 fi
 base=$("$PYTHON" -c 'import sys; print(sys.base_prefix)')
 if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" != "$base" ]; then
