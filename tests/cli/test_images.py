@@ -212,8 +212,8 @@ def test_output_larger_than_a_pipe_arrives_whole_and_a_reader_may_leave_early(di
 
 
 def test_ctrl_c_exits_130_and_leaves_the_store_as_it_was(dist, imported, tmp_path):
-    """SIGINT while an import waits for its archive: 128+2, as a shell reports it, not success;
-    whatever the import had begun (its lease) is undone."""
+    """SIGINT while an import waits for its archive's bytes: 128+2, as a shell reports it, not
+    success; whatever the import had begun is undone."""
     import os
     import signal
     import subprocess
