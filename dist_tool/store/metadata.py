@@ -241,7 +241,7 @@ class Metadata:
 
     def _file_lock(self):
         if self._lock is None:
-            from filelock import FileLock  # lazy: filelock costs 12-30 ms to import; readers never need it
+            from filelock import FileLock  # lazy: filelock costs ~20 ms to import; readers never need it
 
             os.makedirs(self.root, exist_ok=True)
             self._lock = FileLock(os.path.join(self.root, "metadata.lock"), timeout=WRITE_LOCK_TIMEOUT,
