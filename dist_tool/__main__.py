@@ -1,3 +1,3 @@
-from dist_tool.cli import run
+from dist_tool.launch import run
 
 run()

@@ -197,6 +197,11 @@ def run() -> None:
     ``dist images``, and buys nothing: by now the session is closed, every file dist
     wrote is closed, and no thread is left with work to finish. Only the standard
     streams may hold buffered output, so they are flushed first."""
+    import gc
+
+    if not gc.isenabled():  # launch.run() imported us with collection off: start-up is over
+        gc.freeze()
+        gc.enable()
     status = main()
     try:
         sys.stdout.flush()

@@ -88,7 +88,6 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
-@pytest.mark.skipif(not (PKG / "shim").is_dir(), reason="dist_tool/shim/ does not exist yet")
 def test_shim_starts_on_stdlib_alone() -> None:
     result = subprocess.run([sys.executable, "-c", SHIM], capture_output=True, text=True, env=ENV, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -107,3 +106,28 @@ def test_a_group_converts_only_the_subcommand_it_runs():
     assert list(group.commands) == ["tag"] and group.list_commands(None) == declared  # order kept
     assert group.get_command(None, "nosuch") is None  # a typo: typer suggests from all of them
     assert list(group.commands) == ["tag", *(n for n in declared if n != "tag")]
+
+
+LAUNCH = """
+import gc, json, sys
+gc.disable()  # as launch.run() leaves it while the CLI is imported
+from dist_tool import cli, launch
+
+def command_runs(argv=None):
+    print(json.dumps({"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}), flush=True)
+    return 7
+
+cli.main = command_runs
+launch.run()
+"""
+
+
+def test_collection_is_back_on_before_any_command_runs() -> None:
+    """``dist`` imports its CLI with the cycle collector off (launch.py); by the time a command
+    runs, what start-up made is frozen and collection is on again, so a long pull, ``dist serve``
+    or a foreground task collects as usual. The program's status is the command's."""
+    result = subprocess.run([sys.executable, "-c", LAUNCH], capture_output=True, text=True, env=ENV, timeout=60)
+    assert result.returncode == 7, result.stderr
+    state = json.loads(result.stdout)
+    assert state["enabled"] is True
+    assert state["frozen"] > 10_000  # typer, click and dist's command layer
