@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "dist_tool"
-UPPER = ("cli.py", "session.py", "render.py", "__main__.py", "commands/", "store/", "shim/")
+UPPER = ("launch.py", "cli.py", "session.py", "render.py", "__main__.py", "commands/", "store/", "shim/")
 
 
 def imports(path: Path, module_level_only: bool) -> list[tuple[int, str]]:
