@@ -18,7 +18,6 @@ never a credential.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -239,6 +238,8 @@ class Repository:
         algorithm = (expected.digest if expected else reference if ":" in reference else "sha256:").partition(":")[0]
         if algorithm not in ("sha256", "sha512"):
             raise DataError("manifest", reference, f"unsupported digest algorithm {algorithm}")
+        import hashlib  # lazy: a push with nothing to upload hashes nothing
+
         digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
         want = expected.digest if expected else (reference if ":" in reference else None)
         if want is not None and digest != want:
