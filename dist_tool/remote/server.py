@@ -105,6 +105,12 @@ def _one(q: dict, key: str, default=None):
     return values[0] if values else default
 
 
+def _same_as_route(kind: str, value: str, field: str, route_value: str) -> None:
+    """A record in a request body must be the one the URL names."""
+    if value != route_value:
+        raise InvalidArgument(kind, value, f"does not match the route's {field} {route_value}")
+
+
 def _lease_arg(q: dict) -> tuple[str, str] | None:
     raw = _one(q, "lease")
     if not raw:
@@ -143,8 +149,7 @@ def _images_create(h, s, q):
 @route("PUT", "/images/(?P<name>[^/]+)")
 def _images_put(h, s, q, name):
     image = wire.image_from(h.body())
-    if image.name != name:
-        raise InvalidArgument("image", image.name, f"does not match the route's name {name}")
+    _same_as_route("image", image.name, "name", name)
     h.reply(200, wire.image_to(s.images.put(image)))
 
 
@@ -152,8 +157,7 @@ def _images_put(h, s, q, name):
 def _images_update(h, s, q, name):
     body = h.body()
     image = wire.image_from(body["image"])
-    if image.name != name:
-        raise InvalidArgument("image", image.name, f"does not match the route's name {name}")
+    _same_as_route("image", image.name, "name", name)
     h.reply(200, wire.image_to(s.images.update(image, *body.get("fieldpaths", []))))
 
 
@@ -281,8 +285,7 @@ def _containers_create(h, s, q):
 def _containers_update(h, s, q, cid):
     body = h.body()
     c: Container = wire.container_from(body["container"])
-    if c.id != cid:
-        raise InvalidArgument("container", c.id, f"does not match the route's id {cid}")
+    _same_as_route("container", c.id, "id", cid)
     h.reply(200, wire.container_to(s.containers.update(c, *body.get("fieldpaths", []))))
 
 
