@@ -100,7 +100,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
            "runcRoot": shims.runc_root(session), "mounts": mounts,
            "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
            "log": log, "nullIO": null_io, "recordExit": record_exit,
-           "subreaper": detached, "premounted": True,  # by _mount_checked, before any shim runs
+           "subreaper": detached,
            "shimLog": os.path.join(persist_dir(session, container.id), "shim.log") if detached else None,
            "syspath": [p for p in sys.path if p and os.path.isdir(p)]}
     os.mkdir(os.path.join(path, "rootfs"))

@@ -5,8 +5,8 @@ process, ``python -m dist_tool.shim``, and inside a foreground ``dist run``):
 
 1. become a child subreaper, so the task's init is our child once ``runc
    create`` exits (and exec'd processes once ``runc exec -d`` exits);
-2. listen on ``shim.sock``, mount the root filesystem on ``rootfs/``, ``runc
-   create`` (stdio inherited, or a console socket for a terminal), ``runc start``;
+2. listen on ``shim.sock`` and ``runc create`` on ``rootfs/``, which the CLI
+   mounted (stdio inherited, or a console socket for a terminal), ``runc start``;
 3. serve the socket (``proto``), forward signals (foreground), copy a
    terminal, reap children;
 4. when the init exits: ``runc delete``, unmount, record ``lastExit`` in the
@@ -54,7 +54,7 @@ class Conn:
 class Shim:
     """Supervises one task. ``cfg`` (written by ``dist_tool.tasks``) holds: ``id``, ``namespace``,
     ``root`` (the store), ``dir`` (task directory = bundle), ``runtime``, ``runcRoot``,
-    ``mounts`` (the snapshot's), ``terminal``, ``detached``, ``log`` (detached output),
+    ``mounts`` (the snapshot's, which the CLI mounts), ``terminal``, ``detached``, ``log`` (detached output),
     ``recordExit``, ``syspath`` (for the exit path's imports)."""
 
     def __init__(self, cfg: dict, stdio: tuple[int, int, int] | None = None) -> None:
@@ -79,7 +79,9 @@ class Shim:
         self.master = -1  # the init's terminal
         self.out = -1  # where a terminal's output goes
         self.tty_in = -1  # foreground terminal input (our stdin)
-        self.mounted = False
+        # rootfs/ is mounted by the CLI before any shim exists (tasks._mount_checked), so a running
+        # shim never loads ctypes to mount; whatever happens from here on, teardown unmounts it.
+        self.mounted = True
         self.listener: _socket.socket | None = None
         self.sock_path: proto.ShortPath | None = None
         self._wake_r = self._wake_w = -1
@@ -108,11 +110,6 @@ class Shim:
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.ep.register(self.listener.fileno(), IN)
-        if self.cfg.get("premounted"):  # mounted by the CLI: a running shim never loads ctypes
-            self.mounted = True
-        elif self.cfg.get("mounts"):
-            host.mount_all(self.cfg["mounts"], self.rootfs)
-            self.mounted = True
         console = None
         if self.terminal:
             from dist_tool.shim.console import ConsoleSocket
