@@ -49,8 +49,6 @@ def shim_alive(path: str) -> bool:
     return alive(pid, start) if start is not None else process_start(pid) is not None
 
 
-
-
 def connect(session, container_id: str, timeout: float | None = CALL_TIMEOUT):
     """A connection to the container's live shim. NotFound (exit 3) when it has no task; a
     task whose shim is gone is cleaned up first, and is then not found either."""
@@ -120,7 +118,7 @@ def cleanup_dead(session, container_id: str) -> None:
     grave = os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
     try:
         os.rename(path, grave)
-    except (FileNotFoundError, OSError):
+    except OSError:  # gone, or another command renamed it first
         return
     try:
         with open(os.path.join(grave, "shim.json")) as f:
