@@ -24,7 +24,6 @@ verified, so a committed snapshot is never partial.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -120,7 +119,7 @@ class _Job:
         self.lease = lease
         self.kind = kind
         self.progress = progress
-        self.tag = f"extract-{os.getpid()}-{secrets.token_hex(3)}"
+        self.tag = f"extract-{os.getpid()}-{os.urandom(3).hex()}"
         self.active: list[str] = []
         self.committed: list[str] = []
 

@@ -66,6 +66,13 @@ def test_images_json_loads_no_heavy_module(store: list[str]) -> None:
     assert sorted(loaded & set(HEAVY_FOR_JSON)) == []
 
 
+@pytest.mark.parametrize("group,module", [("snapshot", "snapshots"), ("container", "containers")])
+def test_other_listings_load_no_heavy_module(store: list[str], group: str, module: str) -> None:
+    loaded = modules_after(*store, group, "ls", "--json")
+    assert f"dist_tool.commands.{module}" in loaded
+    assert sorted(loaded & set(HEAVY_FOR_JSON)) == []
+
+
 def test_images_quiet_builds_no_table(store: list[str]) -> None:
     loaded = modules_after(*store, "images", "-q")
     assert "dist_tool.commands.images" in loaded

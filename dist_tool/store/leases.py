@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,7 +90,7 @@ class SqliteLeaseManager:
         If the process dies, the lease is expired for the next ``gc`` (its owner is gone).
         """
         pid = os.getpid()
-        lease = Lease(f"{purpose}-{pid}-{secrets.token_hex(4)}", {"dist.operation": purpose},
+        lease = Lease(f"{purpose}-{pid}-{os.urandom(4).hex()}", {"dist.operation": purpose},
                       owner_pid=pid, owner_start=process_start(pid))
         self._insert(lease, user=False)
         try:

@@ -24,7 +24,6 @@ Ids are per snapshotter and never reused (table ``snapshot_ids``).
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
 from collections.abc import Mapping
@@ -101,14 +100,14 @@ class SnapshotDirs:
         """A fresh directory owned by this process (its name records pid and start time)."""
         os.makedirs(self.staging, exist_ok=True)
         pid = os.getpid()
-        path = os.path.join(self.staging, f"{pid}.{process_start(pid)}.{secrets.token_hex(4)}")
+        path = os.path.join(self.staging, f"{pid}.{process_start(pid)}.{os.urandom(4).hex()}")
         os.mkdir(path, 0o711)
         return path
 
     def trash(self, snapshot_id: int) -> str | None:
         """Moves a snapshot's directory into the trash (call under the write lock)."""
         os.makedirs(self.trash_dir, exist_ok=True)
-        target = os.path.join(self.trash_dir, f"{snapshot_id}.{secrets.token_hex(4)}")
+        target = os.path.join(self.trash_dir, f"{snapshot_id}.{os.urandom(4).hex()}")
         try:
             os.rename(self.path(snapshot_id), target)
         except FileNotFoundError:
