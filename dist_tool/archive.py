@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
@@ -27,7 +28,7 @@ from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, TAR_BUFSIZE
 from dist_tool.unpack import unpack_under
-from dist_tool.walk import ChildrenCache, require_present
+from dist_tool.walk import ChildrenCache, reachable, require_present
 
 
 @dataclass
@@ -102,8 +103,9 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
                 _ingest_member(content, tar, member, digest, f"import-{digest}", lease, scan, progress)
                 scan.files[path] = (digest, member.size)
             elif _is_docker_blob(path):
-                digest = _ingest_member(content, tar, member, None, f"import-{pid}-{path}", lease, scan,
-                                        progress)
+                # A ref is one line: a member name may hold any byte but NUL.
+                ref = f"import-{pid}-{path}".replace("\n", "\\n")
+                digest = _ingest_member(content, tar, member, None, ref, lease, scan, progress)
                 scan.files[path] = (digest, member.size)
     except (tarfile.ReadError, EOFError) as e:
         raise DataError("archive", source, f"truncated or corrupt tar ({_tar_why(e)})") from None
@@ -299,12 +301,27 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             with session.transaction():
                 for image_name, target in named:
                     _put_image(session, image_name, target)
+            strays = _unreferenced(session, scan, named)
     except BaseException:
         collect_added(session, scan.added)  # the lease is gone by now: collect what we added
         raise
     finally:
         close()
+    # Members that looked like blobs but that no imported image references (a stray file in
+    # blobs/, a docker-save leftover): stored only because the stream had to be read in order.
+    collect_added(session, strays)
     return [n for n, _ in named]
+
+
+def _unreferenced(session, scan: _Scan, named: list[tuple[str, Descriptor]]) -> set[str]:
+    stored = {digest for digest, _ in scan.files.values()} & scan.added
+    if not stored:
+        return set()
+    present = session.content.present()
+    cache = ChildrenCache()
+    for _, target in named:
+        stored.difference_update(reachable(session.content, target, present.__contains__, cache))
+    return stored
 
 
 def _put_image(session, name: str, target: Descriptor) -> None:
@@ -413,13 +430,18 @@ class _DiffSink:
 def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
     import gzip
 
-    with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w:
+    with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w, _aborting(w):
         gz = gzip.GzipFile(fileobj=_WriterSink(w), mode="wb", compresslevel=1, mtime=0)
         diff = _DiffSink(gz)
         with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
             for path in _walk_sorted(rootfs):
                 arcname = os.path.relpath(path, rootfs)
-                info = tar.gettarinfo(path, arcname)
+                try:
+                    info = tar.gettarinfo(path, arcname)
+                except OSError as e:
+                    raise DataError("rootfs", path, e.strerror or str(e)) from None
+                if info is None:
+                    continue  # a socket: not something a tar holds (GNU tar and docker import skip them too)
                 info.uname = info.gname = ""
                 if info.isreg():
                     with open(path, "rb") as f:
@@ -453,23 +475,34 @@ def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
         raw.seek(0)
         stored = compression.HashingReader(raw)
         tee = _TeeToWriter(stored)
-        with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w:
+        with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w, _aborting(w):
             tee.writer = w
             plain = compression.HashingReader(compression.decompressed(tee, "rootfs"))
             try:
                 with tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE) as tar:
                     for _ in tar:
                         pass
+                plain.drain()
+                tee.drain()
             except (tarfile.TarError, EOFError) as e:
-                w.abort()
                 raise DataError("rootfs", rootfs, f"not a tar archive ({_tar_why(e)})") from None
-            plain.drain()
-            tee.drain()
+            except DataError as e:
+                raise DataError("rootfs", rootfs, e.why) from None
             digest = w.commit()
             size = w.offset
     media_type = {"gzip": oci.MEDIA_OCI_LAYER_GZIP, "zstd": oci.MEDIA_OCI_LAYER_ZSTD}.get(kind, oci.MEDIA_OCI_LAYER)
     progress.event(f"layer {digest[:19]}: {size} bytes from {rootfs}")
     return Descriptor(media_type, digest, size), plain.digest
+
+
+@contextmanager
+def _aborting(writer):
+    """Discards the ingest when the block fails: a pid-named ref can never be resumed."""
+    try:
+        yield
+    except BaseException:
+        writer.abort()
+        raise
 
 
 class _TeeToWriter:

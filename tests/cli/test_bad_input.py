@@ -254,3 +254,71 @@ def test_bytes_through_stdin_are_bounded_json(dist, tmp_path):
     dist.ok("images")
     result = dist("images", "import", "-", input=big.getvalue())
     assert result.code == 1 and "larger than" in result.stderr
+
+
+def _with_extra_member(archive: Path, out: Path, name: str, data: bytes) -> Path:
+    """``archive`` with one more regular-file member that nothing in it references."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        dst.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("kind,member", [
+    ("oci", "blobs/sha256/" + hashlib.sha256(b"stray").hexdigest()),
+    ("oci", "junk.tar"),
+    ("docker", "junk\nwith a newline.tar"),
+], ids=["oci-stray-blob", "oci-stray-tar", "docker-newline-name"])
+def test_members_nothing_references_are_not_kept(dist, umoci_image, tmp_path, kind, member):
+    """A member that looks like a blob is stored while the stream passes (the index may come
+    last); once the images are named, what none of them references is collected."""
+    source = umoci_image.oci_archive if kind == "oci" else umoci_image.docker_archive
+    archive = _with_extra_member(source, tmp_path / "extra.tar", member, b"stray")
+    dist.ok("images", "import", "--no-unpack", "--name", umoci_image.name, str(archive))
+    stored = set(dist.ok("content", "ls", "-q").lines)
+    assert "sha256:" + hashlib.sha256(b"stray").hexdigest() not in stored
+    assert umoci_image.config_digest in stored
+    assert len(stored) == 2 + len(umoci_image.layer_digests)  # manifest, config, layers: nothing else
+    assert dist.ok("content", "active", "-q").lines == []
+
+
+def _gzip_tar_of(rootfs: Path) -> bytes:
+    import gzip
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(rootfs, ".")
+    return gzip.compress(buf.getvalue())
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda data: data[: len(data) // 2], "truncated gzip stream"),
+    (lambda data: data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:], "corrupt gzip stream"),
+], ids=["truncated-gzip", "bad-gzip-crc"])
+def test_a_bad_rootfs_tar_leaves_no_ingest(dist, busybox_rootfs, tmp_path, damage, needle):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    path = tmp_path / "rootfs.tar.gz"
+    path.write_bytes(damage(_gzip_tar_of(busybox_rootfs)))
+    result = dist("images", "import", "--rootfs", str(path), "--name", "bad:1")
+    assert result.code == 1, result.stderr
+    assert_one_error(result, f"rootfs {path}: {needle}")
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "active", "-q").lines == []
+
+
+def test_a_rootfs_directory_with_a_socket_imports_without_it(dist, tmp_path):
+    import socket
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "run").mkdir(parents=True)
+    (rootfs / "hello").write_text("hi\n")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(rootfs / "run" / "sock"))
+        dist.ok("images", "import", "--rootfs", str(rootfs), "--name", "sock:1")
+    [image] = dist.ok("images", "--json").json
+    assert image["name"] == "docker.io/library/sock:1"
+    assert dist.ok("content", "active", "-q").lines == []
