@@ -125,7 +125,8 @@ class Root:
             except FileNotFoundError:
                 if not create:
                     raise MissingPath(f"{rel} does not exist") from None
-                os.mkdir(self.full(rel), 0o755)
+                os.mkdir(self.full(rel))
+                os.chmod(self.full(rel), 0o755)  # an implied parent: 0755 as in every unpacker, not umask's
                 self.implicit.append(rel)
                 self.made.add(rel)
                 continue

@@ -179,3 +179,14 @@ def test_streams_that_are_empty_or_not_tars(tmp_path: Path, blob: bytes, error: 
         return
     with pytest.raises(DataError, match=error):
         apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete", what="sha256:x")
+
+
+def test_implied_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    old = os.umask(0o077)
+    try:
+        apply(dest, [file("a/b/c", b"x")])
+    finally:
+        os.umask(old)
+    assert [(dest / p).stat().st_mode & 0o7777 for p in ("a", "a/b")] == [0o755, 0o755]

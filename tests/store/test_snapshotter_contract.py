@@ -221,3 +221,16 @@ def test_version_1_database_upgrades(tmp_path: Path) -> None:
     with meta.read() as c:
         assert c.execute("SELECT name FROM namespaces").fetchall() == [("default",)]
     meta.close()
+
+
+@pytest.fixture
+def umask_077():
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+def test_a_new_tree_is_0755_whatever_the_umask(sn, umask_077) -> None:
+    """Snapshots are shared by chain ID: the first caller's umask must not decide who may read "/"."""
+    sn.prepare("first")
+    assert (tree_of(sn, "first").stat().st_mode & 0o7777) == 0o755

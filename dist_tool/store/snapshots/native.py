@@ -26,7 +26,8 @@ class NativeSnapshotter(LocalSnapshotter):
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
         fs = os.path.join(path, "fs")
         if parent_id is None:
-            os.mkdir(fs, 0o755)
+            os.mkdir(fs)
+            os.chmod(fs, 0o755)  # the image's "/": the same for every caller, whatever its umask
             return
         copy_tree(self.dirs.fs(parent_id), fs)
 

@@ -30,7 +30,9 @@ class OverlaySnapshotter(LocalSnapshotter):
     layers_independent = True
 
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
-        os.mkdir(os.path.join(path, "fs"), 0o755)
+        fs = os.path.join(path, "fs")
+        os.mkdir(fs)
+        os.chmod(fs, 0o755)  # the image's "/": the same for every caller, whatever its umask
         if kind == "active":
             os.mkdir(os.path.join(path, "work"), 0o711)
 
