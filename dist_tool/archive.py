@@ -27,6 +27,7 @@ from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
 from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, TAR_BUFSIZE
+from dist_tool.tarstream import strict_tarinfo
 from dist_tool.unpack import unpack_under
 from dist_tool.walk import ChildrenCache, reachable, require_present
 
@@ -82,7 +83,7 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
     content = session.content
     pid = os.getpid()
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE)
+        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as e:
         raise DataError("archive", source, f"not a tar archive ({_tar_why(e)})") from None
     try:
@@ -109,6 +110,8 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
                 scan.files[path] = (digest, member.size)
     except (tarfile.ReadError, EOFError) as e:
         raise DataError("archive", source, f"truncated or corrupt tar ({_tar_why(e)})") from None
+    except RecursionError:  # tarfile reads each extended header of a chain by recursion
+        raise DataError("archive", source, "corrupt tar (too many extended headers in a row)") from None
     except (tarfile.TarError, OSError, zlib_error()) as e:
         raise DataError("archive", source, f"unreadable ({_tar_why(e)})") from None
 
@@ -479,12 +482,12 @@ def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
             tee.writer = w
             plain = compression.HashingReader(compression.decompressed(tee, "rootfs"))
             try:
-                with tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE) as tar:
+                with tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo()) as tar:
                     for _ in tar:
                         pass
                 plain.drain()
                 tee.drain()
-            except (tarfile.TarError, EOFError) as e:
+            except (tarfile.TarError, EOFError, RecursionError) as e:
                 raise DataError("rootfs", rootfs, f"not a tar archive ({_tar_why(e)})") from None
             except DataError as e:
                 raise DataError("rootfs", rootfs, e.why) from None

@@ -204,11 +204,8 @@ class _Applier:
                 self._special(parts, member)
             else:
                 raise PathError(f"unsupported member type {member.type!r}")
-        except PathError as e:
-            raise DataError("layer", self.what, f"member {_show(member.name)}: {e}") from None
-        except OSError as e:
-            why = e.strerror or str(e)
-            raise DataError("layer", self.what, f"member {_show(member.name)}: {why}") from None
+        except (PathError, OSError, ValueError, OverflowError) as e:
+            raise self._member_error(member, e) from None
 
     def _place(self, parts: tuple[str, ...]) -> str:
         """The real path (relative) for a new entry at ``parts``; see ``_create``."""
@@ -340,10 +337,19 @@ class _Applier:
                 self._file_meta(fd, member)
             finally:
                 os.close(fd)
-        except PathError as e:
-            raise DataError("layer", self.what, f"member {_show(member.name)}: {e}") from None
-        except OSError as e:
-            raise DataError("layer", self.what, f"member {_show(member.name)}: {e.strerror or e}") from None
+        except (PathError, OSError, ValueError, OverflowError) as e:
+            raise self._member_error(member, e) from None
+
+    def _member_error(self, member, e: Exception) -> DataError:
+        """One line naming the member. ValueError and OverflowError come from header values no
+        file can carry (an mtime of inf, a uid of 2**40, a NUL in an xattr name)."""
+        if isinstance(e, PathError):
+            why = str(e)
+        elif isinstance(e, OSError):
+            why = e.strerror or str(e)
+        else:
+            why = f"invalid header value ({e})"
+        return DataError("layer", self.what, f"member {_show(member.name)}: {why}")
 
     def _file_meta(self, fd: int, member) -> None:
         if IS_ROOT and not self._owned_as_created(member):

@@ -11,6 +11,7 @@ the caller with ``Forward.read_data``, in chunks of at most ``CHUNK``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -19,6 +20,31 @@ from dist_tool.errors import DataError
 
 CHUNK = 1 << 20
 MAX_MEMBER_HEADER_BYTES = 1 << 20  # PAX and GNU long-name headers of one member; a bound, not a buffer
+
+
+@functools.cache
+def strict_tarinfo():
+    """A ``tarfile.TarInfo`` that fails on a corrupt or cut-off header after the first member.
+
+    tarfile reads a bad checksum or a partial header block there as the end of the archive, so
+    a damaged layer would lose its remaining members without an error (and its diff_id, computed
+    over the same damaged bytes, would still match). Only a zero block, or the stream ending on a
+    block boundary, ends an archive — as in Go's archive/tar, which containerd unpacks with.
+    """
+    import tarfile
+
+    class StrictTarInfo(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tar):
+            offset = tar.offset
+            try:
+                return super().fromtarfile(tar)
+            except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as e:
+                if offset == 0:
+                    raise  # tarfile's own "not a tar archive"
+                raise tarfile.ReadError(f"{e} at byte {offset}") from None
+
+    return StrictTarInfo
 
 
 class Forward:
@@ -113,7 +139,8 @@ class Layer:
 
         try:
             try:
-                tar = tarfile.TarFile(fileobj=self.stream, mode="r", encoding="utf-8", errors="surrogateescape")
+                tar = tarfile.TarFile(fileobj=self.stream, mode="r", encoding="utf-8", errors="surrogateescape",
+                                      tarinfo=strict_tarinfo())
             except tarfile.ReadError as e:
                 if self.stream.pos == 0 and not self.stream.read_data(1):
                     return
@@ -127,6 +154,8 @@ class Layer:
                 yield member
         except tarfile.TarError as e:
             raise DataError("layer", self.what, f"corrupt tar stream ({e})") from None
+        except RecursionError:  # tarfile reads each extended header of a chain by recursion
+            raise DataError("layer", self.what, "corrupt tar stream (too many extended headers in a row)") from None
 
     def drain(self) -> None:
         """Reads to the end of the stream (tar padding included), so ``diff_id`` covers it all."""

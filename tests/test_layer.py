@@ -7,6 +7,7 @@ import copy
 import gzip
 import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,59 @@ def test_streams_that_are_empty_or_not_tars(tmp_path: Path, blob: bytes, error: 
         return
     with pytest.raises(DataError, match=error):
         apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete", what="sha256:x")
+
+
+def _pax_chain(count: int) -> bytes:
+    """``count`` extended headers in a row, then one file: tarfile reads such a chain by recursion."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for _ in range(count):
+            info = tarfile.TarInfo("pax")
+            info.type, payload = tarfile.XHDTYPE, b"11 path=ab\n"
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        info, data = file("f", b"x")
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _damaged(cut: int | None = None, at: int | None = None, with_: bytes = b"") -> bytes:
+    """Three one-block files (headers at 0, 1024, 2048): cut at byte ``cut``, or overwritten at ``at``."""
+    data = bytearray(layer([file("a", b"a"), file("b", b"b"), file("c", b"c")]))
+    if at is not None:
+        data[at:at + len(with_)] = with_
+    return bytes(data[:cut])
+
+
+@pytest.mark.parametrize(("blob", "error"), [
+    (_damaged(at=1024 + 148, with_=b"0000000\0"), "corrupt tar stream .*bad checksum at byte 1024"),
+    (_damaged(cut=1024 + 100), "corrupt tar stream .*truncated header at byte 1024"),
+    (_pax_chain(400), "too many extended headers"),
+], ids=["bad-checksum-mid-layer", "cut-inside-a-header", "extended-header-chain"])
+def test_a_damaged_header_after_the_first_is_an_error_not_the_end(tmp_path: Path, blob: bytes, error: str) -> None:
+    """tarfile alone would stop at it and report a shorter layer; its diff_id could even match."""
+    with pytest.raises(DataError, match=error):
+        apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete", what="sha256:x")
+
+
+def test_a_layer_may_end_on_a_block_boundary_without_the_end_marker(tmp_path: Path) -> None:
+    result = apply_layer(io.BytesIO(_damaged(cut=2048)), str(tmp_path), whiteouts="delete")
+    assert result.entries == 2 and sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+BAD_VALUES = [
+    ("mtime-inf", file("m", b"x", pax_headers={"mtime": "inf"})),
+    ("mtime-nan", file("m", b"x", pax_headers={"mtime": "nan"})),
+    ("mtime-1e30", file("m", b"x", pax_headers={"mtime": "1e30"})),
+    ("nul-in-xattr-name", file("m", b"x", xattrs={"user.a\0b": "v"})),
+] + ([("uid-beyond-32-bits", file("m", b"x", uid=2**40))] if IS_ROOT else [])
+
+
+@pytest.mark.parametrize("member", [m for _, m in BAD_VALUES], ids=[i for i, _ in BAD_VALUES])
+def test_header_values_no_file_can_carry_are_refused_by_name(tmp_path: Path, member) -> None:
+    with pytest.raises(DataError) as caught:
+        apply(tmp_path, [member])
+    assert str(caught.value).startswith("layer sha256:test: member m: invalid header value")
 
 
 def test_implied_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
