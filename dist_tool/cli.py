@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as e:  # an I/O error no layer below expected (a full disk, a path that is a file)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _error(f"file {e.filename}: {e.strerror}" if e.filename and e.strerror else f"I/O error: {e}")
+        return 1
     except Exception as e:  # noqa: BLE001 - the last resort: one line, or the traceback under --debug
         if debug:
             import traceback

@@ -63,9 +63,11 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
         with open(tmp, "wb") as out:
             _write_layout_tar(session, out, exported, blobs, docker_manifest, progress)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename == tmp:  # the user's path, not our temporary name
+            raise DataError("file", dest, e.strerror or str(e)) from None
         raise
 
 

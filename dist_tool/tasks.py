@@ -442,13 +442,14 @@ def _cmdline(pid: int) -> str:
 
 
 def log_file(session, container_id: str) -> str:
-    """The last detached run's log. NotFound when the container never had a detached task."""
+    """The last detached run's log; empty when only foreground tasks ran (their output went to
+    their terminal). NotFound when the container never had a task (SPEC)."""
     path = os.path.join(persist_dir(session, container_id), "log")
     if not os.path.exists(path):
-        session.containers.get(container_id)  # NotFound for the container itself
-        if shims.alive_task(session, container_id):
-            return os.devnull  # a foreground task: its output went to its terminal
-        raise NotFound("task", container_id, "has no log (the container never ran a detached task)")
+        container = session.containers.get(container_id)  # NotFound for the container itself
+        if container.last_exit is not None or shims.alive_task(session, container_id):
+            return os.devnull
+        raise NotFound("task", container_id, "has no log (the container never had a task)")
     return path
 
 

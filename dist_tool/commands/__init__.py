@@ -11,7 +11,17 @@ if TYPE_CHECKING:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Identifiers only, one per line.")]
-ProgressOpt = Annotated[str, typer.Option("--progress", help="auto, tty, plain or none (stderr).")]
+PROGRESS_MODES = ("auto", "tty", "plain", "none")
+
+
+def _progress_mode(value: str) -> str:
+    if value not in PROGRESS_MODES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PROGRESS_MODES)}")
+    return value
+
+
+ProgressOpt = Annotated[str, typer.Option("--progress", help="auto, tty, plain or none (stderr).",
+                                          callback=_progress_mode)]
 
 
 def session(ctx: typer.Context) -> "Session":

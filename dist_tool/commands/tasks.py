@@ -35,6 +35,11 @@ LogOpt = Annotated[str | None, typer.Option("--log", help="Log file of a detache
 NullIOOpt = Annotated[bool, typer.Option("--null-io", help="Stdio to /dev/null.")]
 
 
+# What may leave a pass-through command without being its failure: dist's own errors (mapped
+# below), a status passed through, a closed stdout reader, typer's exits.
+_NOT_FAILURES = (DistError, TaskExit, BrokenPipeError, typer.Exit, typer.Abort)
+
+
 class passthrough:  # noqa: N801 - used as ``with passthrough():``
     """For commands that pass a task's status through: their own failures exit 125 (SPEC), except
     usage errors (2), a runtime's 126/127, and (``task_missing_is_3``) a container with no task."""
@@ -46,6 +51,11 @@ class passthrough:  # noqa: N801 - used as ``with passthrough():``
         return None
 
     def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, Exception) and not isinstance(error, _NOT_FAILURES):
+            # Not one of dist's errors (an OSError, a bug): still dist's failure, so 125, not 1.
+            why = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) and error.filename \
+                else f"{error.__class__.__name__}: {error}"
+            raise TaskFailed("internal error", "", why) from error
         if error is None or not isinstance(error, DistError) or isinstance(error, TaskFailed | InvalidArgument):
             return False
         if isinstance(error, NotFound) and self.task_missing_is_3 and error.what == "task":
@@ -67,10 +77,10 @@ def start(ctx: typer.Context, container_id: ContainerArg, detach: DetachOpt = Fa
     from dist_tool import tasks
 
     s = session(ctx)
+    if detach:  # passes no status through: its failures keep their own codes (3, 4, 1)
+        tasks.start_detached(s, container_id, log=log, null_io=null_io)
+        return
     with passthrough(task_missing_is_3=False):
-        if detach:
-            tasks.start_detached(s, container_id, log=log, null_io=null_io)
-            return
         status = tasks.start_foreground(s, container_id, null_io=null_io)
     raise TaskExit(status)
 

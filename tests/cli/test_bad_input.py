@@ -322,3 +322,29 @@ def test_a_rootfs_directory_with_a_socket_imports_without_it(dist, tmp_path):
     [image] = dist.ok("images", "--json").json
     assert image["name"] == "docker.io/library/sock:1"
     assert dist.ok("content", "active", "-q").lines == []
+
+
+def test_unknown_progress_mode_is_a_usage_error(dist, imported, tmp_path):
+    before = store_fingerprint(dist.root)
+    r = dist("images", "export", str(tmp_path / "x.tar"), imported.name, "--progress", "bogus")
+    assert r.code == 2
+    assert r.stderr.splitlines()[0] == ("dist: error: Invalid value for '--progress': 'bogus' is not one of "
+                                        "auto, tty, plain, none")
+    assert store_fingerprint(dist.root) == before and not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "file-as-dir"])
+def test_unwritable_paths_are_one_line_naming_the_path(dist, imported, tmp_path, where):
+    (tmp_path / "file").write_text("")
+    parent = tmp_path / ("nosuch" if where == "missing-dir" else "file")
+    r = dist("images", "export", str(parent / "x.tar"), imported.name)
+    why = "No such file or directory" if where == "missing-dir" else "Not a directory"
+    assert (r.code, r.stderr) == (1, f"dist: error: file {parent / 'x.tar'}: {why}\n")
+
+
+def test_a_root_that_is_a_file_is_one_line(dist, tmp_path):
+    (tmp_path / "file").write_text("")
+    r = dist("--root", str(tmp_path / "file"), "images")
+    assert r.code == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"dist: error: file {tmp_path / 'file'}")
+

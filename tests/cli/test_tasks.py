@@ -306,6 +306,25 @@ def test_logs_follow_and_log_file_option(bb, tmp_path):
     assert not (bb.root / "tasks" / "default" / "lf").exists()  # the log link goes with the container
 
 
+def test_logs_of_a_container_whose_tasks_ran_in_the_foreground_are_empty(bb):
+    """SPEC: logs exit 3 only when the container never had a task."""
+    bb.ok("c", "create", "busybox", "fgl", "--", "echo", "hi")
+    assert bb("task", "logs", "fgl").code == 3
+    assert bb("task", "start", "fgl", timeout=TIMEOUT).stdout == "hi\n"
+    r = bb("task", "logs", "fgl")
+    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    bb.ok("c", "rm", "fgl")
+
+
+def test_an_unexpected_os_error_in_run_is_125_on_one_line(bb, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    r = bb("--state", str(not_a_dir), "run", "--rm", "busybox", "st", "--", "true", timeout=TIMEOUT)
+    assert r.code == 125, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("dist: error: internal error: Not a directory")
+    assert "st" not in bb.ok("c", "ls", "-q").lines  # --rm cleaned up after the failed start
+
+
 def test_task_start_of_a_created_container(bb):
     bb.ok("c", "create", "busybox", "ts", "--", "sh", "-c", "echo once; exit 4")
     r = bb("task", "start", "ts", timeout=TIMEOUT)
@@ -318,8 +337,11 @@ def test_task_start_of_a_created_container(bb):
 
 def test_second_start_of_a_live_task_is_a_conflict(bb):
     bb.ok("run", "-d", "busybox", "twice", "--", "sleep", "30")
-    r = bb("task", "start", "-d", "twice")
+    r = bb("task", "start", "-d", "twice")  # passes no status through: SPEC's 4 for a conflict
+    assert r.code == 4 and "already exists" in r.stderr
+    r = bb("task", "start", "twice")  # the foreground start would have: its own failure is 125
     assert r.code == 125 and "already exists" in r.stderr
+    assert bb("task", "start", "-d", "nosuch").code == 3
     bb.ok("task", "rm", "-f", "twice")
     assert "twice" not in tasks(bb)
     bb.ok("c", "rm", "twice")
