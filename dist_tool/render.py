@@ -159,6 +159,13 @@ class Renderer:
     def line(self, text: str = "") -> None:
         self.out.write(text + "\n")
 
+    def labels(self, labels: Mapping[str, str], as_json: bool = False) -> None:
+        """What every ``label`` command prints: the resulting labels, as KEY=VALUE lines or a JSON object."""
+        if as_json:
+            self.json(dict(labels))
+        else:
+            self.lines(f"{k}={v}" for k, v in sorted(labels.items()))
+
     def records(self, records: Sequence[Mapping[str, Any]], columns: Sequence[Col], *,
                 as_json: bool = False, quiet: bool = False, key: str = "name") -> None:
         if as_json:

@@ -99,10 +99,7 @@ def label(ctx: typer.Context, container_id: Annotated[str, typer.Argument(metava
 
     s = session(ctx)
     result = containers.label(s, container_id, labels or [])
-    if json_:
-        s.render.json(result)
-    else:
-        s.render.lines(f"{k}={v}" for k, v in sorted(result.items()))
+    s.render.labels(result, json_)
 
 
 @app.command("rm")

@@ -95,10 +95,7 @@ def label(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="Blob d
 
     s = session(ctx)
     info = s.content.update_labels(validate.digest(digest), validate.label_args(labels or []))
-    if json_:
-        s.render.json(dict(info.labels))
-    else:
-        s.render.lines(f"{k}={v}" for k, v in sorted(info.labels.items()))
+    s.render.labels(info.labels, json_)
 
 
 @app.command("verify")

@@ -88,10 +88,7 @@ def label(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Image na
 
     s = session(ctx)
     result = images.label(s, name, labels or [])
-    if json_:
-        s.render.json(result)
-    else:
-        s.render.lines(f"{k}={v}" for k, v in sorted(result.items()))
+    s.render.labels(result, json_)
 
 
 @app.command("inspect")

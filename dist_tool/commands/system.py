@@ -133,8 +133,8 @@ def namespaces_rm(ctx: typer.Context, names: list[str]) -> None:
 
 @namespaces_app.command("label")
 def namespaces_label(ctx: typer.Context, name: str,
-                     labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None
-                     ) -> None:
+                     labels: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE; KEY= removes.")] = None,
+                     json_: JsonOpt = False) -> None:
     """Set or remove a namespace's labels; prints the resulting labels."""
     from dist_tool import validate
     from dist_tool.store.api import Namespace
@@ -143,7 +143,7 @@ def namespaces_label(ctx: typer.Context, name: str,
     current = s.namespaces.get(name)
     merged = validate.apply_labels(current.labels, validate.label_args(labels or []))
     result = s.namespaces.update(Namespace(name, merged), "labels")
-    s.render.lines(f"{k}={v}" for k, v in sorted(result.labels.items()))
+    s.render.labels(result.labels, json_)
 
 
 # ---------------------------------------------------------------- leases

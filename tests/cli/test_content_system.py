@@ -77,6 +77,8 @@ def test_namespaces_isolate_images_and_refuse_removal_while_used(dist, busybox_r
     assert dist.ok("-n", "team", "images", "-q").lines == ["docker.io/library/bb:latest"]
     assert dist.ok("namespaces", "ls", "-q").lines == ["team"]
     assert dist.ok("namespaces", "label", "team", "owner=me").lines == ["owner=me"]
+    assert dist.ok("namespaces", "label", "team", "tier=2", "--json").json == {"owner": "me", "tier": "2"}
+    assert dist.ok("namespaces", "label", "team", "tier=").lines == ["owner=me"]
     assert dist.ok("namespaces", "ls", "--json").json[0]["labels"] == {"owner": "me"}
     result = dist("namespaces", "rm", "team")
     assert result.code == 4 and "not empty" in result.stderr
