@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from dist_tool import platforms, reference, validate
+from dist_tool import oci, platforms, reference, validate
 from dist_tool.errors import AlreadyExists, Conflict, DataError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Container, Image
@@ -75,7 +75,12 @@ def image_rootfs(session, image: Image) -> ImageRootfs:
     except NotFound as e:
         raise NotFound("image", image.name, f"incomplete: {e.which or e.what} is not in the content store") from None
     if plan is None:
-        raise NotFound("image", image.name, f"has no manifest for {host}")
+        why = f"has no manifest for {host}"
+        if oci.is_manifest(image.target.media_type):  # a lone manifest: its config names another platform
+            from dist_tool.images import catalog
+
+            why += "".join(f" (it is {p})" for p in catalog(session).platforms_of(image.target)[:1])
+        raise NotFound("image", image.name, why)
     if not plan.layers:
         raise DataError("image", image.name, "has no layers")
     return ImageRootfs(image, plan.manifest, plan.config, tuple(plan.layers), tuple(plan.diff_ids))

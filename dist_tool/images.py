@@ -83,9 +83,9 @@ class Catalog:
 
 
 def config_platform(content, config: Descriptor) -> platforms.Platform:
+    """The platform as the config spells it (``linux/arm64/v8`` stays so, as in an index)."""
     doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
-    return platforms.normalize(platforms.Platform(
-        str(doc.get("os", "")), str(doc.get("architecture", "")), doc.get("variant") or None))
+    return platforms.Platform(str(doc.get("os", "")), str(doc.get("architecture", "")), doc.get("variant") or None)
 
 
 def catalog(session) -> Catalog:

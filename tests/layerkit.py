@@ -111,15 +111,17 @@ class Image:
 
 
 def oci_archive(path: Path, layers: list[bytes], *, name: str = "docker.io/library/test:1", how: str = "gzip",
-                diff_ids: list[str] | None = None, blobs: list[tuple[bytes, str]] | None = None) -> Image:
-    """An OCI image-layout tar of one linux/amd64 image with these (uncompressed) layers.
+                diff_ids: list[str] | None = None, blobs: list[tuple[bytes, str]] | None = None,
+                platform: dict | None = None) -> Image:
+    """An OCI image-layout tar of one image (linux/amd64 unless ``platform`` gives the config's
+    os, architecture and variant) with these (uncompressed) layers.
 
     ``diff_ids`` overrides the config's list (to lie); ``blobs`` gives ready layer blobs (and
     their media types) instead of compressing ``layers``.
     """
     blobs = blobs if blobs is not None else [compress(t, how) for t in layers]
     real_diff_ids = [sha256(t) for t in layers]
-    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+    config = {**(platform or {"architecture": "amd64", "os": "linux"}), "config": {"Cmd": ["/bin/sh"]},
               "rootfs": {"type": "layers", "diff_ids": diff_ids if diff_ids is not None else real_diff_ids}}
     config_bytes = json.dumps(config).encode()
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",

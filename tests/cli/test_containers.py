@@ -334,3 +334,25 @@ def test_40_concurrent_creates_all_land(bb):
     assert [c["id"] for c in listed] == [f"c{i:02d}" for i in range(40)]
     assert all(c["labels"] == {"n": str(int(c["id"][1:]))} for c in listed)
     assert {f"c{i:02d}" for i in range(40)} <= {s["key"] for s in snapshots(bb)}
+
+
+def test_a_lone_manifest_for_another_platform_is_shown_as_its_config_says_and_not_run(dist, tmp_path):
+    """A lone manifest is the image, as containerd and docker pull it; its config names the
+    platform (variant kept, as an index would show it), and create refuses what this host cannot run."""
+    from layerkit import directory, layer, oci_archive
+
+    from dist_tool.platforms import host
+
+    foreign = [("arm64v8", {"os": "linux", "architecture": "arm64", "variant": "v8"}, "linux/arm64/v8"),
+               ("riscv", {"os": "linux", "architecture": "riscv64"}, "linux/riscv64")]
+    for tag, platform, shown in foreign:
+        image = oci_archive(tmp_path / f"{tag}.tar", [layer([directory("etc")])], name=f"docker.io/library/lone:{tag}",
+                            platform=platform)
+        dist.ok("images", "import", "--no-unpack", str(image.archive))
+        [view] = [i for i in dist.ok("images", "--json").json if i["name"] == image.name]
+        assert view["platforms"] == [shown]
+    r = dist("container", "create", "lone:riscv", "c1")
+    assert r.code == 3
+    assert r.stderr == ("dist: error: image docker.io/library/lone:riscv: "
+                        f"has no manifest for {host()} (it is linux/riscv64)\n")
+    assert dist.ok("container", "ls", "-q").lines == [] and dist.ok("snapshot", "ls", "-q").lines == []
