@@ -24,6 +24,7 @@ verified, so a committed snapshot is never partial.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,7 @@ class _Job:
         self.tag = f"extract-{os.getpid()}-{os.urandom(3).hex()}"
         self.active: list[str] = []
         self.committed: list[str] = []
+        self.trees: dict[str, str] = {}  # active key → the directory its layer is written to
 
     def _key(self, i: int) -> str:
         return f"{self.tag}-{self.chain[i]}"
@@ -131,7 +133,8 @@ class _Job:
         self.session.leases.add_resource(self.lease[1], LeaseResource(self.kind, key))
         mounts = self.snapshotter.prepare(key, parent, {"dist.unpack.layer": self.plan.layers[i].digest})
         self.active.append(key)
-        return target_dir(mounts)
+        self.trees[key] = target_dir(mounts)
+        return self.trees[key]
 
     def _extract(self, i: int, blob, dest: str, whiteouts: str,
                  cancel: threading.Event | None = None) -> LayerResult:
@@ -164,11 +167,20 @@ class _Job:
         self.active.remove(key)
 
     def _undo(self) -> None:
-        """Removes what this unpack created; keeps what something else has come to use."""
+        """Removes what this unpack created; keeps what something else has come to use.
+
+        Best effort: the unpack's own error is the one to report, and what cannot be removed
+        now is under the lease, which the next ``gc`` expires (its owner gone)."""
+        for key in self.active:
+            # First, and outside the store: a layer that filled the disk leaves SQLite no room
+            # to record the removals below.
+            _empty_dir(self.trees[key])
         for key in reversed(self.active + self.committed):
             try:
                 self.snapshotter.remove(key)
             except (NotFound, Conflict):
+                continue
+            except Exception:  # noqa: BLE001, S112 - see the docstring
                 continue
         self.active.clear()
         self.committed.clear()
@@ -231,6 +243,21 @@ class _Job:
         finally:
             for blob in blobs.values():
                 blob.close()
+
+
+def _empty_dir(path: str) -> None:
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _inherit_implicit_dirs(dest: str, implicit: list[str], lowers: list[str]) -> None:

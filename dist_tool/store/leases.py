@@ -95,5 +95,10 @@ class SqliteLeaseManager:
         self._insert(lease, user=False)
         try:
             yield (self.namespace, lease.id)
-        finally:
-            self.delete(lease.id)
+        except BaseException:
+            try:
+                self.delete(lease.id)
+            except Exception:  # noqa: BLE001, S110 - the operation's error is the one to report; gc expires the lease
+                pass
+            raise
+        self.delete(lease.id)

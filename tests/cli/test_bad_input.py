@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -347,4 +348,53 @@ def test_a_root_that_is_a_file_is_one_line(dist, tmp_path):
     r = dist("--root", str(tmp_path / "file"), "images")
     assert r.code == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"dist: error: file {tmp_path / 'file'}")
+
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs for the store")
+def test_a_layer_that_fills_the_disk_fails_on_one_line_and_frees_it(tmp_path):
+    """A gzip bomb (a small blob expanding to more than the disk holds) is contained: the import
+    fails naming the layer, and everything it wrote is removed, the extracted files first."""
+    import gzip
+    import subprocess
+
+    from helpers import Dist
+    from layerkit import layer, oci_archive
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        info = tarfile.TarInfo("zeros")
+        info.size = 96 << 20
+        bomb, diff_id = io.BytesIO(), hashlib.sha256()
+        with gzip.GzipFile(fileobj=bomb, mode="wb", compresslevel=9) as gz:
+            # one 96 MiB member of zeros, then an empty tar's end blocks
+            for chunk in [info.tobuf(tarfile.PAX_FORMAT), *[bytes(1 << 20)] * 96, layer([])]:
+                gz.write(chunk)
+                diff_id.update(chunk)
+        archive = oci_archive(tmp_path / "bomb.tar", [], diff_ids=[f"sha256:{diff_id.hexdigest()}"],
+                              blobs=[(bomb.getvalue(), "application/vnd.oci.image.layer.v1.tar+gzip")])
+        dist = Dist(disk / "root")
+        # An image first: the store's namespace, snapshotter directories and counters exist.
+        dist.ok("images", "import", str(oci_archive(tmp_path / "small.tar", [layer([])]).archive))
+        before = store_fingerprint(dist.root)
+        free_before = os.statvfs(disk).f_bavail
+        result = dist("images", "import", str(archive.archive))
+        assert result.code == 1, result.stderr
+        assert_one_error(result, "member zeros: No space left on device")
+        assert _sans_allocations(store_fingerprint(dist.root)) == _sans_allocations(before)
+        assert dist.ok("leases", "ls", "-q").lines == [] and len(dist.ok("snapshot", "ls", "-q").lines) == 1
+        assert os.statvfs(disk).f_bavail >= free_before - 64  # a few blocks of SQLite's WAL at most
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def _sans_allocations(fingerprint: dict) -> dict:
+    """What a failed unpack may change and no user can observe: the snapshot ID counter moves on,
+    and the (empty) trash directory exists once something was removed."""
+    rows = {k: v for k, v in fingerprint["rows"].items() if k != "snapshot_ids"}
+    files = {k: v for k, v in fingerprint["files"].items() if not k.endswith("/trash")}
+    return {**fingerprint, "rows": rows, "files": files}
 
