@@ -23,8 +23,9 @@ As in containerd, a missing field reads as the empty string for ``!=`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dist_tool.errors import InvalidArgument
 
@@ -37,6 +38,7 @@ _FIELD_RE = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
 _LABELS = "labels"
 _ABSENT = ("", False)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ def parse(args: Sequence[str]) -> Filter:
     syntax or a regular expression that does not compile.
     """
     return Filter([_Parser(arg).conditions() for arg in args])
+
+
+def select(items: Iterable[T], args: Sequence[str], fields: Callable[[T], Mapping[str, object]]) -> list[T]:
+    """The items any of the filter ``args`` matches (all of them without filters); ``fields``
+    gives an item's filterable form, usually its JSON fields."""
+    items = list(items)
+    if not args:
+        return items
+    predicate = parse(args)
+    return [item for item in items if predicate.match(adaptor_for(fields(item)))]
 
 
 def adaptor_for(fields: Mapping[str, object]) -> Adaptor:

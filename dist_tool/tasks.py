@@ -323,8 +323,12 @@ def parse_signal(text: str) -> int:
 # ---------------------------------------------------------------- operations
 
 
-def list_tasks(session) -> list[TaskInfo]:
-    """The namespace's live tasks, asking each shim; dead ones are cleaned up on the way."""
+def list_tasks(session, *filters: str) -> list[TaskInfo]:
+    """The namespace's live tasks matching any filter (over their JSON fields), asking each shim;
+    dead ones are cleaned up on the way."""
+    from dist_tool.filters import parse, select
+
+    parse(filters)  # a bad filter is a usage error before any shim is asked
     try:
         names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if not n.startswith("."))
     except FileNotFoundError:
@@ -336,7 +340,7 @@ def list_tasks(session) -> list[TaskInfo]:
         except (NotFound, Unavailable):  # SPEC's STATUS has no "unknown": a shim that cannot answer is left out
             continue
         out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
-    return out
+    return select(out, filters, TaskInfo.to_json)
 
 
 def info(session, container_id: str) -> TaskInfo:

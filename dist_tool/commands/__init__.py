@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Identifiers only, one per line.")]
+FiltersArg = Annotated[list[str] | None, typer.Argument(help="Filters, containerd syntax.")]
 PROGRESS_MODES = ("auto", "tty", "plain", "none")
 
 

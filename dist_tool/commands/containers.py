@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage containers: metadata that pins an image's spec and root filesystem.")
@@ -60,7 +60,7 @@ def create(ctx: typer.Context,
 
 @app.command("ls")
 def ls(ctx: typer.Context,
-       filters: Annotated[list[str] | None, typer.Argument(help="Filters, containerd syntax.")] = None,
+       filters: FiltersArg = None,
        json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List containers: ID, IMAGE, RUNTIME, LABELS, CREATED."""
     s = session(ctx)

@@ -5,21 +5,22 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
 from dist_tool.errors import DataError
 
 app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all namespaces).")
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def ls(ctx: typer.Context, filters: FiltersArg = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List blobs: DIGEST, SIZE, CREATED, LABELS."""
     from dist_tool.render import Col, age, iec, labels_text
 
     s = session(ctx)
     cols = (Col("DIGEST", "digest"), Col("SIZE", "size", fmt=iec), Col("CREATED", "createdAt", fmt=age),
             Col("LABELS", "labels", fmt=labels_text))
-    s.render.records([i.to_json() for i in s.content.list()], cols, as_json=json_, quiet=quiet, key="digest")
+    found = s.content.list(*(filters or ()))
+    s.render.records([i.to_json() for i in found], cols, as_json=json_, quiet=quiet, key="digest")
 
 
 @app.command("get")

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, ProgressOpt, QuietOpt, registry, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, ProgressOpt, QuietOpt, registry, session
 from dist_tool.errors import DataError
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False, help="Manage images.")
@@ -25,7 +25,7 @@ def _columns():
 
 @app.command("ls")
 def ls(ctx: typer.Context,
-       filters: Annotated[list[str] | None, typer.Argument(help="Filters, containerd syntax.")] = None,
+       filters: FiltersArg = None,
        json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List images: REF, TYPE, DIGEST, SIZE (packed), PLATFORMS, LABELS."""
     from dist_tool import images

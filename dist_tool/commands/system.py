@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
 
 gc_app = typer.Typer(help="Garbage collection.")
 info_app = typer.Typer(help="Store information.")
@@ -99,7 +99,7 @@ def info(ctx: typer.Context, json_: JsonOpt = False) -> None:
 
 
 @namespaces_app.command("ls")
-def namespaces_ls(ctx: typer.Context, filters: Annotated[list[str] | None, typer.Argument()] = None,
+def namespaces_ls(ctx: typer.Context, filters: FiltersArg = None,
                   json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List namespaces."""
     from dist_tool.render import Col, labels_text
@@ -150,7 +150,7 @@ def namespaces_label(ctx: typer.Context, name: str,
 
 
 @leases_app.command("ls")
-def leases_ls(ctx: typer.Context, filters: Annotated[list[str] | None, typer.Argument()] = None,
+def leases_ls(ctx: typer.Context, filters: FiltersArg = None,
               json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List leases: ID, CREATED, EXPIRES, OWNER, LABELS."""
     from dist_tool.render import Col, age, labels_text, rfc3339

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
 from dist_tool.commands.containers import (
     CwdOpt,
     EntrypointOpt,
@@ -86,12 +86,13 @@ def start(ctx: typer.Context, container_id: ContainerArg, detach: DetachOpt = Fa
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def ls(ctx: typer.Context, filters: FiltersArg = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List tasks: TASK, PID, STATUS (created, running, paused)."""
     from dist_tool import tasks
 
     s = session(ctx)
-    s.render.records([t.to_json() for t in tasks.list_tasks(s)], _columns(), as_json=json_, quiet=quiet, key="id")
+    found = tasks.list_tasks(s, *(filters or ()))
+    s.render.records([t.to_json() for t in found], _columns(), as_json=json_, quiet=quiet, key="id")
 
 
 @app.command("kill")

@@ -509,8 +509,11 @@ class RemoteContentStore:
         self.client.request("DELETE", f"/content/ingests/{_q(ref)}")
 
     # ContentManager
-    def list(self) -> list[ContentInfo]:
-        return [wire.info_from(i) for i in self.client.request("GET", "/content/blobs")]
+    def list(self, *filters: str) -> list[ContentInfo]:
+        from dist_tool.filters import select
+
+        return select((wire.info_from(i) for i in self.client.request("GET", "/content/blobs")), filters,
+                      ContentInfo.to_json)
 
     def delete(self, digest: str) -> None:
         self.client.request("DELETE", f"/content/blobs/{_q(digest)}")

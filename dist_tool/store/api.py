@@ -98,7 +98,9 @@ class IngestManager(Protocol):
 
 
 class ContentManager(Protocol):
-    def list(self) -> list[ContentInfo]: ...
+    def list(self, *filters: str) -> list[ContentInfo]:
+        """Blobs matching any filter (containerd syntax, over the JSON fields); all without filters."""
+        ...
 
     def delete(self, digest: str) -> None:
         """Removes a blob. Raises NotFound."""

@@ -346,10 +346,12 @@ class LocalContentStore:
 
     # -------------------------------------------------------------- ContentManager
 
-    def list(self) -> list[ContentInfo]:
+    def list(self, *filters: str) -> list[ContentInfo]:
+        from dist_tool.filters import select
+
         with self.meta.read() as conn:
             rows = conn.execute("SELECT digest, size, created_at, updated_at, labels FROM blobs ORDER BY digest")
-            return [_info(r) for r in rows]
+            return select(map(_info, rows), filters, ContentInfo.to_json)
 
     def delete(self, digest: str) -> None:
         with self.meta.write() as conn:

@@ -40,13 +40,9 @@ class SqliteLeaseManager:
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? ORDER BY created_at, id",
                                 (self.namespace,)).fetchall()
-        leases = [_lease(r) for r in rows]
-        if filters:
-            from dist_tool import filters as filtering
+        from dist_tool.filters import select
 
-            predicate = filtering.parse(filters)
-            leases = [x for x in leases if predicate.match(filtering.adaptor_for(lease_fields(x)))]
-        return leases
+        return select(map(_lease, rows), filters, lease_fields)
 
     def create(self, lease: Lease) -> Lease:
         return self._insert(lease, user=True)

@@ -32,13 +32,9 @@ class SqliteNamespaceStore:
         with self.meta.read() as conn:
             rows = conn.execute("SELECT name, labels, created_at, updated_at FROM namespaces ORDER BY name")
             spaces = [_namespace(r) for r in rows]
-        if filters:
-            from dist_tool import filters as filtering
+        from dist_tool.filters import select
 
-            predicate = filtering.parse(filters)
-            spaces = [n for n in spaces
-                      if predicate.match(filtering.adaptor_for({"name": n.name, "labels": dict(n.labels)}))]
-        return spaces
+        return select(spaces, filters, lambda n: {"name": n.name, "labels": dict(n.labels)})
 
     def create(self, namespace: Namespace) -> Namespace:
         now = time.time()

@@ -29,6 +29,11 @@ def test_content_ingest_get_label_rm(dist):
     [blob2] = dist.ok("content", "ls", "--json").json
     assert blob2["labels"] == {"b": "2"} and blob2["createdAt"] == blob["createdAt"]
     assert blob2["updatedAt"] > blob["updatedAt"]
+    other = dist.ok("content", "ingest", "--ref", "r2", input=b"other").lines[0]
+    assert dist.ok("content", "ls", "-q", "labels.b==2").lines == [sha(data)]
+    assert dist.ok("content", "ls", "-q", f"digest=={other}", "labels.b").lines == sorted([sha(data), other])
+    assert dist("content", "ls", "digest~=[").code == 2
+    dist.ok("content", "rm", other)
     assert dist.ok("content", "verify", "--json").json == [{"digest": sha(data), "ok": True, "problem": None}]
     assert dist.ok("content", "rm", sha(data)).lines == [sha(data)]
     assert dist.ok("content", "ls", "-q").lines == []

@@ -266,6 +266,9 @@ def test_detached_task_lives_on_and_every_command_works_on_it(bb):
     assert os.path.exists(f"/proc/{t['pid']}") and os.path.exists(f"/proc/{t['shimPid']}")
     assert os.getsid(t["shimPid"]) != os.getsid(0)  # a session of its own: no terminal ties it to a CLI
     assert bb.ok("task", "ls", "-q").lines == ["web"]
+    assert bb.ok("task", "ls", "-q", "status==running", "id==web").lines == ["web"]
+    assert bb.ok("task", "ls", "-q", "status==paused").lines == []
+    assert bb("task", "ls", "status=").code == 2
     wait_for(lambda: "started" in bb.ok("task", "logs", "web").stdout, "the log")
 
     pids = [p["pid"] for p in bb.ok("task", "ps", "web", "--json").json]

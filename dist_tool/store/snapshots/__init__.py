@@ -183,13 +183,9 @@ class LocalSnapshotter:
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE namespace = ? AND snapshotter = ? "
                                 "ORDER BY key", (self.namespace, self.name)).fetchall()
-        infos = [_info(r) for r in rows]
-        if filters:
-            from dist_tool import filters as filtering
+        from dist_tool.filters import select
 
-            predicate = filtering.parse(filters)
-            infos = [i for i in infos if predicate.match(filtering.adaptor_for(snapshot_fields(i)))]
-        return infos
+        return select(map(_info, rows), filters, snapshot_fields)
 
     def chain(self, key: str) -> list[tuple[str, int]]:
         """``(key, id)`` from ``key`` down to its base, ``key`` first. Raises NotFound."""
