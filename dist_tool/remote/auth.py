@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import threading
@@ -174,7 +175,9 @@ def call_helper(name: str, server: str) -> Credentials | None:
 
 # ---------------------------------------------------------------- challenges
 
-_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+# A value is a quoted string (its closing quote may be missing: the rest of the header is the
+# value) or a token; empty list elements (", ,") may come before a parameter (RFC 7235).
+_PARAM_RE = re.compile(r'[\s,]*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"?|([^\s,]*))\s*,?')
 _SCHEME_RE = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s|$|,)")
 
 
@@ -198,10 +201,8 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
                 p = _PARAM_RE.match(value, pos)
                 if p is None:
                     break
-                raw = p.group(2)
-                if raw.startswith('"'):
-                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-                params[p.group(1).lower()] = raw
+                quoted, token = p.group(2), p.group(3)
+                params[p.group(1).lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token
                 pos = p.end()
             out.append(Challenge(scheme, params))
     return out
@@ -334,7 +335,7 @@ class Authorizer:
         if not isinstance(value, str) or not value:
             raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent no token")
         lifetime = doc.get("expires_in")
-        if not isinstance(lifetime, int | float) or lifetime < TOKEN_MIN_LIFETIME:
+        if not isinstance(lifetime, int | float) or not math.isfinite(lifetime) or lifetime < TOKEN_MIN_LIFETIME:
             lifetime = TOKEN_MIN_LIFETIME
         return _Token(value, time.monotonic() + lifetime - TOKEN_EARLY_EXPIRY)
 

@@ -224,10 +224,14 @@ class _Fetcher:
                     self.result.resumed[desc.digest] = resumed
                 self.progress.start(label, desc.size)
                 try:
-                    self._transfer(w, desc, label)
+                    if w.offset < desc.size:  # a pull killed after the last byte left it whole: just verify
+                        self._transfer(w, desc, label)
                 except _Cancelled:
                     if w.offset == 0:
                         w.abort()  # nothing to resume: leave no trace
+                    raise
+                except DataError:
+                    w.abort()  # a registry that sends too much or too little: keep none of it
                     raise
                 try:
                     w.commit(labels=self.labels)

@@ -28,7 +28,7 @@ from dist_tool import __version__, oci
 from dist_tool.errors import DataError, DistError, NotFound, Unavailable
 from dist_tool.oci import Descriptor
 from dist_tool.remote.auth import Authorizer, Credentials, from_docker_config, parse_challenges, repository_scope
-from dist_tool.remote.transport import Client, Response, TransportError
+from dist_tool.remote.transport import Client, Response, TransportError, origin
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
 
 MANIFEST_MEDIA_TYPES = (oci.MEDIA_OCI_INDEX, oci.MEDIA_OCI_MANIFEST,
@@ -127,8 +127,10 @@ class Registry:
         resp = self._send(method, target, scopes, headers, params, content, retry)
         try:
             yield resp
-        finally:
-            resp.close()
+        except BaseException:
+            resp.close(drain=False)
+            raise
+        resp.close()
 
     def _send(self, method: str, target: str, scopes: tuple[str, ...] | None, headers: dict[str, str] | None,
               params: dict[str, str] | None, content: Body, retry: bool) -> Response:
@@ -141,13 +143,17 @@ class Registry:
         answered = False
         while True:
             h = dict(headers or {})
-            if scopes is not None:
+            # Credentials go to the registry's own origin only: an upload Location or a redirect
+            # may name any host, and docker and containerd keep them from it too.
+            own = scopes is not None and self._is_own(url)
+            if own:
                 h.update(self.auth.header(scopes))
             body = content() if callable(content) else content
             try:
                 resp = self.client.send(method, url, h, body)
             except TransportError as e:
-                if self._may_fall_back and e.tls and e.connecting and url.startswith(f"https://{self.host}/"):
+                if self._may_fall_back and e.tls and not e.untrusted and e.connecting \
+                        and url.startswith(f"https://{self.host}/"):
                     self._fall_back_to_http()
                     url = "http://" + url[len("https://"):]
                     continue
@@ -156,12 +162,12 @@ class Registry:
                 # most (a registry restarting), not the backoff meant for dropped connections.
                 limit = (1 if e.tls or e.why == "unknown host" else CONNECT_ATTEMPTS) if e.connecting \
                     else MAX_ATTEMPTS
-                if not retry or attempt >= limit:
+                if not retry or not e.retryable or attempt >= limit:
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise TransportFailure("registry", self.host, f"{e.why}{tries}") from None
                 self._sleep(backoff(attempt))
                 continue
-            if resp.status_code == 401 and scopes is not None and not answered:
+            if resp.status_code == 401 and own and not answered and self._is_own(resp.url):
                 answered = True
                 try:
                     again = self.auth.answer(parse_challenges(resp.headers.get_list("www-authenticate")), scopes)
@@ -179,6 +185,9 @@ class Registry:
                 self._sleep(delay)
                 continue
             return resp
+
+    def _is_own(self, url: str) -> bool:
+        return origin(url) == origin(f"{self.scheme}://{self.host}/")
 
     def _fall_back_to_http(self) -> None:
         """A localhost registry that does not speak TLS: plain HTTP from now on (containerd's rule)."""

@@ -40,10 +40,13 @@ Body = bytes | Iterable[bytes | memoryview] | None
 class TransportError(Exception):
     """The exchange failed below HTTP: refused, reset, timed out, TLS or protocol error."""
 
-    def __init__(self, why: str, *, tls: bool = False, connecting: bool = False) -> None:
+    def __init__(self, why: str, *, tls: bool = False, connecting: bool = False, untrusted: bool = False,
+                 retryable: bool = True) -> None:
         super().__init__(why)
         self.why = why
-        self.tls = tls  # the TLS handshake failed (a plain-HTTP server answers that way)
+        self.retryable = retryable  # False: the same request would fail the same way (a redirect loop)
+        self.tls = tls  # the TLS handshake failed: a plain-HTTP server answers that way
+        self.untrusted = untrusted  # ... because the server's certificate is not trusted: it does speak TLS
         self.connecting = connecting
 
 
@@ -112,13 +115,15 @@ class Response:
         while chunk := self.read(size):
             yield chunk
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
+        """Returns the connection for reuse once a small unread body is drained; ``drain=False``
+        (an error or Ctrl-C unwinding) closes it instead of waiting on a slow server."""
         if self._conn is None:
             return
         conn, self._conn = self._conn, None
         raw = self._raw
         try:
-            if not raw.isclosed() and (raw.length is not None and raw.length <= DRAIN_LIMIT):
+            if drain and not raw.isclosed() and (raw.length is not None and raw.length <= DRAIN_LIMIT):
                 raw.read()
         except (http.client.HTTPException, OSError):
             pass
@@ -178,15 +183,15 @@ class Client:
                 return resp
             resp.close()
             target = urljoin(url, location)
-            if _origin(target) != _origin(url):
+            if origin(target) != origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), None
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-type")}
             elif body is not None and not isinstance(body, bytes):
-                raise TransportError(f"redirected to {_origin(target)} after the body was sent")
+                raise TransportError(f"redirected to {origin(target)} after the body was sent", retryable=False)
             url = target
-        raise TransportError(f"more than {MAX_REDIRECTS} redirects")
+        raise TransportError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
 
     def _send_once(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
         parts = urlsplit(url)
@@ -211,7 +216,8 @@ class Client:
                     conn.connect()
                 except (OSError, http.client.HTTPException) as e:
                     conn.close()
-                    raise TransportError(describe(e), tls=isinstance(e, ssl.SSLError), connecting=True) from None
+                    raise TransportError(describe(e), tls=isinstance(e, ssl.SSLError), connecting=True,
+                                         untrusted=isinstance(e, ssl.SSLCertVerificationError)) from None
             try:
                 conn.request(method, target, body=body, headers=headers)
                 raw = conn.getresponse()
@@ -262,9 +268,14 @@ class Client:
             return self._context
 
 
-def _origin(url: str) -> tuple[str, str]:
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, the port spelled out: where credentials may go."""
     parts = urlsplit(url)
-    return parts.scheme, parts.netloc.rpartition("@")[2].lower()
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number: an origin of its own, matching nothing
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2].lower()}"
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 def _proxy_for(scheme: str, host: str) -> tuple[str, int, str] | None:

@@ -28,7 +28,9 @@ from dist_tool.remote.auth import (
     ('Bearer realm=https://x/t, error="insufficient_scope"',
      [("bearer", {"realm": "https://x/t", "error": "insufficient_scope"})]),
     ('Basic realm="a \\"quoted\\" realm"', [("basic", {"realm": 'a "quoted" realm'})]),
-], ids=["bearer", "basic", "unquoted", "escaped"])
+    ('Bearer realm="http://127.0.0.1:5091/token', [("bearer", {"realm": "http://127.0.0.1:5091/token"})]),
+    ('Bearer ,realm="https://a/t", ,service=reg', [("bearer", {"realm": "https://a/t", "service": "reg"})]),
+], ids=["bearer", "basic", "unquoted", "escaped", "unterminated-quote", "empty-list-elements"])
 def test_challenges(header, expected):
     assert [(c.scheme, dict(c.params)) for c in parse_challenges([header])] == expected
 
@@ -84,13 +86,29 @@ def test_credential_helpers(tmp_path, monkeypatch):
 
 
 class FakeTokenServer:
-    def __init__(self, status=200):
+    def __init__(self, status=200, lifetime: object = 300):
         self.calls = []
         self.status = status
+        self.lifetime = lifetime
 
     def __call__(self, method, url, params, headers, form):
         self.calls.append((method, url, params, headers.get("Authorization"), form))
-        return self.status, json.dumps({"token": f"t{len(self.calls)}", "expires_in": 300}).encode()
+        body = f'{{"token": "t{len(self.calls)}", "expires_in": {self.lifetime}}}'  # NaN is no JSON number
+        return self.status, body.encode()
+
+
+@pytest.mark.parametrize("lifetime", ["NaN", "Infinity"])
+def test_a_token_whose_lifetime_is_not_a_number_is_renewed(lifetime, monkeypatch):
+    import time
+
+    from dist_tool.remote import auth as auth_module
+
+    server = FakeTokenServer(lifetime=lifetime)
+    auth = Authorizer("r.example", server, None, lookup=lambda host: None)
+    auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("s",))
+    clock = time.monotonic() + auth_module.TOKEN_MIN_LIFETIME + 1
+    monkeypatch.setattr(auth_module.time, "monotonic", lambda: clock)
+    assert auth.header(("s",)) == {"Authorization": "Bearer t2"}  # the first one expired: fetched again
 
 
 def test_bearer_tokens_per_scope_with_basic_credentials():

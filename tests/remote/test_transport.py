@@ -35,10 +35,16 @@ class Server:
                 sent = self.rfile.read(length) if length else b""
                 server.requests.append((self.command, self.path, self.headers.get("Authorization"),
                                         self.client_address[1]))
+                if self.path.startswith("/loop"):
+                    return self.reply(307, b"", {"Location": "/loop"})
                 if self.path.startswith("/redirect-same"):
                     return self.reply(307, b"", {"Location": "/data"})
+                if self.path.startswith("/redirect-other-auth"):
+                    return self.reply(307, b"", {"Location": f"http://127.0.0.1:{server.other.port}/auth"})
                 if self.path.startswith("/redirect-other"):
                     return self.reply(307, b"", {"Location": f"http://127.0.0.1:{server.other.port}/data"})
+                if self.path.startswith("/auth") and not self.headers.get("Authorization"):
+                    return self.reply(401, b"", {"WWW-Authenticate": 'Basic realm="r"'})
                 if self.path.startswith("/see-other"):
                     return self.reply(303, b"", {"Location": "/data"})
                 if self.path.startswith("/close"):
@@ -124,6 +130,25 @@ def test_redirects_keep_credentials_only_on_the_same_origin(servers):
     assert a.requests[-1][:2] == ("GET", "/data")
 
 
+def test_registry_credentials_go_to_the_registry_only(servers):
+    """An upload Location or a redirect may name another host: it gets no credentials, and its
+    401 is not answered with them (docker's and containerd's rule)."""
+    from dist_tool.remote.auth import Credentials
+    from dist_tool.remote.registry import Registry
+
+    a, b = servers
+    scopes = ("repository:x:pull,push",)
+    with Registry(f"127.0.0.1:{a.port}", plain_http=True, credentials=Credentials("alice", "s3cret")) as reg:
+        with reg.request("GET", "/auth", scopes) as resp:
+            assert resp.status_code == 200  # answered the registry's own challenge with basic auth
+        assert [r[2] for r in a.requests] == [None, Credentials("alice", "s3cret").basic()]
+        with reg.request("PUT", b.url("/upload?session=1"), scopes, content=b"blob") as resp:
+            assert resp.status_code == 200
+        with reg.request("GET", "/redirect-other-auth", scopes) as resp:
+            assert resp.status_code == 401  # another host's challenge: not ours to answer
+    assert [(r[1], r[2]) for r in b.requests] == [("/upload?session=1", None), ("/auth", None)]
+
+
 def test_a_connection_the_server_closed_is_replaced(servers):
     a, _ = servers
     client = transport.Client()
@@ -167,3 +192,63 @@ def test_proxies_from_the_environment(monkeypatch, no_proxy, host, proxied):
                                          ("localhost.example:5000", False)])
 def test_localhost(host, local):
     assert is_localhost(host) is local
+
+
+@pytest.fixture
+def untrusted_tls_server(tmp_path):
+    """A TLS server on localhost whose self-signed certificate nobody trusts; counts connections
+    and what each sent first (a TLS ClientHello starts with 0x16, plain HTTP with a method)."""
+    import socket
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    first_bytes: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    first_bytes.append(conn.recv(1, socket.MSG_PEEK))
+                    with context.wrap_socket(conn, server_side=True):
+                        pass
+                except (OSError, ssl.SSLError):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1], first_bytes
+    listener.close()
+
+
+def test_an_untrusted_certificate_on_localhost_is_an_error_not_a_fall_back_to_http(untrusted_tls_server):
+    """containerd falls back to plain HTTP only when the server does not speak TLS."""
+    from dist_tool.remote.registry import Registry, TransportFailure
+
+    port, first_bytes = untrusted_tls_server
+    with Registry(f"127.0.0.1:{port}", sleep=lambda s: None) as reg, pytest.raises(TransportFailure) as e:
+        with reg.request("GET", "/v2/", ("repository:x:pull",)):
+            pass
+    assert "TLS certificate not trusted" in str(e.value)
+    assert first_bytes and all(b == b"\x16" for b in first_bytes)  # never a cleartext request
+    assert reg.scheme == "https"
+
+
+def test_a_redirect_loop_is_not_retried(servers):
+    from dist_tool.remote.registry import Registry, TransportFailure
+
+    a, _ = servers
+    with Registry(f"127.0.0.1:{a.port}", plain_http=True, sleep=lambda s: None) as reg:
+        with pytest.raises(TransportFailure) as e, reg.request("GET", "/loop", None):
+            pass
+    assert "redirects" in str(e.value) and "attempts" not in str(e.value)
+    assert len(a.requests) == transport.MAX_REDIRECTS + 1
