@@ -454,6 +454,32 @@ def test_a_pull_killed_half_way_resumes_without_refetching(registry, src, facade
     assert dist.ok("content", "active", "--json").json == []
 
 
+def test_a_pull_killed_after_the_last_byte_verifies_what_it_has(registry, src, facade, dist):
+    """A kill between the last byte and the commit leaves a whole blob in the ingest: the next
+    pull verifies and commits it (no Range past the end, which a registry answers with 416)."""
+    ref = f"{registry.addr}/whole:1"
+    src.ok("push", "--plain-http", ref, "big:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]
+    data = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(src.root), "content", "get",
+                           layer["digest"]], capture_output=True, check=True).stdout
+    # What the killed pull leaves: its ingest, every byte written, never committed.
+    from dist_tool.store.content import LocalContentStore
+    from dist_tool.store.metadata import Metadata
+
+    meta = Metadata(str(dist.root))
+    with LocalContentStore(str(dist.root), meta).writer(f"pull-{layer['digest']}") as writer:
+        writer.write(data)
+    meta.close()
+    assert dist.ok("content", "active", "--json").json[0]["offset"] == layer["size"]
+    first = len(facade.log)
+    dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/whole:1")
+    again = facade.log[first:]
+    assert layer["digest"] not in {p.rsplit("/", 1)[-1] for m, p, _ in again if m == "GET"}, again
+    assert tree_digests(dist, f"{facade.addr}/whole:1") == tree_digests(src, "docker.io/library/big:1")
+    assert dist.ok("content", "active", "--json").json == []
+
+
 # ---------------------------------------------------------------- auth
 
 
