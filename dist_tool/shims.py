@@ -111,15 +111,46 @@ def cleanup_dead(session, container_id: str) -> None:
     """Cleans up after a task whose shim is gone: kills what still runs, deletes the runtime
     state, unmounts, records lastExit, removes the directory. Whoever renames the directory
     away first does it; the others return."""
+    grave = _grave(session, container_id)
+    try:
+        os.rename(task_dir(session, container_id), grave)
+    except OSError:  # gone, or another command renamed it first
+        return
+    _bury(container_id, grave)
+
+
+def finish_abandoned(session) -> None:
+    """Finishes the cleanups whose command died half-way (a ``kill -9`` of a ``task ls`` that
+    was cleaning up): their graves would keep a mount, a process and the runtime's state of
+    the ID, which could then never start a task again. Each is claimed by a rename, as above."""
+    base = namespace_dir(session)
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not name.startswith(".dead-"):
+            continue
+        head, pid, _ = name.rsplit("-", 2)
+        if not pid.isdigit() or process_start(int(pid)) is not None:
+            continue  # its cleaner is still at work
+        container_id = head[len(".dead-"):]
+        grave = _grave(session, container_id)
+        try:
+            os.rename(os.path.join(base, name), grave)
+        except OSError:  # another command claimed it first
+            continue
+        _bury(container_id, grave)
+
+
+def _grave(session, container_id: str) -> str:
+    return os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
+
+
+def _bury(container_id: str, grave: str) -> None:
     from dist_tool.shim import exits, host
     from dist_tool.shim.runc import Runc, RuntimeFailure
 
-    path = task_dir(session, container_id)
-    grave = os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        os.rename(path, grave)
-    except OSError:  # gone, or another command renamed it first
-        return
     try:
         with open(os.path.join(grave, "shim.json")) as f:
             cfg = json.load(f)

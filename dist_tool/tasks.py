@@ -118,6 +118,7 @@ def _claim(session, container: Container, **options) -> dict:
     base = shims.namespace_dir(session)
     os.makedirs(base, exist_ok=True)
     os.makedirs(shims.runc_root(session), exist_ok=True)
+    shims.finish_abandoned(session)  # a half-done cleanup of this ID would hold its runtime state
     final = shims.task_dir(session, container.id)
     for _ in range(3):
         tmp = os.path.join(base, f".new-{container.id}-{os.getpid()}-{time.monotonic_ns()}")
@@ -329,6 +330,7 @@ def list_tasks(session, *filters: str) -> list[TaskInfo]:
     from dist_tool.filters import parse, select
 
     parse(filters)  # a bad filter is a usage error before any shim is asked
+    shims.finish_abandoned(session)
     try:
         names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if not n.startswith("."))
     except FileNotFoundError:
@@ -394,7 +396,9 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
     A task with no answering shim has its init killed directly. Conflict after ``timeout``."""
     path = shims.task_dir(session, container_id)
     try:
-        kill(session, container_id, 9, all_processes=False)
+        # Every process, through the runtime: a paused task's are frozen, and runc thaws them
+        # for the signal; a SIGKILL to the frozen init alone would wait for a resume.
+        kill(session, container_id, 9, all_processes=True)
     except (NotFound, Unavailable, TaskFailed):
         init = shims.read_pid(os.path.join(path, "init.pid"))
         if init is not None:

@@ -40,6 +40,8 @@ SIGCHLD, SIGWINCH = _signal.SIGCHLD, _signal.SIGWINCH
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
              _signal.SIGUSR2)
 IN = select.EPOLLIN
+OUT = select.EPOLLOUT
+EOT = b"\x04"  # ^D: end of input for the terminal's reader, as script(1) sends it
 
 
 class Conn:
@@ -79,6 +81,9 @@ class Shim:
         self.master = -1  # the init's terminal
         self.out = -1  # where a terminal's output goes
         self.tty_in = -1  # foreground terminal input (our stdin)
+        self.file_in = -1  # ... when it is a regular file or /dev/null, which epoll cannot watch
+        self.pending_in = b""  # read from file_in, not yet taken by the terminal
+        self.last_in = b"\n"  # the last byte the terminal took: ^D ends a line first, then the input
         # rootfs/ is mounted by the CLI before any shim exists (tasks._mount_checked), so a running
         # shim never loads ctypes to mount; whatever happens from here on, teardown unmounts it.
         self.mounted = True
@@ -218,10 +223,13 @@ class Shim:
                 tty.setraw(self.tty_in)
                 self.ep.register(self.tty_in, IN)
             elif not self.cfg.get("nullIO"):
-                self.tty_in = self.stdio[0]
-                self.ep.register(self.tty_in, IN)
+                try:
+                    self.ep.register(self.stdio[0], IN)
+                    self.tty_in = self.stdio[0]
+                except PermissionError:  # a regular file or /dev/null: fed as the terminal takes it
+                    self.file_in = self.stdio[0]
             self._resize()
-        self.ep.register(self.master, IN)
+        self.ep.register(self.master, IN | (OUT if self.file_in >= 0 else 0))
 
     def _resize(self) -> None:
         if self.master < 0 or self.stdio is None:
@@ -246,11 +254,43 @@ class Shim:
         if not data:
             self.ep.unregister(self.tty_in)
             self.tty_in = -1
+            if self._saved_tty is None:  # a pipe, not our terminal: its end is the reader's end of input
+                self._end_input()
             return
         from dist_tool.shim.console import write_all
 
         try:
             write_all(self.master, data)
+            self.last_in = data[-1:]
+        except OSError:
+            pass
+
+    def _feed_in(self) -> None:
+        """The terminal can take more: the next piece of a file stdin, or at its end, ^D."""
+        if not self.pending_in:
+            try:
+                self.pending_in = posix.read(self.file_in, 65536)
+            except OSError:
+                self.pending_in = b""
+            if not self.pending_in:
+                self.file_in = -1
+                self.ep.modify(self.master, IN)
+                self._end_input()
+                return
+        try:
+            taken = posix.write(self.master, self.pending_in)
+        except BlockingIOError:
+            return
+        except OSError:  # the terminal is gone: nobody reads the rest
+            self.pending_in, self.file_in = b"", -1
+            self.ep.modify(self.master, IN)
+            return
+        self.last_in = self.pending_in[taken - 1:taken] if taken else self.last_in
+        self.pending_in = self.pending_in[taken:]
+
+    def _end_input(self) -> None:
+        try:
+            posix.write(self.master, EOT if self.last_in == b"\n" else EOT + EOT)
         except OSError:
             pass
 
@@ -278,13 +318,19 @@ class Shim:
             elif self.listener is not None and fd == self.listener.fileno():
                 self._accept()
             elif fd == self.master:
-                self._copy_out()
+                if mask & OUT:
+                    self._feed_in()
+                if mask & ~OUT:
+                    self._copy_out()
             elif fd == self.tty_in:
                 self._copy_in()
             elif fd in self.conns:
                 self._on_conn(self.conns[fd], mask)
             elif self.execs is None or not self.execs.on_tty(fd):
-                self.ep.unregister(fd)
+                try:
+                    self.ep.unregister(fd)
+                except OSError:  # closed earlier in this batch (an exec's terminal when it exited)
+                    pass
 
     def _accept(self) -> None:
         while True:

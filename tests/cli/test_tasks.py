@@ -371,6 +371,27 @@ def test_a_killed_shim_is_detected_and_cleaned_up(bb):
     bb.ok("c", "rm", "orphan")
 
 
+def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb):
+    """The cleaner renames a dead task's directory to a grave first; killed right after, it
+    leaves the grave with the task's mount, process and runtime state. The next command
+    finishes the job, and the ID can start a task again."""
+    bb.ok("run", "-d", "busybox", "grave", "--", "sleep", "30")
+    t = tasks(bb)["grave"]
+    os.kill(t["shimPid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{t['shimPid']}/cmdline") or
+             open(f"/proc/{t['shimPid']}/stat").read().split(") ")[1].startswith("Z"), "the shim to die")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid whose process has exited: the cleaner that was killed
+    ns = bb.state / "default"
+    os.rename(ns / "grave", ns / f".dead-grave-{gone.pid}-1")
+    assert os.path.exists(f"/proc/{t['pid']}")  # what the killed cleaner left running
+    assert "grave" not in tasks(bb)
+    assert_clean(bb)
+    assert not any(n.startswith(".dead-") for n in os.listdir(ns))
+    bb.ok("task", "start", "-d", "grave")  # the runtime no longer knows the ID
+    bb.ok("c", "rm", "-f", "grave", timeout=TIMEOUT)
+
+
 # ---------------------------------------------------------------- terminal
 
 
@@ -458,3 +479,54 @@ def test_the_shim_starts_on_the_standard_library_alone():
         "dist_tool.shim.proto", "dist_tool.shim.runc", "dist_tool.shim.server"}
     assert not modules & {"typer", "rich", "sqlite3", "socket", "signal", "subprocess", "threading", "enum",
                           "json", "ctypes", "os", "_collections_abc"}
+
+
+def _run_with_stdin(bb, stdin, *args):
+    cmd = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state), *args]
+    return subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("source", ["devnull", "file", "pipe", "pipe-no-newline"])
+def test_a_terminal_task_gets_stdin_from_anything_and_its_end(bb, tmp_path, source):
+    """-t with stdin that is not a terminal: /dev/null and regular files (which epoll refuses),
+    pipes; the end of the input reaches the task as the terminal's end of file (^D, as script(1))."""
+    data = {"devnull": b"", "file": b"a\nb\n", "pipe": b"a\nb\n", "pipe-no-newline": b"a\nb"}[source]
+    args = ("run", "--rm", "-t", "busybox", f"tin-{source}", "--", "wc", "-l")
+    if source == "devnull":
+        r = _run_with_stdin(bb, subprocess.DEVNULL, *args)
+    elif source == "file":
+        (tmp_path / "in").write_bytes(data)
+        with open(tmp_path / "in", "rb") as f:
+            r = _run_with_stdin(bb, f, *args)
+    else:
+        r = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
+                            *args], input=data, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    # wc's count comes after the terminal's echo of the input ("a\r\nb" then "1" for the last case)
+    assert r.stdout.rstrip().endswith(b"%d" % data.count(b"\n")), r.stdout
+
+
+def test_a_short_terminal_exec_leaves_its_task_running(bb):
+    """The exec's terminal is closed as it exits; a stale event for it must not stop the shim."""
+    bb.ok("run", "-d", "busybox", "tx", "--", "sleep", "30")
+    for i in range(5):
+        bb.ok("task", "exec", "tx", "--exec-id", f"e{i}", "-t", "-d", "--", "echo", "hi")
+    time.sleep(0.5)
+    assert tasks(bb)["tx"]["status"] == "running"
+    bb.ok("c", "rm", "-f", "tx", timeout=TIMEOUT)
+
+
+def test_rm_force_removes_a_paused_task(bb):
+    bb.ok("run", "-d", "busybox", "pz", "--", "sleep", "30")
+    bb.ok("task", "pause", "pz")
+    assert tasks(bb)["pz"]["status"] == "paused"
+    started = time.monotonic()
+    bb.ok("c", "rm", "-f", "pz", timeout=TIMEOUT)
+    assert time.monotonic() - started < 5  # not the 10 s wait for a SIGKILL the frozen init never takes
+    assert "pz" not in tasks(bb)
+
+
+def test_a_closed_stdout_is_dev_null_not_a_crash(bb):
+    r = subprocess.run(f"exec {sys.executable} -m dist_tool --root {bb.root} --state {bb.state} "
+                       "run --rm busybox so -- echo hi >&-", shell=True, capture_output=True, timeout=TIMEOUT)
+    assert (r.returncode, r.stderr) == (0, b"")
