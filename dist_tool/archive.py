@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
-from dist_tool.errors import AlreadyExists, DataError, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
 from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
@@ -304,26 +304,29 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             with session.transaction():
                 for image_name, target in named:
                     _put_image(session, image_name, target)
-            strays = _unreferenced(session, scan, named)
     except BaseException:
         collect_added(session, scan.added)  # the lease is gone by now: collect what we added
         raise
     finally:
         close()
-    # Members that looked like blobs but that no imported image references (a stray file in
-    # blobs/, a docker-save leftover): stored only because the stream had to be read in order.
-    collect_added(session, strays)
+    collect_added(session, _unreferenced(session, scan, named))
     return [n for n, _ in named]
 
 
 def _unreferenced(session, scan: _Scan, named: list[tuple[str, Descriptor]]) -> set[str]:
+    """Members that looked like blobs but that no imported image references (a stray file in
+    blobs/, a docker-save leftover), stored only because the stream is read in order. Best
+    effort, like ``collect_added``: the import has succeeded, and ``dist gc`` finds the rest."""
     stored = {digest for digest, _ in scan.files.values()} & scan.added
     if not stored:
         return set()
     present = session.content.present()
     cache = ChildrenCache()
-    for _, target in named:
-        stored.difference_update(reachable(session.content, target, present.__contains__, cache))
+    try:
+        for _, target in named:
+            stored.difference_update(reachable(session.content, target, present.__contains__, cache))
+    except DistError:
+        return set()
     return stored
 
 

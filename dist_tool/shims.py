@@ -129,10 +129,11 @@ def finish_abandoned(session) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        if not name.startswith(".dead-"):
+        parts = name.rsplit("-", 2)  # .dead-<id>-<pid>-<ns>
+        if not name.startswith(".dead-") or len(parts) != 3 or not parts[1].isdigit():
             continue
-        head, pid, _ = name.rsplit("-", 2)
-        if not pid.isdigit() or process_start(int(pid)) is not None:
+        head, pid, _ = parts
+        if process_start(int(pid)) is not None:
             continue  # its cleaner is still at work
         container_id = head[len(".dead-"):]
         grave = _grave(session, container_id)
