@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, ProgressOpt, QuietOpt, registry, session
-from dist_tool.errors import DataError
+from dist_tool.errors import DataError, InvalidArgument
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False, help="Manage images.")
 rmi_app = typer.Typer(help="Remove images by name; collect what nothing else uses.")
@@ -154,6 +154,8 @@ def import_(ctx: typer.Context,
     from dist_tool import archive
     from dist_tool.render import Progress
 
+    if (file is None) == (rootfs is None):  # SPEC: FILE|- or --rootfs, one source
+        raise InvalidArgument("import", file or "", "needs an archive (FILE, or - for stdin) or --rootfs, not both")
     s = session(ctx)
     with Progress(progress) as bar:
         if rootfs is not None:

@@ -398,3 +398,12 @@ def _sans_allocations(fingerprint: dict) -> dict:
     files = {k: v for k, v in fingerprint["files"].items() if not k.endswith("/trash")}
     return {**fingerprint, "rows": rows, "files": files}
 
+
+@pytest.mark.parametrize("args", [[], ["{archive}", "--rootfs", "{rootfs}", "--name", "x"]], ids=["none", "both"])
+def test_import_takes_one_source(dist, umoci_image, busybox_rootfs, args):
+    """SPEC: import FILE|- or --rootfs: neither (it would read a terminal) nor both is a usage error."""
+    args = [a.format(archive=umoci_image.oci_archive, rootfs=busybox_rootfs) for a in args]
+    r = dist("images", "import", *args)
+    assert r.code == 2
+    assert_one_error(r, "needs an archive (FILE, or - for stdin) or --rootfs, not both")
+
