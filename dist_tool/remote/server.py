@@ -36,6 +36,9 @@ from dist_tool.store.limits import COPY_CHUNK
 
 MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
 MAX_READ_LIMIT = 64 * 1024 * 1024
+MAX_TRAILERS = 16  # an upload's trailer carries the abort flag; http.server caps headers at 100
+REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line, a header or a chunk
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class _Dropped(Exception):
@@ -65,12 +68,14 @@ class ChunkedBody:
         if self.done:
             return b""
         if self.left == 0:
-            try:
-                self.left = int(self._line().split(b";")[0], 16)
-            except ValueError:
-                raise _Dropped from None
+            size = self._line().split(b";")[0].strip()
+            if not size or not _HEX.fullmatch(size):  # int() would take "-1", "+1" or "1_0"
+                raise _Dropped
+            self.left = int(size, 16)
             if self.left == 0:
                 while line := self._line():
+                    if len(self.trailers) >= MAX_TRAILERS:
+                        raise _Dropped
                     key, _, value = line.decode("latin-1").partition(":")
                     self.trailers[key.strip().lower()] = value.strip()
                 self.done = True
@@ -111,12 +116,21 @@ def _same_as_route(kind: str, value: str, field: str, route_value: str) -> None:
         raise InvalidArgument(kind, value, f"does not match the route's {field} {route_value}")
 
 
-def _lease_arg(q: dict) -> tuple[str, str] | None:
+def _lease_arg(q: dict, s) -> tuple[str, str] | None:
     raw = _one(q, "lease")
     if not raw:
         return None
     ns, _, lease_id = raw.partition("/")
-    return ns, lease_id
+    return _own_lease(s, ns, lease_id)
+
+
+def _own_lease(s, namespace: str, lease_id: str) -> tuple[str, str]:
+    """A lease a request names: a valid ID in the request's own namespace (its Dist-Namespace)."""
+    from dist_tool.validate import identifier
+
+    if namespace != s.namespace:
+        raise InvalidArgument("lease", f"{namespace}/{lease_id}", f"is not in the request's namespace {s.namespace}")
+    return namespace, identifier("lease id", lease_id)
 
 
 @route("GET", "/version")
@@ -186,6 +200,8 @@ def _content_info(h, s, q, digest):
 def _content_read(h, s, q, digest):
     limit = _one(q, "limit")
     if limit is not None:
+        if not limit.isdigit():
+            raise InvalidArgument("limit", limit, "must be a number of bytes")
         data = s.content.read_blob(digest, min(int(limit), MAX_READ_LIMIT))
         h.reply_bytes(200, data)
         return
@@ -211,7 +227,7 @@ def _content_verify(h, s, q, digest):
 @route("POST", "/content/blobs/(?P<digest>[^/]+)/lease")
 def _content_add_to_lease(h, s, q, digest):
     body = h.body()
-    h.reply(200, {"present": s.content.add_to_lease(digest, (body["namespace"], body["id"]))})
+    h.reply(200, {"present": s.content.add_to_lease(digest, _own_lease(s, body["namespace"], body["id"]))})
 
 
 @route("GET", "/content/ingests")
@@ -231,7 +247,7 @@ def _ingest_write(h, s, q, ref):
     and verified as ``content ingest`` does. ``mode=append``: bytes from ``offset`` on, committed
     when the ``Dist-Commit`` trailer (JSON: size, digest, labels) arrives, else left resumable."""
     body = h.chunked()
-    lease = _lease_arg(q)
+    lease = _lease_arg(q, s)
     labels = json.loads(_one(q, "labels", "{}"))
     size = _one(q, "size")
     size = int(size) if size is not None else None
@@ -309,8 +325,11 @@ def _leases_get(h, s, q, lid):
 
 @route("POST", "/leases")
 def _leases_create(h, s, q):
+    from dist_tool.validate import identifier
+
     body = h.body()
     lease: Lease = wire.lease_from(body)
+    identifier("lease id", lease.id)
     if body.get("temporary"):
         # A client operation's own lease: like SqliteLeaseManager.temporary, it must not leave a
         # namespace behind when the operation fails.
@@ -332,7 +351,9 @@ def _leases_resources(h, s, q, lid):
 
 @route("POST", "/leases/(?P<lid>[^/]+)/resources")
 def _leases_add_resource(h, s, q, lid):
-    s.leases.add_resource(lid, wire.resource_from(h.body()))
+    from dist_tool.validate import identifier
+
+    s.leases.add_resource(identifier("lease id", lid), wire.resource_from(h.body()))
     h.reply(204, None)
 
 
@@ -365,6 +386,10 @@ def _unpacked_sizes(h, s, q):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A client that stops sending (a half-sent request, an idle connection) is dropped, so it
+    # cannot hold a thread and a descriptor for ever; the token is only checked once a request
+    # is complete.
+    timeout = REQUEST_TIMEOUT
     server: _Serving
 
     def setup(self) -> None:
@@ -427,7 +452,7 @@ class Handler(BaseHTTPRequestHandler):
             raise NotFound("route", f"{method} {path}", "no such route in API v1")
         except _Aborted:
             self.fail(DataError("upload", "", "the client's source failed; nothing was committed"))
-        except (_Dropped, ConnectionError):
+        except (_Dropped, ConnectionError, TimeoutError):
             self.close_connection = True  # the store is as the store calls left it: nothing half-done
         except DistError as e:
             self.fail(e)
@@ -459,13 +484,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def body(self) -> dict:
         length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise InvalidArgument("request body", "", "Content-Length is negative")
         if length > MAX_JSON_BODY:
             raise InvalidArgument("request body", "", f"larger than {MAX_JSON_BODY} bytes")
         data = self.rfile.read(length)
         if len(data) < length:
             raise _Dropped
         self._body_read = True
-        return json.loads(data) if data else {}
+        try:
+            doc = json.loads(data) if data else {}
+        except RecursionError:
+            raise InvalidArgument("request body", "", "JSON nested too deeply") from None
+        if not isinstance(doc, dict):
+            raise InvalidArgument("request body", "", "not a JSON object")
+        return doc
 
     def chunked(self) -> ChunkedBody:
         if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
@@ -510,6 +543,8 @@ class Handler(BaseHTTPRequestHandler):
                     start, end = max(0, size - int(m.group(2))), size - 1
                 if start >= size and size:
                     raise InvalidArgument("range", ranged, f"starts past the blob's {size} bytes")
+                if end < start and size:
+                    raise InvalidArgument("range", ranged, "ends before it starts")
                 status = 206
             length = max(0, end - start + 1)
             self.send_response(status)
@@ -554,6 +589,7 @@ class UnixServer(_Serving):
             socketserver.TCPServer.server_bind(self)
         finally:
             os.umask(old)
+        self.bound = True
         os.chmod(path, 0o660)
         self.server_name, self.server_port = "localhost", 0
 
@@ -563,6 +599,8 @@ class UnixServer(_Serving):
 
     def server_close(self) -> None:
         super().server_close()
+        if not getattr(self, "bound", False):
+            return  # the bind failed (socketserver closes then too): whatever is at the path is not ours
         try:
             os.unlink(self.server_address)
         except FileNotFoundError:
@@ -576,6 +614,10 @@ def _remove_stale_socket(path: str) -> None:
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         return
+    import stat
+
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise Conflict("address", path, "exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

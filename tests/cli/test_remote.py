@@ -262,3 +262,126 @@ def test_import_unpacks_on_the_server_and_rmi_frees_the_chain(served, tmp_path, 
     r.ok("rmi", IMG)
     assert local.ok("snapshot", "ls", "-q").lines == []
     assert local.ok("content", "ls", "-q").lines == []
+
+
+def _raw(served, request: bytes, then: bytes = b"", timeout: float = 10) -> bytes:
+    """Sends raw bytes to the server's socket; the first answer's status line and headers."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    sock.connect(served.address[len("unix://"):])
+    try:
+        sock.sendall(request)
+        if then:
+            try:
+                sock.sendall(then)
+            except OSError:
+                pass  # the server may close before taking it all: what it answered is what counts
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            try:
+                part = sock.recv(65536)
+            except ConnectionResetError:  # dropped without an answer: refused all the same
+                part = b""
+            if not part:
+                break
+            answer += part
+        return answer
+    finally:
+        sock.close()
+
+
+def _server_rss(served) -> int:
+    with open(f"/proc/{served.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+
+ZEROS = b"\0" * (64 << 20)
+
+
+@pytest.mark.parametrize("request_head, then", [
+    (b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", ZEROS),
+    (b"PUT /v1/content/ingests/neg HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", ZEROS),
+    (b"PUT /v1/content/ingests/trl?mode=append HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+     + b"".join(b"x-t%d: v\r\n" % i for i in range(100)), b"\r\n"),
+], ids=["negative-content-length", "negative-chunk-size", "endless-trailers"])
+def test_hostile_bodies_are_refused_before_they_are_read(served, request_head, then):
+    """The first two once made the server read whatever the client sent next into memory; the
+    third kept every trailer line (thousands of 60 KB ones grew it by 350 MB)."""
+    before = _server_rss(served)
+    answer = _raw(served, request_head, then=then)
+    assert not answer or answer.split(b" ", 2)[1] in (b"400", b"413"), answer[:200]
+    assert _server_rss(served) - before < 32 << 20
+    assert not list((served.root / "content" / "ingest").glob("*/data")) or \
+        all(p.stat().st_size == 0 for p in (served.root / "content" / "ingest").glob("*/data"))
+    assert _raw(served, b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n").split(b" ", 2)[1] == b"200"
+
+
+def test_a_negative_read_limit_is_refused(served, tmp_path):
+    remote = Remote(served, tmp_path)
+    digest = remote.ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
+    answer = _raw(served, f"GET /v1/content/blobs/{digest}?limit=-2 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.split(b" ", 2)[1] == b"400", answer
+
+
+def test_leases_in_requests_are_the_requests_own(served, tmp_path):
+    import json as json_
+
+    remote = Remote(served, tmp_path)
+    body = json_.dumps({"id": "../../x"}).encode()
+    answer = _raw(served, b"POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert answer.split(b" ", 2)[1] == b"400", answer
+    head = (b"PUT /v1/content/ingests/other?lease=tenantb/victim HTTP/1.1\r\nHost: x\r\n"
+            b"Dist-Namespace: tenanta\r\nTransfer-Encoding: chunked\r\n\r\n")
+    answer = _raw(served, head, then=b"1\r\nx\r\n0\r\n\r\n")
+    assert answer.split(b" ", 2)[1] == b"400", answer
+    assert remote.ok("-n", "tenantb", "leases", "ls", "-q").lines == []
+
+
+def test_serve_refuses_an_address_that_is_a_file(tmp_path, sockdir):
+    precious = sockdir / "precious.txt"
+    precious.write_text("data")
+    r = run_dist("serve", "--address", f"unix://{precious}", root=tmp_path / "root", timeout=30)
+    assert r.code == 4 and "is not a socket" in r.stderr, r.stderr
+    assert precious.read_text() == "data"
+
+
+def test_a_client_that_stops_sending_is_dropped(sockdir, monkeypatch):
+    """A half-sent request held a server thread and a descriptor for ever, so enough of them
+    (no token needed: it is checked once a request is complete) stopped a server answering."""
+    import socket
+    import threading
+
+    from dist_tool.remote import server as server_module
+
+    assert 0 < server_module.Handler.timeout == server_module.REQUEST_TIMEOUT <= 120  # the default
+    monkeypatch.setattr(server_module.Handler, "timeout", 0.5)  # the same mechanism, quicker
+    srv = server_module.make_server(f"unix://{sockdir}/t.sock", lambda ns: pytest.fail("no request completes"))
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(10)
+        sock.connect(f"{sockdir}/t.sock")
+        sock.sendall(b"GET /v1/version HTTP/1.1\r\n")  # and nothing more
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        sock.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("body", [b"[]", b"[" * 100_000 + b"]" * 100_000], ids=["a-list", "deeply-nested"])
+def test_request_bodies_that_are_not_objects_are_400_not_500(served, body):
+    answer = _raw(served, b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert answer.split(b" ", 2)[1] == b"400", answer
+
+
+def test_a_range_that_ends_before_it_starts_is_refused(served, tmp_path):
+    digest = Remote(served, tmp_path).ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
+    answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=5-2\r\n\r\n".encode())
+    assert answer.split(b" ", 2)[1] == b"400", answer
