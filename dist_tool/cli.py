@@ -137,10 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except TaskExit as e:
         return e.status
     except DistError as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        _traceback_if(debug)
         _error(str(e))
         return e.exit_code
     except click_exceptions.UsageError as e:
@@ -170,17 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as e:  # an I/O error no layer below expected (a full disk, a path that is a file)
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        _traceback_if(debug)
         _error(f"file {e.filename}: {e.strerror}" if e.filename and e.strerror else f"I/O error: {e}")
         return 1
     except Exception as e:  # noqa: BLE001 - the last resort: one line, or the traceback under --debug
-        if debug:
-            import traceback
-
-            traceback.print_exc()
+        _traceback_if(debug)
         _error(f"internal error: {e.__class__.__name__}: {e}")
         return 1
 
@@ -210,15 +201,19 @@ def run() -> None:
         gc.freeze()
         gc.enable()
     status = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away, as in main()
-        pass
-    try:
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # the reader went away, as in main()
+            pass
     os._exit(status)
+
+
+def _traceback_if(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def _error(message: str) -> None:

@@ -90,14 +90,20 @@ def parse(args: Sequence[str]) -> Filter:
     return Filter([_Parser(arg).conditions() for arg in args])
 
 
-def select(items: Iterable[T], args: Sequence[str], fields: Callable[[T], Mapping[str, object]]) -> list[T]:
-    """The items any of the filter ``args`` matches (all of them without filters); ``fields``
-    gives an item's filterable form, usually its JSON fields."""
-    items = list(items)
+def matcher(args: Sequence[str], fields: Callable[[T], Mapping[str, object]]) -> Callable[[T], bool]:
+    """Whether an item matches any of the filter ``args`` (every item does without filters);
+    ``fields`` gives an item's filterable form, usually its JSON fields. The filters are parsed
+    now, so a bad one is an error before anything is read."""
     if not args:
-        return items
+        return lambda item: True
     predicate = parse(args)
-    return [item for item in items if predicate.match(adaptor_for(fields(item)))]
+    return lambda item: predicate.match(adaptor_for(fields(item)))
+
+
+def select(items: Iterable[T], args: Sequence[str], fields: Callable[[T], Mapping[str, object]]) -> list[T]:
+    """The items any of the filter ``args`` matches (see ``matcher``)."""
+    keep = matcher(args, fields)
+    return [item for item in items if keep(item)]
 
 
 def adaptor_for(fields: Mapping[str, object]) -> Adaptor:

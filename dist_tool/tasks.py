@@ -327,9 +327,11 @@ def parse_signal(text: str) -> int:
 def list_tasks(session, *filters: str) -> list[TaskInfo]:
     """The namespace's live tasks matching any filter (over their JSON fields), asking each shim;
     dead ones are cleaned up on the way."""
-    from dist_tool.filters import parse, select
+    keep = None
+    if filters:
+        from dist_tool.filters import matcher
 
-    parse(filters)  # a bad filter is a usage error before any shim is asked
+        keep = matcher(filters, TaskInfo.to_json)  # a bad filter is a usage error before any shim is asked
     shims.finish_abandoned(session)
     try:
         names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if not n.startswith("."))
@@ -342,7 +344,7 @@ def list_tasks(session, *filters: str) -> list[TaskInfo]:
         except (NotFound, Unavailable):  # SPEC's STATUS has no "unknown": a shim that cannot answer is left out
             continue
         out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
-    return select(out, filters, TaskInfo.to_json)
+    return out if keep is None else [t for t in out if keep(t)]
 
 
 def info(session, container_id: str) -> TaskInfo:

@@ -24,7 +24,6 @@ verified, so a committed snapshot is never partial.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -171,10 +170,15 @@ class _Job:
 
         Best effort: the unpack's own error is the one to report, and what cannot be removed
         now is under the lease, which the next ``gc`` expires (its owner gone)."""
+        from dist_tool.store.snapshots import remove_tree
+
         for key in self.active:
             # First, and outside the store: a layer that filled the disk leaves SQLite no room
             # to record the removals below.
-            _empty_dir(self.trees[key])
+            try:
+                remove_tree(self.trees[key])
+            except OSError:
+                pass
         for key in reversed(self.active + self.committed):
             try:
                 self.snapshotter.remove(key)
@@ -243,21 +247,6 @@ class _Job:
         finally:
             for blob in blobs.values():
                 blob.close()
-
-
-def _empty_dir(path: str) -> None:
-    try:
-        entries = list(os.scandir(path))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass
 
 
 def _inherit_implicit_dirs(dest: str, implicit: list[str], lowers: list[str]) -> None:

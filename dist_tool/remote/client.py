@@ -510,10 +510,12 @@ class RemoteContentStore:
 
     # ContentManager
     def list(self, *filters: str) -> list[ContentInfo]:
+        infos = [wire.info_from(i) for i in self.client.request("GET", "/content/blobs")]
+        if not filters:
+            return infos
         from dist_tool.filters import select
 
-        return select((wire.info_from(i) for i in self.client.request("GET", "/content/blobs")), filters,
-                      ContentInfo.to_json)
+        return select(infos, filters, ContentInfo.to_json)
 
     def delete(self, digest: str) -> None:
         self.client.request("DELETE", f"/content/blobs/{_q(digest)}")

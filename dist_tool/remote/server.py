@@ -33,6 +33,7 @@ from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
 from dist_tool.store.api import Container, Lease
 from dist_tool.store.limits import COPY_CHUNK
+from dist_tool.validate import identifier
 
 MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
 MAX_READ_LIMIT = 64 * 1024 * 1024
@@ -126,8 +127,6 @@ def _lease_arg(q: dict, s) -> tuple[str, str] | None:
 
 def _own_lease(s, namespace: str, lease_id: str) -> tuple[str, str]:
     """A lease a request names: a valid ID in the request's own namespace (its Dist-Namespace)."""
-    from dist_tool.validate import identifier
-
     if namespace != s.namespace:
         raise InvalidArgument("lease", f"{namespace}/{lease_id}", f"is not in the request's namespace {s.namespace}")
     return namespace, identifier("lease id", lease_id)
@@ -325,8 +324,6 @@ def _leases_get(h, s, q, lid):
 
 @route("POST", "/leases")
 def _leases_create(h, s, q):
-    from dist_tool.validate import identifier
-
     body = h.body()
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
@@ -351,8 +348,6 @@ def _leases_resources(h, s, q, lid):
 
 @route("POST", "/leases/(?P<lid>[^/]+)/resources")
 def _leases_add_resource(h, s, q, lid):
-    from dist_tool.validate import identifier
-
     s.leases.add_resource(identifier("lease id", lid), wire.resource_from(h.body()))
     h.reply(204, None)
 
@@ -410,8 +405,6 @@ class Handler(BaseHTTPRequestHandler):
     def session(self):
         ns = self.headers.get(wire.NAMESPACE_HEADER) or "default"
         if ns not in self.sessions:
-            from dist_tool.validate import identifier
-
             identifier("namespace", ns)
             self.sessions[ns] = self.server.make_session(ns)
         return self.sessions[ns]

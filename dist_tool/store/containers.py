@@ -71,21 +71,17 @@ class SqliteContainerStore:
         Specs are left out (empty) unless ``with_spec``: listings do not need them and they are
         the bulk of a row.
         """
-        predicate = None
+        keep = None
         if filters:
-            from dist_tool import filters as filtering
+            from dist_tool.filters import matcher
 
-            predicate = filtering.parse(filters)  # a bad filter fails before any read
+            keep = matcher(filters, container_fields)  # a bad filter fails before any read
         columns = _COLUMNS if with_spec else _SUMMARY
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {columns} FROM containers WHERE namespace = ? ORDER BY id",
                                 (self.namespace,)).fetchall()
         containers = [_container(r) for r in rows]
-        if predicate is None:
-            return containers
-        from dist_tool import filters as filtering
-
-        return [c for c in containers if predicate.match(filtering.adaptor_for(container_fields(c)))]
+        return containers if keep is None else [c for c in containers if keep(c)]
 
     def create(self, container: Container) -> Container:
         """Inserts the record with ``createdAt = updatedAt = now``.

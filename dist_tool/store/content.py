@@ -347,11 +347,14 @@ class LocalContentStore:
     # -------------------------------------------------------------- ContentManager
 
     def list(self, *filters: str) -> list[ContentInfo]:
-        from dist_tool.filters import select
-
         with self.meta.read() as conn:
             rows = conn.execute("SELECT digest, size, created_at, updated_at, labels FROM blobs ORDER BY digest")
-            return select(map(_info, rows), filters, ContentInfo.to_json)
+            infos = [_info(r) for r in rows]
+        if not filters:
+            return infos
+        from dist_tool.filters import select
+
+        return select(infos, filters, ContentInfo.to_json)
 
     def delete(self, digest: str) -> None:
         with self.meta.write() as conn:

@@ -54,10 +54,9 @@ class SqliteImageStore:
         images = [_image(r) for r in rows]
         if not filters:
             return images
-        from dist_tool import filters as filtering
+        from dist_tool.filters import select
 
-        predicate = filtering.parse(filters)
-        return [i for i in images if predicate.match(filtering.adaptor_for(image_fields(i)))]
+        return select(images, filters, image_fields)
 
     def create(self, image: Image) -> Image:
         now = time.time()

@@ -40,9 +40,12 @@ class SqliteLeaseManager:
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? ORDER BY created_at, id",
                                 (self.namespace,)).fetchall()
+        leases = [_lease(r) for r in rows]
+        if not filters:
+            return leases
         from dist_tool.filters import select
 
-        return select(map(_lease, rows), filters, lease_fields)
+        return select(leases, filters, lease_fields)
 
     def create(self, lease: Lease) -> Lease:
         return self._insert(lease, user=True)

@@ -32,6 +32,8 @@ class SqliteNamespaceStore:
         with self.meta.read() as conn:
             rows = conn.execute("SELECT name, labels, created_at, updated_at FROM namespaces ORDER BY name")
             spaces = [_namespace(r) for r in rows]
+        if not filters:
+            return spaces
         from dist_tool.filters import select
 
         return select(spaces, filters, lambda n: {"name": n.name, "labels": dict(n.labels)})

@@ -75,6 +75,13 @@ def disk_usage(path: str) -> Usage:
     return Usage(size, inodes)
 
 
+def make_root(path: str) -> None:
+    """A new snapshot's ``fs``, the image's "/": 0755 whatever the caller's umask (chain IDs share
+    snapshots, so the first unpacker's umask would decide for everyone)."""
+    os.mkdir(path)
+    os.chmod(path, 0o755)
+
+
 def remove_tree(path: str) -> None:
     """rm -rf that never follows a symlink (see ``trees.remove_trees``)."""
     from dist_tool.store.snapshots.trees import remove_trees
@@ -183,9 +190,12 @@ class LocalSnapshotter:
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM snapshots WHERE namespace = ? AND snapshotter = ? "
                                 "ORDER BY key", (self.namespace, self.name)).fetchall()
+        infos = [_info(r) for r in rows]
+        if not filters:
+            return infos
         from dist_tool.filters import select
 
-        return select(map(_info, rows), filters, snapshot_fields)
+        return select(infos, filters, snapshot_fields)
 
     def chain(self, key: str) -> list[tuple[str, int]]:
         """``(key, id)`` from ``key`` down to its base, ``key`` first. Raises NotFound."""

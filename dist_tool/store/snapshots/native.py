@@ -14,7 +14,7 @@ import os
 import stat
 
 from dist_tool.store.api import Mount
-from dist_tool.store.snapshots import LocalSnapshotter
+from dist_tool.store.snapshots import LocalSnapshotter, make_root
 
 IS_ROOT = os.geteuid() == 0
 
@@ -26,8 +26,7 @@ class NativeSnapshotter(LocalSnapshotter):
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
         fs = os.path.join(path, "fs")
         if parent_id is None:
-            os.mkdir(fs)
-            os.chmod(fs, 0o755)  # the image's "/": the same for every caller, whatever its umask
+            make_root(fs)
             return
         copy_tree(self.dirs.fs(parent_id), fs)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 
 from dist_tool.store.api import Mount
-from dist_tool.store.snapshots import LocalSnapshotter
+from dist_tool.store.snapshots import LocalSnapshotter, make_root
 
 
 class OverlaySnapshotter(LocalSnapshotter):
@@ -30,9 +30,7 @@ class OverlaySnapshotter(LocalSnapshotter):
     layers_independent = True
 
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
-        fs = os.path.join(path, "fs")
-        os.mkdir(fs)
-        os.chmod(fs, 0o755)  # the image's "/": the same for every caller, whatever its umask
+        make_root(os.path.join(path, "fs"))
         if kind == "active":
             os.mkdir(os.path.join(path, "work"), 0o711)
 
