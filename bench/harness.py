@@ -293,11 +293,42 @@ class PeakRss:
         return Verdict(name, PASS if peak < self.limit else FAIL, megabytes(peak), limit)
 
 
-Target = Ratio | Seconds | PeakRss
+@dataclass(frozen=True)
+class Headroom:
+    """What a speed target leaves the subject once a floor it cannot avoid is paid.
+
+    The target's budget (``limit`` seconds, or ``limit`` × the anchor's median) minus the
+    floor's median, beside the subject's own cost beyond the floor (its median minus the
+    floor's). Shown for information: when the budget is negative, no work of the subject's can
+    meet the target on this machine, only a cheaper floor can."""
+
+    subject: str
+    floor: str
+    limit: float
+    anchor: str | None = None
+
+    def evaluate(self, results: Mapping[str, Result]) -> Verdict:
+        s, f = results[self.subject], results[self.floor]
+        a = results[self.anchor] if self.anchor else None
+        name = f"{s.command.key} − {f.command.key}"
+        if not (s.ok and f.ok and (a is None or a.ok)):
+            return Verdict(name, INFO, "—", "", "a command did not run")
+        budget = self.limit * (a.stats.median if a else 1.0) - f.stats.median
+        own = s.stats.median - f.stats.median
+        target = f"{self.limit:g} × {a.command.key}" if a else seconds(self.limit)
+        return Verdict(name, INFO, signed_seconds(own), f"{signed_seconds(budget)} left",
+                       f"{target} less {f.command.key}: what dist may spend beyond it")
+
+
+Target = Ratio | Seconds | PeakRss | Headroom
 
 
 def seconds(v: float) -> str:
     return f"{v:.3f} s" if v >= 0.1 else f"{v:.4f} s"
+
+
+def signed_seconds(v: float) -> str:
+    return f"{v:+.3f} s"
 
 
 def megabytes(b: int) -> str:

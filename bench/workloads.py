@@ -30,6 +30,7 @@ from bench.anchors import (
 )
 from bench.harness import (
     Command,
+    Headroom,
     Log,
     PeakRss,
     Ratio,
@@ -210,9 +211,9 @@ def startup(ctx: Context) -> Plan:
         Command("python", "python -c pass", [ctx.python, "-c", "pass"], role="floor"),
         # The issue's 0.060 s assumes `import typer` costs 0.045-0.053 s; on a slower machine this
         # floor shows what is left for dist itself (reference: 0.060 / 0.053 = 1.13 x).
-        Command("typer", "python -c 'import typer'", [ctx.python, "-c", "import typer"], role="floor"),
+        typer_floor(ctx),
     ], [Seconds("dist", 0.060), Ratio("dist", "ctr"), Ratio("dist", "podman"),
-        Ratio("dist", "python"), Ratio("dist", "typer")])
+        Ratio("dist", "python"), Ratio("dist", "typer"), Headroom("dist", "typer", 0.060)])
 
 
 N_TAGS = 1000
@@ -254,8 +255,9 @@ def list_1001(ctx: Context) -> Plan:
         Command("podman", "podman images", [*pm, "images"], prepare=podman_prepare),
         Command("podman-json", "podman images --format json", [*pm, "images", "--format", "json"],
                 prepare=podman_prepare),
+        typer_floor(ctx),
     ], [Ratio("dist", "ctr", 0.1), Ratio("dist", "podman", 2.0),
-        Ratio("dist-json", "podman-json", 0.1)])
+        Ratio("dist-json", "podman-json", 0.1), Headroom("dist-json", "typer", 0.1, "podman-json")])
 
 
 @workload("list-1001-remote", "dist images --json with 1,001 names of busybox: the local store vs "
@@ -445,6 +447,16 @@ def unpack_large(ctx: Context) -> Plan:
 
 # ------------------------------------------------------------------------- containers (issue 4)
 
+def typer_floor(ctx: Context, parallel: int = 0) -> Command:
+    """``python -c 'import typer'`` (``parallel`` of them at once): what any dist command pays
+    before it does anything. Its Headroom shows what a target leaves dist beyond it."""
+    argv = [ctx.python, "-c", "import typer"]
+    if parallel:
+        return Command("typer", f"{parallel} × python -c 'import typer'", _xargs(parallel, [*argv, "{}"]),
+                       role="floor")
+    return Command("typer", "python -c 'import typer'", argv, role="floor")
+
+
 def _xargs(count: int, argv: list[str]) -> list[str]:
     """COUNT copies of ARGV at once, `{}` replaced by 01..COUNT; exits non-zero if any failed
     (xargs: 123), so "50 of 50 succeed" is checked by every run itself."""
@@ -510,8 +522,10 @@ def container_create(ctx: Context) -> Plan:
                 prepare=pm_once, setup=podman_absent),
         Command("podman-create", "podman create", [*pm, "create", "--name", "b1", ref],
                 prepare=pm_once, setup=podman_absent),
+        typer_floor(ctx),
     ], [Seconds("dist-create", 0.1), Ratio("dist", "ctr"), Ratio("dist", "podman"),
-        Ratio("dist-create", "ctr-create"), Ratio("dist-create", "podman-create")])
+        Ratio("dist-create", "ctr-create"), Ratio("dist-create", "podman-create"),
+        Headroom("dist-create", "typer", 0.1)])
 
 
 N_PARALLEL = 50
@@ -558,7 +572,8 @@ def container_create_50(ctx: Context) -> Plan:
                 prepare=lambda: sh([*pm, "load", "-q", "-i", archive], "podman load"),
                 setup=lambda: sh([*pm, "rm", "-a", "-f"], "podman rm -a"),
                 verify=lambda: _count(sh([*pm, "ps", "-a", "-q"], "podman ps"), N_PARALLEL, "podman")),
-    ], [Ratio("dist", "podman", 1.0), Ratio("dist", "ctr")])
+        typer_floor(ctx, N_PARALLEL),
+    ], [Ratio("dist", "podman", 1.0), Ratio("dist", "ctr"), Headroom("dist", "typer", 1.0, "podman")])
 
 
 # ------------------------------------------------------------------------- registries (issue 6)
@@ -661,7 +676,7 @@ def repush_large(ctx: Context) -> Plan:
     dist.prepare = steps(dist_prepare, lambda: sh(dist.argv, "dist push", env=ctx.env))
     ctr.prepare = steps(ctr_prepare, lambda: sh(ctr.argv, "ctr images push"))
     return Plan("push large to a registry that already holds it: nothing to upload",
-                [dist, ctr], [Ratio("dist", "ctr", 1.0)])
+                [dist, ctr, typer_floor(ctx)], [Ratio("dist", "ctr", 1.0), Headroom("dist", "typer", 1.0, "ctr")])
 
 
 @workload("pull-large-nounpack", "dist pull --no-unpack of large from the local registry into an empty "
@@ -762,7 +777,9 @@ def run_rm(ctx: Context) -> Plan:
                 prepare=podman_prepare),
         Command("runc", "runc run (prepared bundle)",
                 ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle), "r1"], role="floor"),
-    ], [Ratio("dist", "ctr", 1.0), Ratio("dist", "podman"), Ratio("dist", "runc")])
+        typer_floor(ctx),
+    ], [Ratio("dist", "ctr", 1.0), Ratio("dist", "podman"), Ratio("dist", "runc"),
+        Headroom("dist", "typer", 1.0, "ctr")])
 
 
 N_SHIMS = 10
