@@ -10,12 +10,13 @@ remembers the first parent of each node, so the same pass that decides what
 to keep can explain why (``dist gc --explain``).
 
 Mark and the deletion of records run in one metadata write transaction.
-Blob files are unlinked under that lock too (an unlink is as cheap as the
-rename a trash step would need, and it closes the window in which a
-concurrent writer could re-commit a digest whose file is about to go).
-Snapshot records go in the same transaction and their directories are
-renamed into the trash there; the trash is emptied after the lock is
-released, with directories no record names (crash leftovers).
+Files go once it has committed, still under the lock: blob files are
+unlinked (as cheap as the rename a trash step would need, and no concurrent
+writer can re-commit a digest whose file is about to go) and snapshot
+directories renamed into the trash, which is emptied after the lock is
+released with directories no record names. Records first, files after: a
+crash in between leaves only files no record names, which the next
+collection removes, never a record whose file is gone.
 Ingests whose writer is gone are removed afterwards, each under its own lock.
 """
 
@@ -210,7 +211,6 @@ def collect(meta, content, dry_run: bool = False, only: set[str] | None = None, 
 
         janitor = SnapshotJanitor(meta.root, meta)
     result = GcResult(dry_run=dry_run)
-    trashed = False
     now = time.time()
     with meta.write() as conn:
         expired = _expired_leases(conn, now)
@@ -225,20 +225,24 @@ def collect(meta, content, dry_run: bool = False, only: set[str] | None = None, 
         if not dry_run:
             for node in result.snapshots:
                 conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?", node[1:])
-                janitor.trash(node[2], graph.snapshots[node][1])
-                trashed = True
             for ns, lease_id in expired:
                 conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, lease_id))
                 conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?", (ns, lease_id))
             conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d, _ in result.blobs])
-            for digest, _ in result.blobs:
-                content.remove_file(digest)
-            if only is None:
-                for digest in content.orphan_files():
+
+            def remove_files(_conn) -> None:
+                for node in result.snapshots:
+                    janitor.trash(node[2], graph.snapshots[node][1])
+                for digest, _ in result.blobs:
                     content.remove_file(digest)
+                if only is None:
+                    for digest in content.orphan_files():
+                        content.remove_file(digest)
+
+            meta.on_commit(remove_files)
     if only is None:
         janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
-    elif trashed:
+    elif result.snapshots and not dry_run:
         janitor.empty_trash()
     if only is None:
         result.ingests = [s.ref for s in content.remove_dead_ingests(dry_run=dry_run)]

@@ -361,7 +361,9 @@ class LocalContentStore:
             cur = conn.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
             if cur.rowcount == 0:
                 raise NotFound("blob", digest, "not found")
-            self.remove_file(digest)
+            # After COMMIT, still under the lock: a crash in between leaves a file no record
+            # names (gc removes it), never a record without its file.
+            self.meta.on_commit(lambda _conn: self.remove_file(digest))
 
     def remove_file(self, digest: str) -> None:
         """Unlinks a blob's file; callers hold the write lock (unlink is fast; see gc)."""

@@ -189,6 +189,7 @@ class Metadata:
         self._conn: sqlite3.Connection | None = None
         self._write_depth = 0
         self._on_commit: list[Callable[[sqlite3.Connection], None]] = []
+        self._after_release: list[Callable[[], None]] = []
         self._lock = None
         self._thread_lock = threading.RLock()
 
@@ -253,8 +254,10 @@ class Metadata:
         """A short write transaction under the store's write lock.
 
         Re-entrant: a nested ``write()`` joins the outer transaction. Callbacks
-        registered with ``on_commit`` run after COMMIT, still under the lock.
-        Never stream bytes, hash, decompress or touch the network in here.
+        registered with ``on_commit`` run after COMMIT, still under the lock;
+        those registered with ``after_release`` run once the lock is released.
+        A rollback drops both. Never stream bytes, hash, decompress or touch
+        the network in here.
         """
         with self._thread_lock:
             if self._write_depth:
@@ -291,16 +294,20 @@ class Metadata:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     self._on_commit.clear()
+                    self._after_release.clear()
                     raise
                 else:
-                    conn.execute("COMMIT")
                     hooks, self._on_commit = self._on_commit, []
+                    later, self._after_release = self._after_release, []
+                    conn.execute("COMMIT")
                     for hook in hooks:
                         hook(conn)
                 finally:
                     self._write_depth = 0
             finally:
                 lock.release()
+        for task in later:
+            task()
 
     def on_commit(self, hook: Callable[[sqlite3.Connection], None]) -> None:
         """Runs ``hook`` once after the current write transaction commits (under the lock)."""
@@ -308,6 +315,13 @@ class Metadata:
             raise DistError("metadata", "", "on_commit outside a write transaction")
         if hook not in self._on_commit:
             self._on_commit.append(hook)
+
+    def after_release(self, task: Callable[[], None]) -> None:
+        """Runs ``task`` once the current write transaction has committed and the lock is
+        released: slow clean-up of what the transaction made unreachable (a snapshot's tree)."""
+        if not self._write_depth:
+            raise DistError("metadata", "", "after_release outside a write transaction")
+        self._after_release.append(task)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

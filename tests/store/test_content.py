@@ -147,6 +147,17 @@ def test_delete_and_not_found(store):
     assert not os.path.exists(store.blob_path(digest))
 
 
+def test_delete_unlinks_the_file_only_once_the_record_is_gone(store):
+    """Records first, files after COMMIT: a transaction that fails (or a crash before COMMIT)
+    keeps record and file; a crash after COMMIT leaves only a file no record names."""
+    digest = ingest_stream(store, "d", io.BytesIO(b"kept"))
+    with pytest.raises(RuntimeError), store.meta.write():
+        store.delete(digest)
+        assert os.path.exists(store.blob_path(digest))
+        raise RuntimeError("the caller's next step failed")
+    assert store.info(digest).size == 4 and store.verify(digest) is None
+
+
 def test_read_blob_is_bounded(store):
     digest = ingest_stream(store, "big", io.BytesIO(b"x" * 2048))
     with pytest.raises(DataError, match="limit"):

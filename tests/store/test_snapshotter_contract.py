@@ -126,6 +126,47 @@ def test_remove_child_then_parent_frees_directories(sn) -> None:
     assert sn.chain("again")[0][1] > max(ids)  # ids are never reused
 
 
+def test_remove_inside_a_callers_transaction_deletes_the_tree_after_the_lock_is_released(sn) -> None:
+    """``container rm`` removes its snapshot inside its own transaction: the tree must stay in
+    place until that commits (a crash before leaves record and tree as they were) and be deleted
+    only once the write lock is free (deleting a big tree takes seconds)."""
+    sn.prepare("work")
+    path = sn.dirs.path(sn.chain("work")[0][1])
+    (tree_of(sn, "work") / "f").write_bytes(b"data")
+    with sn.meta.write():
+        sn.remove("work")
+        assert os.path.isfile(os.path.join(path, "fs", "f"))  # not yet trashed, let alone deleted
+    assert not os.path.exists(path)
+    assert os.listdir(sn.dirs.trash_dir) == []
+
+
+def test_remove_in_a_transaction_that_fails_keeps_record_and_tree(sn) -> None:
+    sn.prepare("work")
+    (tree_of(sn, "work") / "f").write_bytes(b"data")
+    with pytest.raises(RuntimeError), sn.meta.write():
+        sn.remove("work")
+        raise RuntimeError("the caller's next step failed")
+    assert sn.stat("work").kind == "active"
+    assert (tree_of(sn, "work") / "f").read_bytes() == b"data"
+
+
+def test_commit_refuses_a_key_a_container_uses(sn) -> None:
+    """The container would be left naming a snapshot that no longer exists, and gc would then
+    remove the committed one under a running task."""
+    sn.prepare("web")
+    now = 0.0
+    with sn.meta.write() as conn:
+        conn.execute("INSERT INTO containers (namespace, id, image, runtime_name, runtime_options, spec, snapshotter, "
+                     "snapshot_key, labels, extensions, created_at, updated_at) "
+                     "VALUES ('default', 'web', 'x', 'io.containerd.runc.v2', '{}', '{}', ?, 'web', '{}', '{}', ?, ?)",
+                     (sn.name, now, now))
+    with pytest.raises(Conflict, match="in use by container web"):
+        sn.commit("saved", "web")
+    assert sn.stat("web").kind == "active"
+    with pytest.raises(NotFound):
+        sn.stat("saved")
+
+
 def test_usage_counts_hard_links_once(sn) -> None:
     sn.prepare("a")
     root = tree_of(sn, "a")

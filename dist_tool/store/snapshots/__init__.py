@@ -318,7 +318,8 @@ class LocalSnapshotter:
     def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
         """Turns active ``key`` into committed ``name`` (same directory, usage measured now);
         ``key`` is gone afterwards. Labels are the active snapshot's, updated by ``labels``.
-        Raises NotFound, AlreadyExists for a used ``name``, InvalidArgument unless ``key`` is active."""
+        Raises NotFound, AlreadyExists for a used ``name``, InvalidArgument unless ``key`` is active,
+        Conflict while a container uses ``key`` (it would be left naming a snapshot that is gone)."""
         _check_key(name)
         with self.meta.read() as conn:
             row = self._get(conn, key)
@@ -332,6 +333,9 @@ class LocalSnapshotter:
             current = self._get(conn, key)
             if current[6] != row[6] or current[2] != "active":
                 raise Conflict("snapshot", key, "changed while being committed")
+            user = _container_using(conn, self.namespace, self.name, key)
+            if user:
+                raise Conflict("snapshot", key, f"in use by container {user}")
             if self._row(conn, name) is not None:
                 raise AlreadyExists("snapshot", name, "already exists")
             merged = load_labels(current[3])
@@ -346,7 +350,10 @@ class LocalSnapshotter:
                           self.namespace, self.name, key))
 
     def remove(self, key: str) -> None:
-        """Removes a snapshot: its record and its directory (deleted after the lock is released).
+        """Removes a snapshot: its record, then its directory. The directory is renamed into the
+        trash once the record's removal commits and deleted once the write lock is released,
+        also when this joins a caller's transaction (``container rm``): a crash leaves at worst
+        a directory no record names, never a record without its tree.
         Raises NotFound; Conflict while a snapshot has it as parent or a container uses it."""
         with self.meta.write() as conn:
             row = self._get(conn, key)
@@ -360,9 +367,19 @@ class LocalSnapshotter:
                 raise Conflict("snapshot", key, f"in use by container {user}")
             conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                          (self.namespace, self.name, key))
-            trashed = self.dirs.trash(row[6])
-        if trashed:
-            remove_tree(trashed)
+            trashed: list[str] = []
+
+            def to_trash(_conn) -> None:
+                path = self.dirs.trash(row[6])
+                if path:
+                    trashed.append(path)
+
+            def delete_trashed() -> None:
+                for path in trashed:
+                    remove_tree(path)
+
+            self.meta.on_commit(to_trash)
+            self.meta.after_release(delete_trashed)
 
     # ------------------------------------------------------------ usage, mounts
 
