@@ -23,7 +23,10 @@ def namespace_dir(session) -> str:
 
 
 def task_dir(session, container_id: str) -> str:
-    return os.path.join(namespace_dir(session), container_id)
+    """STATE/<namespace>/<id>; InvalidArgument for a malformed ID (``../x`` names no task)."""
+    from dist_tool.validate import identifier
+
+    return os.path.join(namespace_dir(session), identifier("container id", container_id))
 
 
 def runc_root(session) -> str:

@@ -63,7 +63,10 @@ class TaskInfo:
 
 
 def persist_dir(session, container_id: str) -> str:
-    return os.path.join(session.root, "tasks", session.namespace, container_id)
+    """ROOT/tasks/<namespace>/<id>; InvalidArgument for a malformed ID."""
+    from dist_tool.validate import identifier
+
+    return os.path.join(session.root, "tasks", session.namespace, identifier("container id", container_id))
 
 
 def runtime_binary(container: Container) -> str:
@@ -332,9 +335,11 @@ def list_tasks(session, *filters: str) -> list[TaskInfo]:
         from dist_tool.filters import matcher
 
         keep = matcher(filters, TaskInfo.to_json)  # a bad filter is a usage error before any shim is asked
+    from dist_tool.validate import IDENTIFIER_RE
+
     shims.finish_abandoned(session)
-    try:
-        names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if not n.startswith("."))
+    try:  # graves (.dead-*) and anything else that cannot be a container ID are no tasks
+        names = sorted(n for n in os.listdir(shims.namespace_dir(session)) if IDENTIFIER_RE.match(n))
     except FileNotFoundError:
         return []
     out = []

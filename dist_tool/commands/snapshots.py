@@ -90,13 +90,15 @@ def rm(ctx: typer.Context, keys: Annotated[list[str], typer.Argument(help="Snaps
         raise first
 
 
-def _labels(pairs: list[str] | None) -> dict[str, str]:
+def _labels(pairs: list[str] | None, *, removals: bool = False) -> dict[str, str]:
+    """``--label`` pairs plus a gc.root label: what a user makes by hand stays until removed.
+    With ``removals``, ``KEY=`` stays in (it removes KEY from labels being updated)."""
     import time
 
     from dist_tool import validate
     from dist_tool.render import rfc3339
 
-    labels = {k: v for k, v in validate.label_args(pairs or []).items() if v}
+    labels = {k: v for k, v in validate.label_args(pairs or []).items() if v or removals}
     labels.setdefault(GC_ROOT, rfc3339(time.time()) or "now")
     return labels
 
@@ -118,9 +120,7 @@ def view(ctx: typer.Context, key: str, parent: str, label: LabelOpt = None) -> N
 @app.command("commit")
 def commit(ctx: typer.Context, name: str, key: str, label: LabelOpt = None) -> None:
     """Commit the active snapshot KEY as NAME (KEY is gone afterwards)."""
-    from dist_tool import validate
-
-    session(ctx).snapshotter.commit(name, key, validate.label_args(label or []))
+    session(ctx).snapshotter.commit(name, key, _labels(label, removals=True))
 
 
 @app.command("mounts")

@@ -38,9 +38,9 @@ def _container(row) -> Container:
 
 
 def container_fields(c: Container) -> dict:
-    """The fields filters see: ``id``, ``image``, ``runtime`` (its name), ``snapshotter``,
+    """The fields filters see: ``id``, ``image``, ``runtime.name``, ``snapshotter``,
     ``snapshotKey``, ``labels.KEY`` (containerd's container adaptor, in SPEC's spelling)."""
-    return {"id": c.id, "image": c.image, "runtime": c.runtime_name, "snapshotter": c.snapshotter,
+    return {"id": c.id, "image": c.image, "runtime": {"name": c.runtime_name}, "snapshotter": c.snapshotter,
             "snapshotKey": c.snapshot_key, "labels": dict(c.labels)}
 
 
@@ -57,7 +57,8 @@ class SqliteContainerStore:
         self.namespace = namespace
 
     def get(self, container_id: str) -> Container:
-        """Raises NotFound."""
+        """Raises InvalidArgument for a malformed ID, NotFound."""
+        identifier("container id", container_id)
         with self.meta.read() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",
                                (self.namespace, container_id)).fetchone()
@@ -153,7 +154,9 @@ class SqliteContainerStore:
         return self.get(container.id)
 
     def delete(self, container_id: str) -> None:
-        """Removes the record (not its snapshot: the rm use case does that). Raises NotFound."""
+        """Removes the record (not its snapshot: the rm use case does that). Raises
+        InvalidArgument for a malformed ID, NotFound."""
+        identifier("container id", container_id)
         with self.meta.write() as conn:
             if conn.execute("DELETE FROM containers WHERE namespace = ? AND id = ?",
                             (self.namespace, container_id)).rowcount == 0:

@@ -204,6 +204,11 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     (["leases", "create", "--id", "bad id"], 2, "dist: error: lease id bad id: "),
     (["leases", "create", "--expires", "soon"], 2, "dist: error: duration soon: "),
     (["-n", "bad/ns", "images"], 2, "dist: error: namespace bad/ns: "),
+    (["container", "info", "a b"], 2, "dist: error: container id a b: "),
+    (["container", "rm", "-f", "a b"], 2, "dist: error: container id a b: "),
+    (["container", "label", "../x", "a=b"], 2, "dist: error: container id ../x: "),
+    (["task", "kill", "a b"], 2, "dist: error: container id a b: "),
+    (["container", "info", "a\nb"], 2, "dist: error: container id a\\nb: "),
     (["images", "--no-such-flag"], 2, "dist: error: No such option: --no-such-flag"),
     (["nosuchcommand"], 2, "dist: error: No such command 'nosuchcommand'."),
     ([], 2, "dist: error: Missing command."),  # global options but no command
@@ -215,6 +220,17 @@ def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
     assert result.code == code, result.stderr
     assert result.stderr.splitlines()[0].startswith(line.format(**subst)), result.stderr
     assert "Traceback" not in result.stderr
+    if code != 2 or "Missing" not in line and "No such" not in line:
+        assert_one_error(result)
+    assert store_fingerprint(dist.root) == before
+
+
+def test_a_name_with_a_newline_is_escaped_on_the_one_line(dist):
+    dist.ok("snapshot", "ls")  # the snapshotter's one-time probe is recorded before the fingerprint
+    before = store_fingerprint(dist.root)
+    result = dist("snapshot", "prepare", "a\nb\x1b[2J")
+    assert result.code == 2
+    assert_one_error(result, "dist: error: snapshot key a\\nb\\x1b[2J: must be one non-empty line")
     assert store_fingerprint(dist.root) == before
 
 

@@ -272,6 +272,26 @@ def test_rm_removes_record_and_snapshot(bb):
     assert bb("c", "rm", "-f", "web").code == 0
 
 
+def test_a_containers_snapshot_cannot_be_committed_away(bb):
+    bb.ok("c", "create", "busybox", "web")
+    r = bb("snapshot", "commit", "saved", "web")
+    assert r.code == 4 and r.stderr == "dist: error: snapshot web: in use by container web\n"
+    assert {s["key"]: s["kind"] for s in snapshots(bb)}["web"] == "active"
+    assert "saved" not in [s["key"] for s in snapshots(bb)]
+
+
+def test_a_hand_committed_snapshot_is_a_gc_root(bb):
+    """README: what `snapshot prepare|view|commit` make stays until `snapshot rm`."""
+    chain = next(s["key"] for s in snapshots(bb) if s["kind"] == "committed")
+    bb.ok("snapshot", "prepare", "work", chain)
+    bb.ok("snapshot", "commit", "saved", "work", "--label", "app=x")
+    labels = next(s["labels"] for s in snapshots(bb) if s["key"] == "saved")
+    assert labels["app"] == "x" and "containerd.io/gc.root" in labels
+    bb.ok("rmi", "busybox")
+    bb.ok("gc")
+    assert "saved" in [s["key"] for s in snapshots(bb)]
+
+
 def test_rm_keeps_going_and_reports_the_first_error(bb):
     bb.ok("c", "create", "busybox", "a")
     bb.ok("c", "create", "busybox", "b")

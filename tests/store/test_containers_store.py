@@ -118,9 +118,11 @@ def test_list_is_ordered_and_leaves_specs_out_unless_asked(store):
     (("image~=alpine", "id==a"), ["a", "c"]),
     (("id==b,labels.app==web",), ["b"]),
     (("id==b,labels.app==db",), []),
-    (("runtime==io.containerd.runc.v2",), ["a", "b", "c"]),
+    (("runtime.name==io.containerd.runc.v2",), ["a", "b", "c"]),
+    (("runtime==io.containerd.runc.v2",), []),
     (("snapshotKey==c",), ["c"]),
-], ids=["label-quoted", "label", "label-present", "image-regex", "or", "and", "and-none", "runtime", "snapshot"])
+], ids=["label-quoted", "label", "label-present", "image-regex", "or", "and", "and-none", "runtime-name",
+        "runtime-is-a-mapping", "snapshot"])
 def test_filters(store, filters, expected):
     store.create(container("a"))
     store.create(container("b", labels={"app": "web", "tier": "front"}))
