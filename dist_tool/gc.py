@@ -272,10 +272,12 @@ def _describe(node: Node, graph: _Graph) -> dict:
     return {"kind": kind, "id": "/".join(node[1:])}
 
 
-def explain(meta, content, targets: Iterable[str]) -> list[dict]:
+def explain(meta, content, targets: Iterable[str]) -> tuple[list[dict], list[str]]:
     """For each digest or snapshot key: the chain of references from a root to it, or that nothing
-    keeps it. A snapshot key is looked up in every namespace and snapshotter (one report each)."""
+    keeps it. A snapshot key is looked up in every namespace and snapshotter (one report each).
+    Returns the reports and the targets that name nothing."""
     out = []
+    missing = []
     now = time.time()
     with meta.read() as conn:
         graph = _Graph(conn, content, now, _expired_leases(conn, now))
@@ -284,7 +286,7 @@ def explain(meta, content, targets: Iterable[str]) -> list[dict]:
             nodes: list[Node] = [("content", target)] if target in graph.present else []
             nodes += sorted(n for n in graph.snapshots if n[3] == target)
             if not nodes:
-                raise NotFound("blob or snapshot", target, "not found")
+                missing.append(target)
             for node in nodes:
                 report: dict = ({"digest": target} if node[0] == "content" else
                                 {"snapshot": target, "namespace": node[1], "snapshotter": node[2]})
@@ -297,7 +299,7 @@ def explain(meta, content, targets: Iterable[str]) -> list[dict]:
                     chain.append(_describe(cursor, graph))
                     cursor = marked[cursor]
                 out.append({**report, "kept": True, "chain": list(reversed(chain))})
-    return out
+    return out, missing
 
 
 def collect_added(session, added: set[str]) -> None:

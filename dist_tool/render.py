@@ -233,15 +233,16 @@ class Renderer:
     # ------------------------------------------------------------ trees
 
     def tree(self, root: Mapping[str, Any], label: Callable[[Mapping[str, Any]], str],
-             children_key: str = "children") -> None:
-        """An indented tree with box-drawing guides (``images inspect``, ``snapshot tree``)."""
+             children_key: str = "children", flat: bool = False) -> None:
+        """An indented tree with box-drawing guides (``images inspect``, ``snapshot tree``);
+        ``flat``: the labels alone, one per line in the same order (``-q``)."""
         out: list[str] = []
 
         def visit(node: Mapping[str, Any], prefix: str, last: bool, top: bool) -> None:
-            branch = "" if top else ("└── " if last else "├── ")
+            branch = "" if top or flat else ("└── " if last else "├── ")
             out.append(f"{prefix}{branch}{label(node)}")
             kids = node.get(children_key) or []
-            extension = "" if top else ("    " if last else "│   ")
+            extension = "" if top or flat else ("    " if last else "│   ")
             for i, kid in enumerate(kids):
                 visit(kid, prefix + extension, i == len(kids) - 1, False)
 

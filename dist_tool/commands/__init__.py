@@ -1,6 +1,7 @@
 """Command groups: parse, call the domain, render. Only typer and dist_tool.errors at module level."""
 
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,6 +28,24 @@ ProgressOpt = Annotated[str, typer.Option("--progress", help="auto, tty, plain o
 
 def session(ctx: typer.Context) -> "Session":
     return ctx.obj
+
+
+def each(items: list[str], action: Callable[[str], object], done: Callable[[str], None] | None = None) -> None:
+    """A multi-name command: ``action`` on every item, ``done`` after each that worked; one that
+    fails does not stop the others, and the first error is what the command exits with."""
+    from dist_tool.errors import DistError
+
+    first: DistError | None = None
+    for item in items:
+        try:
+            action(item)
+        except DistError as e:
+            first = first or e
+        else:
+            if done is not None:
+                done(item)
+    if first is not None:
+        raise first
 
 
 class LazySubcommandGroup(TyperGroup):

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, session
 from dist_tool.errors import DataError
 
 app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all namespaces).")
@@ -73,18 +73,9 @@ def active(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) 
 def rm(ctx: typer.Context, digests: Annotated[list[str], typer.Argument(help="Blob digests.")]) -> None:
     """Remove blobs (an image that references one becomes incomplete)."""
     from dist_tool import validate
-    from dist_tool.errors import DistError
 
     s = session(ctx)
-    first: DistError | None = None
-    for digest in digests:
-        try:
-            s.content.delete(validate.digest(digest))
-            s.render.line(digest)
-        except DistError as e:
-            first = first or e
-    if first:
-        raise first
+    each(digests, lambda digest: s.content.delete(validate.digest(digest)), s.render.line)
 
 
 @app.command("label")

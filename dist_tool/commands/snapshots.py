@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, JsonOpt, QuietOpt, each, session
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage snapshots: unpacked layers (committed, keyed by chain ID) and writable trees.")
@@ -47,20 +47,28 @@ def info(ctx: typer.Context, key: str, json_: JsonOpt = False) -> None:
 
 @app.command("usage")
 def usage(ctx: typer.Context, keys: Annotated[list[str] | None, typer.Argument(help="Snapshot keys (default: all).")]
-          = None, json_: JsonOpt = False) -> None:
-    """Disk usage (SIZE) and INODES of each snapshot's own directory."""
+          = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Disk usage (SIZE) and INODES of each snapshot's own directory; a missing key does not hide the others."""
+    from dist_tool.errors import DistError
     from dist_tool.render import Col, iec
 
     s = session(ctx)
     sn = s.snapshotter
-    records = [{"key": k, **sn.usage(k).to_json()} for k in (keys or [i.key for i in sn.list()])]
+    records: list[dict] = []
+    error: DistError | None = None
+    try:
+        each(keys or [i.key for i in sn.list()], lambda k: records.append({"key": k, **sn.usage(k).to_json()}))
+    except DistError as e:
+        error = e
     s.render.records(records, [Col("KEY", "key"), Col("SIZE", "size", fmt=iec), Col("INODES", "inodes")],
-                     as_json=json_, key="key")
+                     as_json=json_, quiet=quiet, key="key")
+    if error is not None:
+        raise error
 
 
 @app.command("tree")
-def tree(ctx: typer.Context, json_: JsonOpt = False) -> None:
-    """The parent chains as a tree (each base snapshot at the left)."""
+def tree(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """The parent chains as a tree (each base snapshot at the left); -q: the keys in tree order."""
     s = session(ctx)
     infos = s.snapshotter.list()
     nodes = {i.key: {"key": i.key, "kind": i.kind, "children": []} for i in infos}
@@ -71,23 +79,15 @@ def tree(ctx: typer.Context, json_: JsonOpt = False) -> None:
         s.render.json(roots)
         return
     for root in roots:
-        s.render.tree(root, lambda n: n["key"] if n["kind"] == "committed" else f"{n['key']} ({n['kind']})")
+        s.render.tree(root, lambda n: n["key"] if n["kind"] == "committed" or quiet else f"{n['key']} ({n['kind']})",
+                      flat=quiet)
 
 
 @app.command("rm")
 def rm(ctx: typer.Context, keys: Annotated[list[str], typer.Argument(help="Snapshot keys.")]) -> None:
     """Remove snapshots; exit 4 while a child snapshot or a container uses one (the others still go)."""
-    from dist_tool.errors import DistError
-
     s = session(ctx)
-    first: DistError | None = None
-    for key in keys:
-        try:
-            s.snapshotter.remove(key)
-        except DistError as e:
-            first = first or e
-    if first is not None:
-        raise first
+    each(keys, s.snapshotter.remove)
 
 
 def _labels(pairs: list[str] | None, *, removals: bool = False) -> dict[str, str]:

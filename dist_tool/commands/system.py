@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, session
 
 gc_app = typer.Typer(help="Garbage collection.")
 info_app = typer.Typer(help="Store information.")
@@ -22,7 +22,7 @@ def gc(ctx: typer.Context,
     """Remove what no image, container or lease references; or explain what keeps a blob."""
     from dist_tool import gc as collector
     from dist_tool import validate
-    from dist_tool.errors import InvalidArgument
+    from dist_tool.errors import InvalidArgument, NotFound
     from dist_tool.render import iec
 
     s = session(ctx)
@@ -30,20 +30,11 @@ def gc(ctx: typer.Context,
         if not items:
             raise InvalidArgument("gc --explain", "", "name at least one digest or snapshot key")
         # A digest-shaped argument must be a well-formed digest; anything else names a snapshot.
-        reports = collector.explain(s.meta, s.content,
-                                    [validate.digest(i) if i.startswith("sha") and ":" in i else i for i in items])
-        if json_:
-            s.render.json(reports)
-            return
-        for report in reports:
-            what = report.get("digest") or f"snapshot {report['snapshot']} ({report['snapshotter']}, " \
-                                           f"namespace {report['namespace']})"
-            if not report["kept"]:
-                s.render.line(f"{what}: nothing keeps it; the next gc removes it")
-                continue
-            s.render.line(f"{what} is kept by:")
-            for depth, step in enumerate(report["chain"]):
-                s.render.line(f"{'  ' * (depth + 1)}{_step_text(step)}")
+        reports, missing = collector.explain(s.meta, s.content, [validate.digest(i) if i.startswith("sha") and ":" in i
+                                                                 else i for i in items])
+        _explanations(s, reports, json_)
+        if missing:
+            raise NotFound("blob or snapshot", missing[0], "not found")
         return
     if items:
         raise InvalidArgument("gc", items[0], "unexpected argument (did you mean --explain?)")
@@ -62,6 +53,21 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
                   f"in {len(result.blobs)} blobs")
+
+
+def _explanations(s, reports: list[dict], json_: bool) -> None:
+    if json_:
+        s.render.json(reports)
+        return
+    for report in reports:
+        what = report.get("digest") or f"snapshot {report['snapshot']} ({report['snapshotter']}, " \
+                                       f"namespace {report['namespace']})"
+        if not report["kept"]:
+            s.render.line(f"{what}: nothing keeps it; the next gc removes it")
+            continue
+        s.render.line(f"{what} is kept by:")
+        for depth, step in enumerate(report["chain"]):
+            s.render.line(f"{'  ' * (depth + 1)}{_step_text(step)}")
 
 
 def _step_text(step: dict) -> str:
@@ -124,11 +130,9 @@ def namespaces_create(ctx: typer.Context, name: str,
 
 @namespaces_app.command("rm")
 def namespaces_rm(ctx: typer.Context, names: list[str]) -> None:
-    """Remove empty namespaces (exit 4 while one holds anything)."""
+    """Remove empty namespaces (exit 4 while one holds anything; the others still go)."""
     s = session(ctx)
-    for name in names:
-        s.namespaces.delete(name)
-        s.render.line(name)
+    each(names, s.namespaces.delete, s.render.line)
 
 
 @namespaces_app.command("label")
@@ -186,11 +190,9 @@ def leases_create(ctx: typer.Context,
 
 @leases_app.command("rm")
 def leases_rm(ctx: typer.Context, ids: list[str]) -> None:
-    """Remove leases (what they kept is collected by the next gc)."""
+    """Remove leases (what they kept is collected by the next gc); a missing one does not stop the others."""
     s = session(ctx)
-    for lease_id in ids:
-        s.leases.delete(lease_id)
-        s.render.line(lease_id)
+    each(ids, s.leases.delete, s.render.line)
 
 
 serve_app = typer.Typer(help="Serve the store to `dist --address` clients.")

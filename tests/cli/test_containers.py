@@ -292,6 +292,18 @@ def test_a_hand_committed_snapshot_is_a_gc_root(bb):
     assert "saved" in [s["key"] for s in snapshots(bb)]
 
 
+def test_snapshot_usage_tree_and_explain_report_what_exists_past_a_missing_key(bb):
+    bb.ok("c", "create", "busybox", "web")
+    keys = [s["key"] for s in snapshots(bb)]
+    chain = next(k for k in keys if k != "web")
+    r = bb("snapshot", "usage", "missing", "web", "-q")
+    assert r.code == 3 and r.lines == ["web"] and r.stderr == "dist: error: snapshot missing: not found\n"
+    assert bb.ok("snapshot", "tree", "-q").lines == [chain, "web"]
+    r = bb("gc", "--explain", "missing", "web", "--json")
+    assert r.code == 3 and [e["snapshot"] for e in r.json] == ["web"] and r.json[0]["kept"]
+    assert r.stderr == "dist: error: blob or snapshot missing: not found\n"
+
+
 def test_rm_keeps_going_and_reports_the_first_error(bb):
     bb.ok("c", "create", "busybox", "a")
     bb.ok("c", "create", "busybox", "b")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import store_fingerprint
 
 CONTENT_KEYS = {"digest", "size", "createdAt", "updatedAt", "labels"}
@@ -98,13 +99,21 @@ def test_namespaces_isolate_images_and_refuse_removal_while_used(dist, busybox_r
 
 
 def test_gc_counts_roots_of_every_namespace(dist, busybox_rootfs):
-    dist.ok("-n", "one", "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
-    dist.ok("-n", "two", "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
-    blobs = dist.ok("content", "ls", "-q").lines
-    # the same rootfs twice gives the same layer; configs differ only by their creation time
+    def import_into(namespace: str, cmd: str) -> set[str]:
+        dist.ok("-n", namespace, "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb",
+                "--config-cmd", cmd)
+        tree, digests = [dist.ok("-n", namespace, "images", "inspect", "bb", "--json").json], set()
+        while tree:
+            node = tree.pop()
+            digests.add(node["digest"])
+            tree.extend(node["children"])
+        return digests
+
+    one, two = import_into("one", "/bin/one"), import_into("two", "/bin/two")
+    shared = one & two
+    assert len(shared) == 1, "the same rootfs gives the same layer; the configs and manifests differ"
     dist.ok("-n", "one", "rmi", "bb")
-    remaining = dist.ok("content", "ls", "-q").lines
-    assert remaining and set(remaining) <= set(blobs)
+    assert set(dist.ok("content", "ls", "-q").lines) == two  # one's own blobs went, the shared layer stayed
     assert dist.ok("-n", "two", "images", "check", "--json").json[0]["complete"] is True
 
 
@@ -118,6 +127,16 @@ def test_leases_create_list_remove(dist):
     dist.ok("leases", "rm", "mine", generated)
     assert dist.ok("leases", "ls", "-q").lines == []
     assert dist("leases", "rm", "mine").code == 3
+
+
+@pytest.mark.parametrize("group, create", [("leases", ["leases", "create", "--id", "keep"]),
+                                           ("namespaces", ["namespaces", "create", "keep"])])
+def test_multi_name_rm_keeps_going_past_a_missing_name(dist, group, create):
+    dist.ok(*create)
+    result = dist(group, "rm", "missing", "keep")
+    assert result.code == 3 and result.lines == ["keep"]
+    assert result.stderr == "dist: error: " + ("lease" if group == "leases" else "namespace") + " missing: not found\n"
+    assert "keep" not in dist.ok(group, "ls", "-q").lines
 
 
 def test_a_read_only_command_does_not_change_the_store(dist, busybox_rootfs):
