@@ -73,12 +73,23 @@ class Session:
 
         return Unavailable(what, self.address or "", "not served over --address")
 
+    def local_only(self, what: str) -> None:
+        """Raises for what ``dist serve`` does not serve when this session goes through it."""
+        if self.address:
+            raise self._not_served(what)
+
+    @property
+    def task_state(self) -> str:
+        """STATE, where tasks live. Tasks are not served: with ``--address`` a task command must
+        not act on whatever the client's own STATE holds (it could kill another store's task)."""
+        self.local_only("tasks")
+        return self.state
+
     @property
     def meta(self) -> Metadata:
         from dist_tool.store.metadata import Metadata
 
-        if self.address:
-            raise self._not_served("the metadata database")
+        self.local_only("the metadata database")
 
         def make() -> Metadata:
             layout = os.path.join(self.root, "content")

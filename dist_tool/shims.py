@@ -19,7 +19,7 @@ CALL_TIMEOUT = 10.0
 
 
 def namespace_dir(session) -> str:
-    return os.path.join(session.state, session.namespace)
+    return os.path.join(session.task_state, session.namespace)
 
 
 def task_dir(session, container_id: str) -> str:
@@ -30,7 +30,7 @@ def task_dir(session, container_id: str) -> str:
 
 
 def runc_root(session) -> str:
-    return os.path.join(session.state, ".runc", session.namespace)
+    return os.path.join(session.task_state, ".runc", session.namespace)
 
 
 def read_pid(path: str) -> tuple[int, str | None] | None:

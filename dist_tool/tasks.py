@@ -66,6 +66,7 @@ def persist_dir(session, container_id: str) -> str:
     """ROOT/tasks/<namespace>/<id>; InvalidArgument for a malformed ID."""
     from dist_tool.validate import identifier
 
+    session.local_only("tasks")
     return os.path.join(session.root, "tasks", session.namespace, identifier("container id", container_id))
 
 

@@ -73,8 +73,11 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
     then names the image.
 
     Raises NotFound when the registry does not have the reference, DataError
-    when content does not match its digest, Unavailable for other registry failures.
+    when content does not match its digest, Unavailable for other registry failures, and
+    through ``--address`` before anything is fetched (the server would store what its client
+    downloaded, and names the image in the client's metadata).
     """
+    session.local_only("pull")
     ref = reference.parse(ref_text)
     name = str(ref)
     matcher = platforms.any_platform if all_platforms else \

@@ -72,8 +72,10 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
     """Pushes the local image ``local`` (default: ``ref_text``) to ``ref_text``.
 
     Everything the pushed tree references must be present locally (checked
-    before anything is sent). Raises NotFound for a missing local image.
+    before anything is sent). Raises NotFound for a missing local image, and Unavailable through
+    ``--address`` before anything is sent (the sources it records are local metadata).
     """
+    session.local_only("push")
     ref = reference.parse(ref_text)
     image = session.images.get(reference.normalize(local or ref_text))
     content = session.content

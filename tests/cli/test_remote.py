@@ -104,9 +104,16 @@ def test_socket_is_0660_and_image_commands_match_the_local_store(served, tmp_pat
 
 def test_not_served_is_one_clear_line(served, tmp_path):
     r = Remote(served, tmp_path)
-    for args in (["snapshot", "ls"], ["namespaces", "ls"], ["info"]):
+    for args in (["snapshot", "ls"], ["namespaces", "ls"], ["info"], ["pull", "127.0.0.1:1/x:1"],
+                 ["push", "127.0.0.1:1/x:1", "nope"]):
         res = r(*args)
         assert res.code == 1 and res.stderr.count("\n") == 1 and "not served over --address" in res.stderr, args
+    # Task commands read no STATE of the client's: it could hold another store's live task.
+    for args in (["task", "ls"], ["task", "kill", "web"], ["task", "wait", "web"], ["task", "logs", "web"],
+                 ["task", "pause", "web"]):
+        res = r(*args)
+        assert (res.code, res.stderr) == (125 if args[1] == "wait" else 1,
+                                          f"dist: error: tasks {served.address}: not served over --address\n"), args
 
 
 def test_no_server_is_one_line_naming_the_address(tmp_path, sockdir):
