@@ -65,7 +65,7 @@ class LocalWriter:
     """One open ingest. Not thread-safe; one writer per ref at a time (the lock)."""
 
     def __init__(self, store: LocalContentStore, ref: str, expected: Descriptor | None,
-                 lease: tuple[str, str] | None, wait: bool) -> None:
+                 lease: tuple[str, str] | None, wait: bool, digest: str | None = None) -> None:
         from filelock import Timeout, UnixFileLock
 
         if not ref or "\n" in ref:
@@ -105,7 +105,7 @@ class LocalWriter:
                 self._write_small("started", repr(time.time()))
             if expected is not None:
                 self._write_small("expected", json.dumps(expected.to_json()))
-            self.algorithm, self._hash = _hasher(expected.digest if expected else None)
+            self.algorithm, self._hash = _hasher(expected.digest if expected else digest)
             self._data = open(os.path.join(self.dir, "data"), "ab+")
             self.offset = self._rehash_existing()
         except BaseException:
@@ -253,9 +253,11 @@ class LocalContentStore:
     # -------------------------------------------------------------- Ingester
 
     def writer(self, ref: str, expected: Descriptor | None = None,
-               lease: tuple[str, str] | None = None, wait: bool = False) -> LocalWriter:
+               lease: tuple[str, str] | None = None, wait: bool = False, digest: str | None = None) -> LocalWriter:
+        """``digest``: what the content should hash to when its size is not known (``expected``
+        needs both); it chooses the hash (sha256 or sha512), and commit checks it."""
         self.ensure_layout()
-        return LocalWriter(self, ref, expected, lease, wait)
+        return LocalWriter(self, ref, expected, lease, wait, digest)
 
     def ingest(self, ref: str, stream: BinaryIO, **options) -> str:
         """``ingest_stream`` on this store: copy, verify, commit (see there)."""
@@ -453,7 +455,7 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
     unless ``keep_partial`` is false (bad input must leave the store as it was).
     """
     expected = Descriptor("application/octet-stream", digest, size) if digest and size is not None else None
-    with store.writer(ref, expected, lease=lease, wait=wait) as w:
+    with store.writer(ref, expected, lease=lease, wait=wait, digest=digest) as w:
         if digest is None:
             present = False
         else:

@@ -64,6 +64,15 @@ def test_mismatch_stores_nothing_and_frees_the_ref(store, size_delta, digest_ok)
     assert store.ingest("r1", io.BytesIO(DATA)) == digest_of(DATA)  # the ref is free again
 
 
+@pytest.mark.parametrize("size", [len(DATA), None], ids=["with-size", "digest-alone"])
+def test_a_sha512_digest_is_checked_with_sha512(store, size):
+    digest = "sha512:" + hashlib.sha512(DATA).hexdigest()
+    assert store.ingest("r1", io.BytesIO(DATA), size=size, digest=digest) == digest
+    assert store.info(digest).size == len(DATA)
+    with pytest.raises(DataError, match="digest mismatch"):
+        store.ingest("r2", io.BytesIO(DATA + b"x"), size=None, digest="sha512:" + "0" * 128)
+
+
 def test_an_already_present_digest_is_not_an_error(store):
     first = store.ingest("r1", io.BytesIO(DATA))
     assert store.ingest("r2", io.BytesIO(DATA), size=len(DATA), digest=first) == first
