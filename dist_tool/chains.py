@@ -85,9 +85,7 @@ def unpacked_sizes(session, targets: Sequence[Descriptor],
     if not sizes:
         return out  # nothing unpacked (the session probes no default snapshotter for that)
     cache = cache or ChildrenCache()
-    for target in targets:
-        if target.digest in out and out[target.digest] is not None:
-            continue
+    for target in {t.digest: t for t in targets}.values():  # 1,000 names of one image: one read
         try:
             plan = image_layers(session.content, target, cache=cache)
         except DistError:
