@@ -44,7 +44,7 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
     blobs: dict[str, int] = {}
     for raw in names:
         image = session.images.get(reference.normalize(raw))
-        target = _export_target(session, image, matcher, cache, present) if matcher else image.target
+        target = _export_target(session, image, platform, matcher, cache, present) if matcher else image.target
         missing: list[Descriptor] = []
         handler = skip_missing(children(session.content, cache), present.__contains__, missing)
         if matcher is not None:
@@ -71,12 +71,12 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
         raise
 
 
-def _export_target(session, image: Image, matcher, cache, present) -> Descriptor:
+def _export_target(session, image: Image, platform: str | None, matcher, cache, present) -> Descriptor:
     if image.target.digest not in present:
         raise DataError("blob", image.target.digest, f"missing: cannot export {image.name}")
     found = platform_manifests(session.content, image.target, matcher, cache)
     if not found:
-        raise NotFound("platform", "", f"{image.name} has no manifest for the requested platform")
+        raise NotFound("platform", platform or "", f"{image.name} has no manifest for it")
     return found[0]
 
 

@@ -31,8 +31,8 @@ def ls(ctx: typer.Context,
     from dist_tool import images
 
     s = session(ctx)
-    if quiet:  # names only: no walk needed
-        s.render.lines(i.name for i in s.images.list(*(filters or ())))
+    if quiet and not json_:  # names only: no walk needed
+        s.render.records([{"name": i.name} for i in s.images.list(*(filters or ()))], (), quiet=True)
         return
     views = images.list_images(s, filters or ())
     s.render.records([v.to_json() for v in views], _columns(), as_json=json_, quiet=quiet)
@@ -175,8 +175,11 @@ def export(ctx: typer.Context, file: Annotated[str, typer.Argument(help="Output 
            progress: ProgressOpt = "auto") -> None:
     """Write an OCI image-layout tar that skopeo, podman load and docker load read."""
     from dist_tool import export as exporter
+    from dist_tool.errors import InvalidArgument
     from dist_tool.render import Progress
 
+    if platform is not None and all_platforms:
+        raise InvalidArgument("--platform", platform, "cannot be combined with --all-platforms")
     s = session(ctx)
     with Progress(progress) as bar:
         exporter.export_archive(s, file, names, platform=platform, progress=bar)

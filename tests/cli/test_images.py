@@ -243,3 +243,10 @@ def test_ctrl_c_exits_130_and_leaves_the_store_as_it_was(dist, imported, tmp_pat
     finally:
         os.close(writer)
     assert store_fingerprint(dist.root) == before
+
+
+def test_json_wins_over_quiet_as_in_every_listing(dist, imported):
+    """The render module decides: --json with -q is the JSON document, as content ls and the rest."""
+    assert dist.ok("images", "ls", "--json", "-q").json == dist.ok("images", "--json").json
+    assert dist.ok("content", "ls", "--json", "-q").json == dist.ok("content", "ls", "--json").json
+    assert dist.ok("images", "-q").lines == [imported.name]

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -285,6 +286,23 @@ def test_multi_platform_pull_keeps_only_the_chosen_platform(multi, dist):
 
     dist.ok("pull", "--plain-http", "--no-unpack", "--platform", "linux/arm64", multi["ref"])
     assert arm | amd | {multi["index"]} == blobs(dist)
+
+
+def test_export_of_one_platform_of_an_index(multi, dist, tmp_path):
+    dist.ok("pull", "--plain-http", "--no-unpack", "--all-platforms", multi["ref"])
+    out = tmp_path / "arm.tar"
+    dist.ok("images", "export", str(out), multi["ref"], "--platform", "linux/arm64")
+    with tarfile.open(out) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        names = set(tar.getnames())
+    assert [m["digest"] for m in index["manifests"]] == [multi["blobs"]["arm64"][0]]
+    assert {f"blobs/sha256/{d.split(':')[1]}" for d in multi["blobs"]["arm64"]} <= names
+    assert not {f"blobs/sha256/{d.split(':')[1]}" for d in multi["blobs"]["amd64"]} & names
+    r = dist("images", "export", str(tmp_path / "s390x.tar"), multi["ref"], "--platform", "linux/s390x")
+    assert (r.code, r.stderr) == (3, f"dist: error: platform linux/s390x: {multi['ref']} has no manifest for it\n")
+    r = dist("images", "export", str(tmp_path / "both.tar"), multi["ref"], "--platform", "linux/arm64",
+             "--all-platforms")
+    assert r.code == 2 and not (tmp_path / "both.tar").exists() and not (tmp_path / "s390x.tar").exists()
 
 
 def test_all_platforms_pull_and_push_of_an_index(multi, registry, dist):
