@@ -51,6 +51,13 @@ class Session:
     def __post_init__(self) -> None:
         self.root = os.path.abspath(self.root)
         self.state = os.path.abspath(self.state)
+        if self.snapshotter_name is not None:  # refused by every command, not only those that unpack
+            from dist_tool.store.snapshots import SNAPSHOTTERS
+
+            if self.snapshotter_name not in SNAPSHOTTERS:
+                from dist_tool.errors import InvalidArgument
+
+                raise InvalidArgument("snapshotter", self.snapshotter_name, "unknown: choose overlayfs or native")
         if self.render is None:
             from dist_tool.render import Renderer
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what dist and its tests need on a fresh Debian 12 machine (run as root):
 # Debian's runc, skopeo, umoci, docker-registry and busybox-static, then a venv in .venv
-# with dist and its test extras. Idempotent: a second run only checks.
+# with dist and its test extras. Safe to run again: packages already there are not reinstalled,
+# and the venv is updated in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

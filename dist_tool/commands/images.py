@@ -155,7 +155,8 @@ def import_(ctx: typer.Context,
     from dist_tool.render import Progress
 
     if (file is None) == (rootfs is None):  # SPEC: FILE|- or --rootfs, one source
-        raise InvalidArgument("import", file or "", "needs an archive (FILE, or - for stdin) or --rootfs, not both")
+        raise InvalidArgument("import", file or "", "needs an archive (FILE, or - for stdin) or --rootfs, "
+                              + ("not both" if file is not None else "and got neither"))
     s = session(ctx)
     with Progress(progress) as bar:
         if rootfs is not None:

@@ -97,7 +97,8 @@ def ls(ctx: typer.Context, filters: FiltersArg = None, json_: JsonOpt = False, q
 
 @app.command("kill")
 def kill(ctx: typer.Context, container_id: ContainerArg,
-         signal: Annotated[str, typer.Option("-s", "--signal", help="SIGKILL, KILL or 9.")] = "SIGTERM",
+         signal: Annotated[str, typer.Option("-s", "--signal", help="A signal name or number: SIGKILL, KILL, 9.")]
+         = "SIGTERM",
          all_: Annotated[bool, typer.Option("--all", "-a", help="Every process of the task.")] = False,
          exec_id: Annotated[str | None, typer.Option("--exec-id", help="Signal this exec instead.")] = None) -> None:
     """Signal the task's init process (default SIGTERM)."""
