@@ -176,7 +176,7 @@ def _oci_entries(scan: _Scan) -> list[_Entry]:
     return entries
 
 
-def _docker_entries(session, scan: _Scan, lease, source: str) -> list[_Entry]:
+def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
     import json
 
     try:
@@ -289,7 +289,7 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             if scan.index is not None:
                 entries = _oci_entries(scan)
             elif scan.docker_manifest is not None:
-                entries = _docker_entries(session, scan, lease, source)
+                entries = _docker_entries(session, scan, lease)
             else:
                 raise DataError("archive", source, "holds neither index.json (OCI layout) nor "
                                 "manifest.json (docker save)")
@@ -405,7 +405,7 @@ def _put_json(session, doc: dict, media_type: str, lease, added: set[str]) -> De
 
 
 class _WriterSink:
-    """A file-like sink that hashes what it is given and feeds an ingest writer."""
+    """A file-like sink that feeds an ingest writer (which hashes what it is given)."""
 
     def __init__(self, writer) -> None:
         self.writer = writer

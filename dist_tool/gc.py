@@ -82,7 +82,7 @@ class GcResult:
 class _Graph:
     """The reference graph of one store, read inside one transaction."""
 
-    def __init__(self, conn, content, now: float, expired_leases: set[tuple[str, str]]) -> None:
+    def __init__(self, conn, content, expired_leases: set[tuple[str, str]]) -> None:
         self.conn = conn
         self.content = content
         self.present: dict[str, int] = dict(conn.execute("SELECT digest, size FROM blobs"))
@@ -214,7 +214,7 @@ def collect(meta, content, dry_run: bool = False, only: set[str] | None = None, 
     now = time.time()
     with meta.write() as conn:
         expired = _expired_leases(conn, now)
-        graph = _Graph(conn, content, now, expired)
+        graph = _Graph(conn, content, expired)
         marked = mark(graph.roots(), graph.refs)
         live = {node[1] for node in marked if node[0] == "content"}
         for digest, size in sorted(graph.present.items()):
@@ -280,7 +280,7 @@ def explain(meta, content, targets: Iterable[str]) -> tuple[list[dict], list[str
     missing = []
     now = time.time()
     with meta.read() as conn:
-        graph = _Graph(conn, content, now, _expired_leases(conn, now))
+        graph = _Graph(conn, content, _expired_leases(conn, now))
         marked = mark(graph.roots(), graph.refs)
         for target in targets:
             nodes: list[Node] = [("content", target)] if target in graph.present else []

@@ -225,10 +225,7 @@ class Renderer:
         console.print(table)
 
     def _console(self):
-        from rich.console import Console
-
-        return Console(file=self.out, markup=False, highlight=False, emoji=False,
-                       no_color=not self.is_tty or "NO_COLOR" in os.environ)
+        return plain_console(self.out, self.is_tty)
 
     # ------------------------------------------------------------ trees
 
@@ -248,6 +245,15 @@ class Renderer:
 
         visit(root, "", True, True)
         self.lines(out)
+
+
+def plain_console(file, is_tty: bool):
+    """A rich Console that prints text as given: names and labels are data, never markup or
+    emoji codes; colour only on a terminal, and never under NO_COLOR."""
+    from rich.console import Console
+
+    return Console(file=file, markup=False, highlight=False, emoji=False,
+                   no_color=not is_tty or "NO_COLOR" in os.environ)
 
 
 # ---------------------------------------------------------------- progress
@@ -272,13 +278,11 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.mode == "tty":
-            from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
             from rich.progress import Progress as RichProgress
 
             self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(),
-                                      console=Console(file=self.err, markup=False, highlight=False),
+                                      TransferSpeedColumn(), console=plain_console(self.err, self.err.isatty()),
                                       transient=False)
             self._rich.start()
         return self

@@ -25,9 +25,11 @@ exit.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -135,7 +137,7 @@ def _claim(session, container: Container, **options) -> dict:
             return cfg
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if e.errno not in (17, 39):  # EEXIST, ENOTEMPTY: the container has a task directory
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # the container has a task directory
                 raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -314,8 +316,6 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
 
 def parse_signal(text: str) -> int:
     """``SIGKILL``, ``KILL`` or ``9`` (SPEC "Signals")."""
-    import signal
-
     if text.isdigit() and 0 < int(text) < signal.NSIG:
         return int(text)
     name = text.upper()
@@ -406,12 +406,12 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
     try:
         # Every process, through the runtime: a paused task's are frozen, and runc thaws them
         # for the signal; a SIGKILL to the frozen init alone would wait for a resume.
-        kill(session, container_id, 9, all_processes=True)
+        kill(session, container_id, int(signal.SIGKILL), all_processes=True)
     except (NotFound, Unavailable, TaskFailed):
         init = shims.read_pid(os.path.join(path, "init.pid"))
         if init is not None:
             try:
-                os.kill(init[0], 9)
+                os.kill(init[0], signal.SIGKILL)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + timeout

@@ -29,8 +29,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from dist_tool import platforms
-from dist_tool.chains import Layers, chain_ids, image_layers, unpacked_sizes  # noqa: F401 - part of this module's interface
-from dist_tool.errors import AlreadyExists, Conflict, DataError, NotFound
+from dist_tool.chains import Layers, image_layers
+from dist_tool.errors import AlreadyExists, DataError, NotFound
 from dist_tool.layer import Cancelled, LayerResult, apply_layer
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import LeaseResource, Mount, SnapshotInfo
@@ -182,9 +182,7 @@ class _Job:
         for key in reversed(self.active + self.committed):
             try:
                 self.snapshotter.remove(key)
-            except (NotFound, Conflict):
-                continue
-            except Exception:  # noqa: BLE001, S112 - see the docstring
+            except Exception:  # noqa: BLE001, S112 - see the docstring (gone, in use, or worse)
                 continue
         self.active.clear()
         self.committed.clear()

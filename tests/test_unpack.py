@@ -27,9 +27,9 @@ from layerkit import (
     whiteout,
 )
 
+from dist_tool.chains import chain_ids
 from dist_tool.errors import DataError
 from dist_tool.session import Session
-from dist_tool.unpack import chain_ids
 
 NO_OVERLAY = overlay_supported()
 SNAPSHOTTERS = [pytest.param("overlayfs", marks=pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))),

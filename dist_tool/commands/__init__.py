@@ -1,13 +1,14 @@
 """Command groups: parse, call the domain, render. Only typer and dist_tool.errors at module level."""
 
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dist_tool.session import Session
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -30,7 +31,7 @@ def session(ctx: typer.Context) -> "Session":
     return ctx.obj
 
 
-def each(items: list[str], action: Callable[[str], object], done: Callable[[str], None] | None = None) -> None:
+def each(items: list[str], action: "Callable[[str], object]", done: "Callable[[str], None] | None" = None) -> None:
     """A multi-name command: ``action`` on every item, ``done`` after each that worked; one that
     fails does not stop the others, and the first error is what the command exits with."""
     from dist_tool.errors import DistError

@@ -12,8 +12,6 @@ app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage snapshots: unpacked layers (committed, keyed by chain ID) and writable trees.")
 
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE, repeatable.")]
-# Snapshots made by hand stay until removed by hand: garbage collection treats them as roots.
-GC_ROOT = "containerd.io/gc.root"
 
 
 def _columns():
@@ -91,15 +89,17 @@ def rm(ctx: typer.Context, keys: Annotated[list[str], typer.Argument(help="Snaps
 
 
 def _labels(pairs: list[str] | None, *, removals: bool = False) -> dict[str, str]:
-    """``--label`` pairs plus a gc.root label: what a user makes by hand stays until removed.
+    """``--label`` pairs plus a gc.root label: snapshots made by hand stay until removed by hand
+    (garbage collection treats them as roots).
     With ``removals``, ``KEY=`` stays in (it removes KEY from labels being updated)."""
     import time
 
     from dist_tool import validate
+    from dist_tool.gc import GC_ROOT_LABEL
     from dist_tool.render import rfc3339
 
     labels = {k: v for k, v in validate.label_args(pairs or []).items() if v or removals}
-    labels.setdefault(GC_ROOT, rfc3339(time.time()) or "now")
+    labels.setdefault(GC_ROOT_LABEL, rfc3339(time.time()) or "now")
     return labels
 
 

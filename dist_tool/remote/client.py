@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
-from dist_tool.errors import DistError, NotFound, Unavailable
+from dist_tool.errors import DistError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
 from dist_tool.store.api import Container, ContentInfo, Image, IngestStatus, Lease, LeaseResource
@@ -68,6 +68,17 @@ def _q(part: str) -> str:
     return quote(part, safe="")
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (``--token-file``, ``DIST_TOKEN_FILE``), surrounding blanks removed."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        raise NotFound("token file", path, "no such file") from None
+    except OSError as e:  # unreadable, a directory: the path is wrong, not missing
+        raise InvalidArgument("token file", path, e.strerror or "cannot read") from None
+
+
 class Client:
     """One server address, its token, a namespace, and a keep-alive connection."""
 
@@ -87,12 +98,7 @@ class Client:
         else:
             raise _bad_address(address)
         if token is None and os.environ.get(TOKEN_FILE_ENV):
-            path = os.environ[TOKEN_FILE_ENV]
-            try:
-                with open(path) as f:
-                    token = f.read().strip()
-            except OSError as e:
-                raise NotFound("token file", path, e.strerror or "cannot read") from None
+            token = read_token_file(os.environ[TOKEN_FILE_ENV])
         self.token = token
         self._conn: http.client.HTTPConnection | None = None
 

@@ -640,11 +640,9 @@ def parse_address(address: str) -> tuple[str, object]:
 
 
 def read_token(path: str) -> str:
-    try:
-        with open(path) as f:
-            token = f.read().strip()
-    except OSError as e:
-        raise NotFound("token file", path, e.strerror or "cannot read") from None
+    from dist_tool.remote.client import read_token_file
+
+    token = read_token_file(path)
     if len(token) < 16:
         raise InvalidArgument("token file", path, "holds fewer than 16 characters")
     return token

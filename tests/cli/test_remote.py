@@ -229,6 +229,11 @@ def test_tcp_needs_the_token(tmp_path):
     address = f"tcp://127.0.0.1:{_free_port()}"
     refused = run_dist("serve", "--address", address, root=root)
     assert refused.code == 2 and "--token-file" in refused.stderr
+    # A token file that is missing is not found (3); one that is a directory is a wrong argument (2).
+    for path, code, why in ((tmp_path / "missing", 3, "no such file"), (tmp_path, 2, "Is a directory")):
+        for res in (run_dist("serve", "--address", address, "--token-file", str(path), root=root),
+                    run_dist("--address", address, "images", root=root, env={"DIST_TOKEN_FILE": str(path)})):
+            assert (res.code, res.stderr) == (code, f"dist: error: token file {path}: {why}\n")
     token = tmp_path / "token"
     token.write_text("s3cret-token-0123456789\n")
     wrong = tmp_path / "wrong"
