@@ -202,14 +202,10 @@ def _expired_leases(conn, now: float) -> set[tuple[str, str]]:
     return out
 
 
-def collect(meta, content, dry_run: bool = False, only: set[str] | None = None, janitor=None) -> GcResult:
+def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None = None) -> GcResult:
     """Removes every blob and snapshot no root reaches (restricted to the digests and snapshot
-    keys in ``only`` when given) and expired leases. ``janitor`` (a SnapshotJanitor; by default
-    the one of ``meta``'s root) removes snapshot directories."""
-    if janitor is None:
-        from dist_tool.store.snapshots import SnapshotJanitor
-
-        janitor = SnapshotJanitor(meta.root, meta)
+    keys in ``only`` when given) and expired leases. ``janitor`` (the store's SnapshotJanitor)
+    removes snapshot directories."""
     result = GcResult(dry_run=dry_run)
     now = time.time()
     with meta.write() as conn:

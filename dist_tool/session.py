@@ -222,7 +222,7 @@ class Session:
             return collect_garbage(self.remote, dry_run=dry_run, only=only)
         from dist_tool import gc
 
-        return gc.collect(self.meta, self.content, dry_run=dry_run, only=only)
+        return gc.collect(self.meta, self.content, self.snapshot_janitor, dry_run=dry_run, only=only)
 
     def unpack_target(self, target, *, platform: str | None = None, keep: tuple[str, str] | None = None,
                       progress=None) -> str | None:

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dist_tool import platforms
 from dist_tool.chains import Layers, image_layers
-from dist_tool.errors import AlreadyExists, DataError, NotFound
+from dist_tool.errors import AlreadyExists, DataError, DistError, NotFound
 from dist_tool.layer import Cancelled, LayerResult, apply_layer
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import LeaseResource, Mount, SnapshotInfo
@@ -122,7 +122,6 @@ class _Job:
         self.tag = f"extract-{os.getpid()}-{os.urandom(3).hex()}"
         self.active: list[str] = []
         self.committed: list[str] = []
-        self.trees: dict[str, str] = {}  # active key → the directory its layer is written to
 
     def _key(self, i: int) -> str:
         return f"{self.tag}-{self.chain[i]}"
@@ -132,8 +131,7 @@ class _Job:
         self.session.leases.add_resource(self.lease[1], LeaseResource(self.kind, key))
         mounts = self.snapshotter.prepare(key, parent, {"dist.unpack.layer": self.plan.layers[i].digest})
         self.active.append(key)
-        self.trees[key] = target_dir(mounts)
-        return self.trees[key]
+        return target_dir(mounts)  # the directory the layer is written to
 
     def _extract(self, i: int, blob, dest: str, whiteouts: str,
                  cancel: threading.Event | None = None) -> LayerResult:
@@ -170,14 +168,11 @@ class _Job:
 
         Best effort: the unpack's own error is the one to report, and what cannot be removed
         now is under the lease, which the next ``gc`` expires (its owner gone)."""
-        from dist_tool.store.snapshots import remove_tree
-
         for key in self.active:
-            # First, and outside the store: a layer that filled the disk leaves SQLite no room
-            # to record the removals below.
+            # First: a layer that filled the disk leaves SQLite no room to record the removals below.
             try:
-                remove_tree(self.trees[key])
-            except OSError:
+                self.snapshotter.empty(key)
+            except (OSError, DistError):
                 pass
         for key in reversed(self.active + self.committed):
             try:

@@ -49,6 +49,10 @@ RULES = [
      lambda n: not within(n, "dist_tool.commands", "dist_tool.render", "dist_tool.cli", "typer", "rich")),
     ("domain-below-cli", DOMAIN, False,
      lambda n: not within(n, "dist_tool.commands", "dist_tool.cli", "dist_tool.session", "typer")),
+    # The domain reaches the stores through the Session and their Protocols, never an implementation.
+    ("domain-uses-store-interfaces", DOMAIN, False,
+     lambda n: not within(n, "dist_tool.store") or within(n, "dist_tool.store.api", "dist_tool.store.limits",
+                                                           "dist_tool.store.records")),
     ("only-render-imports-rich", [p for p in files("") if p != PKG / "render.py"], False,
      lambda n: not within(n, "rich")),
     ("errors-import-nothing", files("errors.py"), False, lambda n: not within(n, "dist_tool")),

@@ -171,15 +171,13 @@ class _Fetcher:
     # ------------------------------------------------------------ manifests and indexes
 
     def fetch_document(self, desc: Descriptor) -> None:
-        from dist_tool.store.content import ingest_stream
-
         if self._have(desc):
             return
         data = self.documents.pop(desc.digest, None)
         if data is None:
             _, data = self.repo.get_manifest(desc.digest, expected=desc)
-        ingest_stream(self.content, f"pull-{desc.digest}", io.BytesIO(data), size=desc.size,
-                      digest=desc.digest, labels=self.labels, lease=self.lease, wait=True)
+        self.content.ingest(f"pull-{desc.digest}", io.BytesIO(data), size=desc.size, digest=desc.digest,
+                            labels=self.labels, lease=self.lease, wait=True)
         self.added.add(desc.digest)
         self.result.fetched.append(desc.digest)
 

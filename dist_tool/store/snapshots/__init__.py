@@ -381,6 +381,16 @@ class LocalSnapshotter:
             self.meta.on_commit(to_trash)
             self.meta.after_release(delete_trashed)
 
+    def empty(self, key: str) -> None:
+        """Deletes the files of active snapshot ``key`` and keeps its record (``remove`` takes
+        both later): a layer that filled the disk leaves SQLite no room to record a removal
+        until its files are gone. Raises NotFound, InvalidArgument unless ``key`` is active."""
+        with self.meta.read() as conn:
+            row = self._get(conn, key)
+        if row[2] != "active":
+            raise InvalidArgument("snapshot", key, f"is {row[2]}: only an active snapshot can be emptied")
+        remove_tree(self.dirs.fs(row[6]))
+
     # ------------------------------------------------------------ usage, mounts
 
     def usage(self, key: str) -> Usage:
