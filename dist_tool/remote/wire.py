@@ -1,7 +1,8 @@
 """What ``dist serve`` and its client say to each other: records as JSON, errors by kind.
 
-Both ends import this module and nothing else decides a field name, so the
-server and ``dist_tool.remote.client`` cannot drift. Errors travel as
+Both ends import this module, so the server and ``dist_tool.remote.client``
+cannot drift; a record's field names are its ``to_json`` (SPEC's), read back
+here by the ``*_from`` functions. Errors travel as
 ``{"error": {"kind", "what", "which", "why"}}`` and come out of the client as
 the same class (``errors.ERROR_KINDS``), hence the same exit code.
 """
@@ -50,10 +51,7 @@ def image_from(raw: dict) -> Image:
 
 
 def container_to(c: Container) -> dict:
-    return {"id": c.id, "image": c.image, "runtime": {"name": c.runtime_name, "options": dict(c.runtime_options)},
-            "spec": dict(c.spec), "snapshotter": c.snapshotter, "snapshotKey": c.snapshot_key,
-            "labels": dict(c.labels), "extensions": dict(c.extensions), "createdAt": c.created_at,
-            "updatedAt": c.updated_at, "lastExit": dict(c.last_exit) if c.last_exit is not None else None}
+    return c.to_json(full=True)  # container info --json, as README's API table says
 
 
 def container_from(raw: dict) -> Container:
@@ -65,8 +63,7 @@ def container_from(raw: dict) -> Container:
 
 
 def lease_to(lease: Lease) -> dict:
-    return {"id": lease.id, "labels": dict(lease.labels), "createdAt": lease.created_at,
-            "expiresAt": lease.expires_at, "ownerPid": lease.owner_pid, "ownerStart": lease.owner_start}
+    return lease.to_json(wire=True)
 
 
 def lease_from(raw: dict) -> Lease:

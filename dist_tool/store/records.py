@@ -66,9 +66,14 @@ class Lease(NamedTuple):
             return True
         return self.owner_pid is not None and not alive(self.owner_pid, self.owner_start)
 
-    def to_json(self) -> dict:
-        return {"id": self.id, "labels": dict(self.labels), "createdAt": self.created_at,
-                "expiresAt": self.expires_at, "ownerPid": self.owner_pid}
+    def to_json(self, wire: bool = False) -> dict:
+        """SPEC's ``leases ls --json`` record; ``wire`` adds ``ownerStart`` (dist serve's record:
+        with the pid it tells a live owner from a reused pid)."""
+        out = {"id": self.id, "labels": dict(self.labels), "createdAt": self.created_at,
+               "expiresAt": self.expires_at, "ownerPid": self.owner_pid}
+        if wire:
+            out["ownerStart"] = self.owner_start
+        return out
 
 
 class LeaseResource(NamedTuple):
@@ -143,5 +148,5 @@ class Container(NamedTuple):
         if full:
             out["spec"] = dict(self.spec)
             out["extensions"] = dict(self.extensions)
-            out["lastExit"] = dict(self.last_exit) if self.last_exit else None
+            out["lastExit"] = dict(self.last_exit) if self.last_exit is not None else None
         return out
