@@ -1,0 +1,300 @@
+"""The routes of ``dist serve``: each one call on the request's Session's stores.
+
+A route is ``fn(handler, session, query, **url_parts)`` registered with ``@route``; the
+handler (``server.Handler``) reads bodies and writes replies. README ("dist serve") lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from dist_tool.errors import DataError, InvalidArgument
+from dist_tool.oci import Descriptor
+from dist_tool.remote import wire
+from dist_tool.store.api import Container, Lease
+from dist_tool.store.limits import COPY_CHUNK
+from dist_tool.validate import identifier
+
+MAX_READ_LIMIT = 64 * 1024 * 1024
+
+Route = tuple[str, "re.Pattern[str]", Callable]
+ROUTES: list[Route] = []
+
+
+def route(method: str, pattern: str):
+    def register(fn):
+        ROUTES.append((method, re.compile(f"^{wire.PREFIX}{pattern}$"), fn))
+        return fn
+    return register
+
+
+def _one(q: dict, key: str, default=None):
+    values = q.get(key)
+    return values[0] if values else default
+
+
+def _same_as_route(kind: str, value: str, field: str, route_value: str) -> None:
+    """A record in a request body must be the one the URL names."""
+    if value != route_value:
+        raise InvalidArgument(kind, value, f"does not match the route's {field} {route_value}")
+
+
+def _lease_arg(q: dict, s) -> tuple[str, str] | None:
+    raw = _one(q, "lease")
+    if not raw:
+        return None
+    ns, _, lease_id = raw.partition("/")
+    return _own_lease(s, ns, lease_id)
+
+
+def _own_lease(s, namespace: str, lease_id: str) -> tuple[str, str]:
+    """A lease a request names: a valid ID in the request's own namespace (its Dist-Namespace)."""
+    if namespace != s.namespace:
+        raise InvalidArgument("lease", f"{namespace}/{lease_id}", f"is not in the request's namespace {s.namespace}")
+    return namespace, identifier("lease id", lease_id)
+
+
+@route("GET", "/version")
+def _version(h, s, q):
+    from dist_tool import __version__
+
+    h.reply(200, {"version": __version__, "api": wire.API_VERSION})
+
+
+# images -----------------------------------------------------------------
+
+@route("GET", "/images")
+def _images_list(h, s, q):
+    if _one(q, "scope") == "all":
+        h.reply(200, [{"namespace": ns, "image": wire.image_to(i)} for ns, i in s.images.all_namespaces()])
+    else:
+        h.reply(200, [wire.image_to(i) for i in s.images.list(*q.get("filter", []))])
+
+
+@route("GET", "/images/(?P<name>[^/]+)")
+def _images_get(h, s, q, name):
+    h.reply(200, wire.image_to(s.images.get(name)))
+
+
+@route("POST", "/images")
+def _images_create(h, s, q):
+    h.reply(201, wire.image_to(s.images.create(wire.image_from(h.body()))))
+
+
+@route("PUT", "/images/(?P<name>[^/]+)")
+def _images_put(h, s, q, name):
+    image = wire.image_from(h.body())
+    _same_as_route("image", image.name, "name", name)
+    h.reply(200, wire.image_to(s.images.put(image)))
+
+
+@route("PATCH", "/images/(?P<name>[^/]+)")
+def _images_update(h, s, q, name):
+    body = h.body()
+    image = wire.image_from(body["image"])
+    _same_as_route("image", image.name, "name", name)
+    h.reply(200, wire.image_to(s.images.update(image, *body.get("fieldpaths", []))))
+
+
+@route("DELETE", "/images/(?P<name>[^/]+)")
+def _images_delete(h, s, q, name):
+    s.images.delete(name)
+    h.reply(204, None)
+
+
+# content ----------------------------------------------------------------
+
+@route("GET", "/content/blobs")
+def _content_list(h, s, q):
+    if _one(q, "view") == "present":
+        h.reply(200, s.content.present())
+    else:
+        h.reply(200, [i.to_json() for i in s.content.list()])
+
+
+@route("GET", "/content/blobs/(?P<digest>[^/]+)/info")
+def _content_info(h, s, q, digest):
+    h.reply(200, s.content.info(digest).to_json())
+
+
+@route("GET", "/content/blobs/(?P<digest>[^/]+)")
+def _content_read(h, s, q, digest):
+    limit = _one(q, "limit")
+    if limit is not None:
+        if not limit.isdigit():
+            raise InvalidArgument("limit", limit, "must be a number of bytes")
+        data = s.content.read_blob(digest, min(int(limit), MAX_READ_LIMIT))
+        h.reply_bytes(200, data)
+        return
+    h.send_blob(s.content, digest)
+
+
+@route("PATCH", "/content/blobs/(?P<digest>[^/]+)")
+def _content_labels(h, s, q, digest):
+    h.reply(200, s.content.update_labels(digest, h.body().get("labels", {})).to_json())
+
+
+@route("DELETE", "/content/blobs/(?P<digest>[^/]+)")
+def _content_delete(h, s, q, digest):
+    s.content.delete(digest)
+    h.reply(204, None)
+
+
+@route("POST", "/content/blobs/(?P<digest>[^/]+)/verify")
+def _content_verify(h, s, q, digest):
+    h.reply(200, {"digest": digest, "problem": s.content.verify(digest)})
+
+
+@route("POST", "/content/blobs/(?P<digest>[^/]+)/lease")
+def _content_add_to_lease(h, s, q, digest):
+    body = h.body()
+    h.reply(200, {"present": s.content.add_to_lease(digest, _own_lease(s, body["namespace"], body["id"]))})
+
+
+@route("GET", "/content/ingests")
+def _ingests(h, s, q):
+    h.reply(200, [i.to_json() for i in s.content.ingests()])
+
+
+@route("DELETE", "/content/ingests/(?P<ref>[^/]+)")
+def _ingest_abort(h, s, q, ref):
+    s.content.abort_ingest(ref)
+    h.reply(204, None)
+
+
+@route("PUT", "/content/ingests/(?P<ref>[^/]+)")
+def _ingest_write(h, s, q, ref):
+    """The chunked body streams into the ingest. ``mode=stream`` (default): the whole blob, resumed
+    and verified as ``content ingest`` does. ``mode=append``: bytes from ``offset`` on, committed
+    when the ``Dist-Commit`` trailer (JSON: size, digest, labels) arrives, else left resumable."""
+    body = h.chunked()
+    lease = _lease_arg(q, s)
+    labels = json.loads(_one(q, "labels", "{}"))
+    size = _one(q, "size")
+    size = int(size) if size is not None else None
+    digest = _one(q, "digest")
+    if _one(q, "mode", "stream") == "stream":
+        digest = s.content.ingest(ref, body, size=size, digest=digest, labels=labels, lease=lease,
+                                  wait=_one(q, "wait") == "1", keep_partial=_one(q, "keep_partial", "1") == "1")
+        h.reply(200, {"digest": digest})
+        return
+    expected = json.loads(_one(q, "expected", "null"))
+    expected = Descriptor.from_json(expected, "expected") if expected else None
+    offset = int(_one(q, "offset", "0"))
+    # The answer goes out only after the writer is closed: a client that reads the ingest's status
+    # next must see its bytes flushed and its lock released.
+    with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1") as w:
+        if offset < w.offset:
+            w.truncate(offset)
+        elif offset > w.offset:
+            raise DataError("ingest", ref, f"holds {w.offset} bytes, the upload starts at {offset}")
+        while chunk := body.read(COPY_CHUNK):
+            w.write(chunk)
+        commit = body.trailers.get(wire.COMMIT_TRAILER.lower())
+        if commit is None:
+            answer = {"offset": w.offset}
+        else:
+            args = json.loads(commit)
+            answer = {"digest": w.commit(args.get("size"), args.get("digest"), args.get("labels")),
+                      "offset": w.offset}
+    h.reply(200, answer)
+
+
+# containers -------------------------------------------------------------
+
+@route("GET", "/containers")
+def _containers_list(h, s, q):
+    h.reply(200, [wire.container_to(c)
+                  for c in s.containers.list(*q.get("filter", []), with_spec=_one(q, "spec") == "1")])
+
+
+@route("GET", "/containers/(?P<cid>[^/]+)")
+def _containers_get(h, s, q, cid):
+    h.reply(200, wire.container_to(s.containers.get(cid)))
+
+
+@route("POST", "/containers")
+def _containers_create(h, s, q):
+    h.reply(201, wire.container_to(s.containers.create(wire.container_from(h.body()))))
+
+
+@route("PATCH", "/containers/(?P<cid>[^/]+)")
+def _containers_update(h, s, q, cid):
+    body = h.body()
+    c: Container = wire.container_from(body["container"])
+    _same_as_route("container", c.id, "id", cid)
+    h.reply(200, wire.container_to(s.containers.update(c, *body.get("fieldpaths", []))))
+
+
+@route("DELETE", "/containers/(?P<cid>[^/]+)")
+def _containers_delete(h, s, q, cid):
+    s.containers.delete(cid)
+    h.reply(204, None)
+
+
+# leases -----------------------------------------------------------------
+
+@route("GET", "/leases")
+def _leases_list(h, s, q):
+    h.reply(200, [wire.lease_to(x) for x in s.leases.list(*q.get("filter", []))])
+
+
+@route("GET", "/leases/(?P<lid>[^/]+)")
+def _leases_get(h, s, q, lid):
+    h.reply(200, wire.lease_to(s.leases.get(lid)))
+
+
+@route("POST", "/leases")
+def _leases_create(h, s, q):
+    body = h.body()
+    lease: Lease = wire.lease_from(body)
+    identifier("lease id", lease.id)
+    if body.get("temporary"):
+        # A client operation's own lease: like SqliteLeaseManager.temporary, it must not leave a
+        # namespace behind when the operation fails.
+        h.reply(201, wire.lease_to(s.leases._insert(lease, user=False)))
+    else:
+        h.reply(201, wire.lease_to(s.leases.create(lease)))
+
+
+@route("DELETE", "/leases/(?P<lid>[^/]+)")
+def _leases_delete(h, s, q, lid):
+    s.leases.delete(lid)
+    h.reply(204, None)
+
+
+@route("GET", "/leases/(?P<lid>[^/]+)/resources")
+def _leases_resources(h, s, q, lid):
+    h.reply(200, [wire.resource_to(r) for r in s.leases.resources(lid)])
+
+
+@route("POST", "/leases/(?P<lid>[^/]+)/resources")
+def _leases_add_resource(h, s, q, lid):
+    s.leases.add_resource(identifier("lease id", lid), wire.resource_from(h.body()))
+    h.reply(204, None)
+
+
+# the rest ---------------------------------------------------------------
+
+@route("POST", "/gc")
+def _gc(h, s, q):
+    body = h.body()
+    only = body.get("only")
+    result = s.collect_garbage(dry_run=bool(body.get("dryRun")), only=set(only) if only is not None else None)
+    h.reply(200, result.to_json())
+
+
+@route("POST", "/unpack")
+def _unpack(h, s, q):
+    body = h.body()
+    keep = body.get("keep")
+    top = s.unpack_target(Descriptor.from_json(body.get("target"), "target"), platform=body.get("platform"),
+                          keep=(str(keep[0]), str(keep[1])) if keep else None)
+    h.reply(200, {"chain": top})
+
+
+@route("GET", "/snapshots/unpacked-sizes")
+def _unpacked_sizes(h, s, q):
+    h.reply(200, s.unpacked_snapshot_sizes(_one(q, "snapshotter")))
