@@ -51,8 +51,9 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} abandoned ingest {ref}")
     for _, ns, snapshotter, key in result.snapshots:
         s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
+    snapshots = f" (and {len(result.snapshots)} snapshots)" if result.snapshots else ""
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
-                  f"in {len(result.blobs)} blobs")
+                  f"in {len(result.blobs)} blobs{snapshots}")
 
 
 def _explanations(s, reports: list[dict], json_: bool) -> None:
