@@ -167,6 +167,18 @@ def test_commit_refuses_a_key_a_container_uses(sn) -> None:
         sn.stat("saved")
 
 
+def test_a_directory_left_by_a_crash_before_commit_does_not_block_the_next_snapshot(sn) -> None:
+    """kill -9 between install's rename and COMMIT: <id> stays without a row, and the id counter
+    rolled back with the transaction, so the next snapshot is given the same id."""
+    sn.prepare("first")
+    leftover = Path(sn.dirs.path(sn.chain("first")[0][1] + 1))
+    (leftover / "fs").mkdir(parents=True)
+    (leftover / "fs" / "stale").write_bytes(b"from the killed process")
+    sn.prepare("second")
+    assert sn.chain("second")[0][1] == int(leftover.name)
+    assert list((leftover / "fs").iterdir()) == []
+
+
 def test_usage_counts_hard_links_once(sn) -> None:
     sn.prepare("a")
     root = tree_of(sn, "a")

@@ -296,6 +296,9 @@ class LocalSnapshotter:
                     raise NotFound("snapshot", staged.parent, "parent was replaced meanwhile")
                 self.meta.ensure_namespace(conn, self.namespace, now)
                 snapshot_id = allocate_id(conn, self.name)
+                # A crash between the rename and COMMIT leaves <id> with no row, and the id is handed
+                # out again (its counter rolled back too): whatever is there is garbage.
+                self.dirs.trash(snapshot_id)
                 os.rename(staged.path, self.dirs.path(snapshot_id))
                 conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, id, parent, kind, labels, "
                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
