@@ -202,10 +202,13 @@ def _expired_leases(conn, now: float) -> set[tuple[str, str]]:
     return out
 
 
-def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None = None) -> GcResult:
+def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None = None,
+            sync_layout_index: Callable | None = None) -> GcResult:
     """Removes every blob and snapshot no root reaches (restricted to the digests and snapshot
     keys in ``only`` when given) and expired leases. ``janitor`` (the store's SnapshotJanitor)
-    removes snapshot directories."""
+    removes snapshot directories. A full collection also repairs what a crash can leave in the
+    OCI layout: ``sync_layout_index(conn)`` (the default image store's) rewrites ``index.json``,
+    and half-written temporaries go."""
     result = GcResult(dry_run=dry_run)
     now = time.time()
     with meta.write() as conn:
@@ -234,6 +237,9 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
                 if only is None:
                     for digest in content.orphan_files():
                         content.remove_file(digest)
+                    content.remove_stale_temporaries()
+                    if sync_layout_index is not None:
+                        sync_layout_index(conn)
 
             meta.on_commit(remove_files)
     if only is None:

@@ -221,8 +221,10 @@ class Session:
 
             return collect_garbage(self.remote, dry_run=dry_run, only=only)
         from dist_tool import gc
+        from dist_tool.store.images import DEFAULT_NAMESPACE
 
-        return gc.collect(self.meta, self.content, self.snapshot_janitor, dry_run=dry_run, only=only)
+        return gc.collect(self.meta, self.content, self.snapshot_janitor, dry_run=dry_run, only=only,
+                          sync_layout_index=self.images_in(DEFAULT_NAMESPACE).sync_layout_index)
 
     def unpack_target(self, target, *, platform: str | None = None, keep: tuple[str, str] | None = None,
                       progress=None) -> str | None:

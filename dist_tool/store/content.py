@@ -414,6 +414,26 @@ class LocalContentStore:
             return f"hashes to {actual}"
         return None
 
+    def remove_stale_temporaries(self) -> int:
+        """Removes what a killed writer of ``index.json`` or ``oci-layout`` left (``NAME.tmp.PID``
+        of a process that is gone); returns how many. Call under the write lock."""
+        from dist_tool.proc import process_start
+
+        removed = 0
+        try:
+            names = os.listdir(self.layout)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            _, sep, pid = name.rpartition(".tmp.")
+            if sep and pid.isdigit() and process_start(int(pid)) is None:
+                try:
+                    os.unlink(os.path.join(self.layout, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
     def orphan_files(self) -> list[str]:
         """Blob files without a record: left by a crash between rename and insert (never, by
         design) or by hand. Garbage collection removes them."""

@@ -132,9 +132,12 @@ class SqliteImageStore:
 
     def _changed(self) -> None:
         if self.namespace == DEFAULT_NAMESPACE:
-            self.meta.on_commit(self._sync_layout_index)
+            self.meta.on_commit(self.sync_layout_index)
 
-    def _sync_layout_index(self, conn) -> None:
+    def sync_layout_index(self, conn) -> None:
+        """Rewrites ``content/index.json`` from the default namespace's records (under the write
+        lock, after COMMIT). Garbage collection calls it too: a process killed between an image
+        change's COMMIT and this rewrite left the file behind the records."""
         from dist_tool.store.content import write_layout_index
 
         rows = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name",

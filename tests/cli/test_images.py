@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -250,3 +251,25 @@ def test_json_wins_over_quiet_as_in_every_listing(dist, imported):
     assert dist.ok("images", "ls", "--json", "-q").json == dist.ok("images", "--json").json
     assert dist.ok("content", "ls", "--json", "-q").json == dist.ok("content", "ls", "--json").json
     assert dist.ok("images", "-q").lines == [imported.name]
+
+
+def test_gc_repairs_the_layout_index_a_crash_left_behind(dist, imported):
+    """A kill -9 between an image change's COMMIT and the rewrite of index.json (which follows it)
+    leaves the file behind the records, and its temporary in place; gc puts both right."""
+    import subprocess
+
+    layout = dist.root / "content"
+    good = (layout / "index.json").read_text()
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = layout / f"index.json.tmp.{dead.pid}"
+    stale.write_text("half")
+    mine = layout / f"index.json.tmp.{os.getpid()}"  # a live writer's is left alone
+    mine.write_text("in progress")
+    dist.ok("gc", "--dry-run")
+    assert stale.exists()
+    dist.ok("gc")
+    assert json.loads((layout / "index.json").read_text()) == json.loads(good)
+    assert not stale.exists() and mine.exists()
+    mine.unlink()
