@@ -63,10 +63,13 @@ def unpack_target(session, target: Descriptor, *, platform: str | None = None,
     chain = plan.chain
     kind = f"snapshots/{snapshotter.name}"
     with session.leases.temporary("unpack") as lease:
+        # Protect the whole chain first, then look at what is committed: a concurrent rmi's gc
+        # could otherwise take a layer between the look and the protection.
+        with session.transaction():
+            for key in chain:
+                session.leases.add_resource(lease[1], LeaseResource(kind, key))
         done = _committed(snapshotter, chain)
         if done < len(chain):
-            if done:
-                session.leases.add_resource(lease[1], LeaseResource(kind, chain[done - 1]))
             job = _Job(session, snapshotter, plan, lease, kind, progress)
             if snapshotter.layers_independent:
                 job.parallel(done)

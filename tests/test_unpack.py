@@ -123,6 +123,34 @@ def test_compressions_unpack_alike(tmp_path: Path, how: str) -> None:
     s.close()
 
 
+def test_a_layer_found_unpacked_is_kept_from_a_concurrent_rmi(tmp_path: Path, monkeypatch) -> None:
+    """An import finds its base layer unpacked (another image's), and a concurrent `rmi` of that
+    image collects garbage before the import has used it: the import's lease must already hold it."""
+    from dist_tool import images, unpack
+
+    snapshotter = "native" if NO_OVERLAY else "overlayfs"
+    base_tar = layer([file("base", b"b")])
+    one = oci_archive(tmp_path / "one.tar", [base_tar], name="docker.io/library/one:1")
+    two = oci_archive(tmp_path / "two.tar", [base_tar, layer([file("two", b"2")])], name="docker.io/library/two:1")
+    s = session(tmp_path, snapshotter)
+    import_(s, one)
+    looked = unpack._committed
+
+    def committed_then_rmi(sn, chain):
+        found = looked(sn, chain)
+        other = session(tmp_path, snapshotter)  # another process's view of the same store
+        assert images.remove(other, [one.name])[0] == [one.name]
+        other.close()
+        return found
+
+    monkeypatch.setattr(unpack, "_committed", committed_then_rmi)
+    assert import_(s, two) == [two.name]
+    assert [i.key for i in s.snapshotter.list()] == sorted(two.chain)
+    with snapshot_tree(s.snapshotter, two.chain[-1], tmp_path / "mnt") as root:
+        assert (root / "base").read_bytes() == b"b" and (root / "two").read_bytes() == b"2"
+    s.close()
+
+
 def test_shared_layers_unpack_once_and_rmi_frees_what_nothing_else_uses(tmp_path: Path) -> None:
     snapshotter = "native" if NO_OVERLAY else "overlayfs"
     base_tar = layer([file("base", b"b")])
