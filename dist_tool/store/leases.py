@@ -37,10 +37,12 @@ class SqliteLeaseManager:
         return _lease(row)
 
     def list(self, *filters: str) -> list[Lease]:
+        """User leases and those of running work (SPEC): a killed operation's lease is dead work,
+        left for the next gc to expire."""
         with self.meta.read() as conn:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? ORDER BY created_at, id",
                                 (self.namespace,)).fetchall()
-        leases = [_lease(r) for r in rows]
+        leases = [lease for lease in map(_lease, rows) if not lease.abandoned]
         if not filters:
             return leases
         from dist_tool.filters import select

@@ -60,10 +60,15 @@ class Lease(NamedTuple):
 
     def expired(self, now: float) -> bool:
         """SPEC: a lease whose owner process is gone, or whose expiry passed, is expired."""
-        from dist_tool.proc import alive
-
         if self.expires_at is not None and self.expires_at <= now:
             return True
+        return self.abandoned
+
+    @property
+    def abandoned(self) -> bool:
+        """An operation's lease whose process is gone (killed): dead work, no lease of anyone's."""
+        from dist_tool.proc import alive
+
         return self.owner_pid is not None and not alive(self.owner_pid, self.owner_start)
 
     def to_json(self, wire: bool = False) -> dict:

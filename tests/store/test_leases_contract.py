@@ -75,3 +75,34 @@ def test_namespaces_isolate(make_leases):
     assert two.list() == []
     with pytest.raises(NotFound):
         two.get("l1")
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def test_a_killed_operations_lease_is_not_listed(leases):
+    """SPEC: leases ls sees user leases and those of running work; dead work waits for gc."""
+    leases.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"))
+    leases.create(Lease("mine"))
+    assert [x.id for x in leases.list()] == ["mine"]
+    assert leases.get("dead-work").id == "dead-work"  # still there, for gc to expire
+
+
+def test_a_killed_operations_lease_does_not_keep_its_namespace(tmp_path):
+    from dist_tool.store.namespaces import SqliteNamespaceStore
+
+    meta = Metadata(str(tmp_path / "root"))
+    team = SqliteLeaseManager(meta, "team")
+    team.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"))
+    team.add_resource("dead-work", LeaseResource("content", "sha256:" + "0" * 64))
+    namespaces = SqliteNamespaceStore(meta)
+    namespaces.delete("team")
+    assert [n.name for n in namespaces.list()] == []
+    with meta.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM lease_resources").fetchone()[0] == 0
+    meta.close()
