@@ -344,7 +344,32 @@ class LocalContentStore:
                     LocalWriter(self, status.ref, None, None, wait=False).abort()
                 except Conflict:
                     continue  # a writer took it meanwhile: it is alive again
+            self._remove_unnamed_ingest_dirs({_ingest_key(s.ref) for s in self.ingests()})
         return dead
+
+    def _remove_unnamed_ingest_dirs(self, named: set[str]) -> None:
+        """Ingest directories without a readable ref, start or data (a writer killed while it
+        made or removed one) name no ingest to resume: gone, unless a writer holds the lock. A
+        writer that finds its directory removed under it takes a new one."""
+        from filelock import Timeout, UnixFileLock
+
+        try:
+            keys = os.listdir(self.ingest_dir)
+        except FileNotFoundError:
+            return
+        for key in keys:
+            d = os.path.join(self.ingest_dir, key)
+            if key in named or not os.path.isdir(d):
+                continue
+            lock = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
+            try:
+                lock.acquire()
+            except (Timeout, FileNotFoundError):
+                continue
+            try:
+                shutil.rmtree(d, ignore_errors=True)
+            finally:
+                lock.release()
 
     # -------------------------------------------------------------- ContentManager
 

@@ -181,3 +181,21 @@ def test_remove_dead_ingests_spares_live_writers(store):
         assert [s.ref for s in store.ingests()] == ["live"]
     finally:
         live.close()
+
+
+def test_remove_dead_ingests_removes_directories_a_killed_writer_left_unnamed(store):
+    """A kill between a writer's mkdir and its ref (or between removing its files and its rmdir)
+    leaves a directory no ingest names; gc removes it, and spares a live writer's."""
+    live = store.writer("live")
+    empty = os.path.join(store.ingest_dir, "0" * 64)
+    os.makedirs(empty)
+    half = os.path.join(store.ingest_dir, "1" * 64)
+    os.makedirs(half)
+    open(os.path.join(half, "lock"), "w").close()
+    try:
+        assert store.remove_dead_ingests(dry_run=True) == [] and os.path.isdir(empty)
+        store.remove_dead_ingests()
+        assert sorted(os.listdir(store.ingest_dir)) == [os.path.basename(live.dir)]
+    finally:
+        live.close()
+    assert [s.ref for s in store.ingests()] == ["live"]
