@@ -180,6 +180,18 @@ def load_labels(raw: str | None) -> dict[str, str]:
     return json.loads(raw) if raw and raw != "{}" else {}
 
 
+def _run_all(tasks: list, *args) -> BaseException | None:
+    """Runs every task whatever the others do (after a COMMIT nothing may be skipped); returns
+    the first error."""
+    first = None
+    for task in tasks:
+        try:
+            task(*args)
+        except Exception as e:  # noqa: BLE001 - reported once all have run
+            first = first or e
+    return first
+
+
 class Metadata:
     """One process's handle on ``metadata.db``: ``read()`` and ``write()`` transactions."""
 
@@ -289,25 +301,34 @@ class Metadata:
                     conn.execute("COMMIT")
                 conn.execute("BEGIN IMMEDIATE")
                 self._write_depth = 1
+                hooks: list[Callable[[sqlite3.Connection], None]] = []
+                later: list[Callable[[], None]] = []
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
                     self._on_commit.clear()
                     self._after_release.clear()
+                    if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                        conn.execute("ROLLBACK")
                     raise
                 else:
                     hooks, self._on_commit = self._on_commit, []
                     later, self._after_release = self._after_release, []
-                    conn.execute("COMMIT")
-                    for hook in hooks:
-                        hook(conn)
+                    try:
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    first = _run_all(hooks, conn)
                 finally:
                     self._write_depth = 0
             finally:
                 lock.release()
-        for task in later:
-            task()
+        late = _run_all(later)
+        first = first or late
+        if first is not None:
+            raise first  # the records committed; what failed is the clean-up of files gc also does
 
     def on_commit(self, hook: Callable[[sqlite3.Connection], None]) -> None:
         """Runs ``hook`` once after the current write transaction commits (under the lock)."""

@@ -45,6 +45,43 @@ def test_nested_writes_join_one_transaction_and_hooks_run_after_commit(meta):
     assert seen == [2]
 
 
+def test_a_failing_hook_skips_no_other_and_the_commit_stands(meta):
+    ran = []
+
+    def fails(_conn):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        with meta.write() as conn:
+            conn.execute("INSERT INTO namespaces VALUES ('a', '{}', 0, 0)")
+            meta.on_commit(fails)
+            meta.on_commit(lambda _conn: ran.append("hook"))
+            meta.after_release(lambda: ran.append("after release"))
+    assert ran == ["hook", "after release"]
+    with meta.read() as conn:
+        assert conn.execute("SELECT count(*) FROM namespaces").fetchone()[0] == 1
+
+
+def test_hooks_of_a_transaction_sqlite_rolled_back_itself_never_run(meta):
+    """A full disk makes SQLite roll back on its own; the explicit ROLLBACK must not then hide the
+    error, and the hooks must not run at the next, unrelated commit."""
+    ran = []
+    with meta.write() as conn:
+        conn.execute("CREATE TABLE filler (x BLOB)")
+    page_count = meta.connection().execute("PRAGMA page_count").fetchone()[0]
+    meta.connection().execute(f"PRAGMA max_page_count = {page_count + 2}")
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        with meta.write() as conn:
+            meta.on_commit(lambda _conn: ran.append("stale hook"))
+            meta.after_release(lambda: ran.append("stale task"))
+            for _ in range(100):
+                conn.execute("INSERT INTO filler VALUES (zeroblob(8192))")
+    meta.connection().execute("PRAGMA max_page_count = 1073741823")
+    with meta.write() as conn:
+        conn.execute("INSERT INTO namespaces VALUES ('b', '{}', 0, 0)")
+    assert ran == []
+
+
 def test_a_reader_sees_a_snapshot_while_another_process_writes(meta, tmp_path):
     other = Metadata(str(tmp_path))
     with meta.read() as conn:
