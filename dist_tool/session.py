@@ -51,13 +51,6 @@ class Session:
     def __post_init__(self) -> None:
         self.root = os.path.abspath(self.root)
         self.state = os.path.abspath(self.state)
-        if self.snapshotter_name is not None:  # refused by every command, not only those that unpack
-            from dist_tool.store.snapshots import SNAPSHOTTERS
-
-            if self.snapshotter_name not in SNAPSHOTTERS:
-                from dist_tool.errors import InvalidArgument
-
-                raise InvalidArgument("snapshotter", self.snapshotter_name, "unknown: choose overlayfs or native")
         if self.render is None:
             from dist_tool.render import Renderer
 
@@ -166,7 +159,20 @@ class Session:
     def snapshotter(self) -> LocalSnapshotter:
         """``--snapshotter`` / ``DIST_SNAPSHOTTER``, else overlayfs where an overlay mounts in this
         root's file system (probed once per root), else native. Raises InvalidArgument."""
-        return self.snapshotter_named(self.snapshotter_name or self.default_snapshotter())
+        return self.snapshotter_named(self.chosen_snapshotter())
+
+    def chosen_snapshotter(self) -> str:
+        """The snapshotter's name (see ``snapshotter``); InvalidArgument for an unknown one. Checked
+        where it is used, not when the session is made: ``--help`` must work whatever it says."""
+        if self.snapshotter_name is None:
+            return self.default_snapshotter()
+        from dist_tool.store.snapshots import SNAPSHOTTERS
+
+        if self.snapshotter_name not in SNAPSHOTTERS:
+            from dist_tool.errors import InvalidArgument
+
+            raise InvalidArgument("snapshotter", self.snapshotter_name, "unknown: choose overlayfs or native")
+        return self.snapshotter_name
 
     def default_snapshotter(self) -> str:
         if self.address:

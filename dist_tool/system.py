@@ -98,9 +98,8 @@ def info(session) -> dict:
             if table in tables:
                 counts[table] = conn.execute(f"SELECT count(*) FROM {table} WHERE namespace = ?",
                                              (session.namespace,)).fetchone()[0]
-        counts["leases"] = conn.execute("SELECT count(*) FROM leases WHERE namespace = ?",
-                                        (session.namespace,)).fetchone()[0]
         counts["namespaces"] = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
+    counts["leases"] = len(session.leases.list())  # as leases ls counts them: no killed operation's
     return {"version": __version__, "root": session.root, "state": session.state,
-            "namespace": session.namespace, "snapshotter": session.snapshotter_name or session.default_snapshotter(),
+            "namespace": session.namespace, "snapshotter": session.chosen_snapshotter(),
             "runtime": runtime_info(), "counts": counts}

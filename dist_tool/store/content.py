@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import BinaryIO
@@ -31,6 +32,7 @@ from dist_tool.store.metadata import Metadata, dump_labels, load_labels
 
 Progress = Callable[[int], None]
 INGEST_LOCK_POLL = 0.02
+UNNAMED_INGEST_GRACE = 60.0  # seconds an ingest directory without a ref is left to its writer
 
 
 def _hasher(digest: str | None):
@@ -70,6 +72,8 @@ class LocalWriter:
 
         if not ref or "\n" in ref:
             raise InvalidArgument("ingest ref", ref, "must be a non-empty single line")
+        # The hash first: an unsupported algorithm must be refused before anything is on disk.
+        self.algorithm, self._hash = _hasher(expected.digest if expected else digest)
         self.store = store
         self.ref = ref
         self.expected = expected
@@ -105,7 +109,6 @@ class LocalWriter:
                 self._write_small("started", repr(time.time()))
             if expected is not None:
                 self._write_small("expected", json.dumps(expected.to_json()))
-            self.algorithm, self._hash = _hasher(expected.digest if expected else digest)
             self._data = open(os.path.join(self.dir, "data"), "ab+")
             self.offset = self._rehash_existing()
         except BaseException:
@@ -349,22 +352,27 @@ class LocalContentStore:
 
     def _remove_unnamed_ingest_dirs(self, named: set[str]) -> None:
         """Ingest directories without a readable ref, start or data (a writer killed while it
-        made or removed one) name no ingest to resume: gone, unless a writer holds the lock. A
-        writer that finds its directory removed under it takes a new one."""
+        made or removed one) name no ingest to resume: gone, unless a writer holds the lock or
+        the directory is young (a writer between its mkdir and its lock; taking the lock then
+        would fail that writer as a conflict)."""
         from filelock import Timeout, UnixFileLock
 
         try:
             keys = os.listdir(self.ingest_dir)
         except FileNotFoundError:
             return
+        young = time.time() - UNNAMED_INGEST_GRACE
         for key in keys:
             d = os.path.join(self.ingest_dir, key)
-            if key in named or not os.path.isdir(d):
+            try:
+                if key in named or not stat.S_ISDIR((st := os.stat(d)).st_mode) or st.st_mtime > young:
+                    continue
+            except OSError:
                 continue
             lock = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
             try:
                 lock.acquire()
-            except (Timeout, FileNotFoundError):
+            except (Timeout, OSError):  # held, or its directory went meanwhile (a commit, an abort)
                 continue
             try:
                 shutil.rmtree(d, ignore_errors=True)

@@ -424,3 +424,11 @@ def test_import_takes_one_source(dist, umoci_image, busybox_rootfs, args):
     why = "not both" if args else "and got neither"
     assert_one_error(r, f"needs an archive (FILE, or - for stdin) or --rootfs, {why}")
 
+
+
+def test_an_unknown_snapshotter_is_refused_where_used_and_help_still_works(dist):
+    assert dist("--snapshotter", "bogus", "images", "--help").code == 0
+    for args in (["info"], ["snapshot", "ls"]):
+        r = dist("--snapshotter", "bogus", *args)
+        assert r.code == 2
+        assert_one_error(r, "dist: error: snapshotter bogus: unknown: choose overlayfs or native")

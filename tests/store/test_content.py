@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+import time
 
 import pytest
 
@@ -192,10 +193,21 @@ def test_remove_dead_ingests_removes_directories_a_killed_writer_left_unnamed(st
     half = os.path.join(store.ingest_dir, "1" * 64)
     os.makedirs(half)
     open(os.path.join(half, "lock"), "w").close()
+    young = os.path.join(store.ingest_dir, "2" * 64)  # a writer between its mkdir and its lock
+    os.makedirs(young)
+    old = time.time() - 3600
+    for d in (empty, half):
+        os.utime(d, (old, old))
     try:
         assert store.remove_dead_ingests(dry_run=True) == [] and os.path.isdir(empty)
         store.remove_dead_ingests()
-        assert sorted(os.listdir(store.ingest_dir)) == [os.path.basename(live.dir)]
+        assert sorted(os.listdir(store.ingest_dir)) == sorted([os.path.basename(live.dir), "2" * 64])
     finally:
         live.close()
     assert [s.ref for s in store.ingests()] == ["live"]
+
+
+def test_an_unsupported_algorithm_is_refused_before_anything_is_written(store):
+    with pytest.raises(InvalidArgument, match="sha384"):
+        ingest_stream(store, "r", io.BytesIO(b"hi"), digest="sha384:" + "0" * 96)
+    assert not os.path.exists(store.ingest_dir) or os.listdir(store.ingest_dir) == []

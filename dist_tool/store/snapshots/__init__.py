@@ -9,12 +9,14 @@ Layout (containerd's overlay layout; the native snapshotter uses it too)::
 
 The metadata DB (table ``snapshots``) is the truth: a snapshot exists exactly
 when its row does. A directory becomes a snapshot by a rename from
-``staging/`` to ``<id>`` in the same write transaction that inserts its row;
-removal deletes the row and renames the directory into ``trash/`` in one
-transaction, and the (slow) recursive delete runs after the lock is
-released. So a crash at any instant leaves at worst a staging directory of a
-dead process, an ``<id>`` directory without a row, or something in the
-trash; ``SnapshotJanitor.sweep`` (run by ``dist gc``) removes those.
+``staging/`` to ``<id>`` in the same write transaction that inserts its row
+(a directory already at that id, left by a crash before a COMMIT, is trashed
+first); removal deletes the row, renames the directory into ``trash/`` once
+that has committed (still under the lock), and runs the (slow) recursive
+delete after the lock is released. So a crash at any instant leaves at worst
+a staging directory of a dead process, an ``<id>`` directory without a row,
+or something in the trash; ``SnapshotJanitor.sweep`` (run by ``dist gc``)
+removes those.
 
 Snapshots are per namespace: a layer unpacked in two namespaces is two
 directories (simple, and a namespace's data never depends on another's).
