@@ -78,6 +78,24 @@ class TaskFailed(DistError):
         self.exit_code = status
 
 
+def keep_going(items, action, done=None, ignore: tuple[type[DistError], ...] = ()) -> DistError | None:
+    """A multi-name operation (ctr's, CONVENTIONS G8): ``action`` on every item and ``done``
+    after each that worked; one that fails does not stop the others. Returns the first error
+    (those of the ``ignore`` classes do not count), which is what the command exits with."""
+    first: DistError | None = None
+    for item in items:
+        try:
+            action(item)
+        except ignore:
+            continue
+        except DistError as e:
+            first = first or e
+        else:
+            if done is not None:
+                done(item)
+    return first
+
+
 ERROR_KINDS: dict[str, type[DistError]] = {
     cls.kind: cls
     for cls in (DistError, InvalidArgument, NotFound, AlreadyExists, Conflict, DataError, Unavailable, TaskFailed)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dist_tool import oci
-from dist_tool.errors import DistError, NotFound
+from dist_tool.errors import DistError, NotFound, keep_going
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Lease
 from dist_tool.store.limits import MAX_MANIFEST_BYTES
@@ -322,16 +322,7 @@ def remove_each(session, items, remove_one, force: bool = False):
     Returns (removed, gc result or None, the first error) — ctr's multi-delete: a missing item is
     an error unless ``force``, and the first error is what the command exits with.
     """
-    first_error: DistError | None = None
-    removed = []
-    for item in items:
-        try:
-            removed.append(remove_one(item))
-        except NotFound as e:
-            if not force and first_error is None:
-                first_error = e
-        except DistError as e:
-            if first_error is None:
-                first_error = e
+    removed: list = []
+    first_error = keep_going(items, lambda item: removed.append(remove_one(item)), ignore=(NotFound,) if force else ())
     result = session.collect_garbage() if removed else None
     return removed, result, first_error

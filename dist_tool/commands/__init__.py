@@ -34,17 +34,9 @@ def session(ctx: typer.Context) -> "Session":
 def each(items: list[str], action: "Callable[[str], object]", done: "Callable[[str], None] | None" = None) -> None:
     """A multi-name command: ``action`` on every item, ``done`` after each that worked; one that
     fails does not stop the others, and the first error is what the command exits with."""
-    from dist_tool.errors import DistError
+    from dist_tool.errors import keep_going
 
-    first: DistError | None = None
-    for item in items:
-        try:
-            action(item)
-        except DistError as e:
-            first = first or e
-        else:
-            if done is not None:
-                done(item)
+    first = keep_going(items, action, done)
     if first is not None:
         raise first
 

@@ -47,17 +47,14 @@ def info(ctx: typer.Context, key: str, json_: JsonOpt = False) -> None:
 def usage(ctx: typer.Context, keys: Annotated[list[str] | None, typer.Argument(help="Snapshot keys (default: all).")]
           = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Disk usage (SIZE) and INODES of each snapshot's own directory; a missing key does not hide the others."""
-    from dist_tool.errors import DistError
+    from dist_tool.errors import keep_going
     from dist_tool.render import Col, iec
 
     s = session(ctx)
     sn = s.snapshotter
     records: list[dict] = []
-    error: DistError | None = None
-    try:
-        each(keys or [i.key for i in sn.list()], lambda k: records.append({"key": k, **sn.usage(k).to_json()}))
-    except DistError as e:
-        error = e
+    error = keep_going(keys or [i.key for i in sn.list()],
+                       lambda key: records.append({"key": key, **sn.usage(key).to_json()}))
     s.render.records(records, [Col("KEY", "key"), Col("SIZE", "size", fmt=iec), Col("INODES", "inodes")],
                      as_json=json_, quiet=quiet, key="key")
     if error is not None:
