@@ -67,11 +67,8 @@ class SqliteLeaseManager:
 
     def delete(self, lease_id: str) -> None:
         with self.meta.write() as conn:
-            if conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?",
-                            (self.namespace, lease_id)).rowcount == 0:
+            if not delete_rows(conn, self.namespace, lease_id):
                 raise NotFound("lease", lease_id, "not found")
-            conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?",
-                         (self.namespace, lease_id))
 
     def add_resource(self, lease_id: str, resource: LeaseResource) -> None:
         with self.meta.write() as conn:
@@ -103,3 +100,19 @@ class SqliteLeaseManager:
                 pass
             raise
         self.delete(lease.id)
+
+
+def delete_rows(conn, namespace: str, lease_id: str) -> bool:
+    """A lease's record and its resources, in the caller's write transaction; False when absent."""
+    conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?", (namespace, lease_id))
+    return conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id)).rowcount > 0
+
+
+def drop_abandoned(conn, namespace: str) -> None:
+    """Deletes the namespace's leases of killed operations (owner gone), in the caller's write
+    transaction: what they held is then the next gc's to collect."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? AND owner_pid IS NOT NULL",
+                        (namespace,)).fetchall()
+    for lease in map(_lease, rows):
+        if lease.abandoned:
+            delete_rows(conn, namespace, lease.id)

@@ -6,6 +6,7 @@ import time
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Namespace
+from dist_tool.store.leases import drop_abandoned
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 
 # Every table whose rows belong to a namespace; a namespace holding any row cannot be removed.
@@ -68,21 +69,10 @@ class SqliteNamespaceStore:
             if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound("namespace", name, "not found")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            _drop_abandoned_leases(conn, name)
+            # SPEC: namespaces rm sees only user leases and those of running work.
+            drop_abandoned(conn, name)
             for table in NAMESPACED_TABLES:
                 if table in tables and conn.execute(
                         f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():
                     raise Conflict("namespace", name, f"not empty: it still holds {table}")
             conn.execute("DELETE FROM namespaces WHERE name = ?", (name,))
-
-
-def _drop_abandoned_leases(conn, namespace: str) -> None:
-    """SPEC: namespaces rm sees only user leases and those of running work. A killed operation's
-    lease goes with the namespace (what it held is then the next gc's to collect)."""
-    from dist_tool.store.records import Lease
-
-    for lease_id, pid, start in conn.execute("SELECT id, owner_pid, owner_start FROM leases "
-                                             "WHERE namespace = ? AND owner_pid IS NOT NULL", (namespace,)).fetchall():
-        if Lease(lease_id, owner_pid=pid, owner_start=start).abandoned:
-            conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?", (namespace, lease_id))
-            conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id))
