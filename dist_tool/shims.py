@@ -12,6 +12,7 @@ import time
 
 from dist_tool.errors import DistError, NotFound, TaskFailed, Unavailable
 from dist_tool.proc import alive, process_start
+from dist_tool.validate import decimal
 
 STATUS_KILLED_BY_CLEANUP = 128 + 9
 STATUS_UNKNOWN = 255
@@ -39,9 +40,10 @@ def read_pid(path: str) -> tuple[int, str | None] | None:
             fields = f.read().split()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if not fields or not fields[0].isdigit():
+    pid = decimal(fields[0]) if fields else None
+    if pid is None:
         return None
-    return int(fields[0]), fields[1] if len(fields) > 1 else None
+    return pid, fields[1] if len(fields) > 1 else None
 
 
 def shim_alive(path: str) -> bool:
@@ -133,10 +135,11 @@ def finish_abandoned(session) -> None:
         return
     for name in names:
         parts = name.rsplit("-", 2)  # .dead-<id>-<pid>-<ns>
-        if not name.startswith(".dead-") or len(parts) != 3 or not parts[1].isdigit():
+        pid = decimal(parts[1]) if len(parts) == 3 else None
+        if not name.startswith(".dead-") or pid is None:
             continue
-        head, pid, _ = parts
-        if process_start(int(pid)) is not None:
+        head = parts[0]
+        if process_start(pid) is not None:
             continue  # its cleaner is still at work
         container_id = head[len(".dead-"):]
         grave = _grave(session, container_id)

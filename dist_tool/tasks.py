@@ -39,6 +39,7 @@ from dist_tool import shims
 from dist_tool.errors import Conflict, DistError, InvalidArgument, NotFound, TaskFailed, Unavailable
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Container
+from dist_tool.validate import decimal
 
 DEFAULT_RUNTIMES = ("io.containerd.runc.v2", "io.containerd.runc.v1", "runc")
 READY_TIMEOUT = 60.0  # seconds a detached start waits for its shim to say the task runs
@@ -316,8 +317,9 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
 
 def parse_signal(text: str) -> int:
     """``SIGKILL``, ``KILL`` or ``9`` (SPEC "Signals")."""
-    if text.isdigit() and 0 < int(text) < signal.NSIG:
-        return int(text)
+    number = decimal(text)
+    if number is not None and 0 < number < signal.NSIG:
+        return number
     name = text.upper()
     try:
         return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])

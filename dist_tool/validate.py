@@ -33,6 +33,12 @@ _DURATION_UNITS = {
 _DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
+def decimal(text: str) -> int | None:
+    """The value of a string of ASCII digits, else None. ``str.isdigit`` also takes "²" and "١",
+    which ``int`` refuses, and ``int`` alone takes " 1", "+1" and "1_0"."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def identifier(kind: str, value: str) -> str:
     """Check a container ID, namespace or lease ID against SPEC's grammar.
 

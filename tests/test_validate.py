@@ -237,3 +237,20 @@ def test_duration_raises_only_invalid_argument(text: str):
         assert validate.duration(text) >= 0
     except InvalidArgument as e:
         assert e.which == text
+
+
+@given(st.text(max_size=8))
+def test_decimal_is_ascii_digits_only(text: str):
+    value = validate.decimal(text)
+    if text and all("0" <= c <= "9" for c in text):
+        assert value == int(text)
+    else:
+        assert value is None  # "²", "١", " 1", "+1", "1_0" among them: never a ValueError
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "1\u00b2", "\u0661"])
+def test_signal_numbers_are_ascii(text: str):
+    from dist_tool.tasks import parse_signal
+
+    with pytest.raises(InvalidArgument):
+        parse_signal(text)

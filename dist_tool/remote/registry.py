@@ -30,6 +30,7 @@ from dist_tool.oci import Descriptor
 from dist_tool.remote.auth import Authorizer, Credentials, from_docker_config, parse_challenges, repository_scope
 from dist_tool.remote.transport import Client, Response, TransportError, origin
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
+from dist_tool.validate import decimal
 
 MANIFEST_MEDIA_TYPES = (oci.MEDIA_OCI_INDEX, oci.MEDIA_OCI_MANIFEST,
                         oci.MEDIA_DOCKER_MANIFEST_LIST, oci.MEDIA_DOCKER_MANIFEST)
@@ -59,8 +60,9 @@ def is_localhost(host: str) -> bool:
 
 def backoff(attempt: int, retry_after: str | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, ...)."""
-    if retry_after and retry_after.strip().isdigit():
-        return min(float(retry_after), BACKOFF_MAX)
+    seconds = decimal(retry_after.strip()) if retry_after else None
+    if seconds is not None:
+        return min(float(seconds), BACKOFF_MAX)
     import random
 
     delay = min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)
@@ -277,9 +279,9 @@ class Repository:
             digest = resp.headers.get("docker-content-digest", "")
             if not digest and ":" in reference:
                 digest = reference
-            size = resp.headers.get("content-length", "")
+            size = decimal(resp.headers.get("content-length", ""))
             media_type = resp.headers.get("content-type", "").split(";")[0].strip()
-            return Descriptor(media_type, digest, int(size) if size.isdigit() else -1)
+            return Descriptor(media_type, digest, size if size is not None else -1)
 
     def put_manifest(self, reference: str, desc: Descriptor, data: bytes) -> None:
         """Stores a manifest or index under a tag or its digest; the registry must agree on the digest."""
@@ -299,8 +301,8 @@ class Repository:
                 return False
             if resp.status_code != 200:
                 raise self.error(resp, "blob", desc.digest)
-            size = resp.headers.get("content-length", "")
-            return not size.isdigit() or int(size) == desc.size
+            size = decimal(resp.headers.get("content-length", ""))
+            return size is None or size == desc.size
 
     @contextmanager
     def blob(self, digest: str, offset: int = 0) -> Iterator[tuple[Response, int]]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument, NotFound
+from dist_tool.validate import decimal
 
 MAX_ACCOUNT_FILE_BYTES = 4 * 1024 * 1024
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
@@ -55,10 +56,8 @@ class ResolvedUser(NamedTuple):
 
 
 def _number(text: str) -> int | None:
-    if text.isascii() and text.isdigit():
-        value = int(text)
-        return value if value <= UID_MAX else None
-    return None
+    value = decimal(text)
+    return value if value is not None and value <= UID_MAX else None
 
 
 def _lines(data: bytes | None):
@@ -94,7 +93,7 @@ def check_format(user: str) -> str:
     for part in (name, group):
         if part and (":" in part or any(c.isspace() for c in part)):
             raise InvalidArgument("user", user, "expected UID[:GID] or NAME[:GROUP]")
-        if part.isdigit() and _number(part) is None:
+        if decimal(part) is not None and _number(part) is None:
             raise InvalidArgument("user", user, f"{part} is out of range")
     return user
 

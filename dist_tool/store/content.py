@@ -29,6 +29,7 @@ from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_L
 from dist_tool.store.api import ContentInfo, IngestStatus
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
+from dist_tool.validate import decimal
 
 Progress = Callable[[int], None]
 INGEST_LOCK_POLL = 0.02
@@ -459,7 +460,8 @@ class LocalContentStore:
             return 0
         for name in names:
             _, sep, pid = name.rpartition(".tmp.")
-            if sep and pid.isdigit() and process_start(int(pid)) is None:
+            writer = decimal(pid) if sep else None
+            if writer is not None and process_start(writer) is None:
                 try:
                     os.unlink(os.path.join(self.layout, name))
                     removed += 1

@@ -252,3 +252,12 @@ def test_a_redirect_loop_is_not_retried(servers):
             pass
     assert "redirects" in str(e.value) and "attempts" not in str(e.value)
     assert len(a.requests) == transport.MAX_REDIRECTS + 1
+
+
+@pytest.mark.parametrize("retry_after, low, high", [("3", 3, 3), ("600", 8, 8), ("\u00b2", 0.125, 0.25),
+                                                    ("Wed, 21 Oct 2026 07:28:00 GMT", 0.125, 0.25)])
+def test_backoff_takes_only_a_plain_number_of_seconds_from_the_registry(retry_after, low, high):
+    """A "Retry-After: ²" (latin-1, so a header can carry it) was an internal error."""
+    from dist_tool.remote.registry import backoff
+
+    assert low <= backoff(1, retry_after) <= high

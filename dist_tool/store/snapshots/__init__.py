@@ -35,6 +35,7 @@ from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Mount, SnapshotInfo, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
+from dist_tool.validate import decimal
 
 SNAPSHOTTERS = ("overlayfs", "native")
 KINDS = ("active", "view", "committed")
@@ -454,14 +455,16 @@ class SnapshotJanitor:
                 dirs = SnapshotDirs(self.root, name)
                 known = {r[0] for r in conn.execute("SELECT id FROM snapshots WHERE snapshotter = ?", (name,))}
                 for entry in os.listdir(dirs.base):
-                    if entry.isdigit() and int(entry) not in known:
+                    snapshot_id = decimal(entry)
+                    if snapshot_id is not None and snapshot_id not in known:
                         found += 1
                         if not dry_run:
-                            dirs.trash(int(entry))
+                            dirs.trash(snapshot_id)
                 for entry in _listdir(dirs.staging):
                     pid, _, rest = entry.partition(".")
                     start = rest.rpartition(".")[0]
-                    if pid.isdigit() and alive(int(pid), start):
+                    writer = decimal(pid)
+                    if writer is not None and alive(writer, start):
                         continue
                     found += 1
                     if not dry_run:
