@@ -85,18 +85,9 @@ class Client:
     def __init__(self, address: str, namespace: str = "default", token: str | None = None) -> None:
         self.address = address
         self.namespace = namespace
-        if address.startswith("unix://"):
-            self._unix = address[len("unix://"):]
-            if not self._unix.startswith("/"):
-                raise _bad_address(address)
-        elif address.startswith("tcp://"):
-            self._unix = None
-            host, sep, port = address[len("tcp://"):].rpartition(":")
-            if not sep or not port.isdigit() or not host:
-                raise _bad_address(address)
-            self._tcp = (host.strip("[]"), int(port))
-        else:
-            raise _bad_address(address)
+        kind, where = wire.parse_address(address)
+        self._unix = where if kind == "unix" else None
+        self._tcp = where if kind == "tcp" else None
         if token is None and os.environ.get(TOKEN_FILE_ENV):
             token = read_token_file(os.environ[TOKEN_FILE_ENV])
         self.token = token
@@ -174,12 +165,6 @@ class Client:
         else:
             why = (e.strerror if isinstance(e, OSError) and e.strerror else e.__class__.__name__)
         return Unavailable("--address", self.address, why)
-
-
-def _bad_address(address: str):
-    from dist_tool.errors import InvalidArgument
-
-    return InvalidArgument("address", address, "expected unix:///PATH or tcp://HOST:PORT")
 
 
 # ---------------------------------------------------------------- images

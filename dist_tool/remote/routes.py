@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dist_tool.errors import DataError, InvalidArgument
 from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
+from dist_tool.remote.wire import Fields
 from dist_tool.store.api import Container, Lease
 from dist_tool.store.limits import COPY_CHUNK
-from dist_tool.validate import identifier
+from dist_tool.validate import decimal, identifier
 
 MAX_READ_LIMIT = 64 * 1024 * 1024
 
@@ -33,6 +34,25 @@ def route(method: str, pattern: str):
 def _one(q: dict, key: str, default=None):
     values = q.get(key)
     return values[0] if values else default
+
+
+def _count(q: dict, key: str, default: int | None = None) -> int | None:
+    """A byte count or offset in the query string."""
+    raw = _one(q, key)
+    if raw is None:
+        return default
+    value = decimal(raw)
+    if value is None:
+        raise InvalidArgument("query", key, f"{raw!r} is not a number of bytes")
+    return value
+
+
+def _json(raw: str, what: str, which: str) -> object:
+    """JSON a request carries outside its body: in the query string, in a trailer."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(what, which, "is not JSON") from None
 
 
 def _same_as_route(kind: str, value: str, field: str, route_value: str) -> None:
@@ -92,10 +112,10 @@ def _images_put(h, s, q, name):
 
 @route("PATCH", "/images/(?P<name>[^/]+)")
 def _images_update(h, s, q, name):
-    body = h.body()
-    image = wire.image_from(body["image"])
+    body = Fields(h.body(), "request body")
+    image = wire.image_from(body.get("image", dict))
     _same_as_route("image", image.name, "name", name)
-    h.reply(200, wire.image_to(s.images.update(image, *body.get("fieldpaths", []))))
+    h.reply(200, wire.image_to(s.images.update(image, *body.string_list("fieldpaths"))))
 
 
 @route("DELETE", "/images/(?P<name>[^/]+)")
@@ -121,11 +141,9 @@ def _content_info(h, s, q, digest):
 
 @route("GET", "/content/blobs/(?P<digest>[^/]+)")
 def _content_read(h, s, q, digest):
-    limit = _one(q, "limit")
+    limit = _count(q, "limit")
     if limit is not None:
-        if not limit.isdigit():
-            raise InvalidArgument("limit", limit, "must be a number of bytes")
-        data = s.content.read_blob(digest, min(int(limit), MAX_READ_LIMIT))
+        data = s.content.read_blob(digest, min(limit, MAX_READ_LIMIT))
         h.reply_bytes(200, data)
         return
     h.send_blob(s.content, digest)
@@ -133,7 +151,8 @@ def _content_read(h, s, q, digest):
 
 @route("PATCH", "/content/blobs/(?P<digest>[^/]+)")
 def _content_labels(h, s, q, digest):
-    h.reply(200, s.content.update_labels(digest, h.body().get("labels", {})).to_json())
+    labels = Fields(h.body(), "request body").strings("labels")
+    h.reply(200, s.content.update_labels(digest, labels).to_json())
 
 
 @route("DELETE", "/content/blobs/(?P<digest>[^/]+)")
@@ -149,8 +168,9 @@ def _content_verify(h, s, q, digest):
 
 @route("POST", "/content/blobs/(?P<digest>[^/]+)/lease")
 def _content_add_to_lease(h, s, q, digest):
-    body = h.body()
-    h.reply(200, {"present": s.content.add_to_lease(digest, _own_lease(s, body["namespace"], body["id"]))})
+    body = Fields(h.body(), "request body")
+    lease = _own_lease(s, body.text("namespace"), body.text("id"))
+    h.reply(200, {"present": s.content.add_to_lease(digest, lease)})
 
 
 @route("GET", "/content/ingests")
@@ -171,18 +191,17 @@ def _ingest_write(h, s, q, ref):
     when the ``Dist-Commit`` trailer (JSON: size, digest, labels) arrives, else left resumable."""
     body = h.chunked()
     lease = _lease_arg(q, s)
-    labels = json.loads(_one(q, "labels", "{}"))
-    size = _one(q, "size")
-    size = int(size) if size is not None else None
+    labels = wire.string_map(_json(_one(q, "labels", "{}"), "query", "labels"), "query", "labels")
+    size = _count(q, "size")
     digest = _one(q, "digest")
     if _one(q, "mode", "stream") == "stream":
         digest = s.content.ingest(ref, body, size=size, digest=digest, labels=labels, lease=lease,
                                   wait=_one(q, "wait") == "1", keep_partial=_one(q, "keep_partial", "1") == "1")
         h.reply(200, {"digest": digest})
         return
-    expected = json.loads(_one(q, "expected", "null"))
+    expected = _json(_one(q, "expected", "null"), "query", "expected")
     expected = Descriptor.from_json(expected, "expected") if expected else None
-    offset = int(_one(q, "offset", "0"))
+    offset = _count(q, "offset", 0)
     # The answer goes out only after the writer is closed: a client that reads the ingest's status
     # next must see its bytes flushed and its lock released.
     with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1") as w:
@@ -196,8 +215,9 @@ def _ingest_write(h, s, q, ref):
         if commit is None:
             answer = {"offset": w.offset}
         else:
-            args = json.loads(commit)
-            answer = {"digest": w.commit(args.get("size"), args.get("digest"), args.get("labels")),
+            args = Fields(_json(commit, "trailer", wire.COMMIT_TRAILER), wire.COMMIT_TRAILER)
+            answer = {"digest": w.commit(args.get("size", int, None), args.text("digest", None),
+                                         args.strings("labels")),
                       "offset": w.offset}
     h.reply(200, answer)
 
@@ -222,10 +242,10 @@ def _containers_create(h, s, q):
 
 @route("PATCH", "/containers/(?P<cid>[^/]+)")
 def _containers_update(h, s, q, cid):
-    body = h.body()
-    c: Container = wire.container_from(body["container"])
+    body = Fields(h.body(), "request body")
+    c: Container = wire.container_from(body.get("container", dict))
     _same_as_route("container", c.id, "id", cid)
-    h.reply(200, wire.container_to(s.containers.update(c, *body.get("fieldpaths", []))))
+    h.reply(200, wire.container_to(s.containers.update(c, *body.string_list("fieldpaths"))))
 
 
 @route("DELETE", "/containers/(?P<cid>[^/]+)")
@@ -251,7 +271,7 @@ def _leases_create(h, s, q):
     body = h.body()
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
-    if body.get("temporary"):
+    if Fields(body, "lease").get("temporary", bool, False):
         # A client operation's own lease: like SqliteLeaseManager.temporary, it must not leave a
         # namespace behind when the operation fails.
         h.reply(201, wire.lease_to(s.leases._insert(lease, user=False)))
@@ -280,18 +300,20 @@ def _leases_add_resource(h, s, q, lid):
 
 @route("POST", "/gc")
 def _gc(h, s, q):
-    body = h.body()
-    only = body.get("only")
-    result = s.collect_garbage(dry_run=bool(body.get("dryRun")), only=set(only) if only is not None else None)
+    body = Fields(h.body(), "request body")
+    only = body.string_list("only", None)
+    result = s.collect_garbage(dry_run=body.get("dryRun", bool, False), only=set(only) if only is not None else None)
     h.reply(200, result.to_json())
 
 
 @route("POST", "/unpack")
 def _unpack(h, s, q):
-    body = h.body()
-    keep = body.get("keep")
-    top = s.unpack_target(Descriptor.from_json(body.get("target"), "target"), platform=body.get("platform"),
-                          keep=(str(keep[0]), str(keep[1])) if keep else None)
+    body = Fields(h.body(), "request body")
+    keep = body.string_list("keep", None)
+    if keep is not None and len(keep) != 2:
+        raise InvalidArgument("request body", "keep", "is not a [namespace, lease id] pair")
+    top = s.unpack_target(Descriptor.from_json(body.get("target", dict), "target"),
+                          platform=body.text("platform", None), keep=tuple(keep) if keep else None)
     h.reply(200, {"chain": top})
 
 

@@ -32,7 +32,7 @@ from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
 from dist_tool.remote import wire
 from dist_tool.remote.routes import ROUTES
 from dist_tool.store.limits import COPY_CHUNK
-from dist_tool.validate import identifier
+from dist_tool.validate import decimal, identifier
 
 MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
 MAX_TRAILERS = 16  # an upload's trailer carries the abort flag; http.server caps headers at 100
@@ -164,8 +164,6 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the store is as the store calls left it: nothing half-done
         except DistError as e:
             self.fail(e)
-        except (ValueError, KeyError, TypeError) as e:
-            self.fail(InvalidArgument("request", f"{method} {path}", f"malformed: {e.__class__.__name__}: {e}"))
         except Exception as e:  # noqa: BLE001 - a server thread reports, and keeps serving the others
             if self.server.debug:
                 import traceback
@@ -191,9 +189,10 @@ class Handler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------- bodies
 
     def body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise InvalidArgument("request body", "", "Content-Length is negative")
+        raw_length = self.headers.get("Content-Length") or "0"
+        length = decimal(raw_length)
+        if length is None:
+            raise InvalidArgument("request body", "", f"Content-Length {raw_length!r} is not a size")
         if length > MAX_JSON_BODY:
             raise InvalidArgument("request body", "", f"larger than {MAX_JSON_BODY} bytes")
         data = self.rfile.read(length)
@@ -339,21 +338,6 @@ def _remove_stale_socket(path: str) -> None:
     raise Conflict("address", f"unix://{path}", "another server is listening there")
 
 
-def parse_address(address: str) -> tuple[str, object]:
-    """``unix:///PATH`` → ("unix", path); ``tcp://HOST:PORT`` → ("tcp", (host, port)). InvalidArgument."""
-    if address.startswith("unix://"):
-        path = address[len("unix://"):]
-        if not path.startswith("/"):
-            raise InvalidArgument("address", address, "a unix socket needs an absolute path: unix:///PATH")
-        return "unix", path
-    if address.startswith("tcp://"):
-        host, sep, port = address[len("tcp://"):].rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise InvalidArgument("address", address, "expected tcp://HOST:PORT")
-        return "tcp", (host.strip("[]"), int(port))
-    raise InvalidArgument("address", address, "expected unix:///PATH or tcp://HOST:PORT")
-
-
 def read_token(path: str) -> str:
     from dist_tool.remote.client import read_token_file
 
@@ -366,7 +350,7 @@ def read_token(path: str) -> str:
 def make_server(address: str, make_session: Callable[[str], object], token: str | None = None,
                 debug: bool = False) -> _Serving:
     """Binds (not yet serving). TCP needs a token, whatever the host: every TCP request carries it."""
-    kind, where = parse_address(address)
+    kind, where = wire.parse_address(address)
     if kind == "tcp" and token is None:
         raise InvalidArgument("dist serve", address, "a TCP address needs --token-file (clients send the token)")
     try:

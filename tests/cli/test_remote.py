@@ -397,3 +397,104 @@ def test_a_range_that_ends_before_it_starts_is_refused(served, tmp_path):
     digest = Remote(served, tmp_path).ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
     answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=5-2\r\n\r\n".encode())
     assert answer.split(b" ", 2)[1] == b"400", answer
+
+
+BLOB = "sha256:" + "ab" * 32
+TARGET = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": BLOB, "size": 2}
+
+
+@pytest.mark.parametrize("method, path, body, field", [
+    ("POST", "/images", {"name": 7, "target": TARGET}, "name"),
+    ("POST", "/images", {"name": "docker.io/library/x:1"}, "target"),
+    ("PATCH", "/images/x", {"fieldpaths": ["labels"]}, "image"),
+    ("PATCH", "/images/docker.io%2Flibrary%2Fx:1",
+     {"image": {"name": "docker.io/library/x:1", "target": TARGET}, "fieldpaths": "labels"}, "fieldpaths"),
+    ("POST", "/containers", {"id": "c1", "labels": {"a": 1}}, "labels"),
+    ("POST", "/containers", {"id": "c1", "spec": ["not", "a", "spec"]}, "spec"),
+    ("POST", "/containers", {"id": "c1", "runtime": "runc"}, "runtime"),
+    ("POST", "/leases", {"id": "l1", "temporary": "yes"}, "temporary"),
+    ("POST", "/leases", {"id": "l1", "ownerPid": "1"}, "ownerPid"),
+    ("POST", f"/content/blobs/{BLOB}/lease", {"namespace": "default"}, "id"),
+    ("PATCH", f"/content/blobs/{BLOB}", {"labels": ["a=b"]}, "labels"),
+    ("POST", "/gc", {"only": "images"}, "only"),
+    ("POST", "/unpack", {"target": TARGET, "keep": ["default"]}, "keep"),
+])
+def test_malformed_records_are_invalid_and_name_the_field(served, method, path, body, field):
+    """Each was a KeyError or TypeError that the server reported as a malformed request only
+    because it took every ValueError, KeyError and TypeError for the client's fault, its own
+    bugs too. Fields are now checked where the request is read."""
+    from dist_tool.errors import InvalidArgument
+    from dist_tool.remote.client import Client
+
+    client = Client(served.address)
+    try:
+        with pytest.raises(InvalidArgument) as e:
+            client.request(method, path, body)
+    finally:
+        client.close()
+    assert field in str(e.value), str(e.value)
+    assert not (served.root / "metadata.db").exists() or \
+        Remote(served, served.root.parent).ok("images", "ls", "-q").lines == []
+
+
+@pytest.mark.parametrize("query, field", [
+    ("size=1%C2%B2", "size"),  # "1²": str.isdigit() says yes, int() says no
+    ("labels=%7Bnot-json", "labels"),
+    ("labels=%7B%22a%22%3A1%7D", "labels"),
+    ("mode=append&offset=-1", "offset"),
+    ("mode=append&expected=%5B", "expected"),
+])
+def test_malformed_upload_queries_are_400(served, query, field):
+    head = (f"PUT /v1/content/ingests/q?{query} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    answer = _raw(served, head, then=b"1\r\nx\r\n0\r\n\r\n")
+    assert answer.split(b" ", 2)[1] == b"400", answer
+
+
+def test_a_commit_trailer_that_is_not_json_is_400_and_leaves_the_ingest(served, tmp_path):
+    head = (b"PUT /v1/content/ingests/trailer?mode=append HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    answer = _raw(served, head, then=b"1\r\nx\r\n0\r\nDist-Commit: {size\r\n\r\n")
+    assert answer.split(b" ", 2)[1] == b"400", answer
+    active = Remote(served, tmp_path).ok("content", "active", "--json").json
+    assert [(i["ref"], i["offset"]) for i in active] == [("trailer", 1)]
+
+
+def test_a_server_bug_is_an_internal_error_not_the_clients_fault(sockdir):
+    import threading
+
+    from dist_tool.errors import DistError, InvalidArgument
+    from dist_tool.remote import server as server_module
+    from dist_tool.remote.client import Client
+
+    class Images:
+        def get(self, name):
+            raise KeyError("a bug in the store")
+
+    class BuggySession:
+        images = Images()
+
+        def close(self):
+            pass
+
+    srv = server_module.make_server(f"unix://{sockdir}/b.sock", lambda ns: BuggySession())
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    client = Client(f"unix://{sockdir}/b.sock")
+    try:
+        with pytest.raises(DistError) as e:
+            client.request("GET", "/images/x")
+        assert not isinstance(e.value, InvalidArgument)
+        assert "internal error: KeyError" in str(e.value)
+    finally:
+        client.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:\u00b2", "tcp://127.0.0.1:1\u00b2", "tcp://127.0.0.1:70000",
+                                     "tcp://127.0.0.1:0"])
+def test_a_port_that_is_not_one_is_a_usage_error(tmp_path, address):
+    r = run_dist("--address", address, "images", root=tmp_path / "root")
+    assert r.code == 2 and "expected tcp://HOST:PORT" in r.stderr, r.stderr
+    r = run_dist("serve", "--address", address, root=tmp_path / "root", timeout=30)
+    assert r.code == 2, r.stderr
