@@ -365,7 +365,7 @@ class RemoteWriter:
     server commits only when ``commit`` sends the Dist-Commit trailer after the last chunk."""
 
     def __init__(self, store: RemoteContentStore, ref: str, expected: Descriptor | None,
-                 lease: tuple[str, str] | None, wait: bool) -> None:
+                 lease: tuple[str, str] | None, wait: bool, digest: str | None) -> None:
         self.store = store
         self.ref = ref
         status = next((s for s in store.ingests() if s.ref == ref), None)
@@ -376,7 +376,7 @@ class RemoteWriter:
         self.offset = status.offset if status else 0
         self._upload = _Upload(store.client, ref, {
             "mode": "append", "offset": self.offset, "wait": "1" if wait else None,
-            "expected": json.dumps(expected.to_json()) if expected else None,
+            "expected": json.dumps(expected.to_json()) if expected else None, "digest": digest,
             "lease": "/".join(lease) if lease else None})
         self._closed = False
 
@@ -458,8 +458,8 @@ class RemoteContentStore:
 
     # Ingester
     def writer(self, ref: str, expected: Descriptor | None = None,
-               lease: tuple[str, str] | None = None, wait: bool = False) -> RemoteWriter:
-        return RemoteWriter(self, ref, expected, lease, wait)
+               lease: tuple[str, str] | None = None, wait: bool = False, digest: str | None = None) -> RemoteWriter:
+        return RemoteWriter(self, ref, expected, lease, wait, digest)
 
     def ingest(self, ref: str, stream: BinaryIO, *, size: int | None = None, digest: str | None = None,
                labels: Mapping[str, str] | None = None, lease: tuple[str, str] | None = None,

@@ -204,7 +204,7 @@ def _ingest_write(h, s, q, ref):
     offset = _count(q, "offset", 0)
     # The answer goes out only after the writer is closed: a client that reads the ingest's status
     # next must see its bytes flushed and its lock released.
-    with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1") as w:
+    with s.content.writer(ref, expected, lease=lease, wait=_one(q, "wait") == "1", digest=digest) as w:
         if offset < w.offset:
             w.truncate(offset)
         elif offset > w.offset:

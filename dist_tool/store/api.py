@@ -74,9 +74,10 @@ class Writer(Protocol):
 
 class Ingester(Protocol):
     def writer(self, ref: str, expected: Descriptor | None = None,
-               lease: tuple[str, str] | None = None, wait: bool = False) -> Writer:
+               lease: tuple[str, str] | None = None, wait: bool = False, digest: str | None = None) -> Writer:
         """Opens (or resumes) the ingest named ``ref``. Raises Conflict while another
-        live writer holds it (unless ``wait``). ``lease`` = (namespace, lease id) protects the blob."""
+        live writer holds it (unless ``wait``). ``lease`` = (namespace, lease id) protects the blob.
+        ``digest`` without ``expected``: the hash to compute when the size is not known."""
         ...
 
     def ingest(self, ref: str, stream: BinaryIO, *, size: int | None = None, digest: str | None = None,

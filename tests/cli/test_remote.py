@@ -498,3 +498,23 @@ def test_a_port_that_is_not_one_is_a_usage_error(tmp_path, address):
     assert r.code == 2 and "expected tcp://HOST:PORT" in r.stderr, r.stderr
     r = run_dist("serve", "--address", address, root=tmp_path / "root", timeout=30)
     assert r.code == 2, r.stderr
+
+
+def test_a_remote_writer_hashes_with_the_digest_it_is_given(served, tmp_path):
+    """Without ``digest`` passed on, an append-mode upload of a sha512 blob whose size is not
+    known was hashed with sha256 and refused at commit."""
+    import hashlib
+
+    from dist_tool.remote.client import Client, RemoteContentStore
+
+    data = b"sha512 content " * 1000
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    client = Client(served.address)
+    try:
+        store = RemoteContentStore(client)
+        with store.writer("five-twelve", digest=digest) as w:
+            w.write(data)
+            assert w.commit(digest=digest) == digest
+    finally:
+        client.close()
+    assert Remote(served, tmp_path).ok("content", "get", digest).stdout == data.decode()
