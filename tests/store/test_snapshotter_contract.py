@@ -287,3 +287,27 @@ def test_a_new_tree_is_0755_whatever_the_umask(sn, umask_077) -> None:
     """Snapshots are shared by chain ID: the first caller's umask must not decide who may read "/"."""
     sn.prepare("first")
     assert (tree_of(sn, "first").stat().st_mode & 0o7777) == 0o755
+
+
+def test_a_parent_removed_while_it_is_copied_is_not_found(tmp_path: Path, monkeypatch) -> None:
+    """The native snapshotter copies the parent outside any lock; an rmi's gc removing the
+    parent meanwhile made container create fail with exit 1 (a file not found) instead of 3."""
+    from dist_tool.store.snapshots import native
+
+    meta = Metadata(str(tmp_path / "root"))
+    sn = NativeSnapshotter(str(tmp_path / "root"), meta, "default")
+    try:
+        base(sn, files={f"d/f{i}": b"x" for i in range(50)})
+        real_copy = native.copy_tree
+
+        def copy_while_removed(src: str, dst: str) -> None:
+            sn.remove("base")  # its tree goes to the trash once the write lock is released
+            real_copy(src, dst)
+
+        monkeypatch.setattr(native, "copy_tree", copy_while_removed)
+        with pytest.raises(NotFound, match="removed meanwhile"):
+            sn.prepare("child", "base")
+        assert [i.key for i in sn.list()] == []
+        assert os.listdir(sn.dirs.staging) == []
+    finally:
+        meta.close()

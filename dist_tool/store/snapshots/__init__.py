@@ -280,10 +280,19 @@ class LocalSnapshotter:
         staging = self.dirs.new_staging()
         try:
             self._populate(staging, parent_id, kind)
-        except BaseException:
+        except BaseException as e:
             remove_tree(staging)
+            # The parent is read outside any lock: a concurrent remove (an rmi's gc) takes its
+            # tree away under a native copy. That is the parent not found, not a disk failure.
+            if isinstance(e, OSError) and parent is not None and not self._still_committed(parent, parent_id):
+                raise NotFound("snapshot", parent, "parent was removed meanwhile") from None
             raise
         return Staged(staging, parent, parent_id, kind)
+
+    def _still_committed(self, parent: str, parent_id: int) -> bool:
+        with self.meta.read() as conn:
+            row = self._row(conn, parent)
+        return row is not None and row[2] == "committed" and row[6] == parent_id
 
     def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None) -> None:
         """Records a staged directory as snapshot ``key`` (joining the caller's write transaction
