@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dist_tool.remote.client import Client
     from dist_tool.render import Renderer
-    from dist_tool.store.containers import SqliteContainerStore
-    from dist_tool.store.content import LocalContentStore
+    from dist_tool.store.api import ContainerStore, ContentStore, ImageStore, LeaseManager, NamespaceStore, Snapshotter
     from dist_tool.store.images import SqliteImageStore
-    from dist_tool.store.leases import SqliteLeaseManager
     from dist_tool.store.metadata import Metadata
-    from dist_tool.store.namespaces import SqliteNamespaceStore
-    from dist_tool.store.snapshots import LocalSnapshotter, SnapshotJanitor
+    from dist_tool.store.snapshots import SnapshotJanitor
 
 
 def default_root() -> str:
@@ -102,53 +99,56 @@ class Session:
         return self._once("meta", make)
 
     @property
-    def content(self) -> LocalContentStore:
+    def content(self) -> ContentStore:
         if self.address:
             from dist_tool.remote.client import RemoteContentStore
 
-            return self._once("content", lambda: RemoteContentStore(self.remote))  # type: ignore[return-value]
+            return self._once("content", lambda: RemoteContentStore(self.remote))
         from dist_tool.store.content import LocalContentStore
 
         return self._once("content", lambda: LocalContentStore(self.root, self.meta))
 
     @property
-    def images(self) -> SqliteImageStore:
+    def images(self) -> ImageStore:
         return self.images_in(self.namespace)
 
-    def images_in(self, namespace: str) -> SqliteImageStore:
+    def images_in(self, namespace: str) -> ImageStore:
         if self.address:
             if namespace != self.namespace:
                 raise self._not_served(f"namespace {namespace} (this session's is {self.namespace})")
             from dist_tool.remote.client import RemoteImageStore
 
-            return self._once("images", lambda: RemoteImageStore(self.remote))  # type: ignore[return-value]
+            return self._once("images", lambda: RemoteImageStore(self.remote))
+        return self._local_images(namespace)
+
+    def _local_images(self, namespace: str) -> SqliteImageStore:
         from dist_tool.store.images import SqliteImageStore
 
         return self._once(f"images/{namespace}",
                           lambda: SqliteImageStore(self.meta, namespace, os.path.join(self.root, "content")))
 
     @property
-    def leases(self) -> SqliteLeaseManager:
+    def leases(self) -> LeaseManager:
         if self.address:
             from dist_tool.remote.client import RemoteLeaseManager
 
-            return self._once("leases", lambda: RemoteLeaseManager(self.remote))  # type: ignore[return-value]
+            return self._once("leases", lambda: RemoteLeaseManager(self.remote))
         from dist_tool.store.leases import SqliteLeaseManager
 
         return self._once("leases", lambda: SqliteLeaseManager(self.meta, self.namespace))
 
     @property
-    def containers(self) -> SqliteContainerStore:
+    def containers(self) -> ContainerStore:
         if self.address:
             from dist_tool.remote.client import RemoteContainerStore
 
-            return self._once("containers", lambda: RemoteContainerStore(self.remote))  # type: ignore[return-value]
+            return self._once("containers", lambda: RemoteContainerStore(self.remote))
         from dist_tool.store.containers import SqliteContainerStore
 
         return self._once(f"containers/{self.namespace}", lambda: SqliteContainerStore(self.meta, self.namespace))
 
     @property
-    def namespaces(self) -> SqliteNamespaceStore:
+    def namespaces(self) -> NamespaceStore:
         if self.address:
             raise self._not_served("namespaces")
         from dist_tool.store.namespaces import SqliteNamespaceStore
@@ -156,7 +156,7 @@ class Session:
         return self._once("namespaces", lambda: SqliteNamespaceStore(self.meta))
 
     @property
-    def snapshotter(self) -> LocalSnapshotter:
+    def snapshotter(self) -> Snapshotter:
         """``--snapshotter`` / ``DIST_SNAPSHOTTER``, else overlayfs where an overlay mounts in this
         root's file system (probed once per root), else native. Raises InvalidArgument."""
         return self.snapshotter_named(self.chosen_snapshotter())
@@ -181,11 +181,11 @@ class Session:
 
         return self._once("default-snapshotter", lambda: default_snapshotter(self.root))
 
-    def snapshotter_named(self, name: str) -> LocalSnapshotter:
+    def snapshotter_named(self, name: str) -> Snapshotter:
         if self.address:
             raise self._not_served("snapshots")
 
-        def make() -> LocalSnapshotter:
+        def make() -> Snapshotter:
             if name == "overlayfs":
                 from dist_tool.store.snapshots.overlay import OverlaySnapshotter
 
@@ -230,7 +230,7 @@ class Session:
         from dist_tool.store.images import DEFAULT_NAMESPACE
 
         return gc.collect(self.meta, self.content, self.snapshot_janitor, dry_run=dry_run, only=only,
-                          sync_layout_index=self.images_in(DEFAULT_NAMESPACE).sync_layout_index)
+                          sync_layout_index=self._local_images(DEFAULT_NAMESPACE).sync_layout_index)
 
     def unpack_target(self, target, *, platform: str | None = None, keep: tuple[str, str] | None = None,
                       progress=None) -> str | None:

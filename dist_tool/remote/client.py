@@ -20,14 +20,22 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 from dist_tool.errors import DistError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
-from dist_tool.store.api import Container, ContentInfo, Image, IngestStatus, Lease, LeaseResource
+from dist_tool.store.api import (
+    Container,
+    ContentInfo,
+    Image,
+    IngestStatus,
+    Lease,
+    LeaseResource,
+    operation_lease,
+)
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0  # a gc or a verify of a large blob answers only when done
@@ -246,8 +254,9 @@ class RemoteLeaseManager:
     def list(self, *filters: str) -> list[Lease]:
         return [wire.lease_from(x) for x in self.client.request("GET", "/leases", params={"filter": filters})]
 
-    def create(self, lease: Lease) -> Lease:
-        return wire.lease_from(self.client.request("POST", "/leases", wire.lease_to(lease)))
+    def create(self, lease: Lease, *, operation: bool = False) -> Lease:
+        body = {**wire.lease_to(lease), "temporary": True} if operation else wire.lease_to(lease)
+        return wire.lease_from(self.client.request("POST", "/leases", body))
 
     def delete(self, lease_id: str) -> None:
         self.client.request("DELETE", f"/leases/{_q(lease_id)}")
@@ -258,22 +267,10 @@ class RemoteLeaseManager:
     def resources(self, lease_id: str) -> list[LeaseResource]:
         return [wire.resource_from(r) for r in self.client.request("GET", f"/leases/{_q(lease_id)}/resources")]
 
-    @contextmanager
-    def temporary(self, purpose: str) -> Iterator[tuple[str, str]]:
-        """A lease owned by this (client) process for one operation, as SqliteLeaseManager's: the
-        server's gc sees it expire when this process dies (same host: same pid namespace)."""
-        import secrets
-
-        from dist_tool.proc import process_start
-
-        pid = os.getpid()
-        lease = Lease(f"{purpose}-{pid}-{secrets.token_hex(4)}", {"dist.operation": purpose},
-                      owner_pid=pid, owner_start=process_start(pid))
-        self.client.request("POST", "/leases", {**wire.lease_to(lease), "temporary": True})
-        try:
-            yield (self.namespace, lease.id)
-        finally:
-            self.delete(lease.id)
+    def temporary(self, purpose: str) -> AbstractContextManager[tuple[str, str]]:
+        """The server's gc sees this client's operation lease expire when this process dies (on
+        the same host: the same pid namespace)."""
+        return operation_lease(self, purpose)
 
 
 # ---------------------------------------------------------------- content

@@ -271,12 +271,8 @@ def _leases_create(h, s, q):
     body = h.body()
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
-    if Fields(body, "lease").get("temporary", bool, False):
-        # A client operation's own lease: like SqliteLeaseManager.temporary, it must not leave a
-        # namespace behind when the operation fails.
-        h.reply(201, wire.lease_to(s.leases._insert(lease, user=False)))
-    else:
-        h.reply(201, wire.lease_to(s.leases.create(lease)))
+    operation = Fields(body, "lease").get("temporary", bool, False)
+    h.reply(201, wire.lease_to(s.leases.create(lease, operation=operation)))
 
 
 @route("DELETE", "/leases/(?P<lid>[^/]+)")

@@ -9,6 +9,7 @@ Times are seconds since the epoch (UTC); ``render`` formats them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO, Protocol
 
 from dist_tool.oci import Descriptor
@@ -23,6 +24,7 @@ from dist_tool.store.records import (  # noqa: F401 - the records are part of th
     Mount,
     Namespace,
     SnapshotInfo,
+    Staged,
     Usage,
 )
 
@@ -87,6 +89,10 @@ class Ingester(Protocol):
         """Copies a whole stream into the store, resuming ``ref``, verifying, committing."""
         ...
 
+    def ensure_layout(self) -> None:
+        """Creates the OCI layout before the first blob goes in (the server's exists already)."""
+        ...
+
     def add_to_lease(self, digest: str, lease: tuple[str, str]) -> bool:
         """Protects a present blob with ``lease``; False when it is absent."""
         ...
@@ -109,6 +115,10 @@ class ContentManager(Protocol):
 
     def update_labels(self, digest: str, labels: Mapping[str, str]) -> ContentInfo:
         """Applies KEY=VALUE updates (empty value removes). Raises NotFound."""
+        ...
+
+    def verify(self, digest: str) -> str | None:
+        """Re-hashes a committed blob: None when intact, else what is wrong. Raises NotFound."""
         ...
 
 
@@ -134,6 +144,10 @@ class ImageStore(Protocol):
         """Raises AlreadyExists."""
         ...
 
+    def put(self, image: Image) -> Image:
+        """Creates or replaces the name's target and labels, keeping ``createdAt``."""
+        ...
+
     def update(self, image: Image, *fieldpaths: str) -> Image:
         """Replaces the named fields (``target``, ``labels``, ``labels.KEY``); all when none.
         Raises NotFound."""
@@ -149,11 +163,16 @@ class ImageStore(Protocol):
 
 
 class LeaseManager(Protocol):
+    namespace: str
+
     def get(self, lease_id: str) -> Lease: ...
 
     def list(self, *filters: str) -> list[Lease]: ...
 
-    def create(self, lease: Lease) -> Lease: ...
+    def create(self, lease: Lease, *, operation: bool = False) -> Lease:
+        """A user's lease creates its namespace; an ``operation``'s own (``Lease.for_operation``)
+        does not, so that a failed one leaves no namespace behind. AlreadyExists."""
+        ...
 
     def delete(self, lease_id: str) -> None: ...
 
@@ -161,11 +180,32 @@ class LeaseManager(Protocol):
 
     def resources(self, lease_id: str) -> list[LeaseResource]: ...
 
+    def temporary(self, purpose: str) -> AbstractContextManager[tuple[str, str]]:
+        """``operation_lease`` on this manager: (namespace, id) of a lease held while it is open."""
+        ...
+
+
+@contextmanager
+def operation_lease(leases: LeaseManager, purpose: str) -> Iterator[tuple[str, str]]:
+    """A lease for one multi-step operation, deleted when it ends. If the process dies the lease
+    is abandoned, and the next gc expires it."""
+    lease = leases.create(Lease.for_operation(purpose), operation=True)
+    try:
+        yield (leases.namespace, lease.id)
+    except BaseException:
+        try:
+            leases.delete(lease.id)
+        except Exception:  # noqa: BLE001, S110 - the operation's error is the one to report; gc expires the lease
+            pass
+        raise
+    leases.delete(lease.id)
+
 
 class Snapshotter(Protocol):
     """containerd's snapshotter verbs, per namespace. Committed snapshots are named by chain ID."""
 
     name: str
+    layers_independent: bool  # a layer's diff is applied without its parent's tree (overlayfs)
 
     def prepare(self, key: str, parent: str | None = None,
                 labels: Mapping[str, str] | None = None) -> list[Mount]:
@@ -182,6 +222,21 @@ class Snapshotter(Protocol):
 
     def remove(self, key: str) -> None:
         """Removes a snapshot. Conflict while it has children (or a container uses it)."""
+        ...
+
+    def stage(self, parent: str | None, kind: str = "active") -> Staged:
+        """A new snapshot's directory, filled outside any lock; ``install`` it in a write
+        transaction or ``discard`` it."""
+        ...
+
+    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None) -> None:
+        """Records a staged directory as snapshot ``key``, in the caller's transaction if any."""
+        ...
+
+    def discard(self, staged: Staged) -> None: ...
+
+    def empty(self, key: str) -> None:
+        """Deletes an active snapshot's files and keeps its record (a full disk's undo)."""
         ...
 
     def stat(self, key: str) -> SnapshotInfo: ...

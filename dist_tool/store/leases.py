@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from dist_tool.errors import AlreadyExists, NotFound
-from dist_tool.proc import process_start
-from dist_tool.store.api import Lease, LeaseResource
+from dist_tool.store.api import Lease, LeaseResource, operation_lease
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
 
 _COLUMNS = "id, labels, created_at, expires_at, owner_pid, owner_start"
@@ -49,16 +46,13 @@ class SqliteLeaseManager:
 
         return select(leases, filters, lease_fields)
 
-    def create(self, lease: Lease) -> Lease:
-        return self._insert(lease, user=True)
-
-    def _insert(self, lease: Lease, user: bool) -> Lease:
+    def create(self, lease: Lease, *, operation: bool = False) -> Lease:
         now = time.time()
         with self.meta.write() as conn:
             if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?",
                             (self.namespace, lease.id)).fetchone():
                 raise AlreadyExists("lease", lease.id, "already exists")
-            if user:  # an operation's own lease must not leave a namespace behind when it fails
+            if not operation:
                 self.meta.ensure_namespace(conn, self.namespace, now)
             conn.execute(f"INSERT INTO leases (namespace, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (self.namespace, lease.id, dump_labels(lease.labels), now, lease.expires_at,
@@ -81,25 +75,8 @@ class SqliteLeaseManager:
                                 "ORDER BY kind, resource", (self.namespace, lease_id)).fetchall()
         return [LeaseResource(k, r) for k, r in rows]
 
-    @contextmanager
-    def temporary(self, purpose: str) -> Iterator[tuple[str, str]]:
-        """A lease owned by this process for one multi-step operation; deleted when it ends.
-
-        If the process dies, the lease is expired for the next ``gc`` (its owner is gone).
-        """
-        pid = os.getpid()
-        lease = Lease(f"{purpose}-{pid}-{os.urandom(4).hex()}", {"dist.operation": purpose},
-                      owner_pid=pid, owner_start=process_start(pid))
-        self._insert(lease, user=False)
-        try:
-            yield (self.namespace, lease.id)
-        except BaseException:
-            try:
-                self.delete(lease.id)
-            except Exception:  # noqa: BLE001, S110 - the operation's error is the one to report; gc expires the lease
-                pass
-            raise
-        self.delete(lease.id)
+    def temporary(self, purpose: str) -> AbstractContextManager[tuple[str, str]]:
+        return operation_lease(self, purpose)
 
 
 def delete_rows(conn, namespace: str, lease_id: str) -> bool:

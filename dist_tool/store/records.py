@@ -58,6 +58,18 @@ class Lease(NamedTuple):
     owner_pid: int | None = None
     owner_start: str | None = None  # /proc/PID/stat start time: a recycled pid is not the owner
 
+    @classmethod
+    def for_operation(cls, purpose: str) -> "Lease":
+        """The lease of one multi-step operation of this process (an import, a pull, a create):
+        once the process is gone it is abandoned, and the next gc expires it."""
+        import os
+
+        from dist_tool.proc import process_start
+
+        pid = os.getpid()
+        return cls(f"{purpose}-{pid}-{os.urandom(4).hex()}", {"dist.operation": purpose},
+                   owner_pid=pid, owner_start=process_start(pid))
+
     def expired(self, now: float) -> bool:
         """SPEC: a lease whose owner process is gone, or whose expiry passed, is expired."""
         if self.expires_at is not None and self.expires_at <= now:
@@ -84,6 +96,15 @@ class Lease(NamedTuple):
 class LeaseResource(NamedTuple):
     kind: str  # "content", "ingest", "snapshots/<snapshotter>"
     id: str
+
+
+class Staged(NamedTuple):
+    """A filled snapshot directory not recorded yet (``Snapshotter.stage``)."""
+
+    path: str
+    parent: str | None
+    parent_id: int | None
+    kind: str
 
 
 class Namespace(NamedTuple):

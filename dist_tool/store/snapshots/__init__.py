@@ -29,11 +29,10 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from typing import NamedTuple
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
-from dist_tool.store.api import Mount, SnapshotInfo, Usage
+from dist_tool.store.api import Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.validate import decimal
 
@@ -143,15 +142,6 @@ def allocate_id(conn, snapshotter: str) -> int:
     conn.execute("INSERT OR REPLACE INTO snapshot_ids (snapshotter, last_id) VALUES (?, ?)",
                  (snapshotter, next_id))
     return next_id
-
-
-class Staged(NamedTuple):
-    """A filled snapshot directory not recorded yet (``LocalSnapshotter.stage``)."""
-
-    path: str
-    parent: str | None
-    parent_id: int | None
-    kind: str
 
 
 class LocalSnapshotter:
