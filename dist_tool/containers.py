@@ -101,7 +101,7 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
         spec.users.check_format(options.user)
     return {"labels": labels, "env": spec.parse_env(options.env),
             "cwd": spec.check_cwd(options.cwd) if options.cwd is not None else None,
-            "mounts": [spec.parse_mount(m) for m in options.mounts],
+            "mounts": spec.parse_mounts(options.mounts),
             "entrypoint": spec.parse_entrypoint(options.entrypoint)}
 
 
@@ -172,6 +172,7 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     rootfs = image_rootfs(session, image)
     spec = generate_spec(session, container_id, rootfs, options, checked)
     snapshotter = session.snapshotter
+    _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
                        snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])
     if _unpacked(snapshotter, rootfs.chain_id):
@@ -210,6 +211,14 @@ def _refuse_existing(session, container_id: str) -> None:
     except NotFound:
         return
     raise AlreadyExists("container", container_id, "already exists")
+
+
+def _refuse_existing_snapshot(snapshotter, key: str) -> None:
+    try:
+        snapshotter.stat(key)
+    except NotFound:
+        return
+    raise AlreadyExists("snapshot", key, "already exists")
 
 
 def _unpacked(snapshotter, chain_id: str) -> bool:

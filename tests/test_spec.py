@@ -116,13 +116,28 @@ def test_no_command_is_a_usage_error(config, opts):
     (["A=1", "A=2"], [], [DEFAULT_PATH, "A=2"]),
     ([], [("E", "")], [DEFAULT_PATH, "E="]),
     ([], [("X", "a=b")], [DEFAULT_PATH, "X=a=b"]),
-], ids=["default", "image", "image-path", "replace", "twice", "image-dup", "empty-value", "value-with-eq"])
+    (["A=1", "PATH"], [], ["A=1"]),
+    (["A=1", "A", "B=2"], [], [DEFAULT_PATH, "B=2"]),
+], ids=["default", "image", "image-path", "replace", "twice", "image-dup", "empty-value", "value-with-eq",
+        "image-unsets", "image-unsets-its-own"])
 def test_env(image_env, pairs, expected):
     spec = build(S.with_image_config({"Env": image_env, "Cmd": ["x"]}), S.with_env(pairs))
     env = spec["process"]["env"]
     assert env == expected
     keys = [e.partition("=")[0] for e in env]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("config, field", [
+    ({"Cmd": "/bin/echo hi"}, "Cmd"), ({"Cmd": ["x"], "Env": "FOO=1"}, "Env"), ({"Entrypoint": [1]}, "Entrypoint"),
+    ({"Cmd": ["x"], "WorkingDir": 7}, "WorkingDir"), ({"Cmd": ["x"], "User": 0}, "User"),
+    ({"Cmd": ["x"], "Env": ["=bad"]}, "Env"),
+], ids=["cmd-string", "env-string", "entrypoint-number", "workdir-number", "user-number", "env-no-name"])
+def test_a_malformed_image_config_is_refused_not_mangled(config, field):
+    """A Cmd that was a string became one argument per character; an Env entry with no name
+    made runc fail at start."""
+    with pytest.raises(DataError, match=f"image config {field}"):
+        build(S.with_image_config(config))
 
 
 @pytest.mark.parametrize("bad", ["NOEQ", "=v", ""], ids=["no-equals", "empty-key", "empty"])
@@ -144,20 +159,35 @@ def test_cwd_from_image_then_option():
 
 
 @pytest.mark.parametrize("user, expected", [
-    ("", {"uid": 0, "gid": 0}),
-    ("0", {"uid": 0, "gid": 0}),
-    ("www", {"uid": 33, "gid": 34, "additionalGids": [50]}),
-    ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
-    ("1000", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
-    ("4242", {"uid": 4242, "gid": 0}),
-    ("4242:77", {"uid": 4242, "gid": 77}),
-    ("bob:audio", {"uid": 1000, "gid": 63, "additionalGids": [50]}),
-    ("bob:7", {"uid": 1000, "gid": 7, "additionalGids": [50, 63]}),
-    ("33:staff", {"uid": 33, "gid": 50}),
-], ids=["empty", "root-uid", "name", "name-groups", "uid-in-passwd", "uid-unknown", "uid-gid", "name-group",
+    ("0", {"uid": 0, "gid": 0, "additionalGids": [0]}),
+    ("www", {"uid": 33, "gid": 34, "additionalGids": [34, 50]}),
+    ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}),
+    ("1000", {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}),
+    ("4242", {"uid": 4242, "gid": 0, "additionalGids": [0]}),
+    ("4242:77", {"uid": 4242, "gid": 77, "additionalGids": [77]}),
+    ("bob:audio", {"uid": 1000, "gid": 63, "additionalGids": [63, 50]}),
+    ("bob:7", {"uid": 1000, "gid": 7, "additionalGids": [7, 50, 63]}),
+    ("33:staff", {"uid": 33, "gid": 50, "additionalGids": [50]}),
+], ids=["root-uid", "name", "name-groups", "uid-in-passwd", "uid-unknown", "uid-gid", "name-group",
         "name-gid", "uid-group"])
 def test_user_resolution(user, expected):
+    """The gid always leads additionalGids (containerd's ensureAdditionalGids, CVE-2023-25173):
+    without it, a process could setgroups its primary group away past a deny-by-group."""
     assert build(S.with_user(user))["process"]["user"] == expected
+
+
+@pytest.mark.parametrize("user", ["", None])
+def test_no_user_is_the_images_user_or_root_with_roots_groups(user):
+    assert build(S.with_user(user))["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
+    image = S.with_image_config({"Cmd": ["x"], "User": "www"})
+    assert build(image, S.with_user(user))["process"]["user"]["uid"] == 33  # ctr's and docker's --user ''
+    wheel = {"/etc/passwd": PASSWD, "/etc/group": b"root:x:0:\nwheel:x:10:root\n"}
+    assert build(S.with_user(user), context=ctx(files=wheel))["process"]["user"]["additionalGids"] == [0, 10]
+
+
+def test_a_malformed_image_user_is_the_images_fault():
+    with pytest.raises(DataError, match="image config User"):
+        build(S.with_image_config({"Cmd": ["x"], "User": "bob:"}), S.with_user())
 
 
 def test_numeric_user_and_group_read_no_file():
@@ -168,13 +198,14 @@ def test_numeric_user_and_group_read_no_file():
 
 def test_image_user_applies_unless_overridden():
     assert build(S.with_image_config(IMAGE), S.with_user())["process"]["user"]["uid"] == 33
-    assert build(S.with_image_config(IMAGE), S.with_user("0"))["process"]["user"] == {"uid": 0, "gid": 0}
+    assert build(S.with_image_config(IMAGE), S.with_user("0"))["process"]["user"] == {"uid": 0, "gid": 0,
+                                                                                   "additionalGids": [0]}
 
 
 @pytest.mark.parametrize("user, error", [
     ("nobody", NotFound), ("bob:wheel", NotFound), (":1", InvalidArgument), ("1:", InvalidArgument),
-    ("a b", InvalidArgument), ("99999999999", InvalidArgument),
-], ids=["unknown-user", "unknown-group", "no-user", "no-group", "space", "out-of-range"])
+    ("a b", InvalidArgument), ("99999999999", InvalidArgument), ("2147483648", InvalidArgument),
+], ids=["unknown-user", "unknown-group", "no-user", "no-group", "space", "out-of-range", "over-runc-range"])
 def test_user_errors(user, error):
     with pytest.raises(error):
         build(S.with_user(user))
@@ -183,7 +214,8 @@ def test_user_errors(user, error):
 def test_names_need_an_etc_passwd():
     with pytest.raises(NotFound, match="/etc/passwd"):
         build(S.with_user("bob"), context=ctx(files={}))
-    assert build(S.with_user("7"), context=ctx(files={}))["process"]["user"] == {"uid": 7, "gid": 0}
+    assert build(S.with_user("7"), context=ctx(files={}))["process"]["user"] == {"uid": 7, "gid": 0,
+                                                                                 "additionalGids": [0]}
 
 
 def test_passwd_parsing_skips_junk():
@@ -200,8 +232,48 @@ def test_mounts_add_and_replace_defaults(tmp_path):
     shm = S.parse_mount("type=tmpfs,dst=/dev/shm,options=size=1m")
     spec = build(S.with_mounts([bind, shm]))
     dests = [m["destination"] for m in spec["mounts"]]
-    assert dests.count("/dev/shm") == 1 and dests[-2:] == ["/data", "/dev/shm"]
-    assert spec["mounts"][-1]["options"] == ["size=1m"]
+    assert dests.count("/dev/shm") == 1 and {"/data", "/dev/shm"} <= set(dests)
+    assert next(m for m in spec["mounts"] if m["destination"] == "/dev/shm")["options"] == ["size=1m"]
+    assert dests.index("/dev") < dests.index("/dev/shm")
+
+
+def _parents_first(dests: list[str]) -> bool:
+    return all(not b.startswith(a.rstrip("/") + "/") for i, b in enumerate(dests) for a in dests[i + 1:])
+
+
+@pytest.mark.parametrize("dest", ["/dev", "/sys"])
+def test_a_mount_above_default_mounts_takes_them_away(dest):
+    """A /dev of the user's was mounted after the default /dev/pts, /dev/shm and /dev/mqueue and
+    hid them (-t then failed: no /dev/ptmx); docker drops the defaults under a user's /dev."""
+    spec = build(S.with_mounts([S.parse_mount(f"type=tmpfs,dst={dest},options=mode=755")]))
+    dests = [m["destination"] for m in spec["mounts"]]
+    assert [d for d in dests if d == dest or d.startswith(dest + "/")] == [dest]
+    assert _parents_first(dests)
+
+
+def test_mounts_are_ordered_parents_first(tmp_path):
+    deep = S.parse_mount(f"type=bind,src={tmp_path},dst=/data/sub")
+    top = S.parse_mount("type=tmpfs,dst=/data")
+    dests = [m["destination"] for m in build(S.with_mounts([deep, top]))["mounts"]]
+    assert _parents_first(dests) and dests.index("/data") < dests.index("/data/sub")
+
+
+def test_two_mounts_at_one_destination_are_refused(tmp_path):
+    with pytest.raises(InvalidArgument, match="two mounts"):
+        S.parse_mounts(["type=tmpfs,dst=/x", f"type=bind,src={tmp_path},dst=/x/"])
+
+
+def test_a_doubled_slash_is_the_same_path():
+    assert S.parse_mount("type=tmpfs,dst=//proc")["destination"] == "/proc"
+    assert S.check_cwd("//srv//app") == "/srv/app"
+
+
+def test_a_users_mount_at_a_host_file_wins_over_net_host(tmp_path):
+    mine = tmp_path / "hosts"
+    mine.write_text("1.2.3.4 mine\n")
+    spec = build(S.with_mounts([S.parse_mount(f"type=bind,src={mine},dst=/etc/hosts,options=ro")]),
+                 S.with_host_network(["/etc/hosts"]))
+    assert [m["source"] for m in spec["mounts"] if m["destination"] == "/etc/hosts"] == [str(mine)]
 
 
 @pytest.mark.parametrize("text", ["type=bind,src=rel,dst=/x", "type=bind,dst=/x", "src=/,dst=relative",

@@ -17,7 +17,7 @@ import os
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 
-from dist_tool.errors import InvalidArgument, NotFound
+from dist_tool.errors import DataError, InvalidArgument, NotFound
 from dist_tool.spec import users
 from dist_tool.spec.base import SpecContext, SpecOpt
 from dist_tool.spec.defaults import DEFAULT_PATH
@@ -42,10 +42,16 @@ def parse_env(pairs: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
+def clean_path(path: str) -> str:
+    """An absolute path in its one spelling: ``normpath`` keeps a leading ``//`` (POSIX leaves
+    its meaning to the system), which would not match the ``/proc`` it means."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
 def check_cwd(cwd: str) -> str:
     if not cwd.startswith("/") or "\0" in cwd:
         raise InvalidArgument("cwd", cwd, "must be an absolute path")
-    return posixpath.normpath(cwd)
+    return clean_path(cwd)
 
 
 def parse_mount(text: str) -> dict:
@@ -65,7 +71,7 @@ def parse_mount(text: str) -> dict:
         fields[_MOUNT_KEYS[key]] = value
     mount_type = fields.get("type", "bind")
     dest = fields.get("destination")
-    if not dest or not dest.startswith("/") or posixpath.normpath(dest) == "/":
+    if not dest or not dest.startswith("/") or clean_path(dest) == "/":
         raise InvalidArgument("mount", text, "dst must be an absolute path other than /")
     options = [o for o in fields.get("options", "").split(":") if o]
     source = fields.get("source", "")
@@ -76,8 +82,19 @@ def parse_mount(text: str) -> dict:
             raise NotFound("mount source", source, "no such file or directory")
         if "bind" not in options and "rbind" not in options:
             options.append("rbind")
-    return {"destination": posixpath.normpath(dest), "type": mount_type, "source": source or mount_type,
+    return {"destination": clean_path(dest), "type": mount_type, "source": source or mount_type,
             "options": options}
+
+
+def parse_mounts(texts: Iterable[str]) -> list[dict]:
+    """``--mount`` arguments; two at one destination are exit 2 (docker's "duplicate mount point")."""
+    mounts = [parse_mount(t) for t in texts]
+    seen: set[str] = set()
+    for m in mounts:
+        if m["destination"] in seen:
+            raise InvalidArgument("mount", m["destination"], "two mounts at one destination")
+        seen.add(m["destination"])
+    return mounts
 
 
 def parse_entrypoint(value: str | None) -> list[str] | None:
@@ -94,33 +111,57 @@ def _set_args(ctx: SpecContext, spec: dict) -> None:
     spec["process"]["args"] = [*ctx.entrypoint, *ctx.cmd]
 
 
-def _merge_env(env: Sequence[str], pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """``env`` with each key of ``pairs`` replaced in place or appended; each key once."""
-    out: list[str] = []
-    index: dict[str, int] = {}
-    for item in [*env, *(f"{k}={v}" for k, v in pairs)]:
-        key = item.partition("=")[0]
-        if key in index:
-            out[index[key]] = item
+def _merge_env(env: Sequence[str], overrides: Iterable[str]) -> list[str]:
+    """``env`` with each ``K=V`` of ``overrides`` replacing K's value in place, or appended; each
+    key once. An override without ``=`` unsets its key (containerd's replaceOrAppendEnvValues)."""
+    out: dict[str, str] = {}
+    for item in env:
+        out[item.partition("=")[0]] = item
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        if eq:
+            out[key] = item
         else:
-            index[key] = len(out)
-            out.append(item)
-    return out
+            out.pop(key, None)
+    return list(out.values())
+
+
+def _config_strings(config: Mapping, field: str) -> list[str]:
+    """A list-of-strings field of the image config (Env, Entrypoint, Cmd); null is empty."""
+    value = config.get(field)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError("image config", field, "is not a list of strings")
+    return value
+
+
+def _config_string(config: Mapping, field: str) -> str:
+    value = config.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError("image config", field, "is not a string")
+    return value
 
 
 def with_image_config(config: Mapping | None) -> SpecOpt:
     """The image config's ``Env`` (over the default PATH), ``Entrypoint`` + ``Cmd`` as the
-    arguments, ``WorkingDir`` as the cwd; ``User`` is kept for ``with_user(None)``."""
+    arguments, ``WorkingDir`` as the cwd; ``User`` is kept for ``with_user``. A field of the
+    wrong type is a DataError (containerd cannot decode such a config either)."""
     config = config or {}
 
     def opt(ctx: SpecContext, spec: dict) -> None:
-        env = [e for e in (config.get("Env") or []) if isinstance(e, str)]
-        spec["process"]["env"] = _merge_env([DEFAULT_PATH], (tuple(e.partition("=")[::2]) for e in env))
-        ctx.entrypoint = [str(a) for a in (config.get("Entrypoint") or [])]
-        ctx.cmd = [str(a) for a in (config.get("Cmd") or [])]
+        env = _config_strings(config, "Env")
+        for item in env:
+            if item.startswith("=") or "\0" in item:
+                raise DataError("image config", "Env", f"{item!r} is not NAME=VALUE")
+        spec["process"]["env"] = _merge_env([DEFAULT_PATH], env)
+        ctx.entrypoint = list(_config_strings(config, "Entrypoint"))
+        ctx.cmd = list(_config_strings(config, "Cmd"))
         _set_args(ctx, spec)
-        spec["process"]["cwd"] = config.get("WorkingDir") or "/"
-        ctx.image_user = str(config.get("User") or "")
+        spec["process"]["cwd"] = _config_string(config, "WorkingDir") or "/"
+        ctx.image_user = _config_string(config, "User")
 
     return opt
 
@@ -162,7 +203,7 @@ def with_env(pairs: Iterable[tuple[str, str]]) -> SpecOpt:
     pairs = list(pairs)
 
     def opt(ctx: SpecContext, spec: dict) -> None:
-        spec["process"]["env"] = _merge_env(spec["process"]["env"], pairs)
+        spec["process"]["env"] = _merge_env(spec["process"]["env"], (f"{k}={v}" for k, v in pairs))
 
     return opt
 
@@ -176,22 +217,40 @@ def with_cwd(cwd: str) -> SpecOpt:
 
 def with_user(user: str | None = None) -> SpecOpt:
     """Runs the process as ``user`` (``UID[:GID]`` or ``NAME[:GROUP]``), or as the image's
-    ``User`` when None, resolving names against the image's ``/etc/passwd`` and ``/etc/group``."""
+    ``User`` when None or empty (ctr's and docker's ``--user ''``), resolving names against the
+    image's ``/etc/passwd`` and ``/etc/group``."""
 
     def opt(ctx: SpecContext, spec: dict) -> None:
-        wanted = ctx.image_user if user is None else user
-        spec["process"]["user"] = users.resolve(wanted, ctx.read_file).to_spec()
+        if user:
+            resolved = users.resolve(user, ctx.read_file)
+        else:
+            try:
+                resolved = users.resolve(ctx.image_user, ctx.read_file)
+            except InvalidArgument as e:  # the image's fault, not the command line's
+                raise DataError("image config", "User", f"{ctx.image_user!r}: {e.why}") from None
+        spec["process"]["user"] = resolved.to_spec()
 
     return opt
 
 
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _depth(mount: Mapping) -> int:
+    return mount["destination"].rstrip("/").count("/")
+
+
 def with_mounts(mounts: Sequence[Mapping]) -> SpecOpt:
-    """Adds mounts; one at the destination of a default mount replaces it."""
+    """Adds mounts. One at or above the destination of a mount already in the spec replaces it:
+    a ``/dev`` of the user's takes the default ``/dev/pts``, ``/dev/shm`` and ``/dev/mqueue``
+    away (docker's rule for ``/dev``), which would otherwise be mounted before it and hidden.
+    Mounts are then ordered parents first, so none is mounted under one that covers it later."""
     mounts = [dict(m) for m in mounts]
 
     def opt(ctx: SpecContext, spec: dict) -> None:
-        taken = {m["destination"] for m in mounts}
-        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in taken] + mounts
+        kept = [m for m in spec["mounts"] if not any(_under(m["destination"], n["destination"]) for n in mounts)]
+        spec["mounts"] = sorted(kept + mounts, key=_depth)  # stable: same depth keeps its order
 
     return opt
 
@@ -205,9 +264,10 @@ def with_host_network(host_files: Sequence[str] = HOST_FILES) -> SpecOpt:
         linux = spec["linux"]
         linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
         spec["hostname"] = socket.gethostname()
-        shared = [{"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}
-                  for p in host_files if os.path.exists(p)]
-        with_mounts(shared)(ctx, spec)
+        # A mount of the user's at one of these wins (docker's and nerdctl's precedence).
+        taken = {m["destination"] for m in spec["mounts"]}
+        spec["mounts"] += [{"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}
+                           for p in host_files if os.path.exists(p) and p not in taken]
 
     return opt
 

@@ -1,13 +1,17 @@
 """``--user`` and the image's ``User``: names and numbers resolved against the root filesystem's
 ``/etc/passwd`` and ``/etc/group``, with containerd's and docker's rules.
 
-* ``""`` is root, 0:0.
+* ``""`` is root: uid 0 and the groups of uid 0's entry (containerd's
+  ``WithAdditionalGIDs("root")`` when the image names no user).
 * ``UID`` is that uid; its gid is the primary group of the passwd entry with that
   uid, or 0 when there is none (containerd's ``WithUserID``).
 * ``NAME`` must be in ``/etc/passwd``; uid and gid come from its entry.
 * ``USER:GROUP`` — either side a number or a name; a group name must be in ``/etc/group``.
-* ``additionalGids``: the groups of ``/etc/group`` that list the user's name as a member
-  (``WithAdditionalGIDs``), when the user has a passwd entry.
+* ``additionalGids``: the gid first, then the groups of ``/etc/group`` that list the user's
+  name as a member (``WithAdditionalGIDs``, when the user has a passwd entry). The gid is
+  always there (containerd's ``ensureAdditionalGids``, the fix for CVE-2023-25173): without
+  it a process could drop its primary group with setgroups and get past a deny-by-group.
+* uids and gids go up to 2^31-1, as runc takes them.
 
 Files are read only when a name must be resolved or a uid's entry looked up; an
 image without ``/etc/passwd`` still runs as ``0`` or ``1000:1000``.
@@ -22,7 +26,7 @@ from dist_tool.errors import InvalidArgument, NotFound
 from dist_tool.validate import decimal
 
 MAX_ACCOUNT_FILE_BYTES = 4 * 1024 * 1024
-UID_MAX = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+UID_MAX = 2**31 - 1  # runc refuses larger ones ("uids and gids must be in range 0-2147483647")
 
 # path -> file bytes or None; given by the caller so this module never touches a filesystem
 ReadFile = Callable[[str], bytes | None]
@@ -104,14 +108,12 @@ def resolve(user: str, read_file: ReadFile) -> ResolvedUser:
     Raises InvalidArgument for a malformed value, NotFound for a name that the image's
     ``/etc/passwd`` or ``/etc/group`` does not hold.
     """
-    if not user:
-        return ResolvedUser(0, 0)
     check_format(user)
     name, _, group = user.partition(":")
-    uid = _number(name)
+    uid = _number(name or "0")
     gid = _number(group) if group else None
     if uid is not None and gid is not None:
-        return ResolvedUser(uid, gid)  # all numeric: nothing to look up (and no file needed)
+        return ResolvedUser(uid, gid, (gid,))  # all numeric: nothing to look up (and no file needed)
     passwd = parse_passwd(read_file("/etc/passwd"))
     if uid is None:
         entry = next((e for e in passwd if e.name == name), None)
@@ -136,4 +138,4 @@ def resolve(user: str, read_file: ReadFile) -> ResolvedUser:
         if groups is None:
             groups = parse_group(read_file("/etc/group"))
         extra = tuple(sorted({g.gid for g in groups if entry.name in g.members and g.gid != resolved_gid}))
-    return ResolvedUser(resolved_uid, resolved_gid, extra, entry.name if entry else None)
+    return ResolvedUser(resolved_uid, resolved_gid, (resolved_gid, *extra), entry.name if entry else None)

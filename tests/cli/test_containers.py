@@ -117,7 +117,7 @@ def test_every_override_lands_in_the_spec(bb, tmp_path):
     assert p["args"] == ["/bin/echo", "hello"]
     assert p["env"] == ["PATH=/bin", "A=1", "TERM=xterm"]
     assert p["cwd"] == "/tmp" and p["terminal"] is True
-    assert p["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}
+    assert p["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}
     assert full["spec"]["root"]["readonly"] is True
     assert {"destination": "/data", "type": "bind", "source": str(data), "options": ["ro", "rbind"]} in \
         full["spec"]["mounts"]
@@ -135,13 +135,13 @@ def test_spec_follows_the_image_config_field_by_field(dist, configured_archive):
     assert p["args"] == config["Entrypoint"] + config["Cmd"] == ["/bin/sh", "-c", "echo from-image"]
     assert p["env"] == config["Env"] == ["PATH=/bin:/usr/bin", "MODE=image", "KEEP=1"]
     assert p["cwd"] == config["WorkingDir"] == "/srv"
-    assert config["User"] == "www" and p["user"] == {"uid": 33, "gid": 34, "additionalGids": [50]}
+    assert config["User"] == "www" and p["user"] == {"uid": 33, "gid": 34, "additionalGids": [34, 50]}
     # -- ARG replaces Cmd and keeps Entrypoint; --env replaces one key; --user replaces User
     dist.ok("c", "create", "configured:1", "two", "--env", "MODE=cli", "--user", "0", "--", "-c", "echo cli")
     p = info(dist, "two")["spec"]["process"]
     assert p["args"] == ["/bin/sh", "-c", "echo cli"]
     assert p["env"] == ["PATH=/bin:/usr/bin", "MODE=cli", "KEEP=1"]
-    assert p["user"] == {"uid": 0, "gid": 0}
+    assert p["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
     # --entrypoint replaces the Entrypoint and drops the image's Cmd; '' clears it
     dist.ok("c", "create", "configured:1", "three", "--entrypoint", "/bin/true")
     assert info(dist, "three")["spec"]["process"]["args"] == ["/bin/true"]
@@ -157,17 +157,17 @@ def test_create_unpacks_an_image_imported_without_unpacking(dist, rootfs):
             "/bin/sh")
     assert snapshots(dist) == []
     dist.ok("c", "create", "busybox", "web", "--user", "www:audio")
-    assert info(dist, "web")["spec"]["process"]["user"] == {"uid": 33, "gid": 63, "additionalGids": [50]}
+    assert info(dist, "web")["spec"]["process"]["user"] == {"uid": 33, "gid": 63, "additionalGids": [63, 50]}
     kinds = {s["key"]: s["kind"] for s in snapshots(dist)}
     assert kinds.pop("web") == "active" and list(kinds.values()) == ["committed"]
     assert dist.ok("leases", "ls", "-q").stdout == ""  # the create's lease ended with it
 
 
 @pytest.mark.parametrize("user, expected", [
-    ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
-    ("www:audio", {"uid": 33, "gid": 63, "additionalGids": [50]}),
-    ("1000", {"uid": 1000, "gid": 1000, "additionalGids": [50, 63]}),
-    ("4321:99", {"uid": 4321, "gid": 99}),
+    ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}),
+    ("www:audio", {"uid": 33, "gid": 63, "additionalGids": [63, 50]}),
+    ("1000", {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}),
+    ("4321:99", {"uid": 4321, "gid": 99, "additionalGids": [99]}),
 ], ids=["name", "name-group", "uid-in-passwd", "numeric"])
 def test_user_resolution_from_the_image_passwd(bb, user, expected):
     bb.ok("c", "create", "busybox", "web", "--user", user)
@@ -388,3 +388,14 @@ def test_a_lone_manifest_for_another_platform_is_shown_as_its_config_says_and_no
     assert r.stderr == ("dist: error: image docker.io/library/lone:riscv: "
                         f"has no manifest for {host()} (it is linux/riscv64)\n")
     assert dist.ok("container", "ls", "-q").lines == [] and dist.ok("snapshot", "ls", "-q").lines == []
+
+
+def test_a_snapshot_key_in_use_is_refused_before_the_unpack(dist, rootfs):
+    """The clash was found only after create had unpacked the image, whose chain stayed."""
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "busybox", "--config-cmd",
+            "/bin/sh")
+    dist.ok("snapshot", "prepare", "taken")
+    before = snapshots(dist)
+    r = dist("c", "create", "busybox", "taken")
+    assert r.code == 4 and "snapshot taken: already exists" in r.stderr, r.stderr
+    assert snapshots(dist) == before

@@ -100,3 +100,26 @@ def test_runc_applies_bind_mounts(runc, tmp_path):
     (data / "f").write_text("from the host\n")
     code, out = runc("--mount", f"type=bind,src={data},dst=/data,options=ro", "--", "cat", "/data/f")
     assert (code, out) == (0, "from the host\n")
+
+
+def test_runc_sets_the_primary_group_among_the_supplementary_ones(runc):
+    """containerd's ensureAdditionalGids (CVE-2023-25173): a process whose Groups lack its own
+    gid could drop it with setgroups and get past a deny-by-group."""
+    code, out = runc("--user", "bob", "--", "sh", "-c", "grep '^Groups:' /proc/self/status")
+    assert code == 0 and set(out.split()[1:]) == {"1000", "50"}  # the kernel sorts them
+
+
+def test_runc_mounts_a_users_hosts_file_over_net_hosts(runc, tmp_path):
+    mine = tmp_path / "hosts"
+    mine.write_text("1.2.3.4 mine\n")
+    code, out = runc("--net-host", "--mount", f"type=bind,src={mine},dst=/etc/hosts,options=ro",
+                     "--", "cat", "/etc/hosts")
+    assert (code, out) == (0, "1.2.3.4 mine\n")
+
+
+def test_runc_mounts_nothing_under_a_users_dev(runc):
+    """The default /dev/pts, /dev/shm and /dev/mqueue were mounted first and then hidden under
+    the user's /dev (docker drops them)."""
+    code, out = runc("--mount", "type=tmpfs,dst=/dev,options=mode=755", "--", "cat", "/proc/mounts")
+    under_dev = [line.split()[1] for line in out.splitlines() if line.split()[1].startswith("/dev")]
+    assert code == 0 and under_dev == ["/dev"], out
