@@ -1,11 +1,11 @@
 """Chain IDs and the layers of an image's platform: what unpacking, container create and the
 image listing share, in a module light enough for ``dist images`` to import."""
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import NamedTuple
 
 from dist_tool import oci, platforms
-from dist_tool.errors import DataError, DistError
+from dist_tool.errors import DataError, DistError, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.limits import MAX_CONFIG_BYTES
 from dist_tool.walk import ChildrenCache, platform_manifests, read_document
@@ -49,20 +49,28 @@ def image_layers(content, target: Descriptor, platform: platforms.Platform | Non
     cache = cache or ChildrenCache()
     want = platform or platforms.host()
     match = platforms.any_platform if any_platform else platforms.matcher(want)
-    manifests = platform_manifests(content, target, match, cache)
-    if not manifests:
-        return None
-    manifest = manifests[0]
-    kids = oci.manifest_children(read_document(content, manifest, cache), manifest.digest)
-    config, layers = kids[0], kids[1:]
-    if config.media_type not in oci.CONFIG_TYPES:
-        return None
-    doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
-    if manifest.digest == target.digest and not any_platform and doc.get("architecture") and doc.get("os"):
-        # A lone manifest has no platform in its descriptor: its config says which it is.
-        found = platforms.Platform(str(doc["os"]), str(doc["architecture"]), doc.get("variant") or None)
-        if not platforms.matcher(want)(platforms.normalize(found)):
-            return None
+    for manifest in platform_manifests(content, target, match, cache):
+        unnamed = manifest.platform is None  # a lone manifest, or an index child without a platform
+        try:
+            kids = oci.manifest_children(read_document(content, manifest, cache), manifest.digest)
+            config, layers = kids[0], kids[1:]
+            if config.media_type not in oci.CONFIG_TYPES:
+                continue  # not a container image (an artifact, an attestation)
+            doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
+        except NotFound:
+            if unnamed and manifest.digest != target.digest:
+                continue  # maybe another platform's manifest, imported without its blobs
+            raise
+        if unnamed and not any_platform and doc.get("architecture") and doc.get("os"):
+            # Its descriptor names no platform: its config says which it is.
+            found = platforms.Platform(str(doc["os"]), str(doc["architecture"]), doc.get("variant") or None)
+            if not platforms.matcher(want)(platforms.normalize(found)):
+                continue
+        return _layers(manifest, layers, config, doc)
+    return None
+
+
+def _layers(manifest: Descriptor, layers: list[Descriptor], config: Descriptor, doc: dict) -> Layers:
     rootfs = doc.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
@@ -76,23 +84,41 @@ def image_layers(content, target: Descriptor, platform: platforms.Platform | Non
     return Layers(manifest, layers, list(diff_ids), doc)
 
 
-def unpacked_sizes(session, targets: Sequence[Descriptor],
+def every_chain(content, target: Descriptor, present: Container[str], cache: ChildrenCache) -> list[list[str]]:
+    """The chain IDs of each manifest under ``target``, any platform, whose manifest and config
+    are present: what an unpack of any of its platforms can have made."""
+    if target.digest not in present:
+        return []
+    try:
+        manifests = platform_manifests(content, target, platforms.any_platform, cache)
+    except DistError:
+        return []
+    out = []
+    for manifest in manifests:
+        if manifest.digest not in present:
+            continue
+        try:
+            plan = image_layers(content, manifest, cache=cache, any_platform=True)
+        except DistError:
+            continue
+        if plan is not None and plan.layers:
+            out.append(plan.chain)
+    return out
+
+
+def unpacked_sizes(session, targets: Sequence[Descriptor], present: Container[str],
                    cache: ChildrenCache | None = None) -> dict[str, int | None]:
-    """Disk usage of each target's unpacked chain (host platform) in the session's snapshotter;
-    None where it is not unpacked. One query, and one config read per distinct target."""
+    """Disk usage of each target's unpacked chains (of every platform unpacked) in the session's
+    snapshotter, each snapshot once; None where none is unpacked. One query, and the manifests
+    and configs of each distinct target read once."""
     sizes = session.unpacked_snapshot_sizes()
     out: dict[str, int | None] = {t.digest: None for t in targets}
     if not sizes:
         return out  # nothing unpacked (the session probes no default snapshotter for that)
     cache = cache or ChildrenCache()
     for target in {t.digest: t for t in targets}.values():  # 1,000 names of one image: one read
-        try:
-            plan = image_layers(session.content, target, cache=cache)
-        except DistError:
-            continue
-        if plan is None or not plan.layers:
-            continue
-        chain = plan.chain
-        if chain[-1] in sizes:
-            out[target.digest] = sum(sizes.get(c, 0) for c in chain)
+        unpacked = {key for chain in every_chain(session.content, target, present, cache) if chain[-1] in sizes
+                    for key in chain}
+        if unpacked:
+            out[target.digest] = sum(sizes.get(key, 0) for key in unpacked)
     return out

@@ -33,7 +33,7 @@ from dist_tool.errors import DistError, NotFound, keep_going
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Lease
 from dist_tool.store.limits import MAX_MANIFEST_BYTES
-from dist_tool.walk import ChildrenCache, children, platform_manifests
+from dist_tool.walk import ChildrenCache, children
 
 Node = tuple[str, ...]  # ("image", ns, name) | ("lease", ns, id) | ("content", digest) | ...
 SnapshotNode = tuple[str, str, str, str]  # ("snapshot", namespace, snapshotter, key)
@@ -64,6 +64,9 @@ class GcResult:
     ingests: list[str] = field(default_factory=list)
     snapshots: list[SnapshotNode] = field(default_factory=list)
     dry_run: bool = False
+    # Manifests and indexes a root reaches that cannot be read: what they reference is unknown,
+    # so nothing was swept (blobs and snapshots); expired leases and dead ingests still go.
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def bytes_freed(self) -> int:
@@ -76,7 +79,7 @@ class GcResult:
                             "ingests": self.ingests,
                             "snapshots": [{"namespace": n, "snapshotter": sn, "key": k}
                                           for _, n, sn, k in self.snapshots]},
-                "bytesFreed": self.bytes_freed}
+                "bytesFreed": self.bytes_freed, "unreadable": self.unreadable}
 
 
 class _Graph:
@@ -94,6 +97,7 @@ class _Graph:
             ("snapshot", ns, sn, key): (parent, snapshot_id, json.loads(labels))
             for ns, sn, key, parent, snapshot_id, labels in conn.execute(
                 "SELECT namespace, snapshotter, key, parent, id, labels FROM snapshots")}
+        self.unreadable: set[str] = set()  # reached, present, but not a readable manifest or index
         self.snapshot_keys: dict[tuple[str, str], set[str]] = {}
         for _, ns, sn, key in self.snapshots:
             self.snapshot_keys.setdefault((ns, sn), set()).add(key)
@@ -142,8 +146,12 @@ class _Graph:
         if not any(ns == namespace for ns, _ in self.snapshot_keys):
             return []
         if digest not in self._chains:
-            self._chains[digest] = _chain_keys(self.content, Descriptor(media_type, digest, 0), self.present,
-                                               self.cache)
+            from dist_tool.chains import every_chain
+
+            # A config that cannot be read loses only its chain, which an unpack makes again; a
+            # manifest or index that cannot be read is in ``unreadable`` (marking reads it).
+            self._chains[digest] = [key for chain in every_chain(self.content, Descriptor(media_type, digest, 0),
+                                                                 self.present, self.cache) for key in chain]
         return [("snapshot", ns, sn, key) for (ns, sn), keys in self.snapshot_keys.items() if ns == namespace
                 for key in self._chains[digest] if key in keys]
 
@@ -156,7 +164,10 @@ class _Graph:
         try:
             kids = self.children(Descriptor(media_type, digest, self.present[digest]))
         except DistError:
-            return []  # a corrupt manifest keeps nothing below it; `content verify` reports it
+            # What it references cannot be known: collect() then sweeps nothing (containerd keeps
+            # its references in labels and would not lose them; dist reads them from the blob).
+            self.unreadable.add(digest)
+            return []
         for kid in kids:
             self.media_types.setdefault(kid.digest, kid.media_type)
         return kids
@@ -170,27 +181,6 @@ class _Graph:
         except DistError:
             return ""
         return oci.detect_media_type(doc)
-
-
-def _chain_keys(content, target: Descriptor, present, cache: ChildrenCache) -> list[str]:
-    """Every chain ID of every manifest under ``target`` whose config is present."""
-    from dist_tool.chains import image_layers
-
-    out: list[str] = []
-    try:
-        manifests = platform_manifests(content, target, lambda _: True, cache) if target.digest in present else []
-    except DistError:
-        return out
-    for manifest in manifests:
-        if manifest.digest not in present:
-            continue
-        try:
-            plan = image_layers(content, manifest, cache=cache, any_platform=True)
-        except DistError:
-            continue
-        if plan is not None:
-            out.extend(plan.chain)
-    return out
 
 
 def _expired_leases(conn, now: float) -> set[tuple[str, str]]:
@@ -216,11 +206,14 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
         graph = _Graph(conn, content, expired)
         marked = mark(graph.roots(), graph.refs)
         live = {node[1] for node in marked if node[0] == "content"}
+        result.unreadable = sorted(graph.unreadable)
+        sweep = not graph.unreadable
         for digest, size in sorted(graph.present.items()):
-            if digest not in live and (only is None or digest in only):
+            if sweep and digest not in live and (only is None or digest in only):
                 result.blobs.append((digest, size))
         result.leases = sorted(expired)
-        result.snapshots = sorted(n for n in graph.snapshots if n not in marked and (only is None or n[3] in only))
+        result.snapshots = sorted(n for n in graph.snapshots
+                                  if sweep and n not in marked and (only is None or n[3] in only))
         if not dry_run:
             for node in result.snapshots:
                 conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?", node[1:])

@@ -12,7 +12,7 @@ from dist_tool.errors import AlreadyExists, DistError
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
 from dist_tool.store.limits import MAX_CONFIG_BYTES
-from dist_tool.walk import ChildrenCache, reachable, read_document, require_present
+from dist_tool.walk import ChildrenCache, SkipChildren, reachable, read_document, require_present, walk
 
 
 class ImageView:
@@ -46,8 +46,14 @@ class Catalog:
         self._complete: dict[str, bool] = {}
 
     def reach(self, target: Descriptor) -> dict[str, int]:
+        """The present blobs under ``target``; past a manifest that cannot be read, whose image
+        is then incomplete (``complete``), and ``images check`` says why."""
         if target.digest not in self._reach:
-            self._reach[target.digest] = reachable(self.content, target, self.present.__contains__, self.cache)
+            try:
+                self._reach[target.digest] = reachable(self.content, target, self.present.__contains__,
+                                                       self.cache, problems=[])
+            except DistError:  # a tree that loops or is too deep
+                self._reach[target.digest] = {}
         return self._reach[target.digest]
 
     def complete(self, target: Descriptor) -> bool:
@@ -66,20 +72,33 @@ class Catalog:
         return self._platforms[target.digest]
 
     def _find_platforms(self, target: Descriptor) -> list[str]:
-        if target.digest not in self.present:
-            return []
+        """The platforms of the manifests under ``target``, through nested indexes: as the index
+        names them, else as a present manifest's config says (ctr's images.Platforms)."""
+        found: list[platforms.Platform] = []
+
+        def visit(desc: Descriptor) -> list[Descriptor]:
+            if desc.digest not in self.present:
+                raise SkipChildren
+            try:
+                if oci.is_index(desc.media_type):
+                    kids = oci.index_children(read_document(self.content, desc, self.cache), desc.digest)
+                    found.extend(platforms.Platform.from_dict(k.platform) for k in kids
+                                 if k.platform and oci.is_manifest(k.media_type))
+                    return [k for k in kids if oci.is_index(k.media_type)
+                            or (oci.is_manifest(k.media_type) and not k.platform)]
+                if oci.is_manifest(desc.media_type):
+                    config = oci.manifest_children(read_document(self.content, desc, self.cache), desc.digest)[0]
+                    if config.digest in self.present and config.media_type in oci.CONFIG_TYPES:
+                        found.append(config_platform(self.content, config))
+            except DistError:
+                pass  # an unreadable node names no platform; `images check` reports it
+            raise SkipChildren
+
         try:
-            if oci.is_index(target.media_type):
-                doc = read_document(self.content, target, self.cache)
-                found = [platforms.Platform.from_dict(d.platform)
-                         for d in oci.index_children(doc, target.digest) if d.platform]
-                return platforms.format_all(found)
-            if oci.is_manifest(target.media_type):
-                config = oci.manifest_children(read_document(self.content, target, self.cache), target.digest)[0]
-                return platforms.format_all([config_platform(self.content, config)])
-        except (DistError, KeyError, ValueError):
-            return []
-        return []
+            walk(visit, [target])
+        except DistError:
+            pass
+        return platforms.format_all([p for p in found if p.os and p.architecture])
 
 
 def config_platform(content, config: Descriptor) -> platforms.Platform:
@@ -127,7 +146,7 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
         views.append(ImageView(image, *facts))
     from dist_tool.chains import unpacked_sizes
 
-    unpacked = unpacked_sizes(session, [v.image.target for v in views], cat.cache)
+    unpacked = unpacked_sizes(session, [v.image.target for v in views], cat.present, cat.cache)
     for view in views:
         view.unpacked_size = unpacked.get(view.image.target.digest)
     return views
@@ -194,7 +213,10 @@ def inspect(session, name: str) -> dict:
             out["platform"] = str(platforms.Platform.from_dict(desc.platform))
         kids: list[Descriptor] = []
         if out["present"] and depth < 16:
-            kids = kids_of(desc)
+            try:
+                kids = kids_of(desc)
+            except DistError as e:  # the tree is shown with the node that cannot be read
+                out["problem"] = e.why or str(e)
         out["children"] = [node(k, depth + 1) for k in kids]
         return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from dist_tool import oci
-from dist_tool.errors import DataError
+from dist_tool.errors import DataError, DistError
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Provider
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_WALK_DEPTH
@@ -112,7 +112,9 @@ def skip_missing(handler: Handler, present: Callable[[str], bool],
 
 
 def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
-    """Keeps only an index's manifests whose platform matches (descriptors without one are kept)."""
+    """Keeps only an index's manifests whose platform matches. Descriptors without a platform
+    are kept (containerd's FilterPlatforms): an index need not name its manifests' platforms,
+    and a manifest's config says which it is (``chains.image_layers`` checks it)."""
 
     def wrapped(desc: Descriptor) -> list[Descriptor]:
         kids = handler(desc)
@@ -120,15 +122,21 @@ def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
             return kids
         from dist_tool import platforms
 
-        out = []
-        for kid in kids:
-            if kid.platform is None:
-                if oci.is_index(kid.media_type) or not oci.is_manifest(kid.media_type):
-                    out.append(kid)
-                continue
-            if matcher(platforms.Platform.from_dict(kid.platform)):
-                out.append(kid)
-        return out
+        return [kid for kid in kids if kid.platform is None or matcher(platforms.Platform.from_dict(kid.platform))]
+
+    return wrapped
+
+
+def tolerate(handler: Handler, problems: list[tuple[Descriptor, DistError]]) -> Handler:
+    """Goes on past a descriptor whose children cannot be read, recording it in ``problems``:
+    one corrupt manifest must not hide every other image from a listing."""
+
+    def wrapped(desc: Descriptor) -> list[Descriptor]:
+        try:
+            return handler(desc)
+        except DistError as e:
+            problems.append((desc, e))
+            raise SkipChildren from None
 
     return wrapped
 
@@ -144,14 +152,19 @@ def visitor(handler: Handler, visit: Callable[[Descriptor], None]) -> Handler:
 
 
 def reachable(provider: Provider, target: Descriptor, present: Callable[[str], bool],
-              cache: ChildrenCache | None = None) -> dict[str, int]:
-    """Every distinct blob reachable from ``target`` that is present, with its size."""
+              cache: ChildrenCache | None = None,
+              problems: list[tuple[Descriptor, DistError]] | None = None) -> dict[str, int]:
+    """Every distinct blob reachable from ``target`` that is present, with its size. With
+    ``problems``, a manifest or index that cannot be read is recorded there and walked past."""
     found: dict[str, int] = {}
 
     def record(desc: Descriptor) -> None:
         found[desc.digest] = desc.size
 
-    walk(skip_missing(visitor(children(provider, cache), record), present), [target])
+    handler = children(provider, cache)
+    if problems is not None:
+        handler = tolerate(handler, problems)
+    walk(skip_missing(visitor(handler, record), present), [target])
     return found
 
 

@@ -121,28 +121,45 @@ def oci_archive(path: Path, layers: list[bytes], *, name: str = "docker.io/libra
     """
     blobs = blobs if blobs is not None else [compress(t, how) for t in layers]
     real_diff_ids = [sha256(t) for t in layers]
+    files, manifest = image_blobs(blobs, diff_ids if diff_ids is not None else real_diff_ids, platform)
+    write_layout(path, files, [{**manifest, "annotations": {"io.containerd.image.name": name,
+                                                            "org.opencontainers.image.ref.name": name}}])
+    return Image(path, name, real_diff_ids, [sha256(b) for b, _ in blobs], chain_ids(real_diff_ids))
+
+
+def image_blobs(blobs: list[tuple[bytes, str]], diff_ids: list[str],
+                platform: dict | None = None) -> tuple[dict[str, bytes], dict]:
+    """The config, manifest and layer blobs of one image (by digest), and the manifest's descriptor."""
     config = {**(platform or {"architecture": "amd64", "os": "linux"}), "config": {"Cmd": ["/bin/sh"]},
-              "rootfs": {"type": "layers", "diff_ids": diff_ids if diff_ids is not None else real_diff_ids}}
+              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
     config_bytes = json.dumps(config).encode()
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config_bytes),
                            "size": len(config_bytes)},
                 "layers": [{"mediaType": mt, "digest": sha256(b), "size": len(b)} for b, mt in blobs]}
     manifest_bytes = json.dumps(manifest).encode()
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": [{"mediaType": manifest["mediaType"], "digest": sha256(manifest_bytes),
-                            "size": len(manifest_bytes),
-                            "annotations": {"io.containerd.image.name": name,
-                                            "org.opencontainers.image.ref.name": name}}]}
+    files = {sha256(data): data for data in [config_bytes, manifest_bytes, *(b for b, _ in blobs)]}
+    return files, {"mediaType": manifest["mediaType"], "digest": sha256(manifest_bytes), "size": len(manifest_bytes)}
+
+
+def index_blob(manifests: list[dict],
+               media_type: str = "application/vnd.oci.image.index.v1+json") -> tuple[bytes, dict]:
+    """An index of these descriptors, and its own descriptor."""
+    data = json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}).encode()
+    return data, {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
+
+
+def write_layout(path: Path, blobs: dict[str, bytes], named: list[dict]) -> None:
+    """An OCI image-layout tar: ``blobs`` by digest, ``named`` as index.json's descriptors."""
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": named}
     files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": json.dumps(index).encode()}
-    for data in [config_bytes, manifest_bytes, *(b for b, _ in blobs)]:
-        files[f"blobs/sha256/{sha256(data)[7:]}"] = data
+    for digest, data in blobs.items():
+        files[f"blobs/sha256/{digest[7:]}"] = data
     with tarfile.open(path, "w") as tar:
         for member_name, data in files.items():
             info = tarfile.TarInfo(member_name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return Image(path, name, real_diff_ids, [sha256(b) for b, _ in blobs], chain_ids(real_diff_ids))
 
 
 # ------------------------------------------------------------------------------ trees

@@ -41,6 +41,20 @@ def each(items: list[str], action: "Callable[[str], object]", done: "Callable[[s
         raise first
 
 
+def report_collection(s: "Session", result: Any) -> None:
+    """What a removal's garbage collection did, on stderr: the bytes it freed, or why it could
+    free nothing (a manifest an image needs cannot be read, so its references are unknown)."""
+    if result is None:
+        return
+    if result.unreadable:
+        s.render.err.write(f"dist: nothing collected: manifest {result.unreadable[0]} cannot be read, so what it "
+                           "references is unknown (dist images check finds its image)\n")
+    elif result.blobs:
+        from dist_tool.render import iec
+
+        s.render.err.write(f"freed {len(result.blobs)} blobs, {iec(result.bytes_freed)}\n")
+
+
 class LazySubcommandGroup(TyperGroup):
     """A group whose subcommands are turned from typer functions into click commands when first
     looked up, so an invocation pays for the command it runs and not for its siblings (typer

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, report_collection, session
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage containers: metadata that pins an image's spec and root filesystem.")
@@ -108,12 +108,10 @@ def rm(ctx: typer.Context, container_ids: Annotated[list[str], typer.Argument(me
        = False) -> None:
     """Remove containers and their snapshots; collect what only they kept."""
     from dist_tool import containers
-    from dist_tool.render import iec
 
     s = session(ctx)
     removed, result, error = containers.remove(s, container_ids, force=force)
     s.render.lines(removed)
-    if result is not None and result.blobs:
-        s.render.err.write(f"freed {len(result.blobs)} blobs, {iec(result.bytes_freed)}\n")
+    report_collection(s, result)
     if error is not None:
         raise error

@@ -5,7 +5,16 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, ProgressOpt, QuietOpt, registry, session
+from dist_tool.commands import (
+    DefaultLsGroup,
+    FiltersArg,
+    JsonOpt,
+    ProgressOpt,
+    QuietOpt,
+    registry,
+    report_collection,
+    session,
+)
 from dist_tool.errors import DataError, InvalidArgument
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False, help="Manage images.")
@@ -40,14 +49,12 @@ def ls(ctx: typer.Context,
 
 def _remove(ctx: typer.Context, names: list[str], force: bool) -> None:
     from dist_tool import images
-    from dist_tool.render import iec
 
     s = session(ctx)
     removed, result, error = images.remove(s, names, force=force)
     for name in removed:
         s.render.line(f"deleted {name}")
-    if result is not None and result.blobs:
-        s.render.err.write(f"freed {len(result.blobs)} blobs, {iec(result.bytes_freed)}\n")
+    report_collection(s, result)
     if error is not None:
         raise error
 
@@ -107,6 +114,8 @@ def inspect(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Image 
     def label_of(node: dict) -> str:
         platform = f" {node['platform']}" if node.get("platform") else ""
         state = "" if node["present"] else "  (missing)"
+        if node.get("problem"):
+            state = f"  ({node['problem']})"
         return (f"{oci.kind_of(node['mediaType'])}{platform} {node['digest']} {iec(node['size'])}"
                 f" {node['mediaType']}{state}")
 

@@ -51,6 +51,9 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} abandoned ingest {ref}")
     for _, ns, snapshotter, key in result.snapshots:
         s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
+    for digest in result.unreadable:
+        s.render.err.write(f"dist: nothing collected: manifest {digest} cannot be read, so what it references is "
+                           "unknown (dist images check finds its image)\n")
     snapshots = f" (and {len(result.snapshots)} snapshots)" if result.snapshots else ""
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
                   f"in {len(result.blobs)} blobs{snapshots}")

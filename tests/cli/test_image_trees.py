@@ -1,0 +1,111 @@
+"""Index shapes other tools write, and a store with one corrupt manifest: through the real CLI.
+
+Indexes built here: a child manifest without a ``platform`` (the OCI image spec makes it
+optional; containerd keeps such children), an index inside an index, and two platforms of which
+only one is the host's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from layerkit import compress, file, image_blobs, index_blob, layer, sha256, write_layout
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+AMD64 = {"architecture": "amd64", "os": "linux"}
+ARM64 = {"architecture": "arm64", "os": "linux", "variant": "v8"}
+
+
+def _image(text: str, platform: dict) -> tuple[dict[str, bytes], dict, list[str]]:
+    tar = layer([file("etc/which", text.encode())])
+    blobs, manifest = image_blobs([compress(tar, "gzip")], [sha256(tar)], platform)
+    return blobs, manifest, [sha256(tar)]
+
+
+def _named(desc: dict, name: str) -> dict:
+    return {**desc, "annotations": {"org.opencontainers.image.ref.name": name}}
+
+
+def _platform(p: dict) -> dict:
+    return {k: v for k, v in p.items() if k in ("architecture", "os", "variant")}
+
+
+def test_an_index_child_without_a_platform_is_read_from_its_config(dist, tmp_path):
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    arm, arm_manifest, _ = _image("arm64", ARM64)
+    data, index = index_blob([arm_manifest, amd_manifest])  # neither names its platform
+    write_layout(tmp_path / "a.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/np:1")])
+    dist.ok("images", "import", str(tmp_path / "a.tar"))
+    [image] = dist.ok("images", "--json").json
+    assert image["platforms"] == ["linux/amd64", "linux/arm64/v8"] and image["complete"] is True
+    assert image["unpackedSize"] is not None  # the host's (amd64) manifest was unpacked
+    assert dist.ok("images", "check", "--json").json[0]["complete"] is True
+
+
+def test_platforms_come_through_a_nested_index(dist, tmp_path):
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    arm, arm_manifest, _ = _image("arm64", ARM64)
+    inner_data, inner = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}],
+                                   DOCKER_LIST)
+    outer_data, outer = index_blob([inner])
+    write_layout(tmp_path / "n.tar", {**amd, **arm, inner["digest"]: inner_data, outer["digest"]: outer_data},
+                 [_named(outer, "example.com/nested:1")])
+    dist.ok("images", "import", "--no-unpack", str(tmp_path / "n.tar"))
+    assert dist.ok("images", "--json").json[0]["platforms"] == ["linux/amd64", "linux/arm64/v8"]
+
+
+def test_unpacked_size_counts_a_foreign_platform_unpacked(dist, tmp_path):
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    arm, arm_manifest, _ = _image("arm64", ARM64)
+    data, index = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}])
+    write_layout(tmp_path / "m.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/m:1")])
+    dist.ok("images", "import", "--platform", "linux/arm64", str(tmp_path / "m.tar"))
+    assert len(dist.ok("snapshot", "ls", "-q").lines) == 1
+    assert dist.ok("images", "--json").json[0]["unpackedSize"] > 0  # was null: only the host's chain counted
+
+
+@pytest.fixture
+def corrupt_store(dist, tmp_path):
+    """Two images in two namespaces; the arm64 manifest of the first is then corrupted."""
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    arm, arm_manifest, _ = _image("arm64", ARM64)
+    data, index = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}])
+    write_layout(tmp_path / "m.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/m:1")])
+    dist.ok("images", "import", "--no-unpack", "--all-platforms", str(tmp_path / "m.tar"))
+    other, other_manifest, _ = _image("other", AMD64)
+    write_layout(tmp_path / "o.tar", other, [_named(other_manifest, "example.com/other:1")])
+    dist.ok("-n", "other", "images", "import", "--no-unpack", str(tmp_path / "o.tar"))
+    dist.ok("images", "import", "--no-unpack", "--name", "example.com/spare:1", str(tmp_path / "o.tar"))
+    path = dist.root / "content" / "blobs" / "sha256" / arm_manifest["digest"][7:]
+    os.chmod(path, 0o644)
+    path.write_bytes(b"}" + path.read_bytes()[1:])
+    return {"arm_config": next(iter(arm)),  # image_blobs lists the config first
+            "arm_manifest": arm_manifest["digest"]}
+
+
+def test_one_corrupt_manifest_does_not_hide_the_other_images(dist, corrupt_store):
+    """Every `dist images`, in every namespace, failed with the corrupt manifest's error."""
+    assert dist.ok("-n", "other", "images", "-q").lines == ["example.com/other:1"]
+    views = {v["name"]: v for v in dist.ok("images", "--json").json}
+    assert views["example.com/spare:1"]["complete"] is True and views["example.com/spare:1"]["size"] > 0
+    assert views["example.com/m:1"]["size"] > 0  # what it can reach
+    check = {c["name"]: c for c in dist("images", "check", "--json").json}
+    assert check["example.com/spare:1"]["complete"] is True
+    tree = dist.ok("images", "inspect", "example.com/m:1", "--json").json
+    broken = next(c for c in tree["children"] if c["digest"] == corrupt_store["arm_manifest"])
+    assert "not valid JSON" in broken["problem"] and broken["children"] == []
+
+
+def test_gc_collects_nothing_while_a_manifest_an_image_needs_cannot_be_read(dist, corrupt_store):
+    """gc took the children of an unreadable manifest for garbage: the arm64 config and layer
+    of an image still stored went, and repairing the manifest could not bring them back."""
+    r = dist.ok("gc", "--dry-run", "--json")
+    assert r.json["removed"]["content"] == [] and r.json["unreadable"] == [corrupt_store["arm_manifest"]]
+    r = dist.ok("rmi", "example.com/spare:1")
+    assert "nothing collected: manifest " + corrupt_store["arm_manifest"] in r.stderr
+    present = set(dist.ok("content", "ls", "-q").lines)
+    assert corrupt_store["arm_config"] in present
+    dist.ok("rmi", "example.com/m:1")  # the image that needs it goes: everything is collectable again
+    assert corrupt_store["arm_config"] not in set(dist.ok("content", "ls", "-q").lines)
