@@ -236,14 +236,20 @@ def _name_entries(entries: list[_Entry], name: str | None) -> list[tuple[str, De
         if len(targets) == 1:
             return [(name, entries[0].target)]
         unnamed = [e for e in entries if not e.name]
-        if len(unnamed) == 1:
-            unnamed[0].name = name
-    out = []
+        if len(unnamed) != 1:
+            raise InvalidArgument("--name", name, f"the archive holds {len(targets)} images, "
+                                  f"{len(unnamed) or 'none'} of them unnamed: --name names its one image, "
+                                  "or its one unnamed image")
+        unnamed[0].name = name
+    out: dict[str, Descriptor] = {}
     for e in entries:
         if not e.name:
             raise InvalidArgument("archive entry", e.where, "has no usable name; give one with --name")
-        out.append((reference.normalize(e.name), e.target))
-    return out
+        entry_name = reference.normalize(e.name)
+        if out.get(entry_name, e.target).digest != e.target.digest:
+            raise DataError("archive", entry_name, "names two different images")
+        out[entry_name] = e.target
+    return list(out.items())
 
 
 def _matcher(platform: str | None, all_platforms: bool):

@@ -41,6 +41,14 @@ def each(items: list[str], action: "Callable[[str], object]", done: "Callable[[s
         raise first
 
 
+def one_platform_choice(platform: "str | None", all_platforms: bool) -> None:
+    """``--platform P`` and ``--all-platforms`` ask for different things: a usage error."""
+    if platform is not None and all_platforms:
+        from dist_tool.errors import InvalidArgument
+
+        raise InvalidArgument("--platform", platform, "cannot be combined with --all-platforms")
+
+
 def report_collection(s: "Session", result: Any) -> None:
     """What a removal's garbage collection did, on stderr: the bytes it freed, or why it could
     free nothing (a manifest an image needs cannot be read, so its references are unknown)."""

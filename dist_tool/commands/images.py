@@ -11,6 +11,7 @@ from dist_tool.commands import (
     JsonOpt,
     ProgressOpt,
     QuietOpt,
+    one_platform_choice,
     registry,
     report_collection,
     session,
@@ -166,6 +167,7 @@ def import_(ctx: typer.Context,
     if (file is None) == (rootfs is None):  # SPEC: FILE|- or --rootfs, one source
         raise InvalidArgument("import", file or "", "needs an archive (FILE, or - for stdin) or --rootfs, "
                               + ("not both" if file is not None else "and got neither"))
+    one_platform_choice(platform, all_platforms)
     s = session(ctx)
     with Progress(progress) as bar:
         if rootfs is not None:
@@ -185,11 +187,9 @@ def export(ctx: typer.Context, file: Annotated[str, typer.Argument(help="Output 
            progress: ProgressOpt = "auto") -> None:
     """Write an OCI image-layout tar that skopeo, podman load and docker load read."""
     from dist_tool import export as exporter
-    from dist_tool.errors import InvalidArgument
     from dist_tool.render import Progress
 
-    if platform is not None and all_platforms:
-        raise InvalidArgument("--platform", platform, "cannot be combined with --all-platforms")
+    one_platform_choice(platform, all_platforms)
     s = session(ctx)
     with Progress(progress) as bar:
         exporter.export_archive(s, file, names, platform=platform, progress=bar)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import ProgressOpt, session
+from dist_tool.commands import ProgressOpt, one_platform_choice, session
 
 pull_app = typer.Typer(help="Pull an image from a registry.")
 push_app = typer.Typer(help="Push an image to a registry.")
@@ -45,6 +45,7 @@ def pull(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Reference:
     from dist_tool.remote import pull as pulling
     from dist_tool.render import Progress
 
+    one_platform_choice(platform, all_platforms)
     s = session(ctx)
     credentials = _credentials(user)
     with Progress(progress) as bar:

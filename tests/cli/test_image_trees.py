@@ -109,3 +109,32 @@ def test_gc_collects_nothing_while_a_manifest_an_image_needs_cannot_be_read(dist
     assert corrupt_store["arm_config"] in present
     dist.ok("rmi", "example.com/m:1")  # the image that needs it goes: everything is collectable again
     assert corrupt_store["arm_config"] not in set(dist.ok("content", "ls", "-q").lines)
+
+
+def _two_images(tmp_path, first: str, second: str):
+    a, a_manifest, _ = _image("a", AMD64)
+    b, b_manifest, _ = _image("b", AMD64)
+    path = tmp_path / "two.tar"
+    write_layout(path, {**a, **b}, [_named(a_manifest, first), _named(b_manifest, second)])
+    return path
+
+
+def test_name_for_an_archive_of_several_named_images_is_refused(dist, tmp_path):
+    """--name was silently ignored."""
+    path = _two_images(tmp_path, "example.com/a:1", "example.com/b:1")
+    r = dist("images", "import", "--name", "example.com/mine:1", str(path))
+    assert r.code == 2 and "--name example.com/mine:1: the archive holds 2 images" in r.stderr, r.stderr
+    assert dist.ok("images", "-q").lines == [] and dist.ok("content", "ls", "-q").lines == []
+
+
+def test_one_name_for_two_images_in_an_archive_is_refused(dist, tmp_path):
+    """The last one silently won, and the name was printed twice."""
+    r = dist("images", "import", str(_two_images(tmp_path, "example.com/same:1", "example.com/same:1")))
+    assert r.code == 1 and "archive docker.io" not in r.stderr and "names two different images" in r.stderr
+    assert dist.ok("images", "-q").lines == [] and dist.ok("content", "ls", "-q").lines == []
+
+
+@pytest.mark.parametrize("command", [("images", "import", "x.tar"), ("pull", "localhost:1/x:1")])
+def test_a_platform_and_all_platforms_are_refused_together(dist, command):
+    r = dist(*command, "--platform", "linux/arm64", "--all-platforms")
+    assert r.code == 2 and "cannot be combined with --all-platforms" in r.stderr, r.stderr
