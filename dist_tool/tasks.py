@@ -47,6 +47,9 @@ LIST_CALL_TIMEOUT = 5.0  # per task: long enough for a loaded machine, short eno
 SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
 _BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
          "from dist_tool.shim.__main__ import main;sys.exit(main(sys.argv[2:]))")
+# What a ``run --rm -d`` shim becomes once its task has exited and it has cleaned up: the CLI
+# (not isolated: typer is in site-packages), deleting the container.
+_BOOT_CLI = "import sys;sys.path.insert(0,sys.argv[1]);from dist_tool.cli import main;sys.exit(main(sys.argv[2:]))"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def runtime_binary(container: Container) -> str:
 
 
 def _bundle(session, container: Container, path: str, *, detached: bool, log: str | None,
-            null_io: bool, record_exit: bool) -> dict:
+            null_io: bool, record_exit: bool, then: list[str] | None = None) -> dict:
     """Writes config.json and shim.json into ``path`` (a fresh directory); returns the shim's cfg."""
     if not container.spec:
         raise TaskFailed("container", container.id, "has no runtime spec")
@@ -106,7 +109,7 @@ def _bundle(session, container: Container, path: str, *, detached: bool, log: st
            "dir": final, "runtime": runtime_binary(container),
            "runcRoot": shims.runc_root(session), "mounts": mounts,
            "terminal": bool((spec.get("process") or {}).get("terminal")), "detached": detached,
-           "log": log, "nullIO": null_io, "recordExit": record_exit,
+           "log": log, "nullIO": null_io, "recordExit": record_exit, "then": then,
            "subreaper": detached,
            "shimLog": os.path.join(persist_dir(session, container.id), "shim.log") if detached else None,
            "syspath": [p for p in sys.path if p and os.path.isdir(p)]}
@@ -224,7 +227,8 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
     return shim.serve()
 
 
-def start_detached(session, container_id: str, *, log: str | None = None, null_io: bool = False) -> TaskInfo:
+def start_detached(session, container_id: str, *, log: str | None = None, null_io: bool = False,
+                   remove: bool = False) -> TaskInfo:
     """Starts the task under its own shim process and returns once the process runs; its output
     goes to the task log. The shim is a fresh ``python -I -S`` of the standard library alone
     (``shim/__main__``): we mount the root filesystem for it, and the forked child that becomes it
@@ -235,9 +239,13 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     container = session.containers.get(container_id)
     log_file = None if null_io else _prepare_log(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
-    cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True)
-    _mount_checked(cfg, container)
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # ``remove`` (run --rm -d): the shim, its task gone and cleaned up, execs `container rm`. Not
+    # -f: a task started again meanwhile keeps its container (rm then fails, exit 4, in shim.log).
+    then = [sys.executable, "-c", _BOOT_CLI, package_parent, "--root", session.root, "--state", session.state,
+            "-n", session.namespace, "container", "rm", container_id] if remove else None
+    cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True, then=then)
+    _mount_checked(cfg, container)
     argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()
     try:
@@ -299,17 +307,15 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
     after the task exits whatever its status. The status of a foreground task, else None."""
     from dist_tool import containers
 
-    if remove and detach:
-        raise InvalidArgument("run", "--rm", "cannot be combined with -d (use task wait, then container rm)")
     container = containers.create(session, image, container_id, options)
     try:
         if detach:
-            start_detached(session, container_id, log=log, null_io=null_io)
+            start_detached(session, container_id, log=log, null_io=null_io, remove=remove)
             return None
         return start_foreground(session, container_id, null_io=null_io, record_exit=not remove,
                                 container=container)
     finally:
-        if remove:
+        if remove and not (detach and shims.alive_task(session, container_id)):  # else its shim removes it
             error = containers.remove(session, [container_id], force=True)[2]
             if error is not None:
                 raise error

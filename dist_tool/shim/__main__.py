@@ -38,6 +38,9 @@ def main(argv: list[str]) -> int:
         return 0
     _report(ready, {"ok": True, "pid": shim.pid, "shimPid": posix.getpid()})
     shim.serve()
+    then = cfg.get("then")
+    if then:  # run --rm -d: the task is gone and cleaned up; this process becomes `container rm`
+        posix.execv(then[0], then)
     return 0
 
 

@@ -132,6 +132,17 @@ def test_run_rm_passes_the_status_through_and_removes_the_container(bb, args, st
     assert bb.ok("c", "ls", "-q").lines == []
 
 
+def test_run_rm_detached_removes_the_container_when_its_task_exits(bb):
+    """SPEC's synopsis is `dist run [--rm] [-d]`; the two were refused together. The shim, its
+    task gone and cleaned up, becomes `container rm` (docker's --rm -d)."""
+    r = bb("run", "--rm", "-d", "busybox", "rmd", "--", "sh", "-c", "sleep 0.5; exit 3", timeout=TIMEOUT)
+    assert r.code == 0, r.stderr
+    assert "rmd" in tasks(bb)
+    wait_for(lambda: bb.ok("c", "ls", "-q").lines == [], "the container to go")
+    assert "rmd" not in bb.ok("snapshot", "ls", "-q").lines
+    assert_clean(bb)
+
+
 CANNOT_RUN = [
     ("nosuch", 127, "executable file not found in $PATH"),
     ("plain", 127, "executable file not found in $PATH (/usr/bin/plain: not executable)"),
