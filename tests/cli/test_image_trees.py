@@ -138,3 +138,18 @@ def test_one_name_for_two_images_in_an_archive_is_refused(dist, tmp_path):
 def test_a_platform_and_all_platforms_are_refused_together(dist, command):
     r = dist(*command, "--platform", "linux/arm64", "--all-platforms")
     assert r.code == 2 and "cannot be combined with --all-platforms" in r.stderr, r.stderr
+
+
+def test_an_import_that_fails_in_its_unpack_leaves_no_namespace(dist, tmp_path):
+    """SPEC: a failed command leaves the store as it was; the unpack's snapshot had created the
+    namespace ("created on first write"), and its undo left the record."""
+    from layerkit import oci_archive
+
+    tar = layer([file("etc/x", b"x")])
+    bad = oci_archive(tmp_path / "bad.tar", [tar], diff_ids=["sha256:" + "0" * 64])
+    r = dist("-n", "fresh", "images", "import", str(bad.archive))
+    assert r.code == 1 and "diff" in r.stderr, r.stderr
+    assert "fresh" not in dist.ok("namespaces", "ls", "-q").lines
+    dist.ok("namespaces", "create", "kept")
+    assert dist("-n", "kept", "images", "import", str(bad.archive)).code == 1
+    assert "kept" in dist.ok("namespaces", "ls", "-q").lines  # it was there before: it stays
