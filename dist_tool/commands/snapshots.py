@@ -55,8 +55,9 @@ def usage(ctx: typer.Context, keys: Annotated[list[str] | None, typer.Argument(h
     records: list[dict] = []
     error = keep_going(keys or [i.key for i in sn.list()],
                        lambda key: records.append({"key": key, **sn.usage(key).to_json()}))
-    s.render.records(records, [Col("KEY", "key"), Col("SIZE", "size", fmt=iec), Col("INODES", "inodes")],
-                     as_json=json_, quiet=quiet, key="key")
+    if records or error is None:  # a failure with nothing to show prints nothing (no bare header, no [])
+        s.render.records(records, [Col("KEY", "key"), Col("SIZE", "size", fmt=iec), Col("INODES", "inodes")],
+                         as_json=json_, quiet=quiet, key="key")
     if error is not None:
         raise error
 

@@ -298,6 +298,9 @@ def test_snapshot_usage_tree_and_explain_report_what_exists_past_a_missing_key(b
     chain = next(k for k in keys if k != "web")
     r = bb("snapshot", "usage", "missing", "web", "-q")
     assert r.code == 3 and r.lines == ["web"] and r.stderr == "dist: error: snapshot missing: not found\n"
+    for flags in ([], ["--json"]):  # nothing found: nothing on stdout (it was a bare header, or [])
+        r = bb("snapshot", "usage", "missing", *flags)
+        assert r.code == 3 and r.stdout == "", r.stdout
     assert bb.ok("snapshot", "tree", "-q").lines == [chain, "web"]
     r = bb("gc", "--explain", "missing", "web", "--json")
     assert r.code == 3 and [e["snapshot"] for e in r.json] == ["web"] and r.json[0]["kept"]
