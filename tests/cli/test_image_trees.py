@@ -153,3 +153,16 @@ def test_an_import_that_fails_in_its_unpack_leaves_no_namespace(dist, tmp_path):
     dist.ok("namespaces", "create", "kept")
     assert dist("-n", "kept", "images", "import", str(bad.archive)).code == 1
     assert "kept" in dist.ok("namespaces", "ls", "-q").lines  # it was there before: it stays
+
+
+def test_an_unnamed_extra_beside_named_platforms_is_not_required(dist, tmp_path):
+    """An index that names its images' platforms plus an unnamed extra (an SBOM, a signature):
+    a host-only import, pull and `complete` need only the host's manifest, as SPEC says."""
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    _, extra_manifest, _ = _image("sbom", ARM64)  # its blobs are left out of the archive
+    data, index = index_blob([{**amd_manifest, "platform": AMD64}, extra_manifest])
+    write_layout(tmp_path / "x.tar", {**amd, index["digest"]: data}, [_named(index, "example.com/x:1")])
+    dist.ok("images", "import", str(tmp_path / "x.tar"))
+    [image] = dist.ok("images", "--json").json
+    assert image["complete"] is True and image["platforms"] == ["linux/amd64"]
+    assert dist.ok("images", "check", "--json").json[0]["missing"] == []
