@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
 from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
-from dist_tool.gc import collect_added, namespace_is_new
+from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
@@ -287,7 +287,6 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
     matcher = _matcher(platform, all_platforms)
     source = source or "-"
     session.content.ensure_layout()
-    new_namespace = namespace_is_new(session)
     stream, close = _open_input(source)
     scan = _Scan()
     try:
@@ -312,7 +311,7 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
                 for image_name, target in named:
                     _put_image(session, image_name, target)
     except BaseException:
-        collect_added(session, scan.added, new_namespace)  # the lease is gone by now: undo what we added
+        collect_added(session, scan.added)  # the lease is gone by now: collect what we added
         raise
     finally:
         close()
@@ -374,7 +373,6 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
     if not os.path.exists(rootfs):
         raise NotFound("rootfs", rootfs, "no such file or directory")
     session.content.ensure_layout()
-    new_namespace = namespace_is_new(session)
     added: set[str] = set()
     try:
         with session.leases.temporary("import") as lease:
@@ -400,7 +398,7 @@ def import_rootfs(session, rootfs: str, name: str | None, config_cmd: Sequence[s
                 unpack_under(session, target, platform=None, lease=lease, progress=progress, added=added)
             _put_image(session, name, target)
     except BaseException:
-        collect_added(session, added, new_namespace)
+        collect_added(session, added)
         raise
     return [name]
 

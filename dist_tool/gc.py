@@ -297,33 +297,16 @@ def explain(meta, content, targets: Iterable[str]) -> tuple[list[dict], list[str
     return out, missing
 
 
-def namespace_is_new(session) -> bool:
-    """Whether the session's namespace has no record yet: the operation about to run makes it
-    with its first write (an unpack's snapshot), and its undo must take it away again."""
-    if session.address:
-        return False  # the server's own operations undo themselves
-    try:
-        session.namespaces.get(session.namespace)
-    except NotFound:
-        return True
-    return False
-
-
-def collect_added(session, added: set[str], drop_namespace: bool = False) -> None:
+def collect_added(session, added: set[str]) -> None:
     """After a failed import or pull, once its lease is gone: collects what it added (blobs, chains)
-    that nothing else keeps, and with ``drop_namespace`` the namespace it created, if it is empty.
-    Best effort: the operation's own error is the one to report, and the next ``dist gc`` finishes
-    the job."""
-    if added:
-        try:
-            session.collect_garbage(only=set(added))
-        except DistError:
-            pass
-    if drop_namespace:
-        try:
-            session.namespaces.delete(session.namespace)
-        except DistError:
-            pass  # not empty: something else went into it meanwhile
+    that nothing else keeps. Best effort: the operation's own error is the one to report, and the
+    next ``dist gc`` finishes the job."""
+    if not added:
+        return
+    try:
+        session.collect_garbage(only=set(added))
+    except DistError:
+        pass
 
 
 def remove_each(session, items, remove_one, force: bool = False):

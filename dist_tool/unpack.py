@@ -132,7 +132,8 @@ class _Job:
     def _prepare(self, i: int, parent: str | None) -> str:
         key = self._key(i)
         self.session.leases.add_resource(self.lease[1], LeaseResource(self.kind, key))
-        mounts = self.snapshotter.prepare(key, parent, {"dist.unpack.layer": self.plan.layers[i].digest})
+        mounts = self.snapshotter.prepare(key, parent, {"dist.unpack.layer": self.plan.layers[i].digest},
+                                          operation=True)
         self.active.append(key)
         return target_dir(mounts)  # the directory the layer is written to
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference
 from dist_tool.errors import DataError, NotFound
-from dist_tool.gc import collect_added, namespace_is_new
+from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress
 from dist_tool.remote.auth import Credentials
@@ -84,7 +84,6 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
         platforms.matcher(platforms.parse(platform) if platform else platforms.host())
     progress = progress or NullProgress()
     session.content.ensure_layout()
-    new_namespace = namespace_is_new(session)
     added: set[str] = set()
     with Registry(reference.registry_host(ref), plain_http=plain_http, credentials=credentials) as registry:
         repo = registry.repository(ref.path, name)
@@ -107,7 +106,7 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
                 with session.meta.write():
                     _put_image(session, name, target)
         except BaseException:
-            collect_added(session, added, new_namespace)
+            collect_added(session, added)
             raise
     return result
 

@@ -208,8 +208,9 @@ class Snapshotter(Protocol):
     layers_independent: bool  # a layer's diff is applied without its parent's tree (overlayfs)
 
     def prepare(self, key: str, parent: str | None = None,
-                labels: Mapping[str, str] | None = None) -> list[Mount]:
-        """A new active (writable) snapshot on ``parent``. AlreadyExists; NotFound for the parent."""
+                labels: Mapping[str, str] | None = None, *, operation: bool = False) -> list[Mount]:
+        """A new active (writable) snapshot on ``parent``. AlreadyExists; NotFound for the parent.
+        An ``operation``'s (an unpack under its lease) does not create the namespace."""
         ...
 
     def view(self, key: str, parent: str, labels: Mapping[str, str] | None = None) -> list[Mount]:
@@ -229,7 +230,8 @@ class Snapshotter(Protocol):
         transaction or ``discard`` it."""
         ...
 
-    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None) -> None:
+    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None, *,
+                operation: bool = False) -> None:
         """Records a staged directory as snapshot ``key``, in the caller's transaction if any."""
         ...
 

@@ -238,14 +238,16 @@ class LocalSnapshotter:
     # ------------------------------------------------------------ create
 
     def prepare(self, key: str, parent: str | None = None,
-                labels: Mapping[str, str] | None = None) -> list[Mount]:
+                labels: Mapping[str, str] | None = None, *, operation: bool = False) -> list[Mount]:
         """A new active (writable) snapshot on ``parent`` (a committed snapshot, or none).
 
         Raises AlreadyExists for a used key, NotFound for a missing parent,
         InvalidArgument for a parent that is not committed. The directory is
         filled before the record exists, so a crash leaves no half snapshot.
+        ``operation``: an unpack's, under its lease; it does not create the namespace (the
+        image it unpacks for does, once named), so a failed import leaves no namespace behind.
         """
-        self._create(key, parent, "active", labels)
+        self._create(key, parent, "active", labels, operation)
         return self.mounts(key)
 
     def view(self, key: str, parent: str, labels: Mapping[str, str] | None = None) -> list[Mount]:
@@ -253,12 +255,13 @@ class LocalSnapshotter:
         self._create(key, parent, "view", labels)
         return self.mounts(key)
 
-    def _create(self, key: str, parent: str | None, kind: str, labels: Mapping[str, str] | None) -> None:
+    def _create(self, key: str, parent: str | None, kind: str, labels: Mapping[str, str] | None,
+                operation: bool = False) -> None:
         _check_key(key)
         with self.meta.read() as conn:
             if self._row(conn, key) is not None:
                 raise AlreadyExists("snapshot", key, "already exists")
-        self.install(self.stage(parent, kind), key, labels)
+        self.install(self.stage(parent, kind), key, labels, operation=operation)
 
     def stage(self, parent: str | None, kind: str = "active") -> Staged:
         """A new snapshot's directory on ``parent``, filled now (native copies the parent's tree)
@@ -284,10 +287,11 @@ class LocalSnapshotter:
             row = self._row(conn, parent)
         return row is not None and row[2] == "committed" and row[6] == parent_id
 
-    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None) -> None:
+    def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None, *,
+                operation: bool = False) -> None:
         """Records a staged directory as snapshot ``key`` (joining the caller's write transaction
         if there is one). Raises AlreadyExists, NotFound when the parent went meanwhile; the
-        staged directory is removed on any failure."""
+        staged directory is removed on any failure. ``operation``: as ``prepare``'s."""
         try:
             _check_key(key)
             now = time.time()
@@ -296,7 +300,8 @@ class LocalSnapshotter:
                     raise AlreadyExists("snapshot", key, "already exists")
                 if staged.parent is not None and self._committed_parent(conn, staged.parent) != staged.parent_id:
                     raise NotFound("snapshot", staged.parent, "parent was replaced meanwhile")
-                self.meta.ensure_namespace(conn, self.namespace, now)
+                if not operation:
+                    self.meta.ensure_namespace(conn, self.namespace, now)
                 snapshot_id = allocate_id(conn, self.name)
                 # A crash between the rename and COMMIT leaves <id> with no row, and the id is handed
                 # out again (its counter rolled back too): whatever is there is garbage.
