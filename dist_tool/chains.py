@@ -61,11 +61,9 @@ def image_layers(content, target: Descriptor, platform: platforms.Platform | Non
             if unnamed and manifest.digest != target.digest:
                 continue  # maybe another platform's manifest, imported without its blobs
             raise
-        if unnamed and not any_platform and doc.get("architecture") and doc.get("os"):
-            # Its descriptor names no platform: its config says which it is.
-            found = platforms.Platform(str(doc["os"]), str(doc["architecture"]), doc.get("variant") or None)
-            if not platforms.matcher(want)(platforms.normalize(found)):
-                continue
+        found = platforms.of_config(doc) if unnamed and not any_platform else None
+        if found is not None and not platforms.matcher(want)(platforms.normalize(found)):
+            continue  # its descriptor names no platform, and its config names another
         return _layers(manifest, layers, config, doc)
     return None
 

@@ -89,7 +89,9 @@ class Catalog:
                 if oci.is_manifest(desc.media_type):
                     config = oci.manifest_children(read_document(self.content, desc, self.cache), desc.digest)[0]
                     if config.digest in self.present and config.media_type in oci.CONFIG_TYPES:
-                        found.append(config_platform(self.content, config))
+                        platform = config_platform(self.content, config)
+                        if platform is not None:
+                            found.append(platform)
             except DistError:
                 pass  # an unreadable node names no platform; `images check` reports it
             raise SkipChildren
@@ -98,13 +100,13 @@ class Catalog:
             walk(visit, [target])
         except DistError:
             pass
-        return platforms.format_all([p for p in found if p.os and p.architecture])
+        return platforms.format_all(found)
 
 
-def config_platform(content, config: Descriptor) -> platforms.Platform:
+def config_platform(content, config: Descriptor) -> platforms.Platform | None:
     """The platform as the config spells it (``linux/arm64/v8`` stays so, as in an index)."""
-    doc = oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config", config.digest)
-    return platforms.Platform(str(doc.get("os", "")), str(doc.get("architecture", "")), doc.get("variant") or None)
+    return platforms.of_config(oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config",
+                                               config.digest))
 
 
 def catalog(session) -> Catalog:

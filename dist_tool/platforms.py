@@ -92,6 +92,15 @@ class Platform(NamedTuple):
 Matcher = Callable[[Platform | None], bool]
 
 
+def of_config(doc: Mapping[str, object]) -> Platform | None:
+    """The platform an image config names, as it spells it (``linux/arm64/v8`` stays so); None
+    when it names none. Fields that are not strings name nothing (content is not trusted)."""
+    os_, arch, variant = doc.get("os"), doc.get("architecture"), doc.get("variant")
+    if not (isinstance(os_, str) and os_ and isinstance(arch, str) and arch):
+        return None
+    return Platform(os_, arch, variant if isinstance(variant, str) and variant else None)
+
+
 def normalize(p: Platform) -> Platform:
     """The canonical spelling of ``p``; values this module does not know are kept.
 

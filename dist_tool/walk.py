@@ -15,7 +15,7 @@ from dist_tool import oci
 from dist_tool.errors import DataError, DistError
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Provider
-from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_WALK_DEPTH
+from dist_tool.store.limits import MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_MANIFEST_BYTES, MAX_WALK_DEPTH
 
 Handler = Callable[[Descriptor], list[Descriptor]]
 PlatformMatcher = Callable[[object], bool]
@@ -205,6 +205,20 @@ class Requirement:
         return self.matched and not self.missing
 
 
+def _config_matches(provider: Provider, manifest: Descriptor, matcher: PlatformMatcher,
+                    present: Callable[[str], bool], cache: ChildrenCache | None) -> bool:
+    """Whether a manifest an index names no platform for is for ``matcher``'s platform, as its
+    config says; True when that cannot be told (no config, or one that names no platform)."""
+    from dist_tool import platforms
+
+    config = oci.manifest_children(read_document(provider, manifest, cache), manifest.digest)[0]
+    if config.media_type not in oci.CONFIG_TYPES or not present(config.digest):
+        return True
+    found = platforms.of_config(oci.decode_json(provider.read_blob(config.digest, MAX_CONFIG_BYTES), "config",
+                                                config.digest))
+    return found is None or matcher(platforms.normalize(found))
+
+
 def require_present(provider: Provider, target: Descriptor, matcher: PlatformMatcher,
                     present: Callable[[str], bool], cache: ChildrenCache | None = None,
                     sizes: Mapping[str, int] | None = None) -> Requirement:
@@ -216,6 +230,9 @@ def require_present(provider: Provider, target: Descriptor, matcher: PlatformMat
     req = Requirement()
 
     def check(desc: Descriptor) -> list[Descriptor]:
+        if desc.platform is None and desc.digest != target.digest and oci.is_manifest(desc.media_type) \
+                and present(desc.digest) and not _config_matches(provider, desc, matcher, present, cache):
+            raise SkipChildren  # an unnamed manifest whose config names another platform
         req.required += 1
         if sizes is not None and desc.digest in sizes and sizes[desc.digest] != desc.size:
             raise DataError("blob", desc.digest,

@@ -166,3 +166,28 @@ def test_an_unnamed_extra_beside_named_platforms_is_not_required(dist, tmp_path)
     [image] = dist.ok("images", "--json").json
     assert image["complete"] is True and image["platforms"] == ["linux/amd64"]
     assert dist.ok("images", "check", "--json").json[0]["missing"] == []
+
+
+def test_an_unnamed_manifest_whose_config_is_another_platform_is_not_required(dist, tmp_path):
+    """An index that names no platforms, holding an arm64 manifest and config without its layer
+    (what a host-only copy of the other platform leaves): the amd64 import needs only amd64's."""
+    amd, amd_manifest, _ = _image("amd64", AMD64)
+    arm, arm_manifest, _ = _image("arm64", ARM64)
+    config, layer_blob = list(arm)[0], list(arm)[2]
+    data, index = index_blob([arm_manifest, amd_manifest])
+    blobs = {**amd, config: arm[config], arm_manifest["digest"]: arm[arm_manifest["digest"]], index["digest"]: data}
+    assert layer_blob not in blobs
+    write_layout(tmp_path / "p.tar", blobs, [_named(index, "example.com/partial:1")])
+    dist.ok("images", "import", str(tmp_path / "p.tar"))
+    [image] = dist.ok("images", "--json").json
+    assert image["complete"] is True and image["unpackedSize"] is not None
+
+
+def test_a_config_variant_that_is_not_a_string_names_no_variant(dist, tmp_path):
+    tar = layer([file("etc/x", b"x")])
+    blobs, manifest = image_blobs([compress(tar, "gzip")], [sha256(tar)],
+                                  {"architecture": "amd64", "os": "linux", "variant": 7})
+    data, index = index_blob([manifest])
+    write_layout(tmp_path / "v.tar", {**blobs, index["digest"]: data}, [_named(index, "example.com/v:1")])
+    dist.ok("images", "import", str(tmp_path / "v.tar"))
+    assert dist.ok("images", "--json").json[0]["platforms"] == ["linux/amd64"]
