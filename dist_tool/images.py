@@ -11,8 +11,15 @@ from dist_tool import oci, platforms, reference, validate
 from dist_tool.errors import AlreadyExists, DistError
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
-from dist_tool.store.limits import MAX_CONFIG_BYTES
-from dist_tool.walk import ChildrenCache, SkipChildren, reachable, read_document, require_present, walk
+from dist_tool.walk import (
+    ChildrenCache,
+    SkipChildren,
+    config_platform,
+    reachable,
+    read_document,
+    require_present,
+    walk,
+)
 
 
 class ImageView:
@@ -51,7 +58,7 @@ class Catalog:
         if target.digest not in self._reach:
             try:
                 self._reach[target.digest] = reachable(self.content, target, self.present.__contains__,
-                                                       self.cache, problems=[])
+                                                       self.cache, tolerant=True)
             except DistError:  # a tree that loops or is too deep
                 self._reach[target.digest] = {}
         return self._reach[target.digest]
@@ -101,12 +108,6 @@ class Catalog:
         except DistError:
             pass
         return platforms.format_all(found)
-
-
-def config_platform(content, config: Descriptor) -> platforms.Platform | None:
-    """The platform as the config spells it (``linux/arm64/v8`` stays so, as in an index)."""
-    return platforms.of_config(oci.decode_json(content.read_blob(config.digest, MAX_CONFIG_BYTES), "config",
-                                               config.digest))
 
 
 def catalog(session) -> Catalog:

@@ -133,15 +133,14 @@ def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
     return wrapped
 
 
-def tolerate(handler: Handler, problems: list[tuple[Descriptor, DistError]]) -> Handler:
-    """Goes on past a descriptor whose children cannot be read, recording it in ``problems``:
-    one corrupt manifest must not hide every other image from a listing."""
+def tolerate(handler: Handler) -> Handler:
+    """Goes on past a descriptor whose children cannot be read: one corrupt manifest must not
+    hide every other image from a listing (``images check`` names it)."""
 
     def wrapped(desc: Descriptor) -> list[Descriptor]:
         try:
             return handler(desc)
-        except DistError as e:
-            problems.append((desc, e))
+        except DistError:
             raise SkipChildren from None
 
     return wrapped
@@ -158,18 +157,17 @@ def visitor(handler: Handler, visit: Callable[[Descriptor], None]) -> Handler:
 
 
 def reachable(provider: Provider, target: Descriptor, present: Callable[[str], bool],
-              cache: ChildrenCache | None = None,
-              problems: list[tuple[Descriptor, DistError]] | None = None) -> dict[str, int]:
-    """Every distinct blob reachable from ``target`` that is present, with its size. With
-    ``problems``, a manifest or index that cannot be read is recorded there and walked past."""
+              cache: ChildrenCache | None = None, tolerant: bool = False) -> dict[str, int]:
+    """Every distinct blob reachable from ``target`` that is present, with its size. ``tolerant``:
+    a manifest or index that cannot be read is walked past."""
     found: dict[str, int] = {}
 
     def record(desc: Descriptor) -> None:
         found[desc.digest] = desc.size
 
     handler = children(provider, cache)
-    if problems is not None:
-        handler = tolerate(handler, problems)
+    if tolerant:
+        handler = tolerate(handler)
     walk(skip_missing(visitor(handler, record), present), [target])
     return found
 
@@ -205,6 +203,15 @@ class Requirement:
         return self.matched and not self.missing
 
 
+def config_platform(provider: Provider, config: Descriptor):
+    """The platform an image config names, as it spells it (``linux/arm64/v8`` stays so, as in
+    an index); None when it names none."""
+    from dist_tool import platforms
+
+    return platforms.of_config(oci.decode_json(provider.read_blob(config.digest, MAX_CONFIG_BYTES), "config",
+                                               config.digest))
+
+
 def _config_matches(provider: Provider, manifest: Descriptor, matcher: PlatformMatcher,
                     present: Callable[[str], bool], cache: ChildrenCache | None) -> bool:
     """Whether a manifest an index names no platform for is for ``matcher``'s platform, as its
@@ -214,8 +221,7 @@ def _config_matches(provider: Provider, manifest: Descriptor, matcher: PlatformM
     config = oci.manifest_children(read_document(provider, manifest, cache), manifest.digest)[0]
     if config.media_type not in oci.CONFIG_TYPES or not present(config.digest):
         return True
-    found = platforms.of_config(oci.decode_json(provider.read_blob(config.digest, MAX_CONFIG_BYTES), "config",
-                                                config.digest))
+    found = config_platform(provider, config)
     return found is None or matcher(platforms.normalize(found))
 
 
