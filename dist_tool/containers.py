@@ -213,19 +213,20 @@ def _refuse_existing(session, container_id: str) -> None:
     raise AlreadyExists("container", container_id, "already exists")
 
 
-def _refuse_existing_snapshot(snapshotter, key: str) -> None:
+def _snapshot_kind(snapshotter, key: str) -> str | None:
     try:
-        snapshotter.stat(key)
+        return snapshotter.stat(key).kind
     except NotFound:
-        return
-    raise AlreadyExists("snapshot", key, "already exists")
+        return None
+
+
+def _refuse_existing_snapshot(snapshotter, key: str) -> None:
+    if _snapshot_kind(snapshotter, key) is not None:
+        raise AlreadyExists("snapshot", key, "already exists")
 
 
 def _unpacked(snapshotter, chain_id: str) -> bool:
-    try:
-        return snapshotter.stat(chain_id).kind == "committed"
-    except NotFound:
-        return False
+    return _snapshot_kind(snapshotter, chain_id) == "committed"
 
 
 # ---------------------------------------------------------------- label

@@ -49,14 +49,20 @@ def one_platform_choice(platform: "str | None", all_platforms: bool) -> None:
         raise InvalidArgument("--platform", platform, "cannot be combined with --all-platforms")
 
 
+def report_unreadable(s: "Session", digests: "list[str]") -> None:
+    """Why a garbage collection swept nothing: manifests an image needs that cannot be read."""
+    for digest in digests:
+        s.render.err.write(f"dist: nothing collected: manifest {digest} cannot be read, so what it references "
+                           "is unknown (dist images check finds its image)\n")
+
+
 def report_collection(s: "Session", result: Any) -> None:
     """What a removal's garbage collection did, on stderr: the bytes it freed, or why it could
     free nothing (a manifest an image needs cannot be read, so its references are unknown)."""
     if result is None:
         return
     if result.unreadable:
-        s.render.err.write(f"dist: nothing collected: manifest {result.unreadable[0]} cannot be read, so what it "
-                           "references is unknown (dist images check finds its image)\n")
+        report_unreadable(s, result.unreadable[:1])
     elif result.blobs:
         from dist_tool.render import iec
 

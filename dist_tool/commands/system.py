@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, report_unreadable, session
 
 gc_app = typer.Typer(help="Garbage collection.")
 info_app = typer.Typer(help="Store information.")
@@ -51,9 +51,7 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} abandoned ingest {ref}")
     for _, ns, snapshotter, key in result.snapshots:
         s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
-    for digest in result.unreadable:
-        s.render.err.write(f"dist: nothing collected: manifest {digest} cannot be read, so what it references is "
-                           "unknown (dist images check finds its image)\n")
+    report_unreadable(s, result.unreadable)
     snapshots = f" (and {len(result.snapshots)} snapshots)" if result.snapshots else ""
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
                   f"in {len(result.blobs)} blobs{snapshots}")

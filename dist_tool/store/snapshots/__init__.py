@@ -283,9 +283,11 @@ class LocalSnapshotter:
         return Staged(staging, parent, parent_id, kind)
 
     def _still_committed(self, parent: str, parent_id: int) -> bool:
-        with self.meta.read() as conn:
-            row = self._row(conn, parent)
-        return row is not None and row[2] == "committed" and row[6] == parent_id
+        try:
+            with self.meta.read() as conn:
+                return self._committed_parent(conn, parent) == parent_id
+        except (NotFound, InvalidArgument):
+            return False
 
     def install(self, staged: Staged, key: str, labels: Mapping[str, str] | None = None, *,
                 operation: bool = False) -> None:
