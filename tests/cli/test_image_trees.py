@@ -18,23 +18,19 @@ AMD64 = {"architecture": "amd64", "os": "linux"}
 ARM64 = {"architecture": "arm64", "os": "linux", "variant": "v8"}
 
 
-def _image(text: str, platform: dict) -> tuple[dict[str, bytes], dict, list[str]]:
+def _image(text: str, platform: dict) -> tuple[dict[str, bytes], dict]:
+    """One image's blobs (the config first, as image_blobs lists them) and manifest descriptor."""
     tar = layer([file("etc/which", text.encode())])
-    blobs, manifest = image_blobs([compress(tar, "gzip")], [sha256(tar)], platform)
-    return blobs, manifest, [sha256(tar)]
+    return image_blobs([compress(tar, "gzip")], [sha256(tar)], platform)
 
 
 def _named(desc: dict, name: str) -> dict:
     return {**desc, "annotations": {"org.opencontainers.image.ref.name": name}}
 
 
-def _platform(p: dict) -> dict:
-    return {k: v for k, v in p.items() if k in ("architecture", "os", "variant")}
-
-
 def test_an_index_child_without_a_platform_is_read_from_its_config(dist, tmp_path):
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    arm, arm_manifest, _ = _image("arm64", ARM64)
+    amd, amd_manifest = _image("amd64", AMD64)
+    arm, arm_manifest = _image("arm64", ARM64)
     data, index = index_blob([arm_manifest, amd_manifest])  # neither names its platform
     write_layout(tmp_path / "a.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/np:1")])
     dist.ok("images", "import", str(tmp_path / "a.tar"))
@@ -45,8 +41,8 @@ def test_an_index_child_without_a_platform_is_read_from_its_config(dist, tmp_pat
 
 
 def test_platforms_come_through_a_nested_index(dist, tmp_path):
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    arm, arm_manifest, _ = _image("arm64", ARM64)
+    amd, amd_manifest = _image("amd64", AMD64)
+    arm, arm_manifest = _image("arm64", ARM64)
     inner_data, inner = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}],
                                    DOCKER_LIST)
     outer_data, outer = index_blob([inner])
@@ -56,11 +52,18 @@ def test_platforms_come_through_a_nested_index(dist, tmp_path):
     assert dist.ok("images", "--json").json[0]["platforms"] == ["linux/amd64", "linux/arm64/v8"]
 
 
-def test_unpacked_size_counts_a_foreign_platform_unpacked(dist, tmp_path):
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    arm, arm_manifest, _ = _image("arm64", ARM64)
+def _two_platforms(path, name: str) -> tuple[dict[str, bytes], dict]:
+    """An archive of one index naming linux/amd64 and linux/arm64/v8; the arm64 image's blobs
+    and manifest descriptor."""
+    amd, amd_manifest = _image("amd64", AMD64)
+    arm, arm_manifest = _image("arm64", ARM64)
     data, index = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}])
-    write_layout(tmp_path / "m.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/m:1")])
+    write_layout(path, {**amd, **arm, index["digest"]: data}, [_named(index, name)])
+    return arm, arm_manifest
+
+
+def test_unpacked_size_counts_a_foreign_platform_unpacked(dist, tmp_path):
+    _two_platforms(tmp_path / "m.tar", "example.com/m:1")
     dist.ok("images", "import", "--platform", "linux/arm64", str(tmp_path / "m.tar"))
     assert len(dist.ok("snapshot", "ls", "-q").lines) == 1
     assert dist.ok("images", "--json").json[0]["unpackedSize"] > 0  # was null: only the host's chain counted
@@ -69,12 +72,9 @@ def test_unpacked_size_counts_a_foreign_platform_unpacked(dist, tmp_path):
 @pytest.fixture
 def corrupt_store(dist, tmp_path):
     """Two images in two namespaces; the arm64 manifest of the first is then corrupted."""
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    arm, arm_manifest, _ = _image("arm64", ARM64)
-    data, index = index_blob([{**amd_manifest, "platform": AMD64}, {**arm_manifest, "platform": ARM64}])
-    write_layout(tmp_path / "m.tar", {**amd, **arm, index["digest"]: data}, [_named(index, "example.com/m:1")])
+    arm, arm_manifest = _two_platforms(tmp_path / "m.tar", "example.com/m:1")
     dist.ok("images", "import", "--no-unpack", "--all-platforms", str(tmp_path / "m.tar"))
-    other, other_manifest, _ = _image("other", AMD64)
+    other, other_manifest = _image("other", AMD64)
     write_layout(tmp_path / "o.tar", other, [_named(other_manifest, "example.com/other:1")])
     dist.ok("-n", "other", "images", "import", "--no-unpack", str(tmp_path / "o.tar"))
     dist.ok("images", "import", "--no-unpack", "--name", "example.com/spare:1", str(tmp_path / "o.tar"))
@@ -112,8 +112,8 @@ def test_gc_collects_nothing_while_a_manifest_an_image_needs_cannot_be_read(dist
 
 
 def _two_images(tmp_path, first: str, second: str):
-    a, a_manifest, _ = _image("a", AMD64)
-    b, b_manifest, _ = _image("b", AMD64)
+    a, a_manifest = _image("a", AMD64)
+    b, b_manifest = _image("b", AMD64)
     path = tmp_path / "two.tar"
     write_layout(path, {**a, **b}, [_named(a_manifest, first), _named(b_manifest, second)])
     return path
@@ -158,8 +158,8 @@ def test_an_import_that_fails_in_its_unpack_leaves_no_namespace(dist, tmp_path):
 def test_an_unnamed_extra_beside_named_platforms_is_not_required(dist, tmp_path):
     """An index that names its images' platforms plus an unnamed extra (an SBOM, a signature):
     a host-only import, pull and `complete` need only the host's manifest, as SPEC says."""
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    _, extra_manifest, _ = _image("sbom", ARM64)  # its blobs are left out of the archive
+    amd, amd_manifest = _image("amd64", AMD64)
+    _, extra_manifest = _image("sbom", ARM64)  # its blobs are left out of the archive
     data, index = index_blob([{**amd_manifest, "platform": AMD64}, extra_manifest])
     write_layout(tmp_path / "x.tar", {**amd, index["digest"]: data}, [_named(index, "example.com/x:1")])
     dist.ok("images", "import", str(tmp_path / "x.tar"))
@@ -171,8 +171,8 @@ def test_an_unnamed_extra_beside_named_platforms_is_not_required(dist, tmp_path)
 def test_an_unnamed_manifest_whose_config_is_another_platform_is_not_required(dist, tmp_path):
     """An index that names no platforms, holding an arm64 manifest and config without its layer
     (what a host-only copy of the other platform leaves): the amd64 import needs only amd64's."""
-    amd, amd_manifest, _ = _image("amd64", AMD64)
-    arm, arm_manifest, _ = _image("arm64", ARM64)
+    amd, amd_manifest = _image("amd64", AMD64)
+    arm, arm_manifest = _image("arm64", ARM64)
     config, layer_blob = list(arm)[0], list(arm)[2]
     data, index = index_blob([arm_manifest, amd_manifest])
     blobs = {**amd, config: arm[config], arm_manifest["digest"]: arm[arm_manifest["digest"]], index["digest"]: data}
