@@ -564,7 +564,15 @@ def write_layout_index(layout: str, images: Iterable[tuple[str, Descriptor]]) ->
         manifests.append(desc)
     doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
     os.makedirs(layout, exist_ok=True)
-    _atomic_write(os.path.join(layout, "index.json"), json.dumps(doc, indent=1).encode())
+    path = os.path.join(layout, "index.json")
+    data = json.dumps(doc, indent=1).encode()
+    try:
+        with open(path, "rb") as f:
+            unchanged = f.read(len(data) + 1) == data
+    except FileNotFoundError:
+        unchanged = False
+    if not unchanged:  # most collections (after every container rm) change no image: no fsync for them
+        _atomic_write(path, data)
 
 
 def _atomic_write(path: str, data: bytes) -> None:

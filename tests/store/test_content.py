@@ -36,6 +36,22 @@ def test_layout_is_an_oci_image_layout(store):
     assert '"manifests": []' in open(os.path.join(layout, "index.json")).read()
 
 
+def test_layout_index_is_rewritten_only_when_it_changes(store):
+    from dist_tool.store.content import write_layout_index
+
+    path = os.path.join(store.layout, "index.json")
+    target = Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "a" * 64, 10)
+    write_layout_index(store.layout, [("example.com/a:1", target)])
+    first = os.stat(path).st_ino
+    write_layout_index(store.layout, [("example.com/a:1", target)])
+    assert os.stat(path).st_ino == first  # same bytes: no rename, no fsync
+    write_layout_index(store.layout, [("example.com/a:2", target)])
+    assert os.stat(path).st_ino != first
+    assert '"example.com/a:2"' in open(path).read()
+    write_layout_index(store.layout, [])
+    assert '"manifests": []' in open(path).read()
+
+
 def test_commit_makes_a_verified_read_only_blob_visible(store):
     data = b"hello world\n" * 1000
     digest = ingest_stream(store, "ref-1", io.BytesIO(data), size=len(data), digest=digest_of(data))
