@@ -178,7 +178,14 @@ class _Applier:
         self.writers = _Writers(writers, what) if self.overlay and writers else None
         self.created: set[str] = set()
         self.entries = 0
-        self.dirs: list[tuple[str, int, float, float]] = []  # (rel, mode, atime, mtime): set at the end
+        # Directory modes and times are set at the end (a read-only directory must still take its
+        # members): rel -> (step, mode, atime, mtime), the last member for a path winning. A
+        # directory removed later in the layer (replaced by a file, a symlink, a link) leaves its
+        # entry and those below it stale: ``removed`` says when each path last went, and
+        # ``finish`` skips them, or it would chmod what replaced them, or through a symlink.
+        self.dirs: dict[str, tuple[int, int, float, float]] = {}
+        self.removed: dict[str, int] = {}
+        self.step = 0
         # delete mode: what this layer wrote (whiteouts spare it) and the ancestors of those paths
         self.touched: set[str] = set()
         self.touched_above: set[str] = set()
@@ -258,12 +265,16 @@ class _Applier:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            _rmtree(full)
+            from dist_tool.trees import remove_trees  # iterative: any depth
+
+            remove_trees([full])
             self.root.forget()
         else:
             os.unlink(full)
             if stat.S_ISLNK(st.st_mode):
                 self.root.forget()
+        self.step += 1
+        self.removed[rel] = self.step
 
     def _touch(self, rel: str) -> None:
         if self.overlay:
@@ -301,7 +312,9 @@ class _Applier:
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
         self._xattrs(full, member)
         atime, mtime = _times(member)
-        self.dirs.append((rel, member.mode & 0o7777, atime, mtime))
+        self.step += 1
+        self.dirs.pop(rel, None)  # to the end: applied among the last written
+        self.dirs[rel] = (self.step, member.mode & 0o7777, atime, mtime)
 
     def _file(self, parts: tuple[str, ...], member, stream) -> None:
         if member.sparse is not None:
@@ -492,11 +505,22 @@ class _Applier:
     def finish(self) -> None:
         """Directory modes and times, deepest last-written first, once their contents are in."""
         self._settle()
-        for rel, mode, atime, mtime in reversed(self.dirs):
+        for rel, (step, mode, atime, mtime) in reversed(self.dirs.items()):
+            if self.removed and self._removed_since(rel, step):
+                continue
             full = self.root.full(rel)
             os.chmod(full, mode, follow_symlinks=False)
             os.utime(full, ns=(int(atime * 1e9), int(mtime * 1e9)), follow_symlinks=False)
         self.dirs.clear()
+
+    def _removed_since(self, rel: str, step: int) -> bool:
+        """Whether ``rel`` or a directory above it was removed after ``step``."""
+        while True:
+            if self.removed.get(rel, 0) > step:
+                return True
+            if not rel:
+                return False
+            rel = rel.rpartition("/")[0]
 
 
 def _read_exactly(stream, size: int) -> bytes:
@@ -532,9 +556,3 @@ def _ns(member) -> tuple[int, int]:
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _rmtree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path)

@@ -86,7 +86,7 @@ def make_root(path: str) -> None:
 
 def remove_tree(path: str) -> None:
     """rm -rf that never follows a symlink (see ``trees.remove_trees``)."""
-    from dist_tool.store.snapshots.trees import remove_trees
+    from dist_tool.trees import remove_trees
 
     remove_trees([path])
 
@@ -125,7 +125,7 @@ class SnapshotDirs:
 
     def empty_trash(self) -> int:
         """Deletes everything in the trash (outside the write lock); returns how many entries."""
-        from dist_tool.store.snapshots.trees import remove_trees
+        from dist_tool.trees import remove_trees
 
         try:
             names = os.listdir(self.trash_dir)

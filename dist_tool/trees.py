@@ -1,4 +1,4 @@
-"""Deleting snapshot trees quickly: many files unlinked at once.
+"""Deleting directory trees quickly, at any depth: many files unlinked at once.
 
 On a file system mounted with ``discard`` (and no journal to batch it), every
 unlink that frees blocks waits for the device to trim them; deleting an
