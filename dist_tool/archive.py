@@ -83,7 +83,9 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
     content = session.content
     pid = os.getpid()
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
+        # compression's reader, not tarfile's "r|*": that stops after a gzip file's first member
+        plain = compression.decompressed(stream, "archive", source)
+        tar = tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as e:
         raise DataError("archive", source, f"not a tar archive ({_tar_why(e)})") from None
     try:
@@ -206,7 +208,7 @@ def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
         tags = [t for t in item.get("RepoTags") or [] if isinstance(t, str)]
         where = f"manifest.json[{i}]"
         if tags:
-            entries.extend(_Entry(target, reference.normalize(t), where) for t in tags)
+            entries.extend(_Entry(target, t, where) for t in tags)
         else:
             entries.append(_Entry(target, None, where))
     return entries
@@ -245,7 +247,10 @@ def _name_entries(entries: list[_Entry], name: str | None) -> list[tuple[str, De
     for e in entries:
         if not e.name:
             raise InvalidArgument("archive entry", e.where, "has no usable name; give one with --name")
-        entry_name = reference.normalize(e.name)
+        try:
+            entry_name = reference.normalize(e.name)
+        except InvalidArgument as err:  # the archive's content, not the command line
+            raise DataError("archive entry", e.where, f"name {e.name!r}: {err.why}; give one with --name") from None
         if out.get(entry_name, e.target).digest != e.target.digest:
             raise DataError("archive", entry_name, "names two different images")
         out[entry_name] = e.target
@@ -468,16 +473,36 @@ def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
 
 
 def _walk_sorted(top: str):
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
+    """Every path under ``top``, depth first in name order: a directory, its other entries, its
+    symlinks to directories (not followed), then its subdirectories' trees. A stack, not
+    os.walk, which recurses once per level (a deep tree is a RecursionError)."""
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
         if dirpath != top:
             yield dirpath
-        for f in sorted(filenames):
-            yield os.path.join(dirpath, f)
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                yield full
+        subdirs, linked_dirs = [], []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            elif entry.is_symlink() and _is_dir(entry):
+                linked_dirs.append(entry.path)
+            else:
+                yield entry.path
+        yield from linked_dirs
+        stack.extend(reversed(subdirs))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
@@ -489,7 +514,7 @@ def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
         tee = _TeeToWriter(stored)
         with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w, _aborting(w):
             tee.writer = w
-            plain = compression.HashingReader(compression.decompressed(tee, "rootfs"))
+            plain = compression.HashingReader(compression.decompressed(tee, "rootfs", rootfs))
             try:
                 with tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo()) as tar:
                     for _ in tar:

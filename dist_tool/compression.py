@@ -89,9 +89,9 @@ def _inflater():
 class GzipReader:
     """Decompresses a gzip stream (members concatenated, as gzip allows) in bounded chunks."""
 
-    def __init__(self, raw, what: str = "layer") -> None:
+    def __init__(self, raw, what: str = "layer", which: str = "") -> None:
         self.raw = raw
-        self.what = what
+        self.what, self.which = what, which
         self._zlib = _inflater()
         self._z = self._zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._buf = b""
@@ -111,14 +111,14 @@ class GzipReader:
                 data = self.raw.read(1 << 18)
                 if not data:
                     if not self._z.eof and not self._between:
-                        raise DataError(self.what, "", "truncated gzip stream")
+                        raise DataError(self.what, self.which, "truncated gzip stream")
                     self._eof = True
                     break
             self._between = False
             try:
                 self._buf += self._z.decompress(data, max(n - len(self._buf), 1 << 16))
             except (zlib.error, self._zlib.error) as e:
-                raise DataError(self.what, "", f"corrupt gzip stream ({e})") from None
+                raise DataError(self.what, self.which, f"corrupt gzip stream ({e})") from None
             if self._z.eof:
                 # The member ended; what follows is another member (gzip allows many, bgzip
                 # writes thousands) or trailing bytes, ignored as gzip -d does.
@@ -136,27 +136,28 @@ class GzipReader:
 
 
 class ZstdReader:
-    def __init__(self, raw, what: str = "layer") -> None:
+    def __init__(self, raw, what: str = "layer", which: str = "") -> None:
         try:
             import zstandard
         except ImportError:
-            raise DataError(what, "", "zstd layer, but the zstandard module is not installed") from None
+            raise DataError(what, which, "zstd-compressed, but the zstandard module is not installed") from None
         self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        self.what = what
+        self.what, self.which = what, which
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._reader.read(n if n and n > 0 else 1 << 20)
         except Exception as e:  # noqa: BLE001 - zstandard raises its own ZstdError
-            raise DataError(self.what, "", f"corrupt zstd stream ({e})") from None
+            raise DataError(self.what, self.which, f"corrupt zstd stream ({e})") from None
 
 
-def decompressed(raw, what: str = "layer"):
-    """A reader of ``raw``'s uncompressed bytes, whatever its compression."""
+def decompressed(raw, what: str = "layer", which: str = ""):
+    """A reader of ``raw``'s uncompressed bytes, whatever its compression; its errors are
+    DataError(what, which, …)."""
     peek = PeekReader(raw)
     kind = detect(peek.peek(4))
     if kind == "gzip":
-        return GzipReader(peek, what)
+        return GzipReader(peek, what, which)
     if kind == "zstd":
-        return ZstdReader(peek, what)
+        return ZstdReader(peek, what, which)
     return peek

@@ -129,7 +129,7 @@ class Layer:
         if progress is not None:
             blob = _Counting(blob, progress)
         self.what = what
-        self._plain = compression.HashingReader(compression.decompressed(blob, what or "layer"))
+        self._plain = compression.HashingReader(compression.decompressed(blob, "layer", what))
         self.stream = Forward(self._plain, what)
 
     def members(self) -> Iterator:

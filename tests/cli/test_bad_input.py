@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from helpers import store_fingerprint
 
+from dist_tool.trees import remove_trees
+
 
 def assert_one_error(result, needle: str = "") -> None:
     """Progress may precede it on stderr; the error itself is one line, the last."""
@@ -432,3 +434,58 @@ def test_an_unknown_snapshotter_is_refused_where_used_and_help_still_works(dist)
         r = dist("--snapshotter", "bogus", *args)
         assert r.code == 2
         assert_one_error(r, "dist: error: snapshotter bogus: unknown: choose overlayfs or native")
+
+
+def test_a_gzip_archive_of_several_members_imports(dist, umoci_image, tmp_path):
+    import gzip
+
+    data = umoci_image.oci_archive.read_bytes()
+    path = tmp_path / "members.tar.gz"
+    path.write_bytes(gzip.compress(data[:2000]) + gzip.compress(data[2000:]))  # as `cat a.gz b.gz` or pigz make
+    dist.ok("images", "import", "--no-unpack", str(path))
+    [image] = dist.ok("images", "--json").json
+    assert image["target"]["digest"] == umoci_image.manifest_digest and image["complete"] is True
+
+
+def _docker_archive_tagged(path: Path, tag: str) -> None:
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    layer_tar = empty.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()]}}).encode()
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": [tag], "Layers": ["l/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("manifest.json", manifest), ("c.json", config), ("l/layer.tar", layer_tar)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_bad_name_inside_an_archive_is_its_content_and_name_overrides_it(dist, tmp_path):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    archive = tmp_path / "upper.tar"
+    _docker_archive_tagged(archive, "UPPER:1")
+    result = dist("images", "import", "--no-unpack", str(archive))
+    assert result.code == 1, result.stderr  # bad content (SPEC), not a bad command line
+    assert_one_error(result, "manifest.json[0]")
+    assert store_fingerprint(dist.root) == before
+    dist.ok("images", "import", "--no-unpack", "--name", "fixed:1", str(archive))
+    assert dist.ok("images", "-q").lines == ["docker.io/library/fixed:1"]
+
+
+def test_a_rootfs_directory_deeper_than_pythons_recursion_limit(dist, tmp_path):
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    fd = os.open(rootfs, os.O_RDONLY)
+    for _ in range(1100):  # level by level: pathlib's and os's makedirs recurse too
+        os.mkdir("d", dir_fd=fd)
+        fd, parent = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    try:
+        dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "deep:1")
+        assert dist.ok("images", "-q").lines == ["docker.io/library/deep:1"]
+    finally:
+        remove_trees([str(rootfs)])  # pytest's own clean-up recurses per level
