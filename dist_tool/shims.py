@@ -119,9 +119,34 @@ def cleanup_dead(session, container_id: str) -> None:
     grave = _grave(session, container_id)
     try:
         os.rename(task_dir(session, container_id), grave)
-    except OSError:  # gone, or another command renamed it first
+    except OSError:  # gone, or another command renamed it first: let it finish (lastExit)
+        await_cleanup(session, container_id)
         return
     _bury(container_id, grave)
+
+
+def await_cleanup(session, container_id: str, timeout: float = CALL_TIMEOUT) -> None:
+    """Waits while another live command is burying this container's task, so that whoever
+    asked (``task wait`` above all) reads the lastExit it records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            names = os.listdir(namespace_dir(session))
+        except FileNotFoundError:
+            return
+        cleaners = [pid for head, pid in map(_grave_owner, names)
+                    if head == container_id and pid is not None and pid != os.getpid()]
+        if not any(process_start(pid) is not None for pid in cleaners):
+            return
+        time.sleep(0.005)
+
+
+def _grave_owner(name: str) -> tuple[str | None, int | None]:
+    """(container ID, cleaner's pid) of a grave's name, ``.dead-<id>-<pid>-<ns>``."""
+    parts = name.rsplit("-", 2)
+    if not name.startswith(".dead-") or len(parts) != 3:
+        return None, None
+    return parts[0][len(".dead-"):], decimal(parts[1])
 
 
 def finish_abandoned(session) -> None:
@@ -134,14 +159,11 @@ def finish_abandoned(session) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        parts = name.rsplit("-", 2)  # .dead-<id>-<pid>-<ns>
-        pid = decimal(parts[1]) if len(parts) == 3 else None
-        if not name.startswith(".dead-") or pid is None:
+        container_id, pid = _grave_owner(name)
+        if container_id is None or pid is None:
             continue
-        head = parts[0]
         if process_start(pid) is not None:
             continue  # its cleaner is still at work
-        container_id = head[len(".dead-"):]
         grave = _grave(session, container_id)
         try:
             os.rename(os.path.join(base, name), grave)

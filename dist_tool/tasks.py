@@ -294,6 +294,10 @@ def _spawn_shim(argv: list[str], ready: int, shim_log: str | None) -> None:
             err = os.open(shim_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if shim_log else null
             for fd, target in ((null, 0), (null, 1), (err, 2)):
                 os.dup2(fd, target)
+            # Nothing else of ours, nor what our own parent let us inherit (a pipe whose reader
+            # waits for EOF), may live as long as the task.
+            os.closerange(3, ready)
+            os.closerange(ready + 1, os.sysconf("SC_OPEN_MAX"))
             os.set_inheritable(ready, True)
             os.execv(argv[0], [*argv, str(ready)])
         finally:
@@ -398,7 +402,9 @@ def wait(session, container_id: str) -> int:
             time.sleep(0.005)
         if reply is not None:
             return int(reply["status"])
-        shims.alive_task(session, container_id)  # the shim died mid-wait: clean up, then read lastExit
+        # The shim died mid-wait: clean up, or let whoever is cleaning up finish; then read lastExit.
+        if not shims.alive_task(session, container_id):
+            shims.await_cleanup(session, container_id)
     except NotFound:
         pass
     last = session.containers.get(container_id).last_exit

@@ -23,8 +23,10 @@ def window_size(stdio: tuple[int, int, int]) -> tuple[int, int] | None:
 
 
 def attach(master: int, stdio: tuple[int, int, int]) -> None:
-    """Copies between our terminal and a process's pty ``master`` until the process has closed it;
-    our terminal is raw meanwhile, and its size follows the window (SIGWINCH)."""
+    """Copies between our terminal and a process's pty ``master`` until the process has closed it,
+    or our output's reader has left (``… | head -1``): then the terminal hangs up as the shim's
+    does (``Shim._output_gone``). Our terminal is raw meanwhile, and its size follows the window
+    (SIGWINCH)."""
     import fcntl
     import select
     import signal
@@ -56,7 +58,10 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
                     data = b""
                 if not data:
                     return
-                os.write(stdio[1], data)
+                try:
+                    os.write(stdio[1], data)
+                except BrokenPipeError:
+                    return  # closing the master below hangs the terminal up
             if stdio[0] in ready:
                 data = os.read(stdio[0], 65536)
                 if data:

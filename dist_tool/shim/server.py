@@ -238,13 +238,41 @@ class Shim:
 
         copy_size(self.stdio, self.master)
 
-    def _copy_out(self) -> None:
+    def _copy_out(self) -> bool:
+        """Copies the terminal's output; False once the terminal is closed."""
         from dist_tool.shim.console import copy_out
 
-        if not copy_out(self.master, self.out):
-            self.ep.unregister(self.master)
-            posix.close(self.master)
-            self.master = -1
+        try:
+            return copy_out(self.master, self.out)
+        except BrokenPipeError:
+            self._output_gone()
+            return True
+
+    def _on_terminal_output(self) -> None:
+        if not self._copy_out() and self.master >= 0:
+            self._close_master()
+
+    def _output_gone(self) -> None:
+        """Our output's reader left (``run -t … | head -1``): the terminal hangs up, as a closed
+        terminal window's does. Its processes' writes fail (EIO) and its reads see the end, where
+        without a terminal the writer would have met EPIPE; SIGPIPE or SIGHUP cannot stand in,
+        since a container's init ignores signals it has no handler for. We still serve until
+        the init exits."""
+        if self.stdio is None or self.out != self.stdio[1]:
+            posix.close(self.out)
+        self.out = posix.open("/dev/null", posix.O_WRONLY | posix.O_CLOEXEC)
+        if self.master >= 0 and self.exit_status is None:
+            self._close_master()
+
+    def _close_master(self) -> None:
+        """Closes our end of the terminal (the other end's readers see the end, its writers EIO);
+        the input we copied to it has nowhere to go."""
+        self.ep.unregister(self.master)
+        posix.close(self.master)
+        self.master = -1
+        if self.tty_in >= 0:
+            self.ep.unregister(self.tty_in)
+        self.tty_in = self.file_in = -1
 
     def _copy_in(self) -> None:
         try:
@@ -321,7 +349,7 @@ class Shim:
                 if mask & OUT:
                     self._feed_in()
                 if mask & ~OUT:
-                    self._copy_out()
+                    self._on_terminal_output()
             elif fd == self.tty_in:
                 self._copy_in()
             elif fd in self.conns:
@@ -442,6 +470,9 @@ class Shim:
                 _kill(ex.pid, signal)
         elif req.get("all"):
             self.runc.kill(self.id, signal, all_processes=True)
+        elif self.exit_status is None and self.status == "paused":
+            # Frozen (cgroup v1): a signal would wait for the resume. runc thaws for SIGKILL.
+            self.runc.kill(self.id, signal)
         elif self.exit_status is None:
             _kill(self.pid, signal)
         self.reply(conn, {"ok": True})
@@ -481,9 +512,7 @@ class Shim:
     def _finish(self) -> None:
         """The init has exited: release everything, record lastExit, answer the waiters."""
         if self.master >= 0:
-            from dist_tool.shim.console import copy_out
-
-            copy_out(self.master, self.out)
+            self._copy_out()
         try:
             self.runc.delete(self.id, force=True)
         except RuntimeFailure as e:

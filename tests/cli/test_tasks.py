@@ -382,6 +382,30 @@ def test_a_killed_shim_is_detected_and_cleaned_up(bb):
     bb.ok("c", "rm", "orphan")
 
 
+def test_every_waiter_of_a_task_whose_shim_died_gets_its_status(bb):
+    """One waiter cleans up; the others must wait for it to record lastExit, not report that
+    the container never ran a task."""
+    bb.ok("run", "-d", "busybox", "waiters", "--", "sleep", "30")
+    t = tasks(bb)["waiters"]
+    waiters = [subprocess.Popen(_argv(bb, "task", "wait", "waiters"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for _ in range(4)]
+    time.sleep(1.5)  # all of them connected and waiting
+    os.kill(t["shimPid"], signal.SIGKILL)
+    results = [(w.wait(timeout=TIMEOUT), w.communicate()[1].decode()) for w in waiters]
+    assert results == [(137, "")] * 4
+    bb.ok("c", "rm", "waiters")
+
+
+def test_sigkill_reaches_a_paused_task(bb):
+    """cgroup v1 keeps a signal to a frozen process pending; runc thaws for SIGKILL, as ctr's
+    kill does through it."""
+    bb.ok("run", "-d", "busybox", "pausekill", "--", "sleep", "30")
+    bb.ok("task", "pause", "pausekill")
+    bb.ok("task", "kill", "-s", "KILL", "pausekill")
+    assert bb("task", "wait", "pausekill", timeout=TIMEOUT).code == 137
+    bb.ok("c", "rm", "pausekill")
+
+
 def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb):
     """The cleaner renames a dead task's directory to a grave first; killed right after, it
     leaves the grave with the task's mount, process and runtime state. The next command
@@ -441,6 +465,56 @@ def test_tty_gives_a_terminal_of_the_window_size(bb):
                          "tty; stty size; exit 6"], rows=30, cols=90)
     assert code == 6 and "/dev/pts/" in out and "30 90" in out, out
     bb.ok("c", "rm", "-f", "tty2")
+
+
+def _argv(d: Dist, *args: str) -> list[str]:
+    return [sys.executable, "-m", "dist_tool", "--root", str(d.root), "--state", str(d.state), *args]
+
+
+def _status_into_head(argv: list[str]) -> int:
+    """``argv < /dev/null | head -c 4``: dist's exit status once head has left."""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        head = proc.stdout.read(4)
+        proc.stdout.close()  # the reader leaves
+        status = proc.wait(timeout=TIMEOUT)
+        assert len(head) == 4, proc.stderr.read().decode(errors="replace")
+        return status
+
+
+def test_when_a_terminals_reader_leaves_the_terminal_hangs_up(bb):
+    """Without -t, ``yes | head`` ends yes with EPIPE. With -t the shim (the foreground CLI) or
+    the exec's CLI copies the terminal; its reader leaving hangs the terminal up, so yes's writes
+    fail (EIO: busybox exits 1), and the task is cleaned up, not abandoned behind a CLI that
+    exited 0 with the task still running."""
+    assert _status_into_head(_argv(bb, "run", "--rm", "-t", "busybox", "ttyhead", "--", "busybox", "yes")) == 1
+    assert "ttyhead" not in bb.ok("c", "ls", "-q").lines  # --rm done
+    bb.ok("container", "create", "--tty", "busybox", "ttyhead2", "--", "busybox", "yes")
+    assert _status_into_head(_argv(bb, "task", "start", "ttyhead2")) == 1
+    assert last_exit(bb, "ttyhead2")["status"] == 1
+    bb.ok("run", "-d", "busybox", "ttyhead3", "--", "sleep", "30")
+    # an exec is no container init: the hang-up's SIGHUP reaches it
+    exec_argv = _argv(bb, "task", "exec", "-t", "ttyhead3", "--exec-id", "y", "--", "busybox", "yes")
+    assert _status_into_head(exec_argv) == 128 + signal.SIGHUP
+    assert tasks(bb)["ttyhead3"]["status"] == "running"  # the exec ended, not the task
+    bb.ok("c", "rm", "-f", "ttyhead2", "ttyhead3", timeout=TIMEOUT)
+
+
+def test_a_detached_shim_keeps_none_of_its_clis_descriptors(bb):
+    """A pipe the CLI inherited (a harness's, a make jobserver's) must not stay open for the
+    task's life: its reader would wait for EOF until the task exits."""
+    r, w = os.pipe()
+    try:
+        subprocess.run(_argv(bb, "run", "-d", "busybox", "fds", "--", "sleep", "30"), pass_fds=(w,),
+                       check=True, capture_output=True, timeout=TIMEOUT)
+        os.close(w)
+        w = -1
+        assert select.select([r], [], [], 5)[0] and os.read(r, 1) == b""  # EOF: nobody holds it
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    bb.ok("c", "rm", "-f", "fds", timeout=TIMEOUT)
 
 
 def test_detached_tty_output_goes_to_the_log(bb):
