@@ -125,7 +125,9 @@ class TokenServer:
     """Issues registry tokens (RS256 JWTs, signed by ``openssl``, certificate in ``x5c``).
 
     With the right basic credentials it grants the actions asked for; anonymously only ``pull``;
-    with wrong credentials it answers 401. ``requests`` records (user, scopes) of each request.
+    with wrong credentials it answers 401. With ``refuse_many`` set, a request for more than one
+    scope gets a 403 (an auth service that will not grant pull on another, private repository).
+    ``requests`` records (user, scopes) of each request.
     """
 
     SERVICE = "dist-test"
@@ -143,6 +145,7 @@ class TokenServer:
                              capture_output=True).stdout
         self.x5c = base64.b64encode(der).decode()
         self.requests: list[tuple[str | None, list[str]]] = []
+        self.refuse_many = False
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         server = self
@@ -164,6 +167,11 @@ class TokenServer:
                         self.end_headers()
                         return
                 server.requests.append((user, scopes))
+                if server.refuse_many and len(scopes) > 1:
+                    self.send_response(403)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = json.dumps({"token": server.token(user, scopes), "expires_in": 300}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -210,7 +218,8 @@ class Facade:
     * ``stall[digest] = n``: a GET of that blob sends its first n bytes, then waits for
       ``release`` (the test kills the client meanwhile);
     * ``corrupt``: blobs and manifests (by digest or tag) served with the first byte flipped;
-    * ``fail[substring] = k``: the first k requests whose path contains it get a 503.
+    * ``fail[substring] = k``: the first k requests whose path contains it get a 503;
+    * ``refuse[substring] = status``: every request whose path contains it gets that status.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -219,6 +228,7 @@ class Facade:
         self.stall: dict[str, int] = {}
         self.corrupt: set[str] = set()
         self.fail: dict[str, int] = {}
+        self.refuse: dict[str, int] = {}
         self.release = threading.Event()
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -232,7 +242,7 @@ class Facade:
             def do_GET(self) -> None:
                 facade.handle(self)
 
-            do_HEAD = do_GET
+            do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
@@ -241,6 +251,8 @@ class Facade:
 
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         self.log.append((req.command, req.path, req.headers.get("Range")))
+        length = int(req.headers.get("Content-Length") or 0)
+        sent = req.rfile.read(length) if length else None  # read even when refused: keeps the connection
         for part, left in list(self.fail.items()):
             if part in req.path and left > 0:
                 self.fail[part] = left - 1
@@ -248,10 +260,16 @@ class Facade:
                 req.send_header("Content-Length", "0")
                 req.end_headers()
                 return
+        for part, status in self.refuse.items():
+            if part in req.path:
+                req.send_response(status)
+                req.send_header("Content-Length", "0")
+                req.end_headers()
+                return
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
         headers = {k: v for k, v in req.headers.items() if k.lower() not in ("connection", "host")}
         headers["Host"] = self.addr
-        conn.request(req.command, req.path, headers=headers)
+        conn.request(req.command, req.path, body=sent, headers=headers)
         resp = conn.getresponse()
         req.send_response(resp.status)
         for key, value in resp.getheaders():

@@ -233,6 +233,10 @@ def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 TokenHttp = Callable[[str, str, list[tuple[str, str]], dict[str, str], dict[str, str] | None], tuple[int, bytes]]
 
 
+class TokenRefused(Unavailable):
+    """The token server answered 401 or 403: it refused the credentials, or one of the scopes."""
+
+
 class _Token:
     __slots__ = ("value", "expires")
 
@@ -324,7 +328,7 @@ class Authorizer:
             status, body = self._http("GET", realm, query, headers, None)
         if status in (401, 403):
             why = "rejected the credentials" if creds is not None else "requires credentials"
-            raise Unavailable("registry", self.host, f"{status} from token server {_origin(realm)}: it {why}")
+            raise TokenRefused("registry", self.host, f"{status} from token server {_origin(realm)}: it {why}")
         if status != 200:
             raise Unavailable("registry", self.host, f"token server {_origin(realm)} answered {status}")
         try:

@@ -27,7 +27,14 @@ from contextlib import contextmanager
 from dist_tool import __version__, oci
 from dist_tool.errors import DataError, DistError, NotFound, Unavailable
 from dist_tool.oci import Descriptor
-from dist_tool.remote.auth import Authorizer, Credentials, from_docker_config, parse_challenges, repository_scope
+from dist_tool.remote.auth import (
+    Authorizer,
+    Credentials,
+    TokenRefused,
+    from_docker_config,
+    parse_challenges,
+    repository_scope,
+)
 from dist_tool.remote.transport import Client, Response, TransportError, origin
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
 from dist_tool.validate import decimal
@@ -44,6 +51,7 @@ BACKOFF_FIRST = 0.25  # seconds; doubled each retry, with jitter
 BACKOFF_MAX = 8.0
 MAX_ERROR_BODY = 64 * 1024
 MAX_TOKEN_BODY = 1024 * 1024
+MOUNT_REFUSED = frozenset({401, 403, 404})  # a mount's source we may not read, or that is gone
 MAX_DOCUMENT_BYTES = max(MAX_MANIFEST_BYTES, MAX_INDEX_BYTES)
 
 Body = bytes | Callable[[], Iterable[bytes | memoryview]] | None  # a callable gives a fresh stream per attempt
@@ -327,22 +335,29 @@ class Repository:
 
     def upload_blob(self, desc: Descriptor, body: Callable[[], Iterable[bytes | memoryview]],
                     mount_from: Sequence[str] = ()) -> str:
-        """Uploads a blob the repository lacks: a cross-repository mount from one of ``mount_from``
-        when the registry allows it, else a monolithic POST + PUT. Returns "mounted" or "uploaded".
+        """Uploads a blob the repository lacks: a cross-repository mount from the first of
+        ``mount_from`` when the registry allows it, else a monolithic POST + PUT. Returns
+        "mounted" or "uploaded".
 
-        A PUT that fails half-way is restarted with a new upload session, never continued.
+        A refused mount (the source is stale or private: 401, 403 or 404, or a token server that
+        will not grant pull on it) is not an error: the blob is uploaded as if there were no
+        source, as containerd's pusher does. A PUT that fails half-way is restarted with a new
+        upload session, never continued.
         """
         location = None
-        for source in mount_from:
+        for source in mount_from[:1]:  # the most recent source only: each refusal costs round-trips
             scopes = (*self.scopes, repository_scope(source, "pull"))
-            with self.registry.request("POST", self._api("blobs", "uploads/"), scopes,
-                                       params={"mount": desc.digest, "from": source}) as resp:
-                if resp.status_code == 201:
-                    return "mounted"
-                if resp.status_code != 202:
-                    raise self.error(resp, "blob", desc.digest)
-                location = self._location(resp, desc)
-                break  # the registry opened an ordinary upload instead: use it
+            try:
+                with self.registry.request("POST", self._api("blobs", "uploads/"), scopes,
+                                           params={"mount": desc.digest, "from": source}) as resp:
+                    if resp.status_code == 201:
+                        return "mounted"
+                    if resp.status_code == 202:
+                        location = self._location(resp, desc)  # an ordinary upload instead: use it
+                    elif resp.status_code not in MOUNT_REFUSED:
+                        raise self.error(resp, "blob", desc.digest)
+            except TokenRefused:
+                pass  # no token for the source's scope; our own scope is asked for alone below
         failure: DistError | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if location is None:

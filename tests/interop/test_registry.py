@@ -207,6 +207,25 @@ def test_second_push_uploads_nothing_and_other_repositories_mount(registry, src)
     assert [u for m, u, _ in posts if m == "PUT" and "/blobs/" in u] == []
 
 
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_refused_mount_falls_back_to_an_upload(registry, src, facade, dist, status):
+    """A source label can be stale or name a private repository: the mount's refusal is not the
+    push's failure (containerd's pusher re-POSTs without mount/from)."""
+    first, second = f"{facade.addr}/refused-{status}/a:1", f"{facade.addr}/refused-{status}/b:1"
+    src.ok("push", "--plain-http", first, "small:1")  # records the blobs as being in refused-N/a
+    facade.refuse["mount="] = status
+    mark = len(facade.log)
+    src.ok("push", "--plain-http", second, "small:1")
+    sent = [(m, p.split("?")[0].rsplit("/", 3)[-3:]) for m, p, _ in facade.log[mark:]
+            if m in MUTATING and "/blobs/" in p]
+    mounts = [p for m, p, _ in facade.log[mark:] if "mount=" in p]
+    assert len(mounts) == 2 and all(f"from=refused-{status}%2Fa" in p for p in mounts), mounts
+    assert [m for m, _ in sent].count("PUT") == 2, sent  # config and layer, uploaded after all
+    ref = f"{registry.addr}/refused-{status}/b:1"
+    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    assert tree_digests(dist, ref) == tree_digests(src, "docker.io/library/small:1")
+
+
 def test_pull_unpacks_the_host_platform_unless_told_not_to(registry, src, dist):
     ref = f"{registry.addr}/unpacked:1"
     src.ok("push", "--plain-http", ref, "small:1")
@@ -551,3 +570,26 @@ def test_token_auth(token_registry, src, dist):
     dist.ok("pull", "--plain-http", "--no-unpack", ref)  # anonymous pulls get a pull token
     assert tokens.requests == [(None, ["repository:tokens/app:pull"])]
     assert image(dist, ref)["target"]["digest"] == image(src, "docker.io/library/small:1")["target"]["digest"]
+
+
+def test_a_token_refused_for_the_mount_source_falls_back_to_an_upload(token_registry, src, dist):
+    """An auth service may refuse a token that adds pull on the source repository (private,
+    or the label is stale): the push asks for its own repository's scope alone and uploads."""
+    tokens = token_registry.tokens
+    user = ("--user", f"{USER}:{PASSWORD}")
+    src.ok("push", "--plain-http", *user, f"{token_registry.addr}/mount/a:1", "small:1")
+    ref = f"{token_registry.addr}/mount/b:1"
+    tokens.refuse_many = True
+    tokens.requests.clear()
+    mark = token_registry.mark()
+    try:
+        pushed = src.ok("push", "--plain-http", *user, ref, "small:1")
+    finally:
+        tokens.refuse_many = False
+    assert pushed.lines == [f"{ref}@{image(src, 'docker.io/library/small:1')['target']['digest']}"]
+    assert (USER, ["repository:mount/b:pull,push", "repository:mount/a:pull"]) in tokens.requests
+    puts = [u for m, u, status in writes(token_registry, mark, "mount/b")
+            if m == "PUT" and "/blobs/" in u and status == 201]
+    assert len(puts) == 2, token_registry.requests(mark)  # config and layer, uploaded
+    dist.ok("pull", "--plain-http", "--no-unpack", *user, ref)
+    assert tree_digests(dist, ref) == tree_digests(src, "docker.io/library/small:1")
