@@ -289,7 +289,7 @@ class Authorizer:
                 return {}
             token = self._tokens.get(scopes)
             if token is None or token.expires <= time.monotonic():
-                token = self._fetch_token(self._bearer, scopes)
+                token = self._tokens[scopes] = self._fetch_token(self._bearer, scopes)
             return {"Authorization": f"Bearer {token.value}"}
 
     def answer(self, challenges: list[Challenge], scopes: tuple[str, ...]) -> bool:

@@ -127,6 +127,27 @@ def test_bearer_tokens_per_scope_with_basic_credentials():
     assert len(server.calls) == 2
 
 
+def test_tokens_fetched_before_a_request_are_cached_until_they_expire(monkeypatch):
+    """A scope first met after the 401 was answered (a push's mount, a second repository) gets its
+    token in header(): it must be reused, not fetched again for every request."""
+    import time
+
+    from dist_tool.remote import auth as auth_module
+
+    server = FakeTokenServer()
+    auth = Authorizer("r.example", server, None, lookup=lambda host: None)
+    auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("a",))
+    for _ in range(3):
+        assert auth.header(("b",)) == {"Authorization": "Bearer t2"}
+    assert auth.header(("a",)) == {"Authorization": "Bearer t1"}
+    assert len(server.calls) == 2
+    clock = time.monotonic() + 300
+    monkeypatch.setattr(auth_module.time, "monotonic", lambda: clock)
+    for _ in range(3):
+        assert auth.header(("b",)) == {"Authorization": "Bearer t3"}  # expired: renewed once
+    assert len(server.calls) == 3
+
+
 def test_identity_tokens_use_the_oauth2_refresh_grant():
     server = FakeTokenServer()
     auth = Authorizer("r.example", server, Credentials("<token>", "refresh-me", identity=True))
