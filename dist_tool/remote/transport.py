@@ -278,10 +278,26 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8``, ``::1`` (and IPv4-mapped loopback): never proxied."""
+    if host.lower() == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 def _proxy_for(scheme: str, host: str) -> tuple[str, int, str] | None:
-    """(host, port, Proxy-Authorization or "") from ``{scheme}_proxy``, unless ``no_proxy`` matches."""
+    """(host, port, Proxy-Authorization or "") from ``{scheme}_proxy``, unless ``no_proxy`` matches
+    or the host is loopback (Go's ProxyFromEnvironment, which containerd and docker use, never
+    proxies those: a proxy cannot reach this machine's localhost)."""
     value = os.environ.get(f"{scheme}_proxy") or os.environ.get(f"{scheme.upper()}_PROXY")
-    if not value:
+    if not value or _is_loopback(host):
         return None
     no_proxy = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
     for entry in (e.strip().lower() for e in no_proxy.split(",")):

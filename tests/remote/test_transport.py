@@ -187,6 +187,21 @@ def test_proxies_from_the_environment(monkeypatch, no_proxy, host, proxied):
     assert transport._proxy_for("http", host) is None
 
 
+@pytest.mark.parametrize("host, proxied", [
+    ("localhost", False), ("LOCALHOST", False), ("127.0.0.1", False), ("127.9.8.7", False), ("::1", False),
+    ("::ffff:127.0.0.1", False), ("localhost.example", True), ("128.0.0.1", True), ("10.0.0.1", True),
+    ("::2", True),
+])
+def test_loopback_registries_are_never_proxied(monkeypatch, host, proxied):
+    """Go's ProxyFromEnvironment (containerd, docker) never proxies localhost or loopback addresses."""
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    for scheme in ("http", "https"):
+        assert (transport._proxy_for(scheme, host) is not None) is proxied, scheme
+
+
 @pytest.mark.parametrize("host, local", [("localhost:5000", True), ("127.0.0.1", True), ("127.1.2.3:80", True),
                                          ("[::1]:5000", True), ("registry.example", False),
                                          ("localhost.example:5000", False)])
