@@ -390,12 +390,11 @@ class Repository:
         location = resp.headers.get("location")
         if not location:
             raise Unavailable("blob", desc.digest, f"registry {self.host} opened an upload without a Location")
-        if location.startswith(("http://", "https://")):
-            return location
-        if not location.startswith("/"):
-            location = "/" + location
-        base = resp.url
-        return base[: base.index("/", base.index("://") + 3)] + location
+        from urllib.parse import urljoin
+
+        # RFC 3986 resolution against the URL that answered, as docker's client does:
+        # "<uuid>?_state=..." is relative to /v2/<repo>/blobs/uploads/, not to the host's root.
+        return urljoin(resp.url, location)
 
     # ------------------------------------------------------------ errors
 

@@ -13,7 +13,8 @@ from dist_tool.remote.registry import is_localhost
 
 
 class Server:
-    """Answers by path: /data (a body), /redirect-*, /close (closes after answering); records requests."""
+    """Answers by path: /data (a body), /redirect-*, /close (closes after answering), an upload to
+    /v2/rel/ (a relative Location); records requests."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str | None, int]] = []  # method, path, Authorization, port
@@ -47,6 +48,12 @@ class Server:
                     return self.reply(401, b"", {"WWW-Authenticate": 'Basic realm="r"'})
                 if self.path.startswith("/see-other"):
                     return self.reply(303, b"", {"Location": "/data"})
+                if self.path == "/v2/rel/blobs/uploads/" and self.command == "POST":
+                    return self.reply(202, b"", {"Location": "session-1?_state=abc"})
+                if self.path.startswith("/v2/rel/blobs/uploads/session-1?_state=abc&digest=") \
+                        and self.command == "PUT":
+                    return self.reply(201, b"", {"Docker-Content-Digest": self.path.rpartition("=")[2]
+                                                 .replace("%3A", ":")})
                 if self.path.startswith("/close"):
                     self.close_connection = True
                     return self.reply(200, b"bye", {"Connection": "close"})
@@ -267,6 +274,24 @@ def test_a_redirect_loop_is_not_retried(servers):
             pass
     assert "redirects" in str(e.value) and "attempts" not in str(e.value)
     assert len(a.requests) == transport.MAX_REDIRECTS + 1
+
+
+def test_a_relative_upload_location_is_resolved_against_the_upload_url(servers):
+    """``Location: <uuid>?_state=...`` (no leading slash) is relative to the POST's URL (RFC 3986),
+    as docker's distribution client resolves it, not to the host's root."""
+    import hashlib
+
+    from dist_tool.oci import Descriptor
+    from dist_tool.remote.registry import Registry
+
+    a, _ = servers
+    blob = b"relative"
+    desc = Descriptor("application/octet-stream", "sha256:" + hashlib.sha256(blob).hexdigest(), len(blob))
+    with Registry(f"127.0.0.1:{a.port}", plain_http=True, sleep=lambda s: None) as reg:
+        repo = reg.repository("rel", f"127.0.0.1:{a.port}/rel:1", actions="pull,push")
+        assert repo.upload_blob(desc, lambda: iter([blob])) == "uploaded"
+    assert [(m, p.split("&")[0]) for m, p, _, _ in a.requests] == [
+        ("POST", "/v2/rel/blobs/uploads/"), ("PUT", "/v2/rel/blobs/uploads/session-1?_state=abc")]
 
 
 @pytest.mark.parametrize("retry_after, low, high", [("3", 3, 3), ("600", 8, 8), ("\u00b2", 0.125, 0.25),
