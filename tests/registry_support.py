@@ -219,7 +219,8 @@ class Facade:
       ``release`` (the test kills the client meanwhile);
     * ``corrupt``: blobs and manifests (by digest or tag) served with the first byte flipped;
     * ``fail[substring] = k``: the first k requests whose path contains it get a 503;
-    * ``refuse[substring] = status``: every request whose path contains it gets that status.
+    * ``refuse[substring] = status``: every request whose path contains it gets that status;
+    * ``redirect[substring] = location``: every request whose path contains it gets a 307 there.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -229,6 +230,7 @@ class Facade:
         self.corrupt: set[str] = set()
         self.fail: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
+        self.redirect: dict[str, str] = {}
         self.release = threading.Event()
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -263,6 +265,13 @@ class Facade:
         for part, status in self.refuse.items():
             if part in req.path:
                 req.send_response(status)
+                req.send_header("Content-Length", "0")
+                req.end_headers()
+                return
+        for part, location in self.redirect.items():
+            if part in req.path:
+                req.send_response(307)
+                req.send_header("Location", location)
                 req.send_header("Content-Length", "0")
                 req.end_headers()
                 return

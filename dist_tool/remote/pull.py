@@ -227,12 +227,12 @@ class _Fetcher:
                 try:
                     if w.offset < desc.size:  # a pull killed after the last byte left it whole: just verify
                         self._transfer(w, desc, label)
-                except _Cancelled:
-                    if w.offset == 0:
-                        w.abort()  # nothing to resume: leave no trace
-                    raise
                 except DataError:
                     w.abort()  # a registry that sends too much or too little: keep none of it
+                    raise
+                except BaseException:
+                    if w.offset == 0:
+                        w.abort()  # cancelled, or failed before a byte came: nothing to resume, no trace
                     raise
                 try:
                     w.commit(labels=self.labels)

@@ -426,6 +426,22 @@ def test_a_manifest_that_does_not_match_its_digest_is_refused(registry, src, fac
     assert blobs(dist) == set()
 
 
+def test_a_blob_that_fails_before_its_first_byte_leaves_no_ingest(registry, src, facade, dist):
+    """A download that never got a byte (here a redirect loop) has nothing to resume: like a
+    cancelled one, it leaves no empty ingest behind for `content active` to list."""
+    ref = f"{registry.addr}/loop:1"
+    src.ok("push", "--plain-http", ref, "small:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/small:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]["digest"]
+    facade.redirect[layer] = f"/v2/loop/blobs/{layer}"  # to itself
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(src.root.parent / "big-rootfs"), "--name", "keep")
+    before = store_fingerprint(dist.root)
+    result = dist("pull", "--plain-http", "--no-unpack", f"{facade.addr}/loop:1")
+    assert result.code == 1 and "redirects" in one_error(result)
+    assert dist.ok("content", "active", "--json").json == []
+    assert store_fingerprint(dist.root) == before
+
+
 def test_5xx_answers_are_retried(registry, src, facade, dist):
     ref = f"{registry.addr}/flaky:1"
     src.ok("push", "--plain-http", ref, "small:1")
