@@ -162,7 +162,7 @@ class Registry:
             try:
                 resp = self.client.send(method, url, h, body)
             except TransportError as e:
-                if self._may_fall_back and e.tls and not e.untrusted and e.connecting \
+                if self._may_fall_back and e.tls and not e.untrusted and e.connecting and not e.redirected \
                         and url.startswith(f"https://{self.host}/"):
                     self._fall_back_to_http()
                     url = "http://" + url[len("https://"):]

@@ -44,6 +44,7 @@ class TransportError(Exception):
                  retryable: bool = True) -> None:
         super().__init__(why)
         self.why = why
+        self.redirected = False  # it happened at a redirect's target, not at the URL asked for
         self.retryable = retryable  # False: the same request would fail the same way (a redirect loop)
         self.tls = tls  # the TLS handshake failed: a plain-HTTP server answers that way
         self.untrusted = untrusted  # ... because the server's certificate is not trusted: it does speak TLS
@@ -176,13 +177,21 @@ class Client:
         Raises TransportError when no HTTP answer came.
         """
         headers = {**self._headers, **(headers or {})}
-        for _ in range(MAX_REDIRECTS + 1):
-            resp = self._send_once(method, url, headers, body)
+        for hop in range(MAX_REDIRECTS + 1):
+            try:
+                resp = self._send_once(method, url, headers, body)
+            except TransportError as e:
+                if hop:  # say where it failed: a blob store the registry sent us to, not the registry
+                    e.why = f"{e.why} at {shown_origin(url)} (a redirect's target)"
+                    e.redirected = True
+                raise
             location = resp.headers.get("location")
             if not follow_redirects or resp.status_code not in REDIRECTS or not location:
                 return resp
             resp.close()
             target = urljoin(url, location)
+            if urlsplit(target).scheme.lower() not in ("http", "https"):
+                raise TransportError(f"redirected to {shown_origin(target)}, which is not HTTP(S)", retryable=False)
             if origin(target) != origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
@@ -191,7 +200,8 @@ class Client:
             elif body is not None and not isinstance(body, bytes):
                 raise TransportError(f"redirected to {origin(target)} after the body was sent", retryable=False)
             url = target
-        raise TransportError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
+        raise TransportError(f"more than {MAX_REDIRECTS} redirects (the last to {shown_origin(url)})",
+                             retryable=False)
 
     def _send_once(self, method: str, url: str, headers: dict[str, str], body: Body) -> Response:
         parts = urlsplit(url)
@@ -276,6 +286,14 @@ def origin(url: str) -> str:
     except ValueError:  # a port that is not a number: an origin of its own, matching nothing
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2].lower()}"
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def shown_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL as it was written, for messages: never its user info,
+    path or query, where a signed blob URL carries its credentials."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if host else f"a {parts.scheme}: URL"
 
 
 def _is_loopback(host: str) -> bool:

@@ -40,6 +40,12 @@ class Server:
                     return self.reply(307, b"", {"Location": "/loop"})
                 if self.path.startswith("/redirect-same"):
                     return self.reply(307, b"", {"Location": "/data"})
+                if self.path.startswith("/redirect-ftp"):
+                    return self.reply(307, b"", {"Location": "ftp://u:pw@127.0.0.1:1/blob?sig=SECRET"})
+                if self.path.startswith("/redirect-file"):
+                    return self.reply(302, b"", {"Location": "file:///etc/passwd"})
+                if self.path.startswith("/redirect-dead"):
+                    return self.reply(307, b"", {"Location": "http://127.0.0.1:1/blob?sig=SECRET"})
                 if self.path.startswith("/redirect-other-auth"):
                     return self.reply(307, b"", {"Location": f"http://127.0.0.1:{server.other.port}/auth"})
                 if self.path.startswith("/redirect-other"):
@@ -272,7 +278,7 @@ def test_a_redirect_loop_is_not_retried(servers):
     with Registry(f"127.0.0.1:{a.port}", plain_http=True, sleep=lambda s: None) as reg:
         with pytest.raises(TransportFailure) as e, reg.request("GET", "/loop", None):
             pass
-    assert "redirects" in str(e.value) and "attempts" not in str(e.value)
+    assert "redirects (the last to http://127.0.0.1:" in str(e.value) and "attempts" not in str(e.value)
     assert len(a.requests) == transport.MAX_REDIRECTS + 1
 
 
@@ -292,6 +298,25 @@ def test_a_relative_upload_location_is_resolved_against_the_upload_url(servers):
         assert repo.upload_blob(desc, lambda: iter([blob])) == "uploaded"
     assert [(m, p.split("&")[0]) for m, p, _, _ in a.requests] == [
         ("POST", "/v2/rel/blobs/uploads/"), ("PUT", "/v2/rel/blobs/uploads/session-1?_state=abc")]
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/redirect-ftp", "redirected to ftp://127.0.0.1:1, which is not HTTP(S)"),
+    ("/redirect-file", "redirected to a file: URL, which is not HTTP(S)"),
+    ("/redirect-dead", "connection refused at http://127.0.0.1:1 (a redirect's target)"),
+], ids=["ftp", "file", "unreachable-target"])
+def test_redirect_errors_name_the_target_and_only_http_is_followed(servers, path, why):
+    """An ftp:// or file:// Location is refused, not fetched over HTTP on port 80; a failure at a
+    redirect's target names that origin (never its user info, path or query)."""
+    from dist_tool.remote.registry import Registry, TransportFailure
+
+    a, _ = servers
+    with Registry(f"127.0.0.1:{a.port}", plain_http=True, sleep=lambda s: None) as reg:
+        with pytest.raises(TransportFailure) as e, reg.request("GET", path, None):
+            pass
+    assert str(e.value).startswith(f"registry 127.0.0.1:{a.port}: {why}")
+    assert "SECRET" not in str(e.value) and "pw" not in str(e.value) and "\n" not in str(e.value)
+    assert [r[1] for r in a.requests].count(path) <= 2  # not retried as a dropped connection would be
 
 
 @pytest.mark.parametrize("retry_after, low, high", [("3", 3, 3), ("600", 8, 8), ("\u00b2", 0.125, 0.25),
