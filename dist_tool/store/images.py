@@ -7,10 +7,11 @@ after every change (under the write lock), so OCI tools see them by name.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 
-from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
@@ -38,6 +39,20 @@ class SqliteImageStore:
         self.meta = meta
         self.namespace = namespace
         self.layout = layout
+        # Made in a default-namespace change's transaction, removed once index.json is rewritten
+        # after its COMMIT: still there, the process died in between and the file is stale.
+        self.pending = layout + ".index-pending"
+        if namespace == DEFAULT_NAMESPACE and os.path.exists(self.pending):
+            self._repair()
+
+    def _repair(self) -> None:
+        """Rewrites the stale index.json, as SQLite rolls back a hot journal: whoever opens the
+        store next. Best effort: the records are the truth, and gc repairs it too."""
+        try:
+            with self.meta.write():
+                self.meta.on_commit(self.sync_layout_index)
+        except DistError:
+            pass
 
     def get(self, name: str) -> Image:
         with self.meta.read() as conn:
@@ -132,6 +147,8 @@ class SqliteImageStore:
 
     def _changed(self) -> None:
         if self.namespace == DEFAULT_NAMESPACE:
+            with open(self.pending, "ab"):  # no fsync: it need only outlive this process, not the machine
+                pass
             self.meta.on_commit(self.sync_layout_index)
 
     def sync_layout_index(self, conn) -> None:
@@ -143,3 +160,7 @@ class SqliteImageStore:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name",
                             (DEFAULT_NAMESPACE,)).fetchall()
         write_layout_index(self.layout, [(i.name, i.target) for i in map(_image, rows)])
+        try:
+            os.unlink(self.pending)
+        except FileNotFoundError:
+            pass

@@ -253,6 +253,23 @@ def test_json_wins_over_quiet_as_in_every_listing(dist, imported):
     assert dist.ok("images", "-q").lines == [imported.name]
 
 
+def test_the_next_command_repairs_the_layout_index_a_crash_left_behind(dist, imported):
+    """Killed between COMMIT and the rewrite, a tag or rmi leaves its marker beside the layout;
+    running it again fails (exit 4, exit 3), so the next command to open the store repairs it,
+    as SQLite rolls back a hot journal."""
+    layout = dist.root / "content"
+    pending = dist.root / "content.index-pending"
+    assert not pending.exists()  # made in each change's transaction, gone once the file is right
+    dist.ok("images", "tag", imported.name, "example.com/crash:1")
+    assert not pending.exists()
+    good = json.loads((layout / "index.json").read_text())
+    assert "example.com/crash:1" in {m["annotations"]["org.opencontainers.image.ref.name"] for m in good["manifests"]}
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')  # the rewrite never ran
+    pending.touch()
+    assert dist("images", "tag", imported.name, "example.com/crash:1").code == 4
+    assert json.loads((layout / "index.json").read_text()) == good and not pending.exists()
+
+
 def test_gc_repairs_the_layout_index_a_crash_left_behind(dist, imported):
     """A kill -9 between an image change's COMMIT and the rewrite of index.json (which follows it)
     leaves the file behind the records, and its temporary in place; gc puts both right."""
