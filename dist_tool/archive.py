@@ -83,9 +83,14 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
     content = session.content
     pid = os.getpid()
     try:
-        # compression's reader, not tarfile's "r|*": that stops after a gzip file's first member
-        plain = compression.decompressed(stream, "archive", source)
-        tar = tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
+        peek = compression.PeekReader(stream)
+        head = peek.peek(6)
+        if head.startswith(_BZIP2_MAGIC) or head.startswith(_XZ_MAGIC):  # as docker load and podman load take
+            tar = tarfile.open(fileobj=peek, mode="r|bz2" if head.startswith(_BZIP2_MAGIC) else "r|xz",
+                               bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
+        else:  # compression's reader, not tarfile's "r|*": that stops after a gzip file's first member
+            plain = compression.decompressed(peek, "archive", source)
+            tar = tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as e:
         raise DataError("archive", source, f"not a tar archive ({_tar_why(e)})") from None
     try:
@@ -116,6 +121,10 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
         raise DataError("archive", source, "corrupt tar (too many extended headers in a row)") from None
     except (tarfile.TarError, OSError, zlib_error()) as e:
         raise DataError("archive", source, f"unreadable ({_tar_why(e)})") from None
+
+
+_BZIP2_MAGIC = b"BZh"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
 def zlib_error():
@@ -482,8 +491,10 @@ def _walk_sorted(top: str):
         try:
             with os.scandir(dirpath) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            continue
+        except OSError as e:  # silence would store a layer short of this directory's contents
+            where = dirpath[len(top):] or "/"
+            raise DataError("rootfs", top, f"cannot list {where if len(where) <= 80 else '…' + where[-79:]}: "
+                            f"{e.strerror}") from None
         if dirpath != top:
             yield dirpath
         subdirs, linked_dirs = [], []

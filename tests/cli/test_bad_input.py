@@ -474,18 +474,46 @@ def test_a_bad_name_inside_an_archive_is_its_content_and_name_overrides_it(dist,
     assert dist.ok("images", "-q").lines == ["docker.io/library/fixed:1"]
 
 
-def test_a_rootfs_directory_deeper_than_pythons_recursion_limit(dist, tmp_path):
-    rootfs = tmp_path / "rootfs"
+def _deep_tree(rootfs: Path, levels: int, name: str = "d") -> None:
     rootfs.mkdir()
     fd = os.open(rootfs, os.O_RDONLY)
-    for _ in range(1100):  # level by level: pathlib's and os's makedirs recurse too
-        os.mkdir("d", dir_fd=fd)
-        fd, parent = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+    for _ in range(levels):  # level by level, relative: os.makedirs recurses, and paths get long
+        os.mkdir(name, dir_fd=fd)
+        fd, parent = os.open(name, os.O_RDONLY, dir_fd=fd), fd
         os.close(parent)
     os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
     os.close(fd)
+
+
+def test_a_rootfs_directory_deeper_than_pythons_recursion_limit(dist, tmp_path):
+    rootfs = tmp_path / "rootfs"
     try:
+        _deep_tree(rootfs, 1100)
         dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "deep:1")
         assert dist.ok("images", "-q").lines == ["docker.io/library/deep:1"]
     finally:
         remove_trees([str(rootfs)])  # pytest's own clean-up recurses per level
+
+
+def test_a_rootfs_directory_that_cannot_be_listed_is_an_error_not_a_shorter_layer(dist, tmp_path):
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    rootfs = tmp_path / "rootfs"
+    _deep_tree(rootfs, 25, "d" * 200)  # its bottom is beyond PATH_MAX: listing it fails (ENAMETOOLONG)
+    result = dist("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "toodeep:1")
+    assert result.code == 1, result.stderr
+    assert_one_error(result, "cannot list")
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "active", "-q").lines == []
+
+
+@pytest.mark.parametrize("tool", ["xz", "bzip2"])
+def test_archives_compressed_as_docker_load_accepts_them(dist, umoci_image, tmp_path, tool):
+    import subprocess
+
+    path = tmp_path / "image.tar"
+    shutil.copy(umoci_image.oci_archive, path)
+    subprocess.run([tool, "-k", str(path)], check=True)
+    dist.ok("images", "import", "--no-unpack", f"{path}.{'xz' if tool == 'xz' else 'bz2'}")
+    [image] = dist.ok("images", "--json").json
+    assert image["target"]["digest"] == umoci_image.manifest_digest
