@@ -134,19 +134,19 @@ def await_cleanup(session, container_id: str, timeout: float = CALL_TIMEOUT) -> 
             names = os.listdir(namespace_dir(session))
         except FileNotFoundError:
             return
-        cleaners = [pid for head, pid in map(_grave_owner, names)
-                    if head == container_id and pid is not None and pid != os.getpid()]
-        if not any(process_start(pid) is not None for pid in cleaners):
+        cleaners = [(pid, start) for head, pid, start in map(_grave_owner, names)
+                    if head == container_id and pid != os.getpid()]
+        if not any(alive(pid, start) for pid, start in cleaners):
             return
         time.sleep(0.005)
 
 
-def _grave_owner(name: str) -> tuple[str | None, int | None]:
-    """(container ID, cleaner's pid) of a grave's name, ``.dead-<id>-<pid>-<ns>``."""
+def _grave_owner(name: str) -> tuple[str | None, int | None, str | None]:
+    """(container ID, cleaner's pid, its start time) of a grave's name (``_grave``)."""
     parts = name.rsplit("-", 2)
     if not name.startswith(".dead-") or len(parts) != 3:
-        return None, None
-    return parts[0][len(".dead-"):], decimal(parts[1])
+        return None, None, None
+    return parts[0][len(".dead-"):], decimal(parts[1]), parts[2].partition(".")[0]
 
 
 def finish_abandoned(session) -> None:
@@ -159,11 +159,11 @@ def finish_abandoned(session) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        container_id, pid = _grave_owner(name)
+        container_id, pid, start = _grave_owner(name)
         if container_id is None or pid is None:
             continue
-        if process_start(pid) is not None:
-            continue  # its cleaner is still at work
+        if alive(pid, start):
+            continue  # its cleaner is still at work (not merely a process that reuses its pid)
         grave = _grave(session, container_id)
         try:
             os.rename(os.path.join(base, name), grave)
@@ -173,7 +173,10 @@ def finish_abandoned(session) -> None:
 
 
 def _grave(session, container_id: str) -> str:
-    return os.path.join(namespace_dir(session), f".dead-{container_id}-{os.getpid()}-{time.monotonic_ns()}")
+    """``.dead-<id>-<pid>-<start>.<ns>``: whose cleanup it is (pid and start time, so that a
+    reused pid is no cleaner), unique within the process."""
+    me = os.getpid()
+    return os.path.join(namespace_dir(session), f".dead-{container_id}-{me}-{process_start(me)}.{time.monotonic_ns()}")
 
 
 def _bury(container_id: str, grave: str) -> None:

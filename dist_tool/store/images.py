@@ -47,11 +47,14 @@ class SqliteImageStore:
 
     def _repair(self) -> None:
         """Rewrites the stale index.json, as SQLite rolls back a hot journal: whoever opens the
-        store next. Best effort: the records are the truth, and gc repairs it too."""
+        store next. Never waits: while another process holds the write lock, the marker may be
+        its own change's, and that process rewrites the file itself. Best effort: the records
+        are the truth, and gc repairs the file too."""
         try:
-            with self.meta.write():
-                self.meta.on_commit(self.sync_layout_index)
-        except DistError:
+            with self.meta.write(wait=False):
+                if os.path.exists(self.pending):
+                    self.meta.on_commit(self.sync_layout_index)
+        except (DistError, OSError):
             pass
 
     def get(self, name: str) -> Image:

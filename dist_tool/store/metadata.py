@@ -262,8 +262,9 @@ class Metadata:
         return self._lock
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction under the store's write lock.
+    def write(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """A short write transaction under the store's write lock (with ``wait=False``,
+        Unavailable at once when another process holds it).
 
         Re-entrant: a nested ``write()`` joins the outer transaction. Callbacks
         registered with ``on_commit`` run after COMMIT, still under the lock;
@@ -283,9 +284,10 @@ class Metadata:
             from filelock import Timeout
 
             try:
-                lock.acquire()
+                lock.acquire(timeout=None if wait else 0)
             except Timeout:
-                raise Unavailable("store", self.root, "timed out waiting for the write lock") from None
+                raise Unavailable("store", self.root, "timed out waiting for the write lock" if wait
+                                  else "another process is writing") from None
             try:
                 if self._conn is None:
                     self._conn = self._connect()

@@ -270,6 +270,20 @@ def test_the_next_command_repairs_the_layout_index_a_crash_left_behind(dist, imp
     assert json.loads((layout / "index.json").read_text()) == good and not pending.exists()
 
 
+def test_a_reader_never_waits_for_a_writer_to_repair_the_layout_index(dist, imported):
+    """While a writer holds the lock, the marker may be its own change's: a listing goes on
+    without waiting (WAL readers never wait), and leaves the rewrite to the writer."""
+    from filelock import FileLock
+
+    pending = dist.root / "content.index-pending"
+    pending.touch()
+    with FileLock(str(dist.root / "metadata.lock")):  # another process mid-transaction
+        assert dist("images", "-q", timeout=20).lines == [imported.name]
+    assert pending.exists()
+    dist.ok("images", "-q")  # the lock is free: this one repairs
+    assert not pending.exists()
+
+
 def test_gc_repairs_the_layout_index_a_crash_left_behind(dist, imported):
     """A kill -9 between an image change's COMMIT and the rewrite of index.json (which follows it)
     leaves the file behind the records, and its temporary in place; gc puts both right."""

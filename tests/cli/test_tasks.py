@@ -406,10 +406,12 @@ def test_sigkill_reaches_a_paused_task(bb):
     bb.ok("c", "rm", "pausekill")
 
 
-def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb):
+@pytest.mark.parametrize("cleaner", ["exited", "pid-reused"])
+def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb, cleaner):
     """The cleaner renames a dead task's directory to a grave first; killed right after, it
     leaves the grave with the task's mount, process and runtime state. The next command
-    finishes the job, and the ID can start a task again."""
+    finishes the job, and the ID can start a task again; also when another process now has
+    the dead cleaner's pid (the grave names its start time too)."""
     bb.ok("run", "-d", "busybox", "grave", "--", "sleep", "30")
     t = tasks(bb)["grave"]
     os.kill(t["shimPid"], signal.SIGKILL)
@@ -417,8 +419,9 @@ def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb):
              open(f"/proc/{t['shimPid']}/stat").read().split(") ")[1].startswith("Z"), "the shim to die")
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid whose process has exited: the cleaner that was killed
+    pid = gone.pid if cleaner == "exited" else os.getpid()  # ours: alive, but started at another time
     ns = bb.state / "default"
-    os.rename(ns / "grave", ns / f".dead-grave-{gone.pid}-1")
+    os.rename(ns / "grave", ns / f".dead-grave-{pid}-1.2")
     assert os.path.exists(f"/proc/{t['pid']}")  # what the killed cleaner left running
     assert "grave" not in tasks(bb)
     assert_clean(bb)
