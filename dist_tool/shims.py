@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 
 from dist_tool.errors import DistError, NotFound, TaskFailed, Unavailable
@@ -172,6 +173,44 @@ def finish_abandoned(session) -> None:
         _bury(container_id, grave)
 
 
+def spawn_detached(argv: list[str], *, keep: int | None = None, log: str | None = None,
+                   subreaper: bool = False) -> None:
+    """fork → setsid → fork → exec ``argv`` (+ ``keep``, the one descriptor it inherits, as its
+    last argument), stdio on /dev/null, stderr appended to ``log``: nobody's child but init's
+    (no zombie for a long-lived caller), holding none of our descriptors. ``subreaper``: the
+    process adopts its descendants' orphans (a shim reaps its task's processes)."""
+    if subreaper:
+        from dist_tool.shim import host
+
+        host.libc()  # loaded before fork: the child only calls into it
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
+        try:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            if subreaper:
+                host.set_child_subreaper()
+            null = os.open(os.devnull, os.O_RDWR)
+            err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if log else null
+            for fd, target in ((null, 0), (null, 1), (err, 2)):
+                os.dup2(fd, target)
+            # Nothing else of ours, nor what our own parent let us inherit (a pipe whose reader
+            # waits for EOF), may live as long as what we start.
+            if keep is None:
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            else:
+                os.closerange(3, keep)
+                os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+                os.set_inheritable(keep, True)
+            os.execv(argv[0], argv if keep is None else [*argv, str(keep)])
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+
+
 def _grave(session, container_id: str) -> str:
     """``.dead-<id>-<pid>-<start>.<ns>``: whose cleanup it is (pid and start time, so that a
     reused pid is no cleaner), unique within the process."""
@@ -212,3 +251,7 @@ def _bury(container_id: str, grave: str) -> None:
         except DistError:
             pass
     shutil.rmtree(grave, ignore_errors=True)
+    if cfg is not None and cfg.get("then"):
+        # ``run --rm``: what its shim would have done, in a process of its own, since we may be
+        # inside a command on this very container (a start of it, which then keeps it).
+        spawn_detached(cfg["then"], log=cfg.get("shimLog"))

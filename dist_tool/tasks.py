@@ -203,15 +203,17 @@ def _prepare_log(session, container_id: str, log: str | None) -> str:
 
 
 def start_foreground(session, container_id: str, *, null_io: bool = False, record_exit: bool = True,
-                     stdio: tuple[int, int, int] = (0, 1, 2), container: Container | None = None) -> int:
+                     stdio: tuple[int, int, int] = (0, 1, 2), container: Container | None = None,
+                     then: list[str] | None = None) -> int:
     """Runs the task with this process as its shim: the init gets ``stdio`` as they are (no copy),
     signals we receive are forwarded, and we return its exit status once everything of it is
-    gone. Raises TaskFailed (125/126/127) when it cannot start."""
+    gone. Raises TaskFailed (125/126/127) when it cannot start. ``then`` is run only by whoever
+    cleans up should this process die (``run --rm``: ours removes the container itself)."""
     from dist_tool.shim.runc import RuntimeFailure
     from dist_tool.shim.server import Shim
 
     container = container or session.containers.get(container_id)
-    cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit)
+    cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit, then=then)
     _mount_checked(cfg, container)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -239,17 +241,15 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     container = session.containers.get(container_id)
     log_file = None if null_io else _prepare_log(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # ``remove`` (run --rm -d): the shim, its task gone and cleaned up, execs `container rm`. Not
-    # -f: a task started again meanwhile keeps its container (rm then fails, exit 4, in shim.log).
-    then = [sys.executable, "-c", _BOOT_CLI, package_parent, "--root", session.root, "--state", session.state,
-            "-n", session.namespace, "container", "rm", container_id] if remove else None
+    package_parent = _package_parent()
+    # ``remove`` (run --rm -d): the shim, its task gone and cleaned up, execs `container rm`.
+    then = _remove_command(session, container_id) if remove else None
     cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True, then=then)
     _mount_checked(cfg, container)
     argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()
     try:
-        _spawn_shim(argv, w, cfg.get("shimLog"))
+        shims.spawn_detached(argv, keep=w, log=cfg.get("shimLog"), subreaper=True)
     finally:
         os.close(w)
     data = b""
@@ -275,34 +275,16 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     return TaskInfo(container_id, ready["pid"], "running", ready["shimPid"], time.time())
 
 
-def _spawn_shim(argv: list[str], ready: int, shim_log: str | None) -> None:
-    """fork → setsid → fork → subreaper → exec ``argv`` + READY_FD, stdio on /dev/null (stderr on
-    ``shim_log``): the shim holds none of our descriptors and is nobody's child but init's."""
-    from dist_tool.shim import host
+def _package_parent() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    host.libc()  # loaded before fork: the child only calls into it
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which execs or exits
-        try:
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            host.set_child_subreaper()
-            null = os.open(os.devnull, os.O_RDWR)
-            err = os.open(shim_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640) if shim_log else null
-            for fd, target in ((null, 0), (null, 1), (err, 2)):
-                os.dup2(fd, target)
-            # Nothing else of ours, nor what our own parent let us inherit (a pipe whose reader
-            # waits for EOF), may live as long as the task.
-            os.closerange(3, ready)
-            os.closerange(ready + 1, os.sysconf("SC_OPEN_MAX"))
-            os.set_inheritable(ready, True)
-            os.execv(argv[0], [*argv, str(ready)])
-        finally:
-            os._exit(127)
-    os.waitpid(pid, 0)
+
+def _remove_command(session, container_id: str) -> list[str]:
+    """``dist container rm ID``, for after a ``run --rm`` task: what its detached shim execs once
+    the task is cleaned up, and what whoever cleans up after a dead shim runs (``shims._bury``).
+    Not -f: a task started again meanwhile keeps its container (rm then fails, exit 4)."""
+    return [sys.executable, "-c", _BOOT_CLI, _package_parent(), "--root", session.root, "--state", session.state,
+            "-n", session.namespace, "container", "rm", container_id]
 
 
 def run(session, image: str, container_id: str, options, *, remove: bool = False, detach: bool = False,
@@ -317,7 +299,7 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
             start_detached(session, container_id, log=log, null_io=null_io, remove=remove)
             return None
         return start_foreground(session, container_id, null_io=null_io, record_exit=not remove,
-                                container=container)
+                                container=container, then=_remove_command(session, container_id) if remove else None)
     finally:
         if remove and not (detach and shims.alive_task(session, container_id)):  # else its shim removes it
             error = containers.remove(session, [container_id], force=True)[2]

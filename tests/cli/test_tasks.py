@@ -406,6 +406,20 @@ def test_sigkill_reaches_a_paused_task(bb):
     bb.ok("c", "rm", "pausekill")
 
 
+def test_run_rm_is_honoured_when_its_shim_dies(bb):
+    """Whoever cleans up after a dead shim also does what --rm asked, detached or not."""
+    bb.ok("run", "--rm", "-d", "busybox", "rmdead", "--", "sleep", "30")
+    os.kill(tasks(bb)["rmdead"]["shimPid"], signal.SIGKILL)
+    wait_for(lambda: "rmdead" not in tasks(bb), "the dead shim's task to be cleaned up")
+    wait_for(lambda: "rmdead" not in bb.ok("c", "ls", "-q").lines, "the container to be removed")
+    with subprocess.Popen(_argv(bb, "run", "--rm", "busybox", "rmdead2", "--", "sleep", "30"),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) as cli:  # the foreground shim
+        wait_for(lambda: "rmdead2" in tasks(bb), "the foreground task to run")
+        cli.kill()
+    wait_for(lambda: "rmdead2" not in tasks(bb), "the dead CLI's task to be cleaned up")
+    wait_for(lambda: "rmdead2" not in bb.ok("c", "ls", "-q").lines, "the container to be removed")
+
+
 @pytest.mark.parametrize("cleaner", ["exited", "pid-reused"])
 def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb, cleaner):
     """The cleaner renames a dead task's directory to a grave first; killed right after, it
