@@ -355,7 +355,9 @@ def info(session, container_id: str) -> TaskInfo:
 def kill(session, container_id: str, signal: int, all_processes: bool = False, exec_id: str | None = None) -> None:
     request: dict = {"op": "kill", "signal": signal, "all": all_processes}
     if exec_id is not None:
-        request["exec"] = exec_id
+        from dist_tool.validate import identifier
+
+        request["exec"] = identifier("exec id", exec_id)
     shims.call(session, container_id, request)
 
 

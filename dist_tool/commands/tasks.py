@@ -127,7 +127,9 @@ def exec_(ctx: typer.Context, container_id: ContainerArg,
           tty: Annotated[bool, typer.Option("-t", "--tty", help="Allocate a terminal.")] = False) -> None:
     """Run another process in the task; exits with its status unless -d."""
     from dist_tool import tasks
+    from dist_tool.validate import identifier
 
+    identifier("exec id", exec_id)  # containerd's rule for exec IDs too: a usage error, before anything runs
     s = session(ctx)
     with passthrough():
         if detach:

@@ -237,6 +237,9 @@ def test_dists_own_failures_exit_125_and_missing_tasks_3(bb):
     assert bb("task", "exec", "idle", "--exec-id", "e", "--", "true").code == 3
     assert bb("task", "logs", "idle").code == 3
     assert bb("task", "kill", "-s", "SIGNOPE", "idle").code == 2
+    for args in (["exec", "idle", "--exec-id", "bad id!", "--", "true"], ["kill", "idle", "--exec-id", "../e"]):
+        r = bb("task", *args)  # exec IDs follow the identifier rule, as containerd's do
+        assert r.code == 2 and r.stderr.startswith("dist: error: exec id "), r.stderr
     r = bb("run", "--rm", "busybox", "idle", "--", "true")
     assert r.code == 125 and "already exists" in r.stderr
     bb.ok("c", "rm", "idle")
