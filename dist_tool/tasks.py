@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -186,8 +187,21 @@ def _unmount_and_remove(cfg: dict) -> None:
     shutil.rmtree(cfg["dir"], ignore_errors=True)
 
 
+def _check_log(log: str) -> None:
+    """InvalidArgument for a ``--log`` that is there and no file (/dev/null is one)."""
+    try:
+        mode = os.stat(log).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        raise InvalidArgument("--log", log, "must be a file (a FIFO or socket would block the task's shim "
+                              "until something reads it)")
+
+
 def _prepare_log(session, container_id: str, log: str | None) -> str:
     """The detached run's log file, emptied: ROOT/tasks/NS/ID/log, or ``log`` linked from there."""
+    if log:
+        _check_log(log)
     d = persist_dir(session, container_id)
     os.makedirs(d, exist_ok=True)
     link = os.path.join(d, "log")
@@ -293,6 +307,8 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
     after the task exits whatever its status. The status of a foreground task, else None."""
     from dist_tool import containers
 
+    if detach and log:
+        _check_log(log)  # before the container exists
     container = containers.create(session, image, container_id, options)
     try:
         if detach:

@@ -321,6 +321,11 @@ def test_logs_follow_and_log_file_option(bb, tmp_path):
     assert bb("task", "wait", "lf").code == 3
     bb.ok("c", "rm", "lf")
     assert not (bb.root / "tasks" / "default" / "lf").exists()  # the log link goes with the container
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no reader: opening it would block the shim for good
+    r = bb("run", "-d", "--log", str(fifo), "busybox", "lf", "--", "true", timeout=TIMEOUT)
+    assert r.code == 2 and r.stderr.startswith("dist: error: --log ") and r.stderr.count("\n") == 1, r.stderr
+    assert "lf" not in bb.ok("c", "ls", "-q").lines  # refused before the container was created
 
 
 def test_logs_of_a_container_whose_tasks_ran_in_the_foreground_are_empty(bb):
