@@ -23,6 +23,7 @@ Ingests whose writer is gone are removed afterwards, each under its own lock.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -211,6 +212,8 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
         for digest, size in sorted(graph.present.items()):
             if sweep and digest not in live and (only is None or digest in only):
                 result.blobs.append((digest, size))
+        if only is None:  # files no record names (by hand, or a crash): reported with the rest
+            result.blobs += _orphans(content, graph.present)
         result.leases = sorted(expired)
         result.snapshots = sorted(n for n in graph.snapshots
                                   if sweep and n not in marked and (only is None or n[3] in only))
@@ -242,6 +245,16 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
     if only is None:
         result.ingests = [s.ref for s in content.remove_dead_ingests(dry_run=dry_run)]
     return result
+
+
+def _orphans(content, known: dict[str, int]) -> list[tuple[str, int]]:
+    out = []
+    for digest in sorted(content.orphan_files(known)):
+        try:
+            out.append((digest, os.lstat(content.blob_path(digest)).st_size))
+        except (OSError, DistError):  # gone meanwhile, or a name no digest has: removed all the same
+            out.append((digest, 0))
+    return out
 
 
 # ---------------------------------------------------------------- explain

@@ -469,10 +469,10 @@ class LocalContentStore:
                     pass
         return removed
 
-    def orphan_files(self) -> list[str]:
-        """Blob files without a record: left by a crash between rename and insert (never, by
-        design) or by hand. Garbage collection removes them."""
-        known = self.present()
+    def orphan_files(self, known: Mapping[str, int] | None = None) -> list[str]:
+        """Blob files without a record (in ``known``, else the store's): left by a crash between
+        rename and insert (never, by design) or by hand. Garbage collection removes them."""
+        known = self.present() if known is None else known
         out = []
         for algorithm in ("sha256", "sha512"):
             d = os.path.join(self.blobs_dir, algorithm)
