@@ -228,11 +228,9 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
             def remove_files(_conn) -> None:
                 for node in result.snapshots:
                     janitor.trash(node[2], graph.snapshots[node][1])
-                for digest, _ in result.blobs:
+                for digest, _ in result.blobs:  # the files of record-less blobs among them
                     content.remove_file(digest)
                 if only is None:
-                    for digest in content.orphan_files():
-                        content.remove_file(digest)
                     content.remove_stale_temporaries()
                     if sync_layout_index is not None:
                         sync_layout_index(conn)
