@@ -23,7 +23,6 @@ Ingests whose writer is gone are removed afterwards, each under its own lock.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -213,7 +212,7 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
             if sweep and digest not in live and (only is None or digest in only):
                 result.blobs.append((digest, size))
         if only is None:  # files no record names (by hand, or a crash): reported with the rest
-            result.blobs += _orphans(content, graph.present)
+            result.blobs += content.orphan_files(graph.present)
         result.leases = sorted(expired)
         result.snapshots = sorted(n for n in graph.snapshots
                                   if sweep and n not in marked and (only is None or n[3] in only))
@@ -243,16 +242,6 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
     if only is None:
         result.ingests = [s.ref for s in content.remove_dead_ingests(dry_run=dry_run)]
     return result
-
-
-def _orphans(content, known: dict[str, int]) -> list[tuple[str, int]]:
-    out = []
-    for digest in sorted(content.orphan_files(known)):
-        try:
-            out.append((digest, os.lstat(content.blob_path(digest)).st_size))
-        except (OSError, DistError):  # gone meanwhile, or a name no digest has: removed all the same
-            out.append((digest, 0))
-    return out
 
 
 # ---------------------------------------------------------------- explain

@@ -469,19 +469,28 @@ class LocalContentStore:
                     pass
         return removed
 
-    def orphan_files(self, known: Mapping[str, int] | None = None) -> list[str]:
-        """Blob files without a record (in ``known``, else the store's): left by a crash between
-        rename and insert (never, by design) or by hand. Garbage collection removes them."""
-        known = self.present() if known is None else known
+    def orphan_files(self, known: Mapping[str, int]) -> list[tuple[str, int]]:
+        """(digest, size) of each blob file no record in ``known`` names, in digest order: left
+        by a collection killed between its COMMIT and its unlinks, or by hand. Garbage
+        collection reports and removes them."""
         out = []
         for algorithm in ("sha256", "sha512"):
-            d = os.path.join(self.blobs_dir, algorithm)
             try:
-                names = os.listdir(d)
+                with os.scandir(os.path.join(self.blobs_dir, algorithm)) as entries:
+                    for entry in entries:
+                        digest = f"{algorithm}:{entry.name}"
+                        if digest not in known:
+                            out.append((digest, _size_or_zero(entry)))
             except FileNotFoundError:
                 continue
-            out.extend(f"{algorithm}:{n}" for n in names if f"{algorithm}:{n}" not in known)
-        return out
+        return sorted(out)
+
+
+def _size_or_zero(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_size
+    except OSError:  # gone meanwhile: removed all the same
+        return 0
 
 
 def create_layout(layout: str) -> None:
