@@ -44,6 +44,7 @@ from typing import BinaryIO
 from dist_tool.errors import DataError
 from dist_tool.rootpath import PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
+from dist_tool.validate import decimal
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -130,7 +131,10 @@ class LayerResult:
     diff_id: str  # sha256 of the uncompressed tar stream, padding included
     size: int  # uncompressed bytes
     entries: int
-    implicit_dirs: list[str] = field(default_factory=list)  # created only as parents of members
+    # overlay: directories created only as parents of members, "" (the root) when the layer has no
+    # "./" entry, and the whiteouts made; what the layers below say about them is settled at stacking
+    implicit_dirs: list[str] = field(default_factory=list)
+    whiteouts: list[str] = field(default_factory=list)
 
 
 def _show(name: str, limit: int = 160) -> str:
@@ -164,7 +168,7 @@ def apply_layer(blob: BinaryIO, dest: str, *, whiteouts: str, what: str = "",
         applier.finish()
     finally:
         applier.close()
-    return LayerResult(layer.diff_id, layer.size, applier.entries, applier.root.implicit)
+    return LayerResult(layer.diff_id, layer.size, applier.entries, applier.implicit_dirs(), applier.whiteouts)
 
 
 class _Applier:
@@ -179,16 +183,22 @@ class _Applier:
         self.created: set[str] = set()
         self.entries = 0
         # Directory modes and times are set at the end (a read-only directory must still take its
-        # members): rel -> (step, mode, atime, mtime), the last member for a path winning. A
+        # members): rel -> (step, mode, (atime, mtime) in ns), the last member for a path winning. A
         # directory removed later in the layer (replaced by a file, a symlink, a link) leaves its
         # entry and those below it stale: ``removed`` says when each path last went, and
         # ``finish`` skips them, or it would chmod what replaced them, or through a symlink.
-        self.dirs: dict[str, tuple[int, int, float, float]] = {}
+        self.dirs: dict[str, tuple[int, int, tuple[int, int]]] = {}
+        self.listed: set[str] = set()  # every directory a member named ("" for "./")
+        self.whiteouts: list[str] = []  # overlay: the whiteout devices made
         self.removed: dict[str, int] = {}
         self.step = 0
         # delete mode: what this layer wrote (whiteouts spare it) and the ancestors of those paths
         self.touched: set[str] = set()
         self.touched_above: set[str] = set()
+        # delete mode: the times of each directory the layer changed, from before its first change
+        self.times_before: dict[str, tuple[int, int]] = {}
+        if not self.overlay:
+            root.on_create = self._will_change
 
     # ------------------------------------------------------------ members
 
@@ -244,6 +254,8 @@ class _Applier:
         """``make()`` creates the entry (never following a symlink); whatever is in its way is
         removed first, found by the EEXIST of trying (most members land where nothing is)."""
         self._settle(rel)
+        if not self.overlay:
+            self._will_change(rel)
         if self.writers is not None:
             self.created.add(rel)
         try:
@@ -257,8 +269,19 @@ class _Applier:
         overlay layer, where no directory has its set-group-ID bit yet (modes come at the end)."""
         return self.overlay and _CREATES_ROOT_OWNED and member.uid == 0 and member.gid == 0
 
+    def _will_change(self, rel: str) -> None:
+        """Delete mode: an entry is about to be made or removed at ``rel``. The directory holding it
+        keeps its times from before (``finish``) unless the layer lists it, as with overlayfs
+        (where a layer's directories are its own) and umoci."""
+        parent = rel.rpartition("/")[0]
+        if parent not in self.times_before:
+            st = self.root.lstat(parent)
+            self.times_before[parent] = (st.st_atime_ns, st.st_mtime_ns)
+
     def _remove_existing(self, rel: str) -> None:
         self._settle()  # a pending file may be at rel, or below it
+        if not self.overlay:
+            self._will_change(rel)
         full = self.root.full(rel)
         try:
             st = os.lstat(full)
@@ -296,11 +319,13 @@ class _Applier:
                 st = os.lstat(full)
             except FileNotFoundError:
                 st = None
-            was_whiteout = st is not None and _is_whiteout(st)
+            was_whiteout = st is not None and is_whiteout(st)
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 self._remove_existing(rel)
                 st = None
             if st is None:
+                if not self.overlay:
+                    self._will_change(rel)
                 os.mkdir(full, 0o700)
                 if was_whiteout and self.overlay:  # deleted, then made again in this layer: nothing below shows through
                     os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
@@ -311,10 +336,10 @@ class _Applier:
         if IS_ROOT:
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
         self._xattrs(full, member)
-        atime, mtime = _times(member)
         self.step += 1
+        self.listed.add(rel)
         self.dirs.pop(rel, None)  # to the end: applied among the last written
-        self.dirs[rel] = (self.step, member.mode & 0o7777, atime, mtime)
+        self.dirs[rel] = (self.step, member.mode & 0o7777, _ns(member))
 
     def _file(self, parts: tuple[str, ...], member, stream) -> None:
         if member.sparse is not None:
@@ -435,6 +460,7 @@ class _Applier:
             except FileNotFoundError:
                 os.mknod(full, stat.S_IFCHR | 0o600, os.makedev(0, 0))
                 self.created.add(rel)
+                self.whiteouts.append(rel)
                 return
             if stat.S_ISDIR(st.st_mode):  # written by this layer: hide only what is below it
                 os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
@@ -505,13 +531,22 @@ class _Applier:
     def finish(self) -> None:
         """Directory modes and times, deepest last-written first, once their contents are in."""
         self._settle()
-        for rel, (step, mode, atime, mtime) in reversed(self.dirs.items()):
+        for rel, times in self.times_before.items():
+            if rel not in self.listed and not (self.removed and self._removed_since(rel, 0)):
+                os.utime(self.root.full(rel), ns=times, follow_symlinks=False)
+        for rel, (step, mode, times) in reversed(self.dirs.items()):
             if self.removed and self._removed_since(rel, step):
                 continue
             full = self.root.full(rel)
             os.chmod(full, mode, follow_symlinks=False)
-            os.utime(full, ns=(int(atime * 1e9), int(mtime * 1e9)), follow_symlinks=False)
+            os.utime(full, ns=times, follow_symlinks=False)
         self.dirs.clear()
+
+    def implicit_dirs(self) -> list[str]:
+        """The directories no member named, parents first: the root unless "./" came, then those
+        made as parents (a later entry for one makes it listed)."""
+        made = [rel for rel in self.root.implicit if rel not in self.listed]
+        return made if "" in self.listed else ["", *made]
 
     def _removed_since(self, rel: str, step: int) -> bool:
         """Whether ``rel`` or a directory above it was removed after ``step``."""
@@ -540,19 +575,29 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _times(member) -> tuple[float, float]:
-    mtime = float(member.mtime)
-    atime = member.pax_headers.get("atime") if member.pax_headers else None
-    try:
-        return (float(atime) if atime else mtime), mtime
-    except ValueError:
-        return mtime, mtime
-
-
 def _ns(member) -> tuple[int, int]:
-    atime, mtime = _times(member)
-    return int(atime * 1e9), int(mtime * 1e9)
+    """(atime, mtime) in nanoseconds. A PAX time is read from its text: tarfile's float has 53
+    bits, which round ...123456789 to ...123456768 (GNU tar and umoci set it exactly)."""
+    headers = member.pax_headers
+    mtime = _pax_ns(headers.get("mtime")) if headers else None
+    if mtime is None:
+        mtime = int(member.mtime) * 1_000_000_000 if isinstance(member.mtime, int) else int(member.mtime * 1e9)
+    atime = _pax_ns(headers.get("atime")) if headers else None
+    return (mtime if atime is None else atime), mtime
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
+def _pax_ns(text: str | None) -> int | None:
+    """A PAX time (``[-]seconds[.fraction]``) in nanoseconds, None when absent or malformed."""
+    if not text:
+        return None
+    negative = text.startswith("-")
+    seconds, _, fraction = text[negative:].partition(".")
+    whole, part = decimal(seconds), decimal(fraction[:9].ljust(9, "0"))
+    if whole is None or part is None or (fraction and decimal(fraction) is None):
+        return None
+    value = whole * 1_000_000_000 + part
+    return -value if negative else value
+
+
+def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

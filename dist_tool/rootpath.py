@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 MAX_SYMLINKS = 40
 NAME_MAX = 255  # bytes in one component (Linux)
@@ -71,6 +72,7 @@ class Root:
         self._parents: dict[tuple[str, ...], str] = {(): ""}
         self.implicit: list[str] = []  # directories created only because a member needed them
         self.made: set[str] = set()  # the same, to look up
+        self.on_create: Callable[[str], None] | None = None  # told each implicit directory's path first
 
     def full(self, rel: str) -> str:
         return f"{self.path}/{rel}" if rel else self.path
@@ -125,6 +127,8 @@ class Root:
             except FileNotFoundError:
                 if not create:
                     raise MissingPath(f"{rel} does not exist") from None
+                if self.on_create is not None:
+                    self.on_create(rel)
                 os.mkdir(self.full(rel))
                 os.chmod(self.full(rel), 0o755)  # an implied parent: 0755 as in every unpacker, not umask's
                 self.implicit.append(rel)

@@ -24,11 +24,10 @@ verified, so a committed snapshot is never partial.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from dist_tool import platforms
+from dist_tool import layerstack, platforms
 from dist_tool.chains import Layers, image_layers
 from dist_tool.errors import AlreadyExists, DataError, DistError, NotFound
 from dist_tool.layer import Cancelled, LayerResult, apply_layer
@@ -232,9 +231,9 @@ class _Job:
             if errors:
                 raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
             for i in todo:
+                below = lower_dirs(self.snapshotter.mounts(self.chain[i - 1])) if i else []
+                layerstack.settle(dests[i], results[i], below)
                 if i:
-                    below = lower_dirs(self.snapshotter.mounts(self.chain[i - 1]))
-                    _inherit_implicit_dirs(dests[i], results[i].implicit_dirs, below)
                     self.snapshotter.update(SnapshotInfo(self._key(i), self.chain[i - 1], "active"), "parent")
                 self._commit(i)
         except BaseException:
@@ -244,38 +243,6 @@ class _Job:
         finally:
             for blob in blobs.values():
                 blob.close()
-
-
-def _inherit_implicit_dirs(dest: str, implicit: list[str], lowers: list[str]) -> None:
-    """A directory a layer did not list but needed (a parent of a member) gets the owner, mode
-    and times the layers below give it, as it would when applied on top of them."""
-    for rel in implicit:
-        for lower in lowers:
-            st = _lower_stat(lower, rel)
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                full = os.path.join(dest, rel)
-                if os.geteuid() == 0:
-                    os.chown(full, st.st_uid, st.st_gid, follow_symlinks=False)
-                os.chmod(full, stat.S_IMODE(st.st_mode), follow_symlinks=False)
-                os.utime(full, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-            break
-
-
-def _lower_stat(lower: str, rel: str) -> os.stat_result | None:
-    """lstat of ``rel`` in a layer directory, None unless every parent on the way is a real directory."""
-    path = lower
-    parts = rel.split("/")
-    for i, part in enumerate(parts):
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-            return None
-    return st
 
 
 def unpack_under(session, target: Descriptor, *, platform: str | None, lease: tuple[str, str], progress,

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -15,9 +16,11 @@ from pathlib import Path
 import pytest
 from helpers import Dist
 from layerkit import (
+    MTIME,
     directory,
     file,
     layer,
+    mounted,
     oci_archive,
     opaque,
     overlay_supported,
@@ -78,6 +81,102 @@ def test_whiteouts_and_opaque_directories_across_three_layers(tmp_path: Path, sn
     with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
         found = {rel: (None if os.path.isdir(root / rel) else (root / rel).read_bytes()) for rel in tree(root)}
     assert found == EXPECTED
+    s.close()
+
+
+# ------------------------------------------------------------------------------ stacking layers
+
+
+def _unpacked(tmp_path: Path, snapshotter: str, layers: list[list], name: str = "img") -> tuple[Session, object]:
+    image = oci_archive(tmp_path / f"{name}.tar", [layer(m) for m in layers])
+    s = session(tmp_path, snapshotter)
+    assert import_(s, image) == [image.name]
+    return s, image
+
+
+def _owner_mode(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners need root")
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_directory_a_layer_does_not_list_keeps_what_the_layers_below_give_it(tmp_path: Path,
+                                                                                snapshotter: str) -> None:
+    """"/" and parents of members: owner, mode, xattrs and times from below, on every snapshotter
+    (overlayfs extracts a layer alone, so it used to make them 0755 root with no xattrs), and in a
+    container's writable snapshot too."""
+    below = {"xattrs": {"user.kept": "v"}, "mtime": 1_600_000_000}
+    image_layers = [
+        [directory("./", mode=0o750, uid=1000, gid=1001, **below), directory("xd", mode=0o710, uid=7, gid=8, **below),
+         file("xd/one", b"1")],
+        [file("xd/two", b"2"), directory("listed", mode=0o700)],
+        [file("listed/f", b"f"), directory("listed", mode=0o751, uid=5, gid=6)],  # named after its member
+    ]
+    s, image = _unpacked(tmp_path, snapshotter, image_layers)
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        for rel in ("", "xd"):
+            assert os.getxattr(root / rel, "user.kept") == b"v", rel
+            assert os.lstat(root / rel).st_mtime_ns == 1_600_000_000 * 10**9, rel
+        assert _owner_mode(root) == (1000, 1001, 0o750)
+        assert _owner_mode(root / "xd") == (7, 8, 0o710)
+        assert _owner_mode(root / "listed") == (5, 6, 0o751)
+    s.snapshotter.prepare("container", image.chain[-1])
+    with mounted(s.snapshotter.mounts("container"), tmp_path / "ctr") as root:
+        assert _owner_mode(root) == (1000, 1001, 0o750)
+        assert os.getxattr(root, "user.kept") == b"v"
+    s.close()
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_whiteout_of_what_no_lower_layer_has_hides_nothing_and_makes_nothing(tmp_path: Path,
+                                                                               snapshotter: str) -> None:
+    image_layers = [
+        [whiteout("first/layer/x"), directory("usr"), directory("usr/lib"), file("usr/lib/x", b"x"),
+         symlink("lib", "usr/lib"), file("keep", b"k")],
+        [whiteout("ghost/deeper/foo"), directory("listed"), whiteout("listed/nothing"), whiteout("lib/y")],
+    ]
+    s, image = _unpacked(tmp_path, snapshotter, image_layers)
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        assert sorted(tree(root)) == ["keep", "lib", "listed", "usr", "usr/lib", "usr/lib/x"]
+        assert os.readlink(root / "lib") == "usr/lib"
+        assert os.lstat(root / "listed").st_mtime_ns == MTIME * 10**9
+    s.close()
+
+
+@pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))
+def test_settling_a_layer_never_follows_a_symlink_that_replaced_an_implicit_directory(tmp_path: Path) -> None:
+    """A later member replaced "a", made as a parent of "a/etc/f", by a symlink out of the layer:
+    giving "a/etc" what the layers below say about it must not chmod the target's etc. (Native
+    applies layers on their parent, where "a/etc/f" under the file "a" is an error, as in tar.)"""
+    snapshotter = "overlayfs"
+    outside = tmp_path / "outside"
+    (outside / "etc").mkdir(parents=True)
+    os.chmod(outside / "etc", 0o755)
+    before = os.stat(outside / "etc")
+    image_layers = [
+        [directory("a"), directory("a/etc", mode=0o777, uid=1234, gid=1234, mtime=1)],
+        [file("a", b"a file hides a/etc")],
+        [file("a/etc/f", b"x"), symlink("a", str(outside))],
+    ]
+    s, image = _unpacked(tmp_path, snapshotter, image_layers)
+    after = os.stat(outside / "etc")
+    assert (after.st_mode, after.st_uid, after.st_mtime_ns) == (before.st_mode, before.st_uid, before.st_mtime_ns)
+    assert sorted(os.listdir(outside / "etc")) == []
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        assert os.readlink(root / "a") == str(outside)
+    s.close()
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_pax_times_keep_their_nanoseconds(tmp_path: Path, snapshotter: str) -> None:
+    exact = {"mtime": "1700000000.123456789", "atime": "-0.5"}
+    s, image = _unpacked(tmp_path, snapshotter, [[
+        file("f", b"f", pax_headers=exact), directory("d", pax_headers=exact), symlink("l", "f", pax_headers=exact)]])
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        for rel in ("f", "d", "l"):
+            st = os.lstat(root / rel)
+            assert st.st_mtime_ns == 1_700_000_000_123_456_789, rel
     s.close()
 
 

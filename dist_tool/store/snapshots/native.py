@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 
+from dist_tool.fsattrs import copy_xattrs
 from dist_tool.store.api import Mount
 from dist_tool.store.snapshots import LocalSnapshotter, make_root
 
@@ -115,20 +116,6 @@ def _copy_meta(src, dst, st: os.stat_result, xattrs_from=None) -> None:
         os.chown(dst, st.st_uid, st.st_gid, **follow)
     if not is_link and not stat.S_ISDIR(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode), **follow)
-    source = xattrs_from if xattrs_from is not None else src
-    try:
-        names = os.listxattr(source, **({} if isinstance(source, int) else {"follow_symlinks": False}))
-    except OSError:
-        names = []
-    for name in names:
-        try:
-            if isinstance(source, int):
-                value = os.getxattr(source, name)
-            else:
-                value = os.getxattr(source, name, follow_symlinks=False)
-            os.setxattr(dst, name, value, **follow)
-        except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA):
-                raise
+    copy_xattrs(xattrs_from if xattrs_from is not None else src, dst)
     if not stat.S_ISDIR(st.st_mode):
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), **follow)

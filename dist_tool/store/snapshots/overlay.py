@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from dist_tool.fsattrs import copy_directory_attributes
 from dist_tool.store.api import Mount
 from dist_tool.store.snapshots import LocalSnapshotter, make_root
 
@@ -30,9 +31,14 @@ class OverlaySnapshotter(LocalSnapshotter):
     layers_independent = True
 
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
-        make_root(os.path.join(path, "fs"))
+        fs = os.path.join(path, "fs")
+        make_root(fs)
         if kind == "active":
             os.mkdir(os.path.join(path, "work"), 0o711)
+            if parent_id is not None:
+                # overlayfs shows the upper directory's own root as "/": without this a container
+                # of an image whose "/" is 0700 or not root's would see 0755 root:root.
+                copy_directory_attributes(self.dirs.fs(parent_id), fs)
 
     def mounts(self, key: str) -> list[Mount]:
         """The mounts that show the snapshot's tree (see the module docstring). Raises NotFound."""

@@ -1,0 +1,114 @@
+"""Settling an overlay layer onto the layers below it.
+
+With overlayfs each layer is extracted alone into an empty directory, before
+the layers below it exist (``unpack.parallel``), so what depends on them is
+decided here, once they do, as applying the layer on top of them would have:
+
+* a directory the layer did not list (a parent of a member, or "/" when there
+  is no "./" entry) gets the owner, mode, xattrs and times the layers below
+  give it; overlayfs shows an upper directory's own attributes, not the
+  lower's, and the extractor made it 0755 root;
+* a whiteout of something the layers below do not show hides nothing
+  (image-spec: whiteouts apply to lower layers only), so it is removed, with
+  the directories made only to hold it: left, overlayfs would show a new
+  empty directory (or a directory over a lower layer's symlink) holding an
+  entry nothing can stat.
+
+Only real directories of the layer are touched: a later member may have
+replaced an implicit directory, or a parent of it, with a symlink, and
+nothing here may follow it out of the layer.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+
+from dist_tool.fsattrs import copy_directory_attributes
+from dist_tool.layer import OVERLAY_OPAQUE_XATTR, LayerResult, is_whiteout
+
+
+def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
+    """Settles the layer extracted into ``dest`` onto ``lowers`` (its chain's directories, top first)."""
+    for rel in result.whiteouts:
+        st = lstat_inside(dest, rel)
+        if st is not None and is_whiteout(st) and merged_lstat(lowers, rel) is None:
+            _remove(dest, rel, os.unlink)
+    for rel in reversed(result.implicit_dirs):  # children before their parents
+        st = lstat_inside(dest, rel)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            continue  # replaced later in the layer
+        full = os.path.join(dest, rel) if rel else dest
+        below = merged_lstat(lowers, rel)
+        if below is not None and stat.S_ISDIR(below[1].st_mode):
+            copy_directory_attributes(below[0], full)
+        elif rel and not os.listdir(full):
+            _remove(dest, rel, os.rmdir)
+
+
+def merged_lstat(lowers: list[str], rel: str) -> tuple[str, os.stat_result] | None:
+    """What the overlay of ``lowers`` (top first) shows at ``rel``: the path in the topmost layer
+    that has it and its lstat, or None (absent, whited out, under a non-directory or an opaque one)."""
+    if not lowers:
+        return None
+    if not rel:
+        return lowers[0], os.lstat(lowers[0])
+    layers = lowers  # the layers whose directory at the prefix so far is part of the merged one
+    prefix = ""
+    found: tuple[str, os.stat_result] | None = None
+    for part in rel.split("/"):
+        prefix = f"{prefix}/{part}" if prefix else part
+        found, merged = None, []
+        for layer in layers:
+            path = os.path.join(layer, prefix)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if is_whiteout(st):
+                break
+            if found is None:
+                found = (path, st)
+            if not (stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(found[1].st_mode)):
+                break  # a non-directory hides what is below it, and a directory hides a non-directory
+            merged.append(layer)
+            if _is_opaque(path):
+                break
+        if found is None:
+            return None
+        layers = merged
+    return found
+
+
+def lstat_inside(top: str, rel: str) -> os.stat_result | None:
+    """lstat of ``rel`` under ``top``, None unless every parent on the way is a real directory."""
+    if not rel:
+        return os.lstat(top)
+    path = top
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return None
+    return st
+
+
+def _remove(dest: str, rel: str, remove: Callable[[str], None]) -> None:
+    """Removes ``rel`` and gives its directory back the times the removal changed (a listed
+    directory's come from its tar entry; an implicit one's are set after its children)."""
+    parent = os.path.join(dest, rel.rpartition("/")[0])
+    before = os.lstat(parent)
+    remove(os.path.join(dest, rel))
+    os.utime(parent, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OVERLAY_OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
