@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from dist_tool import oci, platforms, reference, validate
-from dist_tool.errors import AlreadyExists, DistError
+from dist_tool.errors import AlreadyExists, DistError, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import Image
 from dist_tool.walk import (
@@ -226,10 +226,19 @@ def inspect(session, name: str) -> dict:
     return node(image.target, 0)
 
 
-def check(session, names: Sequence[str], verify: bool = False) -> list[dict]:
-    """Complete/incomplete per image for the host platform; with ``verify``, re-hash its blobs."""
+def check(session, names: Sequence[str], verify: bool = False) -> tuple[list[dict], NotFound | None]:
+    """Complete/incomplete per image for the host platform; with ``verify``, re-hash its blobs.
+
+    A name that does not exist does not stop the others (as ``rmi A B``): the first such error
+    is returned with the records, for the caller to raise once it has shown them."""
+    absent: NotFound | None = None
     if names:
-        selected = [resolve(session, n) for n in names]
+        selected = []
+        for ref in [reference.normalize(n) for n in names]:  # a malformed one fails before any work
+            try:
+                selected.append(session.images.get(ref))
+            except NotFound as e:
+                absent = absent or e
     else:
         selected = session.images.list()
     cat = catalog(session)
@@ -259,4 +268,4 @@ def check(session, names: Sequence[str], verify: bool = False) -> list[dict]:
                     corrupt.append({"digest": digest, "problem": verified[digest]})
             record["corrupt"] = corrupt
         out.append(record)
-    return out
+    return out, absent

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, session
-from dist_tool.errors import DataError
+from dist_tool.errors import DataError, NotFound
 
 app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all namespaces).")
 
@@ -94,15 +94,20 @@ def label(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="Blob d
 def verify(ctx: typer.Context,
            digests: Annotated[list[str] | None, typer.Argument(help="Blob digests (default: all).")] = None,
            json_: JsonOpt = False) -> None:
-    """Re-hash blobs and report corrupt ones (exit 1 if any)."""
+    """Re-hash blobs and report corrupt ones (exit 1 if any, else 3 if a digest is not stored)."""
     from dist_tool import validate
     from dist_tool.render import Col
 
     s = session(ctx)
     targets = [validate.digest(d) for d in digests] if digests else [i.digest for i in s.content.list()]
     results = []
+    missing: NotFound | None = None
     for digest in targets:
-        problem = s.content.verify(digest)
+        try:
+            problem = s.content.verify(digest)
+        except NotFound as e:  # as rmi A B: the others are still verified and shown
+            missing = missing or e
+            continue
         results.append({"digest": digest, "ok": problem is None, "problem": problem})
     s.render.records(results, (Col("DIGEST", "digest"), Col("STATUS", "ok", fmt=lambda ok: "ok" if ok else "CORRUPT"),
                                Col("PROBLEM", "problem")), as_json=json_)
@@ -110,3 +115,5 @@ def verify(ctx: typer.Context,
     if corrupt:
         raise DataError("blob", corrupt[0]["digest"], f"corrupt: {corrupt[0]['problem']}"
                         + (f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""))
+    if missing is not None:
+        raise missing

@@ -128,12 +128,13 @@ def check(ctx: typer.Context,
           names: Annotated[list[str] | None, typer.Argument(help="Image names (default: all).")] = None,
           verify: Annotated[bool, typer.Option("--verify", help="Re-hash every blob.")] = False,
           json_: JsonOpt = False) -> None:
-    """Complete or incomplete per image, and the missing blobs; exit 1 if any is incomplete."""
+    """Complete or incomplete per image, and the missing blobs; exit 1 if any is incomplete,
+    else 3 if a name does not exist (the others are still checked)."""
     from dist_tool import images
     from dist_tool.render import Col
 
     s = session(ctx)
-    results = images.check(s, names or [], verify=verify)
+    results, missing = images.check(s, names or [], verify=verify)
     if json_:
         s.render.json(results)
     else:
@@ -145,6 +146,8 @@ def check(ctx: typer.Context,
     bad = [r for r in results if not r["complete"] or r.get("corrupt")]
     if bad:
         raise DataError("image", bad[0]["name"], "incomplete" if not bad[0]["complete"] else "corrupt")
+    if missing is not None:
+        raise missing
 
 
 @app.command("import")

@@ -139,6 +139,18 @@ def test_multi_name_rm_keeps_going_past_a_missing_name(dist, group, create):
     assert "keep" not in dist.ok(group, "ls", "-q").lines
 
 
+def test_check_and_verify_report_what_exists_past_a_missing_one(dist, busybox_rootfs):
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
+    result = dist("images", "check", "--json", "missing", "bb")
+    assert result.code == 3 and [r["name"] for r in result.json] == ["docker.io/library/bb:latest"]
+    assert result.stderr == "dist: error: image docker.io/library/missing:latest: not found\n"
+    blob = dist.ok("content", "ls", "-q").lines[0]
+    absent = "sha256:" + "0" * 64
+    result = dist("content", "verify", "--json", absent, blob)
+    assert result.code == 3 and result.json == [{"digest": blob, "ok": True, "problem": None}]
+    assert result.stderr == f"dist: error: blob {absent}: not found\n"
+
+
 def test_a_read_only_command_does_not_change_the_store(dist, busybox_rootfs):
     dist.ok("images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb")
     dist.ok("info")  # the first one probes whether overlay mounts here and caches the answer in ROOT
