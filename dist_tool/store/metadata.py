@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from dist_tool.errors import DistError, Unavailable
+from dist_tool.errors import DataError, DistError, Unavailable
 
 WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this only trips on a hung peer
 BUSY_TIMEOUT_MS = 60_000
@@ -192,6 +192,29 @@ def _run_all(tasks: list, *args) -> BaseException | None:
     return first
 
 
+# SQLite's primary result codes for what is wrong with the disk or the file, not with dist's SQL.
+_SQLITE_UNAVAILABLE = {5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 3: "SQLITE_PERM", 8: "SQLITE_READONLY",
+                       10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 22: "SQLITE_NOLFS"}
+_SQLITE_DAMAGED = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
+
+
+@contextmanager
+def translated(path: str) -> Iterator[None]:
+    """SQLite's errors of the environment as dist's: ``store PATH: database or disk is full``
+    (Unavailable), ``... database disk image is malformed`` (DataError). Others, an error in
+    dist's own SQL, go on as they are: an internal error with its traceback under --debug."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        code = getattr(e, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in _SQLITE_DAMAGED:
+            raise DataError("store", path, f"{e} (the metadata database is damaged)") from e
+        if primary in _SQLITE_UNAVAILABLE:
+            raise Unavailable("store", path, str(e)) from e
+        raise
+
+
 class Metadata:
     """One process's handle on ``metadata.db``: ``read()`` and ``write()`` transactions."""
 
@@ -210,7 +233,8 @@ class Metadata:
     def connection(self) -> sqlite3.Connection:
         """The process's connection, its schema current (migrated under the write lock)."""
         if self._conn is None:
-            self._conn = self._connect()
+            with translated(self.path):
+                self._conn = self._connect()
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise Unavailable("metadata", self.path,
@@ -264,7 +288,8 @@ class Metadata:
     @contextmanager
     def write(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """A short write transaction under the store's write lock (with ``wait=False``,
-        Unavailable at once when another process holds it).
+        Unavailable at once when another process holds it). SQLite's failures of the disk or
+        the file come out as DistErrors naming the database (``translated``).
 
         Re-entrant: a nested ``write()`` joins the outer transaction. Callbacks
         registered with ``on_commit`` run after COMMIT, still under the lock;
@@ -272,6 +297,11 @@ class Metadata:
         A rollback drops both. Never stream bytes, hash, decompress or touch
         the network in here.
         """
+        with translated(self.path), self._transaction(wait) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, wait: bool) -> Iterator[sqlite3.Connection]:
         with self._thread_lock:
             if self._write_depth:
                 self._write_depth += 1
@@ -349,7 +379,7 @@ class Metadata:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent WAL snapshot for several queries; takes no lock, never writes."""
-        with self._thread_lock:  # one connection per process: threads take turns (pull, push, serve)
+        with translated(self.path), self._thread_lock:  # one connection per process: threads take turns
             conn = self.connection()
             if self._write_depth or conn.in_transaction:
                 yield conn

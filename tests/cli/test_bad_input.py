@@ -517,3 +517,45 @@ def test_archives_compressed_as_docker_load_accepts_them(dist, umoci_image, tmp_
     dist.ok("images", "import", "--no-unpack", f"{path}.{'xz' if tool == 'xz' else 'bz2'}")
     [image] = dist.ok("images", "--json").json
     assert image["target"]["digest"] == umoci_image.manifest_digest
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_or_damaged_metadata_database_is_a_one_line_store_error(tmp_path: Path) -> None:
+    """SQLite's own failures (a full disk, a damaged file) name the database, never 'internal error'."""
+    import subprocess
+
+    from helpers import Dist
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
+    try:
+        dist = Dist(small / "root")
+        dist.ok("content", "ingest", "--ref", "r", input=b"first")
+        dist.ok("leases", "create", "--id", "before")
+        filler = small / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # every free block: SQLite cannot grow its log
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        result = dist("leases", "create", "--id", "one-too-many", "--label", "x=" + "y" * 4000)
+        assert result.code == 1
+        assert_one_error(result, f"dist: error: store {small / 'root' / 'metadata.db'}: ")
+        assert "internal error" not in result.stderr
+        filler.unlink()
+        assert dist.ok("leases", "ls", "-q").lines == ["before"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+    damaged = tmp_path / "damaged"
+    Dist(damaged).ok("leases", "create", "--id", "x")
+    os.truncate(damaged / "metadata.db", 5000)
+    for wal in damaged.glob("metadata.db-*"):
+        wal.unlink()
+    result = Dist(damaged)("images")
+    assert result.code == 1 and result.stdout == ""
+    assert result.stderr == (f"dist: error: store {damaged / 'metadata.db'}: database disk image is malformed "
+                             "(the metadata database is damaged)\n")
