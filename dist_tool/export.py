@@ -5,12 +5,13 @@ appears only when complete. Timestamps are fixed: the same image exports to the 
 import io
 import json
 import os
+import stat
 import sys
 import tarfile
 from collections.abc import Sequence
 
 from dist_tool import oci, platforms, reference
-from dist_tool.errors import DataError, DistError, NotFound
+from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
@@ -34,9 +35,10 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
     """Writes an OCI image-layout tar of the named images, digests unchanged.
 
     Everything the images reference must be present (checked before a byte is
-    written); the file appears only when complete (written aside, then renamed).
+    written); a regular file appears only when complete (``_write_to``).
     """
     progress = progress or NullProgress()
+    path = _destination(dest) if dest != "-" else dest
     cache = ChildrenCache()
     present = session.content.present()
     matcher = platforms.matcher(platforms.parse(platform)) if platform else None
@@ -58,15 +60,46 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
         _write_layout_tar(session, sys.stdout.buffer, exported, blobs, docker_manifest, progress)
         sys.stdout.buffer.flush()
         return
-    tmp = f"{dest}.dist-tmp-{os.getpid()}"
+    _write_to(dest, path, lambda out: _write_layout_tar(session, out, exported, blobs, docker_manifest, progress))
+
+
+def _destination(dest: str) -> str:
+    """The path to write for ``dest``: symlinks followed (tar and ctr write through them, and the
+    link stays a link); refused when empty or a directory, before any work."""
+    if not dest:
+        raise InvalidArgument("output file", "", "must not be empty (- writes to stdout)")
+    path = os.path.realpath(dest)
+    if os.path.isdir(path):
+        raise DataError("file", dest, "is a directory")
+    return path
+
+
+def _write_to(dest: str, path: str, write) -> None:
+    """A regular file (or a new one) appears only when complete: written aside, then renamed over
+    it. Anything else (a fifo, a device such as /dev/null or a tape) is written into as it is:
+    renaming over it would replace the node itself."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(path, "wb") as out:
+                write(out)
+        except OSError as e:
+            if e.filename == path:
+                raise DataError("file", dest, e.strerror or str(e)) from None
+            raise
+        return
+    tmp = f"{path}.dist-tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            _write_layout_tar(session, out, exported, blobs, docker_manifest, progress)
-        os.replace(tmp, dest)
+            write(out)
+        os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename == tmp:  # the user's path, not our temporary name
+        if isinstance(e, OSError) and e.filename in (tmp, path):  # the user's path, not our temporary name
             raise DataError("file", dest, e.strerror or str(e)) from None
         raise
 
@@ -115,7 +148,13 @@ def _write_layout_tar(session, out, exported, blobs: dict[str, int], docker_mani
             label = item_label(digest)
             progress.start(label, size)
             with session.content.open_blob(digest) as f:
-                tar.addfile(info, f)
+                try:
+                    tar.addfile(info, f)
+                except OSError as e:
+                    if e.errno is None:  # tarfile's "unexpected end of data": the file is short
+                        raise DataError("blob", digest, f"shorter than its recorded {size} bytes "
+                                        "(see dist content verify)") from None
+                    raise
             progress.done(label)
         _add_bytes(tar, "index.json", json.dumps(index).encode())
         if docker_manifest:

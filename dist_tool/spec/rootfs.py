@@ -231,7 +231,7 @@ class TarLayer:
 
         with self.provider.open_blob(self.digest) as raw:
             try:
-                with tarfile.open(fileobj=compression.decompressed(raw, "layer"), mode="r|") as tar:
+                with tarfile.open(fileobj=compression.decompressed(raw, "layer", self.digest), mode="r|") as tar:
                     for member in tar:
                         yield tar, member
             except (tarfile.TarError, EOFError) as e:

@@ -228,8 +228,8 @@ class LocalContentStore:
             raise NotFound("blob", digest, "not found")
         try:
             return open(self.blob_path(digest), "rb")
-        except FileNotFoundError:
-            raise NotFound("blob", digest, "not found (record without file; run dist content verify)") from None
+        except FileNotFoundError:  # the store is damaged, not the name wrong: exit 1 (SPEC: a missing blob)
+            raise DataError("blob", digest, "recorded but its file is missing (see dist content verify)") from None
 
     def read_blob(self, digest: str, limit: int) -> bytes:
         with self.open_blob(digest) as f:
@@ -441,6 +441,8 @@ class LocalContentStore:
                     size += len(chunk)
         except FileNotFoundError:
             return "file missing"
+        except OSError as e:  # replaced by a directory, unreadable: as damaged as a wrong hash
+            return f"file unreadable: {e.strerror or e}"
         if size != info.size:
             return f"size {size}, expected {info.size}"
         actual = f"{algorithm}:{hasher.hexdigest()}"

@@ -204,6 +204,59 @@ def test_export_platform_and_missing_blob(dist, imported, tmp_path):
     assert not (tmp_path / "y.tar").exists()
 
 
+def test_export_writes_into_fifos_devices_and_through_symlinks(dist, imported, tmp_path):
+    """As tar and ctr do: a fifo is written into (not replaced by a file), a device node stays one,
+    a symlink stays a link and its target gets the archive; a directory or an empty name is refused
+    before any work."""
+    import stat
+    import subprocess
+    import tarfile
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    dist.ok("images", "export", str(fifo), imported.name)
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with tarfile.open(fileobj=__import__("io").BytesIO(got[0])) as tar:
+        assert "index.json" in tar.getnames()
+    null = tmp_path / "null"
+    subprocess.run(["mknod", "-m", "666", str(null), "c", "1", "3"], check=True)
+    dist.ok("images", "export", str(null), imported.name)
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    target, link = tmp_path / "target.tar", tmp_path / "link.tar"
+    link.symlink_to(target.name)
+    dist.ok("images", "export", str(link), imported.name)
+    assert link.is_symlink() and tarfile.is_tarfile(target)
+    assert sorted(p.name for p in tmp_path.iterdir() if "dist-tmp" in p.name) == []
+    for where, code, error in ((tmp_path, 1, f"file {tmp_path}: is a directory"),
+                               ("", 2, "output file: must not be empty (- writes to stdout)")):
+        result = dist("images", "export", str(where), imported.name)
+        assert (result.code, result.stderr) == (code, f"dist: error: {error}\n")
+
+
+def test_export_of_a_blob_whose_file_is_short_or_gone_names_it(dist, imported, tmp_path):
+    layer = dist.root / "content" / "blobs" / "sha256" / imported.layer_digests[0].split(":")[1]
+    data = layer.read_bytes()
+    layer.chmod(0o644)
+    layer.write_bytes(data[:100])
+    result = dist("images", "export", "--progress", "none", str(tmp_path / "short.tar"), imported.name)
+    assert result.code == 1 and result.stderr == (
+        f"dist: error: blob {imported.layer_digests[0]}: shorter than its recorded {len(data)} bytes "
+        "(see dist content verify)\n")
+    layer.unlink()
+    result = dist("images", "export", "--progress", "none", str(tmp_path / "gone.tar"), imported.name)
+    assert result.code == 1 and result.stderr == (
+        f"dist: error: blob {imported.layer_digests[0]}: recorded but its file is missing (see dist content verify)\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tar") == []
+    layer.mkdir()
+    [report] = dist("content", "verify", "--json", imported.layer_digests[0]).json
+    assert report["ok"] is False and report["problem"] == "file unreadable: Is a directory"
+
+
 def test_output_larger_than_a_pipe_arrives_whole_and_a_reader_may_leave_early(dist, imported):
     """``dist`` leaves through ``os._exit`` (cli.run) once its streams are flushed: every byte of a
     listing bigger than a pipe's buffer reaches the reader, and a reader that stops early
