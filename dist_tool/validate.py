@@ -39,6 +39,16 @@ def decimal(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+def utf8(kind: str, value: str) -> str:
+    """``value`` unchanged when it is valid UTF-8 text; an argument with other bytes (Python holds
+    them as surrogates) cannot be stored or compared as text: InvalidArgument."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(kind, value, "is not valid UTF-8") from None
+    return value
+
+
 def identifier(kind: str, value: str) -> str:
     """Check a container ID, namespace or lease ID against SPEC's grammar.
 

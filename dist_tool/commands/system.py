@@ -133,6 +133,9 @@ def namespaces_create(ctx: typer.Context, name: str,
 @namespaces_app.command("rm")
 def namespaces_rm(ctx: typer.Context, names: list[str]) -> None:
     """Remove empty namespaces (exit 4 while one holds anything; the others still go)."""
+    from dist_tool import validate
+
+    names = [validate.identifier("namespace", n) for n in names]  # a malformed one: exit 2 before any work
     s = session(ctx)
     each(names, s.namespaces.delete, s.render.line)
 
@@ -146,7 +149,7 @@ def namespaces_label(ctx: typer.Context, name: str,
     from dist_tool.store.api import Namespace
 
     s = session(ctx)
-    current = s.namespaces.get(name)
+    current = s.namespaces.get(validate.identifier("namespace", name))
     merged = validate.apply_labels(current.labels, validate.label_args(labels or []))
     result = s.namespaces.update(Namespace(name, merged), "labels")
     s.render.labels(result.labels, json_)
@@ -193,6 +196,9 @@ def leases_create(ctx: typer.Context,
 @leases_app.command("rm")
 def leases_rm(ctx: typer.Context, ids: list[str]) -> None:
     """Remove leases (what they kept is collected by the next gc); a missing one does not stop the others."""
+    from dist_tool import validate
+
+    ids = [validate.identifier("lease id", i) for i in ids]  # a malformed one: exit 2 before any work
     s = session(ctx)
     each(ids, s.leases.delete, s.render.line)
 

@@ -29,7 +29,7 @@ from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_L
 from dist_tool.store.api import ContentInfo, IngestStatus
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
-from dist_tool.validate import decimal
+from dist_tool.validate import decimal, utf8
 
 Progress = Callable[[int], None]
 INGEST_LOCK_POLL = 0.02
@@ -61,7 +61,7 @@ class _StaleLock(Exception):
 def _ingest_key(ref: str) -> str:
     import hashlib
 
-    return hashlib.sha256(ref.encode()).hexdigest()
+    return hashlib.sha256(utf8("ref", ref).encode()).hexdigest()
 
 
 class LocalWriter:

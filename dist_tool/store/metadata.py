@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from dist_tool.errors import DataError, DistError, Unavailable
+from dist_tool.errors import DataError, DistError, InvalidArgument, Unavailable
 
 WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this only trips on a hung peer
 BUSY_TIMEOUT_MS = 60_000
@@ -202,9 +202,12 @@ _SQLITE_DAMAGED = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
 def translated(path: str) -> Iterator[None]:
     """SQLite's errors of the environment as dist's: ``store PATH: database or disk is full``
     (Unavailable), ``... database disk image is malformed`` (DataError). Others, an error in
-    dist's own SQL, go on as they are: an internal error with its traceback under --debug."""
+    dist's own SQL, go on as they are: an internal error with its traceback under --debug.
+    A parameter SQLite cannot take as text is an argument's fault: InvalidArgument."""
     try:
         yield
+    except UnicodeEncodeError as e:  # a query parameter from an argument that is not UTF-8 text
+        raise InvalidArgument("argument", str(e.object), "is not valid UTF-8") from None
     except sqlite3.Error as e:
         code = getattr(e, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None

@@ -559,3 +559,21 @@ def test_a_full_or_damaged_metadata_database_is_a_one_line_store_error(tmp_path:
     assert result.code == 1 and result.stdout == ""
     assert result.stderr == (f"dist: error: store {damaged / 'metadata.db'}: database disk image is malformed "
                              "(the metadata database is damaged)\n")
+
+
+@pytest.mark.parametrize("args", [
+    ["namespaces", "label", "\udcff", "k=v"], ["namespaces", "rm", ".hidden", "ok"], ["leases", "rm", "../x"],
+    ["leases", "rm", "\udcff"], ["snapshot", "rm", "\udcff"], ["snapshot", "usage", "\udcff"],
+    ["snapshot", "prepare", "r\udcff"], ["snapshot", "mounts", "/mnt", "\udcff"],
+    ["content", "ingest", "--ref", "r\udcff"]])
+def test_malformed_or_non_utf8_names_are_usage_errors(dist, args):
+    """Bytes that are not UTF-8 (surrogates to Python) and identifiers outside SPEC's grammar are
+    exit 2 before anything is looked up, never 'internal error' or 'not found'."""
+    dist.ok("namespaces", "create", "ok")
+    dist.ok("snapshot", "ls")  # the snapshotter's directories, made on first use
+    before = store_fingerprint(dist.root)
+    result = dist(*args, input=b"")
+    assert result.code == 2 and result.stdout == "", result.stderr
+    assert_one_error(result)
+    assert "internal error" not in result.stderr
+    assert store_fingerprint(dist.root) == before

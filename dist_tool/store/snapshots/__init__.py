@@ -34,7 +34,7 @@ from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
-from dist_tool.validate import decimal
+from dist_tool.validate import decimal, utf8
 
 SNAPSHOTTERS = ("overlayfs", "native")
 KINDS = ("active", "view", "committed")
@@ -418,7 +418,7 @@ class LocalSnapshotter:
 
 
 def _check_key(key: str) -> None:
-    if not key or "\n" in key or "\x00" in key or len(key.encode()) > MAX_KEY_BYTES:
+    if not key or "\n" in key or "\x00" in key or len(utf8("snapshot key", key).encode()) > MAX_KEY_BYTES:
         raise InvalidArgument("snapshot key", key[:80], "must be one non-empty line")
 
 
