@@ -169,9 +169,9 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     name = reference.normalize(image_name)
     image = session.images.get(name)
     _refuse_existing(session, container_id)
+    snapshotter = session.snapshotter  # first: an unknown --snapshotter is no fault of the image's files
     rootfs = image_rootfs(session, image)
     spec = generate_spec(session, container_id, rootfs, options, checked)
-    snapshotter = session.snapshotter
     _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
                        snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])

@@ -97,6 +97,9 @@ def parse(ref: str) -> Reference:
     domain, path = _split_domain(name)
     if not _DOMAIN_RE.fullmatch(domain):
         raise InvalidArgument("reference", ref, f"invalid domain {domain!r}")
+    port = domain.rpartition("]")[2].partition(":")[2]
+    if port and not 0 < int(port) < 65536:  # the grammar takes any digits; a registry's port cannot be
+        raise InvalidArgument("reference", ref, f"port {port} is out of range (1-65535)")
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = _OFFICIAL_PREFIX + path
     _check_path(ref, path)

@@ -74,6 +74,8 @@ REJECTED = [
     ("bad-separator", "a/b..c", "invalid repository name"),
     ("trailing-separator", "a/b-", "invalid repository name"),
     ("bad-port", "host:port/x", "invalid domain"),
+    ("port-too-big", "localhost:65536/x", "port 65536 is out of range"),
+    ("port-zero", "[::1]:0/x", "port 0 is out of range"),
     ("bad-domain", "-host.com/x", "invalid domain"),
     ("hex64-name", HEX64, "hexadecimal"),
     ("too-long", "x/" + "a" * 244, "at most 255"),
