@@ -156,10 +156,13 @@ def list_images(session, filters: Sequence[str] = ()) -> list[ImageView]:
 
 
 def tag(session, source: str, targets: Iterable[str], force: bool = False) -> list[str]:
-    src = session.images.get(reference.normalize(source))
+    source_name = reference.normalize(source)
     names = [reference.normalize(t) for t in targets]
     done = []
     with session.transaction():
+        # Read in the transaction that writes: an rmi of the source that commits first (and then
+        # collects its content) makes this NotFound, never a name pointing at collected blobs.
+        src = session.images.get(source_name)
         for name in names:
             if force:
                 session.images.put(Image(name, src.target, src.labels))

@@ -58,6 +58,37 @@ def test_twenty_processes_import_tag_label_and_rmi_on_one_root(dist, umoci_image
     assert dist.ok("leases", "-q").lines == []
 
 
+def test_concurrent_namespace_labels_are_all_kept(dist):
+    dist.ok("namespaces", "create", "labelled")
+    procs = [_spawn(dist, "namespaces", "label", "labelled", f"k{i}=v") for i in range(8)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    [ns] = [n for n in dist.ok("namespaces", "ls", "--json").json if n["name"] == "labelled"]
+    assert ns["labels"] == {f"k{i}": "v" for i in range(8)}
+
+
+def test_a_tag_racing_an_rmi_of_its_source_never_names_collected_content(dist, busybox_rootfs, tmp_path):
+    """rmi deletes the name, then collects; a tag that read the source before the delete used to
+    write its name after the collection: a name for blobs that were gone, exit 0. The tag now
+    reads in its write transaction: it fails (3), or its name keeps the content."""
+    rootfs = tmp_path / "rootfs"
+    import shutil
+
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    for i in range(6):
+        (rootfs / "unique").write_text(f"{i}")
+        dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "src")
+        rmi, tag = _spawn(dist, "rmi", "src"), _spawn(dist, "images", "tag", "--force", "src", "dst")
+        for proc in (rmi, tag):
+            proc.communicate(timeout=120)
+        assert rmi.returncode == 0 and tag.returncode in (0, 3)
+        if tag.returncode == 0:
+            [check] = dist.ok("images", "check", "--json", "dst").json
+            assert check["complete"], check
+        dist.ok("rmi", "-f", "dst")
+
+
 def test_gc_never_sweeps_what_a_running_import_needs(dist, umoci_image):
     """gc runs in a loop while imports run: every import still ends complete."""
     stop = time.monotonic() + 60

@@ -148,10 +148,16 @@ def namespaces_label(ctx: typer.Context, name: str,
     from dist_tool import validate
     from dist_tool.store.api import Namespace
 
+    name = validate.identifier("namespace", name)
+    updates = validate.label_args(labels or [])
     s = session(ctx)
-    current = s.namespaces.get(validate.identifier("namespace", name))
-    merged = validate.apply_labels(current.labels, validate.label_args(labels or []))
-    result = s.namespaces.update(Namespace(name, merged), "labels")
+    if not updates:
+        result = s.namespaces.get(name)
+    else:
+        # One field path per key, merged by the store in its transaction: concurrent labels of
+        # other keys are kept (a read here, then a write of the whole map, lost them).
+        result = s.namespaces.update(Namespace(name, validate.apply_labels({}, updates)),
+                                     *(f"labels.{k}" for k in updates))
     s.render.labels(result.labels, json_)
 
 

@@ -144,7 +144,13 @@ class SqliteImageStore:
 
     @staticmethod
     def _row(image: Image) -> tuple:
+        """The record's columns. A name pinned to a digest (``repo@sha256:...``) must point at
+        that digest: docker refuses to tag one, and a name that lies about its content would be
+        pushed, exported and trusted as if it were that manifest."""
         t = image.target
+        pinned = image.name.rpartition("@")[2] if "@" in image.name else None
+        if pinned is not None and pinned != t.digest:
+            raise InvalidArgument("image name", image.name, f"names digest {pinned}, but its target is {t.digest}")
         return (image.name, t.media_type, t.digest, t.size, json.dumps(dict(t.annotations)),
                 dump_labels(image.labels))
 

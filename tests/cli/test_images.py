@@ -369,3 +369,12 @@ def test_gc_repairs_the_layout_index_a_crash_left_behind(dist, imported):
     assert json.loads((layout / "index.json").read_text()) == json.loads(good)
     assert not stale.exists() and mine.exists()
     mine.unlink()
+
+
+def test_a_name_pinned_to_a_digest_must_name_its_target(dist, imported):
+    digest = dist.ok("images", "--json").json[0]["target"]["digest"]
+    wrong = "sha256:" + "a" * 64
+    result = dist("images", "tag", imported.name, f"pinned@{wrong}")
+    assert result.code == 2 and result.stderr == (
+        f"dist: error: image name docker.io/library/pinned@{wrong}: names digest {wrong}, but its target is {digest}\n")
+    assert dist.ok("images", "tag", imported.name, f"pinned@{digest}").lines == [f"docker.io/library/pinned@{digest}"]
