@@ -114,6 +114,13 @@ def main_callback(
     from dist_tool.validate import identifier
 
     identifier("namespace", namespace)
+    for option, value in (("root", root), ("state", state)):
+        # An empty DIST_ROOT means the default, as an unset one; an empty --root "$R" is a script's
+        # unset variable, and taking the system store for it would act on the wrong images.
+        if value == "" and getattr(ctx.get_parameter_source(option), "name", "") == "COMMANDLINE":
+            from dist_tool.errors import InvalidArgument
+
+            raise InvalidArgument(f"--{option}", "", "must not be empty")
     ctx.obj = Session(root=root or default_root(), state=state or default_state(), namespace=namespace,
                       snapshotter_name=snapshotter, address=address, debug=debug)
     ctx.call_on_close(ctx.obj.close)

@@ -328,11 +328,18 @@ def parse_signal(text: str) -> int:
     number = decimal(text)
     if number is not None and 0 < number < signal.NSIG:
         return number
-    name = text.upper()
+    name = text.upper().removeprefix("SIG")
     try:
-        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+        return int(signal.Signals["SIG" + name])
     except KeyError:
-        raise InvalidArgument("signal", text, "expected a name such as SIGKILL or KILL, or a number") from None
+        pass
+    # Real-time signals by offset, as moby's signal map (ctr, docker) names them: RTMIN+3 is
+    # systemd's stop signal.
+    for base, sign, top, limit in (("RTMIN+", 1, signal.SIGRTMIN, 15), ("RTMAX-", -1, signal.SIGRTMAX, 14)):
+        offset = decimal(name[len(base):]) if name.startswith(base) else None
+        if offset is not None and 0 < offset <= limit:
+            return int(top) + sign * offset
+    raise InvalidArgument("signal", text, "expected a name such as SIGKILL or KILL, or a number")
 
 
 # ---------------------------------------------------------------- operations

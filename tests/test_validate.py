@@ -254,3 +254,21 @@ def test_signal_numbers_are_ascii(text: str):
 
     with pytest.raises(InvalidArgument):
         parse_signal(text)
+
+
+@pytest.mark.parametrize(("text", "number"), [
+    ("SIGKILL", 9), ("kill", 9), ("9", 9), ("SIGRTMIN", 34), ("SIGRTMIN+3", 37), ("rtmin+15", 49),
+    ("RTMAX-1", 63), ("SIGRTMAX-14", 50), ("RTMAX", 64)])
+def test_signals_by_name_number_and_real_time_offset(text: str, number: int):
+    """moby's signal map, which ctr and docker use: RTMIN+1..15 and RTMAX-14..1 besides the names."""
+    from dist_tool.tasks import parse_signal
+
+    assert parse_signal(text) == number
+
+
+@pytest.mark.parametrize("text", ["RTMIN+0", "RTMIN+16", "RTMAX-15", "RTMIN+", "RTMIN+\u00b2", "SIG", "SIGSIGKILL"])
+def test_out_of_range_real_time_signals_are_refused(text: str):
+    from dist_tool.tasks import parse_signal
+
+    with pytest.raises(InvalidArgument):
+        parse_signal(text)

@@ -51,11 +51,15 @@ class passthrough:  # noqa: N801 - used as ``with passthrough():``
         return None
 
     def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, OSError) and not isinstance(error, _NOT_FAILURES):
+            # An I/O error no layer below expected (a full disk, a path that is a file): worded as
+            # every other command words it, with the status of dist's own failure.
+            if error.filename and error.strerror:
+                raise TaskFailed("file", str(error.filename), error.strerror) from error
+            raise TaskFailed("I/O error", "", str(error)) from error
         if isinstance(error, Exception) and not isinstance(error, _NOT_FAILURES):
-            # Not one of dist's errors (an OSError, a bug): still dist's failure, so 125, not 1.
-            why = f"{error.strerror} ({error.filename})" if isinstance(error, OSError) and error.filename \
-                else f"{error.__class__.__name__}: {error}"
-            raise TaskFailed("internal error", "", why) from error
+            # Not one of dist's errors (a bug): still dist's failure, so 125, not 1.
+            raise TaskFailed("internal error", "", f"{error.__class__.__name__}: {error}") from error
         if error is None or not isinstance(error, DistError) or isinstance(error, TaskFailed | InvalidArgument):
             return False
         if isinstance(error, NotFound) and self.task_missing_is_3 and error.what == "task":

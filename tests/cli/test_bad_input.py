@@ -579,3 +579,15 @@ def test_malformed_or_non_utf8_names_are_usage_errors(dist, args):
     assert_one_error(result)
     assert "internal error" not in result.stderr
     assert store_fingerprint(dist.root) == before
+
+
+@pytest.mark.parametrize("option", ["--root", "--state"])
+def test_an_empty_root_or_state_option_is_a_usage_error_not_the_system_store(dist, option):
+    """``dist --root "$R" rmi x`` with R unset must not act on /var/lib/dist."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DIST_ROOT", "DIST_STATE")}
+    r = subprocess.run([sys.executable, "-m", "dist_tool", option, "", "images", "-q"], capture_output=True,
+                       text=True, env=env)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"dist: error: {option}: must not be empty\n")
