@@ -227,5 +227,7 @@ def _error(message: str) -> None:
     """SPEC's one line, whatever the message holds: a newline or escape sequence in a name the
     user gave (or a runtime's message) is shown escaped, as repr() would."""
     if not message.isprintable():
-        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        from dist_tool.render import printable
+
+        message = printable(message)
     sys.stderr.write(f"dist: error: {message}\n")

@@ -104,6 +104,15 @@ class Col(NamedTuple):
     max_width: int | None = None
 
 
+def printable(text: str) -> str:
+    """``text`` with what a terminal would act on (an escape sequence, a newline, a carriage
+    return) shown escaped, as repr() shows it: names and labels are data, and a label must not
+    clear the screen or break a table's row."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _lookup(record: Mapping[str, Any], path: str) -> Any:
     if "." not in path:
         return record.get(path)
@@ -183,12 +192,13 @@ class Renderer:
             return
         width = max(len(c.header) for c in columns)
         for c in columns:
-            self.line(f"{c.header + ':':<{width + 1}} {_cell(record, c)}")
+            self.line(f"{c.header + ':':<{width + 1}} {printable(_cell(record, c))}")
 
     # ------------------------------------------------------------ tables
 
     def table(self, rows: Sequence[Sequence[str]], headers: Sequence[str],
               max_widths: Sequence[int | None] | None = None) -> None:
+        rows = [[printable(cell) for cell in row] for row in rows]
         if self.is_tty and len(rows) <= RICH_TABLE_MAX_ROWS:
             self._rich_table(rows, headers, max_widths)
             return
@@ -237,7 +247,7 @@ class Renderer:
 
         def visit(node: Mapping[str, Any], prefix: str, last: bool, top: bool) -> None:
             branch = "" if top or flat else ("└── " if last else "├── ")
-            out.append(f"{prefix}{branch}{label(node)}")
+            out.append(f"{prefix}{branch}{printable(label(node))}")
             kids = node.get(children_key) or []
             extension = "" if top or flat else ("    " if last else "│   ")
             for i, kid in enumerate(kids):

@@ -34,6 +34,22 @@ def test_plain_table_aligns_columns_three_spaces_apart_and_never_pads_the_last()
     ]
 
 
+def test_terminal_controls_in_cells_are_shown_escaped_on_both_writers():
+    """A label holding ESC [2J cleared the screen of whoever listed it; a newline split the row."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    record = [{"name": "x\ny", "labels": {"k": "\x1b[2J\r"}}]
+    cols = (Col("NAME", "name"), Col("LABELS", "labels", fmt=labels_text))
+    assert render_records(record, cols).splitlines()[1] == "x\\ny   k=\\x1b[2J\\r"
+    tty = Terminal()
+    Renderer(out=tty).records(record, cols)
+    assert "\x1b[2J" not in tty.getvalue() and "k=\\x1b[2J\\r" in tty.getvalue()
+    assert len(tty.getvalue().strip().splitlines()) == 3  # header, rule, one row
+
+
 def test_a_missing_nested_field_is_a_dash():
     out = render_records([{"name": "x", "target": "not-an-object"}], (Col("NAME", "name"), Col("D", "target.digest")))
     assert out.splitlines() == ["NAME   D", "x      -"]
