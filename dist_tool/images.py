@@ -159,16 +159,17 @@ def tag(session, source: str, targets: Iterable[str], force: bool = False) -> li
     source_name = reference.normalize(source)
     names = [reference.normalize(t) for t in targets]
     done = []
+    store = session.images  # opened first: opening repairs a crash's layout index in its own transaction
     with session.transaction():
         # Read in the transaction that writes: an rmi of the source that commits first (and then
         # collects its content) makes this NotFound, never a name pointing at collected blobs.
-        src = session.images.get(source_name)
+        src = store.get(source_name)
         for name in names:
             if force:
-                session.images.put(Image(name, src.target, src.labels))
+                store.put(Image(name, src.target, src.labels))
             else:
                 try:  # create, not get-then-put: the check and the write are one store call
-                    session.images.create(Image(name, src.target, src.labels))
+                    store.create(Image(name, src.target, src.labels))
                 except AlreadyExists:
                     raise AlreadyExists("image", name, "already exists (use --force to move it)") from None
             done.append(name)

@@ -41,12 +41,14 @@ def each(items: list[str], action: "Callable[[str], object]", done: "Callable[[s
         raise first
 
 
-def one_platform_choice(platform: "str | None", all_platforms: bool) -> None:
-    """``--platform P`` and ``--all-platforms`` ask for different things: a usage error."""
-    if platform is not None and all_platforms:
+def one_platform_choice(platform: "str | None", all_platforms: bool = False) -> None:
+    """``--platform P`` and ``--all-platforms`` ask for different things: a usage error; so is an
+    empty ``--platform ''`` (a script's unset variable), which must not mean every platform."""
+    if platform == "" or (platform is not None and all_platforms):
         from dist_tool.errors import InvalidArgument
 
-        raise InvalidArgument("--platform", platform, "cannot be combined with --all-platforms")
+        raise InvalidArgument("--platform", platform, "must not be empty" if platform == "" else
+                              "cannot be combined with --all-platforms")
 
 
 def report_unreadable(s: "Session", digests: "list[str]") -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, each, session
-from dist_tool.errors import DataError, NotFound
+from dist_tool.errors import DataError, InvalidArgument, NotFound
 
 app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all namespaces).")
 
@@ -43,19 +43,23 @@ def ingest(ctx: typer.Context,
            ref: Annotated[str, typer.Option("--ref", help="Names the ingest; the same ref resumes it.")],
            expected_digest: Annotated[str | None, typer.Option("--expected-digest", help="Refuse other content.")]
            = None,
-           expected_size: Annotated[int | None, typer.Option("--expected-size", min=0, help="Refuse other sizes.")]
-           = None,
+           expected_size: Annotated[str | None, typer.Option("--expected-size", metavar="BYTES",
+                                                              help="Refuse other sizes.")] = None,
            labels: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE")] = None) -> None:
     """Read stdin into the store and print the digest; a mismatch stores nothing."""
     import sys
 
     from dist_tool import validate
 
-    s = session(ctx)
-    digest = validate.digest(expected_digest) if expected_digest else None
+    digest = validate.digest(expected_digest) if expected_digest is not None else None  # '' is malformed
+    size = None
+    if expected_size is not None:
+        size = validate.decimal(expected_size)  # ASCII digits: int() would take "١٢", " 5" and "1_0"
+        if size is None:
+            raise InvalidArgument("--expected-size", expected_size, "must be a number of bytes")
     parsed = validate.label_args(labels or [])
-    s.render.line(s.content.ingest(ref, sys.stdin.buffer, size=expected_size, digest=digest,
-                                labels=parsed))
+    s = session(ctx)
+    s.render.line(s.content.ingest(ref, sys.stdin.buffer, size=size, digest=digest, labels=parsed))
 
 
 @app.command("active")

@@ -170,6 +170,16 @@ def import_(ctx: typer.Context,
     if (file is None) == (rootfs is None):  # SPEC: FILE|- or --rootfs, one source
         raise InvalidArgument("import", file or "", "needs an archive (FILE, or - for stdin) or --rootfs, "
                               + ("not both" if file is not None else "and got neither"))
+    if file == "":
+        raise InvalidArgument("archive", "", "must not be empty (- reads stdin)")
+    if rootfs == "":
+        raise InvalidArgument("--rootfs", "", "must not be empty")
+    # Options that would be silently ignored: a script that passes them expects them to act.
+    if rootfs is None and config_cmd:
+        raise InvalidArgument("--config-cmd", " ".join(config_cmd), "applies to --rootfs images only")
+    if rootfs is not None and (platform is not None or all_platforms):
+        raise InvalidArgument("--platform" if platform is not None else "--all-platforms", platform or "",
+                              "does not apply to --rootfs (the image is the host's platform)")
     one_platform_choice(platform, all_platforms)
     s = session(ctx)
     with Progress(progress) as bar:

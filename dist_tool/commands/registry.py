@@ -64,6 +64,7 @@ def push(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Where to p
     from dist_tool.remote import push as pushing
     from dist_tool.render import Progress
 
+    one_platform_choice(platform)
     s = session(ctx)
     credentials = _credentials(user)
     with Progress(progress) as bar:

@@ -591,3 +591,23 @@ def test_an_empty_root_or_state_option_is_a_usage_error_not_the_system_store(dis
     r = subprocess.run([sys.executable, "-m", "dist_tool", option, "", "images", "-q"], capture_output=True,
                        text=True, env=env)
     assert (r.returncode, r.stdout, r.stderr) == (2, "", f"dist: error: {option}: must not be empty\n")
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["content", "ingest", "--ref", "r", "--expected-digest", ""], "digest: malformed digest"),
+    (["content", "ingest", "--ref", "r", "--expected-size", "\u0661\u0662"], "--expected-size \u0661\u0662: must be a"),
+    (["content", "ingest", "--ref", "r", "--expected-size", "1_0"], "--expected-size 1_0: must be a number"),
+    (["images", "import", ""], "archive: must not be empty (- reads stdin)"),
+    (["images", "import", "/dev/null", "--config-cmd", "/bin/sh"], "--config-cmd /bin/sh: applies to --rootfs"),
+    (["images", "import", "--rootfs", "/nonexistent", "--platform", "linux/arm64"],
+     "--platform linux/arm64: does not apply"),
+    (["images", "import", "--rootfs", "/nonexistent", "--all-platforms"], "--all-platforms: does not apply"),
+    (["images", "export", "out.tar", "busybox", "--platform", ""], "--platform: must not be empty"),
+    (["pull", "--platform", "", "localhost:5000/x"], "--platform: must not be empty"),
+])
+def test_empty_or_ignored_option_values_are_usage_errors(dist, args, error):
+    """An option that would be silently dropped (empty, or meaningless with another) is exit 2:
+    a script that passes it expects it to act."""
+    result = dist(*args, input=b"")
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"dist: error: {error}"), result.stderr
