@@ -25,17 +25,24 @@ def ls(ctx: typer.Context, filters: FiltersArg = None, json_: JsonOpt = False, q
 
 @app.command("get")
 def get(ctx: typer.Context, digest: Annotated[str, typer.Argument(help="sha256:<hex>")]) -> None:
-    """Write a blob to stdout."""
-    import shutil
+    """Write a blob to stdout (exit 1 if its file is not as long as its record)."""
     import sys
 
     from dist_tool import validate
 
     s = session(ctx)
-    with s.content.open_blob(validate.digest(digest)) as f:
+    digest = validate.digest(digest)
+    expected = s.content.info(digest).size
+    written = 0
+    with s.content.open_blob(digest) as f:
         sys.stdout.flush()
-        shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        while chunk := f.read(1 << 20):
+            sys.stdout.buffer.write(chunk)
+            written += len(chunk)
         sys.stdout.buffer.flush()
+    if written != expected:  # damaged on disk: the bytes are out, the status must say so
+        raise DataError("blob", digest, f"its file holds {written} bytes, its record {expected} "
+                        "(see dist content verify)")
 
 
 @app.command("ingest")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import BinaryIO
 
-from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound
+from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
 from dist_tool.store.api import ContentInfo, IngestStatus
 from dist_tool.store.limits import COPY_CHUNK
@@ -146,9 +146,17 @@ class LocalWriter:
         self.offset = self._rehash_existing()
 
     def write(self, data: bytes) -> None:
-        self._data.write(data)
+        try:
+            self._data.write(data)
+        except OSError as e:
+            raise self._write_error(e) from None
         self._hash.update(data)
         self.offset += len(data)
+
+    def _write_error(self, e: OSError) -> Unavailable:
+        """A failed write to the ingest (a full disk) is the store's, named as such: the stream
+        being read, an archive or a registry, is not to blame."""
+        return Unavailable("ingest", self.ref, f"{e.strerror or e} (writing {os.path.join(self.dir, 'data')})")
 
     def commit(self, size: int | None = None, digest: str | None = None,
                labels: Mapping[str, str] | None = None) -> str:
@@ -160,8 +168,11 @@ class LocalWriter:
         if self.expected is not None:
             size = self.expected.size if size is None else size
             digest = self.expected.digest if digest is None else digest
-        self._data.flush()
-        os.fsync(self._data.fileno())
+        try:
+            self._data.flush()
+            os.fsync(self._data.fileno())
+        except OSError as e:
+            raise self._write_error(e) from None
         actual = f"{self.algorithm}:{self._hash.hexdigest()}"
         if size is not None and self.offset != size:
             self.abort()

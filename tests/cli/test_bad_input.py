@@ -611,3 +611,25 @@ def test_empty_or_ignored_option_values_are_usage_errors(dist, args, error):
     result = dist(*args, input=b"")
     assert result.code == 2 and result.stdout == ""
     assert result.stderr.startswith(f"dist: error: {error}"), result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_disk_during_an_import_is_the_stores_error_not_the_archives(tmp_path: Path, umoci_image) -> None:
+    import subprocess
+
+    from helpers import Dist
+
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        dist = Dist(small / "root")
+        dist.ok("images")
+        assert umoci_image.oci_archive.stat().st_size > 1 << 20
+        result = dist("images", "import", "--no-unpack", "--progress", "none", str(umoci_image.oci_archive))
+        assert result.code == 1
+        assert_one_error(result, "No space left on device")
+        assert "dist: error: archive" not in result.stderr and "internal error" not in result.stderr
+        assert dist.ok("images", "-q").lines == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)

@@ -247,6 +247,9 @@ def test_export_of_a_blob_whose_file_is_short_or_gone_names_it(dist, imported, t
     assert result.code == 1 and result.stderr == (
         f"dist: error: blob {imported.layer_digests[0]}: shorter than its recorded {len(data)} bytes "
         "(see dist content verify)\n")
+    result = dist("content", "get", imported.layer_digests[0])
+    assert result.code == 1
+    assert result.stderr.endswith(f"its file holds 100 bytes, its record {len(data)} (see dist content verify)\n")
     layer.unlink()
     result = dist("images", "export", "--progress", "none", str(tmp_path / "gone.tar"), imported.name)
     assert result.code == 1 and result.stderr == (
