@@ -77,14 +77,19 @@ def _q(part: str) -> str:
 
 
 def read_token_file(path: str) -> str:
-    """The token in ``path`` (``--token-file``, ``DIST_TOKEN_FILE``), surrounding blanks removed."""
+    """The token in ``path`` (``--token-file``, ``DIST_TOKEN_FILE``), surrounding blanks removed.
+    It travels in an HTTP header: a blank, a second line or a control character inside it could
+    never be sent, so such a file is refused here, by the server and by every client alike."""
     try:
-        with open(path) as f:
-            return f.read().strip()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            token = f.read().strip()
     except FileNotFoundError:
         raise NotFound("token file", path, "no such file") from None
     except OSError as e:  # unreadable, a directory: the path is wrong, not missing
         raise InvalidArgument("token file", path, e.strerror or "cannot read") from None
+    if not all("!" <= c <= "~" for c in token):
+        raise InvalidArgument("token file", path, "the token must be one word of printable ASCII")
+    return token
 
 
 class Client:
@@ -279,15 +284,35 @@ class RemoteLeaseManager:
 class _BlobReader:
     """A committed blob streamed from the server on a connection of its own."""
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                 client: Client) -> None:
         self._conn = conn
         self._response = response
+        self._client = client
 
     def read(self, n: int = -1) -> bytes:
-        return self._response.read(None if n is None or n < 0 else n)
+        try:
+            data = self._response.read(None if n is None or n < 0 else n)
+        except (OSError, http.client.HTTPException) as e:
+            raise self._client.unavailable(e) from None
+        if not data and n != 0:
+            self._check_whole()
+        return data
 
     def readinto(self, buffer) -> int:
-        return self._response.readinto(buffer)
+        try:
+            count = self._response.readinto(buffer)
+        except (OSError, http.client.HTTPException) as e:
+            raise self._client.unavailable(e) from None
+        if not count and len(buffer):
+            self._check_whole()
+        return count
+
+    def _check_whole(self) -> None:
+        """At the end of the stream: http.client's sized reads return b"" when the server goes
+        away early, so a blob cut short would pass for a whole one."""
+        if self._response.length:  # bytes of Content-Length still owed
+            raise self._client.unavailable(http.client.IncompleteRead(b"", self._response.length))
 
     def readable(self) -> bool:
         return True
@@ -435,7 +460,7 @@ class RemoteContentStore:
             payload = response.read()
             conn.close()
             self.client.answer(response.status, payload)
-        return _BlobReader(conn, response)  # type: ignore[return-value]
+        return _BlobReader(conn, response, self.client)  # type: ignore[return-value]
 
     def read_blob(self, digest: str, limit: int) -> bytes:
         return self.client.request("GET", f"/content/blobs/{_q(digest)}", params={"limit": limit}, raw=True)

@@ -17,6 +17,7 @@ the same ref resumes or that ``gc`` removes. The routes are in
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import os
@@ -176,7 +177,9 @@ class Handler(BaseHTTPRequestHandler):
         if token is None:
             return True
         given = self.headers.get("Authorization", "")
-        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())
+        scheme, _, credentials = given.partition(" ")
+        # RFC 7235: the scheme is case-insensitive ("bearer" is as good as "Bearer")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
     def fail(self, e: DistError) -> None:
         if self._replied:
@@ -203,6 +206,8 @@ class Handler(BaseHTTPRequestHandler):
             doc = json.loads(data) if data else {}
         except RecursionError:
             raise InvalidArgument("request body", "", "JSON nested too deeply") from None
+        except ValueError as e:  # not JSON, or not UTF-8: the request's fault, never the server's
+            raise InvalidArgument("request body", "", f"not JSON ({e})") from None
         if not isinstance(doc, dict):
             raise InvalidArgument("request body", "", "not a JSON object")
         return doc
@@ -356,8 +361,10 @@ def make_server(address: str, make_session: Callable[[str], object], token: str 
     try:
         server: _Serving = (UnixServer if kind == "unix" else TcpServer)(where, Handler)
     except OSError as e:
-        from dist_tool.errors import Unavailable
+        from dist_tool.errors import Conflict, Unavailable
 
+        if e.errno == errno.EADDRINUSE:  # in use (SPEC: 4), as a live unix socket is
+            raise Conflict("address", address, f"cannot listen: {e.strerror}") from None
         raise Unavailable("address", address, f"cannot listen: {e.strerror or e}") from None
     server.make_session = make_session
     server.token = token

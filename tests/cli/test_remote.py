@@ -518,3 +518,71 @@ def test_a_remote_writer_hashes_with_the_digest_it_is_given(served, tmp_path):
     finally:
         client.close()
     assert Remote(served, tmp_path).ok("content", "get", digest).stdout == data.decode()
+
+
+def test_a_blob_cut_short_by_the_server_is_an_error_not_a_shorter_blob(sockdir):
+    """http.client's sized reads return b"" when the peer goes away early: 'content get' printed
+    1.2 of 22 MB and exited 0 when its server died mid-stream."""
+    import threading
+
+    from dist_tool.errors import Unavailable
+    from dist_tool.remote.client import Client, RemoteContentStore
+
+    path = str(sockdir / "short.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def answer_short() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+                     + b"x" * 10)
+        conn.close()
+
+    threading.Thread(target=answer_short, daemon=True).start()
+    client = Client(f"unix://{path}")
+    try:
+        with RemoteContentStore(client).open_blob("sha256:" + "a" * 64) as blob:
+            assert blob.read(10) == b"x" * 10
+            with pytest.raises(Unavailable, match="connection dropped"):
+                blob.read(990)
+    finally:
+        client.close()
+        listener.close()
+
+
+def test_bodies_that_are_not_json_are_the_requests_fault(served):
+    for body in (b"{bad}", b'{"name": "\xff"}', b"{}{}"):
+        head = b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        answer = _raw(served, head + body)
+        assert answer.split(b" ", 2)[1] == b"400", answer[:300]
+
+
+def test_a_token_that_no_header_can_carry_is_refused_by_server_and_client(tmp_path):
+    token = tmp_path / "two-lines"
+    token.write_text("a" * 20 + "\nsecond line\n")
+    port = _free_port()
+    result = run_dist("serve", "--address", f"tcp://127.0.0.1:{port}", "--token-file", str(token),
+                      root=tmp_path / "root", timeout=20)
+    assert result.code == 2
+    assert result.stderr == f"dist: error: token file {token}: the token must be one word of printable ASCII\n"
+    result = run_dist("--address", f"tcp://127.0.0.1:{port}", "images", root=tmp_path / "root",
+                      env={"DIST_TOKEN_FILE": str(token)})
+    assert result.code == 2 and "internal error" not in result.stderr
+
+
+def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t" * 24)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        result = run_dist("serve", "--address", f"tcp://127.0.0.1:{port}", "--token-file", str(token),
+                          root=tmp_path / "root", timeout=20)
+    finally:
+        holder.close()
+    assert result.code == 4
+    assert result.stderr == f"dist: error: address tcp://127.0.0.1:{port}: cannot listen: Address already in use\n"
