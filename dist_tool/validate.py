@@ -93,6 +93,16 @@ def label_args(args: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def labels(mapping: Mapping[str, str]) -> dict[str, str]:
+    """Labels that arrive as a map (a ``dist serve`` request): the rules ``label_args`` applies
+    to ``KEY=VALUE``, and a key may not hold ``=`` (no command line could set it)."""
+    for key in mapping:
+        if "=" in key:
+            raise InvalidArgument("label", key, "a key may not hold '='")
+    label_args([f"{k}={v}" for k, v in mapping.items()])
+    return dict(mapping)
+
+
 def apply_labels(existing: Mapping[str, str], updates: Mapping[str, str]) -> dict[str, str]:
     """A new dict: ``existing`` with ``updates`` set, and keys updated to ``""`` removed."""
     result = dict(existing)

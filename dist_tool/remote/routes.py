@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable
 
+from dist_tool import validate
 from dist_tool.errors import DataError, InvalidArgument
 from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
@@ -29,6 +30,24 @@ def route(method: str, pattern: str):
         ROUTES.append((method, re.compile(f"^{wire.PREFIX}{pattern}$"), fn))
         return fn
     return register
+
+
+def _checked_image(image):
+    """What the CLI checks before it asks the store, checked again for any client: a name that is
+    not a normalized reference could be neither listed as typed nor removed (rmi normalizes)."""
+    from dist_tool import reference
+
+    normal = reference.normalize(image.name)
+    if normal != image.name:
+        raise InvalidArgument("image name", image.name, f"is not normalized (it would be {normal})")
+    validate.labels(image.labels)
+    return image
+
+
+def _checked_container(container: Container) -> Container:
+    identifier("container id", container.id)
+    validate.labels(container.labels)
+    return container
 
 
 def _one(q: dict, key: str, default=None):
@@ -100,12 +119,12 @@ def _images_get(h, s, q, name):
 
 @route("POST", "/images")
 def _images_create(h, s, q):
-    h.reply(201, wire.image_to(s.images.create(wire.image_from(h.body()))))
+    h.reply(201, wire.image_to(s.images.create(_checked_image(wire.image_from(h.body())))))
 
 
 @route("PUT", "/images/(?P<name>[^/]+)")
 def _images_put(h, s, q, name):
-    image = wire.image_from(h.body())
+    image = _checked_image(wire.image_from(h.body()))
     _same_as_route("image", image.name, "name", name)
     h.reply(200, wire.image_to(s.images.put(image)))
 
@@ -113,7 +132,7 @@ def _images_put(h, s, q, name):
 @route("PATCH", "/images/(?P<name>[^/]+)")
 def _images_update(h, s, q, name):
     body = Fields(h.body(), "request body")
-    image = wire.image_from(body.get("image", dict))
+    image = _checked_image(wire.image_from(body.get("image", dict)))
     _same_as_route("image", image.name, "name", name)
     h.reply(200, wire.image_to(s.images.update(image, *body.string_list("fieldpaths"))))
 
@@ -194,7 +213,10 @@ def _ingest_write(h, s, q, ref):
     labels = wire.string_map(_json(_one(q, "labels", "{}"), "query", "labels"), "query", "labels")
     size = _count(q, "size")
     digest = _one(q, "digest")
-    if _one(q, "mode", "stream") == "stream":
+    mode = _one(q, "mode", "stream")
+    if mode not in ("stream", "append"):
+        raise InvalidArgument("query", "mode", f"{mode!r}: expected stream or append")
+    if mode == "stream":
         digest = s.content.ingest(ref, body, size=size, digest=digest, labels=labels, lease=lease,
                                   wait=_one(q, "wait") == "1", keep_partial=_one(q, "keep_partial", "1") == "1")
         h.reply(200, {"digest": digest})
@@ -237,13 +259,13 @@ def _containers_get(h, s, q, cid):
 
 @route("POST", "/containers")
 def _containers_create(h, s, q):
-    h.reply(201, wire.container_to(s.containers.create(wire.container_from(h.body()))))
+    h.reply(201, wire.container_to(s.containers.create(_checked_container(wire.container_from(h.body())))))
 
 
 @route("PATCH", "/containers/(?P<cid>[^/]+)")
 def _containers_update(h, s, q, cid):
     body = Fields(h.body(), "request body")
-    c: Container = wire.container_from(body.get("container", dict))
+    c: Container = _checked_container(wire.container_from(body.get("container", dict)))
     _same_as_route("container", c.id, "id", cid)
     h.reply(200, wire.container_to(s.containers.update(c, *body.string_list("fieldpaths"))))
 
@@ -271,6 +293,7 @@ def _leases_create(h, s, q):
     body = h.body()
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
+    validate.labels(lease.labels)
     operation = Fields(body, "lease").get("temporary", bool, False)
     h.reply(201, wire.lease_to(s.leases.create(lease, operation=operation)))
 
@@ -288,7 +311,10 @@ def _leases_resources(h, s, q, lid):
 
 @route("POST", "/leases/(?P<lid>[^/]+)/resources")
 def _leases_add_resource(h, s, q, lid):
-    s.leases.add_resource(identifier("lease id", lid), wire.resource_from(h.body()))
+    resource = wire.resource_from(h.body())
+    if resource.kind not in wire.RESOURCE_KINDS:
+        raise InvalidArgument("lease resource kind", resource.kind, f"expected one of {', '.join(wire.RESOURCE_KINDS)}")
+    s.leases.add_resource(identifier("lease id", lid), resource)
     h.reply(204, None)
 
 

@@ -159,6 +159,9 @@ def resource_to(r: LeaseResource) -> dict:
     return {"kind": r.kind, "id": r.id}
 
 
+RESOURCE_KINDS = ("content", "ingest", "snapshots/overlayfs", "snapshots/native")  # what gc marks from a lease
+
+
 def resource_from(raw: object) -> LeaseResource:
     f = Fields(raw, "lease resource")
     return LeaseResource(f.text("kind"), f.text("id"))

@@ -66,6 +66,9 @@ class SqliteLeaseManager:
 
     def add_resource(self, lease_id: str, resource: LeaseResource) -> None:
         with self.meta.write() as conn:
+            if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?",
+                            (self.namespace, lease_id)).fetchone() is None:
+                raise NotFound("lease", lease_id, "not found")  # a resource of no lease would keep nothing
             conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
                          "VALUES (?, ?, ?, ?)", (self.namespace, lease_id, resource.kind, resource.id))
 

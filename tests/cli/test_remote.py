@@ -586,3 +586,41 @@ def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
         holder.close()
     assert result.code == 4
     assert result.stderr == f"dist: error: address tcp://127.0.0.1:{port}: cannot listen: Address already in use\n"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/v1/images", {"name": "BAD", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                      "digest": "sha256:" + "0" * 64, "size": 1}}),
+    ("POST", "/v1/images", {"name": "busybox", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                          "digest": "sha256:" + "0" * 64, "size": 1}}),
+    ("POST", "/v1/images", {"name": "docker.io/library/x:1", "labels": {"": "x"},
+                            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "digest": "sha256:" + "0" * 64, "size": 1}}),
+    ("POST", "/v1/leases", {"id": "x", "labels": {"": ""}}),
+    ("POST", "/v1/leases/missing/resources", {"kind": "anything", "id": "y"}),
+    ("PUT", "/v1/content/ingests/r?mode=bogus", None),
+], ids=["uppercase-name", "unnormalized-name", "empty-label-key", "lease-empty-label-key", "resource-kind",
+        "ingest-mode"])
+def test_the_server_checks_values_as_the_cli_does(served, tmp_path, method, path, body):
+    """A raw client stored an image named BAD that no rmi could remove, and 'busybox', which
+    'rmi busybox' would miss; every record and query value is checked, not only its type."""
+    import json
+
+    if body is None:
+        raw = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode()
+    else:
+        data = json.dumps(body).encode()
+        raw = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+    answer = _raw(served, raw)
+    assert answer.split(b" ", 2)[1] == b"400", answer[:300]
+    remote = Remote(served, tmp_path)
+    assert remote.ok("images", "-q").lines == [] and remote.ok("leases", "-q").lines == []
+    assert remote.ok("content", "active", "-q").lines == []
+
+
+def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
+    import json
+
+    data = json.dumps({"kind": "content", "id": "sha256:" + "0" * 64}).encode()
+    raw = (b"POST /v1/leases/missing/resources HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
+    assert _raw(served, raw).split(b" ", 2)[1] == b"404"
