@@ -591,19 +591,17 @@ def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("POST", "/v1/images", {"name": "BAD", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                                       "digest": "sha256:" + "0" * 64, "size": 1}}),
-    ("POST", "/v1/images", {"name": "busybox", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                                          "digest": "sha256:" + "0" * 64, "size": 1}}),
     ("POST", "/v1/images", {"name": "docker.io/library/x:1", "labels": {"": "x"},
                             "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                        "digest": "sha256:" + "0" * 64, "size": 1}}),
     ("POST", "/v1/leases", {"id": "x", "labels": {"": ""}}),
     ("POST", "/v1/leases/missing/resources", {"kind": "anything", "id": "y"}),
     ("PUT", "/v1/content/ingests/r?mode=bogus", None),
-], ids=["uppercase-name", "unnormalized-name", "empty-label-key", "lease-empty-label-key", "resource-kind",
+], ids=["uppercase-name", "empty-label-key", "lease-empty-label-key", "resource-kind",
         "ingest-mode"])
 def test_the_server_checks_values_as_the_cli_does(served, tmp_path, method, path, body):
-    """A raw client stored an image named BAD that no rmi could remove, and 'busybox', which
-    'rmi busybox' would miss; every record and query value is checked, not only its type."""
+    """A raw client stored an image named BAD that no rmi could remove; every record and query
+    value is checked, not only its type."""
     import json
 
     if body is None:

@@ -121,7 +121,13 @@ def test_delete_and_namespaces(make_store):
 
 def test_names_with_slashes_colons_and_digests(store):
     name = "registry.example:5000/a/b@sha256:" + "c" * 64
-    store.create(Image(name, target()))
+    store.create(Image(name, target(12)))  # its digest is the name's
     assert store.get(name).name == name
     store.delete(name)
+    assert store.list() == []
+
+
+def test_a_name_pinned_to_another_digest_is_refused(store):
+    with pytest.raises(InvalidArgument, match="names digest sha256:c+, but its target is sha256:1+"):
+        store.create(Image("registry.example:5000/a/b@sha256:" + "c" * 64, target()))
     assert store.list() == []
