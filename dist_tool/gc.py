@@ -259,7 +259,10 @@ def _describe(node: Node, graph: _Graph) -> dict:
     if kind == "container":
         return {"kind": "container", "namespace": node[1], "id": node[2]}
     if kind == "snapshot":
-        return {"kind": "snapshot", "namespace": node[1], "snapshotter": node[2], "key": node[3]}
+        out = {"kind": "snapshot", "namespace": node[1], "snapshotter": node[2], "key": node[3]}
+        if GC_ROOT_LABEL in graph.snapshots[node][2]:  # a root by itself (snapshot prepare/commit)
+            out["root"] = f"label {GC_ROOT_LABEL}"
+        return out
     if kind == "content":
         media_type = graph.media_types.get(node[1], "")
         return {"kind": oci.kind_of(media_type) if media_type else "blob", "digest": node[1],

@@ -289,6 +289,12 @@ def test_hand_made_snapshots_survive_gc_and_mounts_print(tmp_path: Path) -> None
     dist.ok("--snapshotter", "native", "snapshot", "commit", "done", "work")
     drawn = dist.ok("--snapshotter", "native", "snapshot", "tree").stdout
     assert drawn == f"{image.chain[0]}\n├── done\n└── look (view)\n"
+    # the image is gone: what keeps its chain is a hand-made snapshot, a root by its label
+    [report] = dist.ok("gc", "--explain", image.chain[0], "--json").json
+    assert report["chain"][0] == {"kind": "snapshot", "namespace": "default", "snapshotter": "native",
+                                  "key": "done", "root": "label containerd.io/gc.root"}
+    text = dist.ok("gc", "--explain", image.chain[0]).stdout
+    assert "  snapshot done (native, namespace default, label containerd.io/gc.root)\n" in text
     dist.ok("--snapshotter", "native", "snapshot", "rm", "done", "look")
     dist.ok("gc")
     assert dist.ok("--snapshotter", "native", "snapshot", "ls", "-q").stdout == ""

@@ -80,7 +80,8 @@ def _step_text(step: dict) -> str:
     if step["kind"] == "container":
         return f"container {step['id']} (namespace {step['namespace']})"
     if step["kind"] == "snapshot":
-        return f"snapshot {step['key']} ({step['snapshotter']}, namespace {step['namespace']})"
+        root = f", {step['root']}" if "root" in step else ""
+        return f"snapshot {step['key']} ({step['snapshotter']}, namespace {step['namespace']}{root})"
     if "digest" in step:
         return f"{step['kind']} {step['digest']}"
     return f"{step['kind']} {step.get('id', '')}"
