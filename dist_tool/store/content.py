@@ -198,8 +198,13 @@ class LocalWriter:
         self._remove()
 
     def _remove(self) -> None:
-        # Removed while we still hold its lock, so no peer can be mid-write in it.
-        shutil.rmtree(self.dir, ignore_errors=True)
+        # Removed while we still hold its lock, so no peer can be mid-write in it. A reader probing
+        # whether the ingest is live (content active, gc) may recreate the lock file between the
+        # unlinks and the rmdir, which then fails: the directory would be left with only that file.
+        for _ in range(5):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if not os.path.lexists(self.dir):
+                break
         self.close()
 
     def __enter__(self) -> LocalWriter:

@@ -227,3 +227,26 @@ def test_an_unsupported_algorithm_is_refused_before_anything_is_written(store):
     with pytest.raises(InvalidArgument, match="sha384"):
         ingest_stream(store, "r", io.BytesIO(b"hi"), digest="sha384:" + "0" * 96)
     assert not os.path.exists(store.ingest_dir) or os.listdir(store.ingest_dir) == []
+
+
+def test_a_probe_recreating_the_lock_file_does_not_leave_the_ingest_directory(store, monkeypatch):
+    """'content active' and gc probe each ingest's lock, which creates the file: one landing
+    between a committing writer's unlinks and its rmdir left a directory holding only 'lock'."""
+    import shutil
+
+    from dist_tool.store import content as content_module
+
+    real_rmtree = shutil.rmtree
+    probes = []
+
+    def rmtree_then_probe(path, ignore_errors=False):
+        real_rmtree(path, ignore_errors=ignore_errors)
+        if not probes:  # the first time only, as a racing prober would
+            os.makedirs(path, exist_ok=True)
+            open(os.path.join(path, "lock"), "w").close()
+            probes.append(path)
+
+    monkeypatch.setattr(content_module.shutil, "rmtree", rmtree_then_probe)
+    digest = ingest_stream(store, "r", io.BytesIO(b"data"))
+    assert store.exists(digest) and probes
+    assert os.listdir(store.ingest_dir) == []
