@@ -247,9 +247,9 @@ def _bury(container_id: str, grave: str) -> None:
     host.unmount_all(os.path.join(grave, "rootfs"))
     if cfg is not None and cfg.get("recordExit", True):
         try:
-            exits.record(cfg, status, time.time())
+            exits.record_or_keep(cfg, status, time.time())
         except DistError:
-            pass
+            pass  # kept beside the task's directory for the next reader
     shutil.rmtree(grave, ignore_errors=True)
     if cfg is not None and cfg.get("then"):
         # ``run --rm``: what its shim would have done, in a process of its own, since we may be

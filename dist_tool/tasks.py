@@ -96,10 +96,13 @@ def runtime_binary(container: Container) -> str:
 def _bundle(session, container: Container, path: str, *, detached: bool, log: str | None,
             null_io: bool, record_exit: bool, then: list[str] | None = None) -> dict:
     """Writes config.json and shim.json into ``path`` (a fresh directory); returns the shim's cfg."""
+    from dist_tool.shim import exits
+
     if not container.spec:
         raise TaskFailed("container", container.id, "has no runtime spec")
     spec = json.loads(json.dumps(container.spec))
     final = shims.task_dir(session, container.id)
+    exits.drop_pending(final)  # an earlier run's exit that never reached the store: this run's is next
     spec.setdefault("root", {})["path"] = os.path.join(final, "rootfs")  # where the rename puts it
     mounts: list[dict] = []
     if container.snapshot_key:
@@ -414,10 +417,30 @@ def wait(session, container_id: str) -> int:
             shims.await_cleanup(session, container_id)
     except NotFound:
         pass
-    last = session.containers.get(container_id).last_exit
+    last = last_exit(session, session.containers.get(container_id))
     if last is None:
         raise NotFound("task", container_id, "not found (the container never ran a task)")
     return int(last["status"])  # type: ignore[call-overload]
+
+
+def last_exit(session, container: Container) -> dict | None:
+    """The container's lastExit. A shim whose store refused the write (a full disk) kept the exit
+    beside the task's directory (``exits.record_or_keep``): that one is newer, and is recorded
+    now if the store takes it; if not, it is still the answer, and stays for the next reader."""
+    from dist_tool.shim import exits
+
+    if session.address:
+        return container.last_exit
+    path = shims.task_dir(session, container.id)
+    pending = exits.read_pending(path)
+    if pending is None:
+        return container.last_exit
+    try:
+        session.containers.update(Container(id=container.id, image="", last_exit=pending), "lastExit")
+    except DistError:
+        return pending
+    exits.drop_pending(path)
+    return pending
 
 
 def kill_and_wait(session, container_id: str, timeout: float) -> None:
@@ -484,7 +507,7 @@ def log_file(session, container_id: str) -> str:
     path = os.path.join(persist_dir(session, container_id), "log")
     if not os.path.exists(path):
         container = session.containers.get(container_id)  # NotFound for the container itself
-        if container.last_exit is not None or shims.alive_task(session, container_id):
+        if last_exit(session, container) is not None or shims.alive_task(session, container_id):
             return os.devnull
         raise NotFound("task", container_id, "has no log (the container never had a task)")
     return path

@@ -73,9 +73,11 @@ def info(ctx: typer.Context, container_id: Annotated[str, typer.Argument(metavar
          json_: JsonOpt = False) -> None:
     """The whole record, spec included."""
     from dist_tool.render import Col, labels_text, rfc3339
+    from dist_tool.tasks import last_exit
 
     s = session(ctx)
-    record = s.containers.get(container_id).to_json(full=True)
+    container = s.containers.get(container_id)
+    record = {**container.to_json(full=True), "lastExit": last_exit(s, container)}
     if json_:
         s.render.json(record)
         return

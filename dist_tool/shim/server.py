@@ -524,7 +524,7 @@ class Shim:
             try:
                 from dist_tool.shim import exits
 
-                exits.record(self.cfg, self.exit_status, self.exited_at)  # type: ignore[arg-type]
+                exits.record_or_keep(self.cfg, self.exit_status, self.exited_at)  # type: ignore[arg-type]
             except Exception as e:  # noqa: BLE001 - a shim must still clean up; the log says why
                 self._log(f"recording lastExit of {self.id}: {e.__class__.__name__}: {e}")
         for conn in self.waiters:

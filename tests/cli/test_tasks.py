@@ -640,3 +640,29 @@ def test_a_closed_stdout_is_dev_null_not_a_crash(bb):
     r = subprocess.run(f"exec {sys.executable} -m dist_tool --root {bb.root} --state {bb.state} "
                        "run --rm busybox so -- echo hi >&-", shell=True, capture_output=True, timeout=TIMEOUT)
     assert (r.returncode, r.stderr) == (0, b"")
+
+
+def test_an_exit_the_full_store_would_not_take_is_kept_and_recorded_later(tmp_path):
+    """A task that filled the store's disk exited 7; its shim could not write lastExit, and every
+    'task wait' after it said the container never ran a task (exit 3). The shim keeps the exit in
+    STATE; once there is room again, wait returns it and the store has it."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
+    try:
+        d = Dist(small / "root")
+        d.state = tmp_path / "state"  # a tmpfs the store's disk does not share, as /run
+        d.ok("images", "import", "--rootfs", str(make_busybox_rootfs(tmp_path / "rootfs")), "--name", "busybox",
+             "--config-cmd", "/bin/sh", "--progress", "none")
+        r = d("run", "busybox", "filler", "--", "sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64; exit 7",
+              timeout=TIMEOUT)
+        assert r.code == 7, r.stderr
+        assert "recording lastExit of filler" in r.stderr  # the shim's log: the store refused it
+        for big in (small / "root" / "snapshots").rglob("big"):
+            big.unlink()
+        assert d("task", "wait", "filler", timeout=TIMEOUT).stdout.strip() == "7"
+        assert d.ok("container", "info", "filler", "--json").json["lastExit"]["status"] == 7
+        assert not list(d.state.rglob(".exit-*"))  # recorded: nothing kept any more
+        d.ok("container", "rm", "filler")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
