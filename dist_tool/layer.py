@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from dist_tool.errors import DataError
-from dist_tool.rootpath import PathError, Root, clean, join
+from dist_tool.rootpath import NotDirectory, PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
 from dist_tool.validate import decimal
 
@@ -199,6 +199,8 @@ class _Applier:
         self.times_before: dict[str, tuple[int, int]] = {}
         if not self.overlay:
             root.on_create = self._will_change
+        else:
+            root.on_not_directory = self._revive_whited_out
 
     # ------------------------------------------------------------ members
 
@@ -269,6 +271,22 @@ class _Applier:
         overlay layer, where no directory has its set-group-ID bit yet (modes come at the end)."""
         return self.overlay and _CREATES_ROOT_OWNED and member.uid == 0 and member.gid == 0
 
+    def _revive_whited_out(self, rel: str, st: os.stat_result) -> bool:
+        """overlay: a member under a path this layer whited out (``.wh.D`` then ``D/x``, no ``D/``
+        entry; tar needs none). As in native and umoci, D is made again, new: a 0755 directory
+        that shows nothing of the layers below (opaque), and not implicit, so settling gives it
+        nothing of the D they had."""
+        if not (is_whiteout(st) and rel in self.created):
+            return False
+        full = self.root.full(rel)
+        os.unlink(full)
+        os.mkdir(full)
+        os.chmod(full, 0o755)
+        os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
+        self.step += 1
+        self.removed[rel] = self.step  # an entry for the whited-out path before now is stale
+        return True
+
     def _will_change(self, rel: str) -> None:
         """Delete mode: an entry is about to be made or removed at ``rel``. The directory holding it
         keeps its times from before (``finish``) unless the layer lists it, as with overlayfs
@@ -330,8 +348,11 @@ class _Applier:
                 if was_whiteout and self.overlay:  # deleted, then made again in this layer: nothing below shows through
                     os.setxattr(full, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
             self.root.remember(parts, rel)
+            existed = st is not None
         else:
-            rel, full = "", self.root.path
+            rel, full, existed = "", self.root.path, True
+        if existed and not self.overlay:
+            _clear_xattrs(full)  # a directory named again: its entry's xattrs replace what it had, as in umoci
         self._touch(rel)
         if IS_ROOT:
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
@@ -452,7 +473,13 @@ class _Applier:
             raise PathError("whiteout names no entry")
         hidden = parts[:-1] + (name,)
         if self.overlay:
-            rel = join(self._parent(hidden), name)
+            revive, self.root.on_not_directory = self.root.on_not_directory, None  # a whiteout makes nothing
+            try:
+                rel = join(self._parent(hidden), name)
+            except NotDirectory:
+                return  # under a path deleted (whited out) or replaced by a file: nothing below shows there
+            finally:
+                self.root.on_not_directory = revive
             self._settle(rel)
             full = self.root.full(rel)
             try:
@@ -597,6 +624,22 @@ def _pax_ns(text: str | None) -> int | None:
         return None
     value = whole * 1_000_000_000 + part
     return -value if negative else value
+
+
+def _clear_xattrs(path: str) -> None:
+    """Removes a directory's xattrs but the file system's own label (``security.selinux``)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name == "security.selinux":
+            continue
+        try:
+            os.removexattr(path, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA):
+                raise
 
 
 def is_whiteout(st: os.stat_result) -> bool:

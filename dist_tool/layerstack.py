@@ -8,6 +8,8 @@ decided here, once they do, as applying the layer on top of them would have:
   is no "./" entry) gets the owner, mode, xattrs and times the layers below
   give it; overlayfs shows an upper directory's own attributes, not the
   lower's, and the extractor made it 0755 root;
+* an opaque root (``./.wh..wh..opq``), which overlayfs ignores, becomes a
+  whiteout for each name the layers below show at "/";
 * a whiteout of something the layers below do not show hides nothing
   (image-spec: whiteouts apply to lower layers only), so it is removed, with
   the directories made only to hold it: left, overlayfs would show a new
@@ -31,6 +33,8 @@ from dist_tool.layer import OVERLAY_OPAQUE_XATTR, LayerResult, is_whiteout
 
 def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
     """Settles the layer extracted into ``dest`` onto ``lowers`` (its chain's directories, top first)."""
+    if lowers and _is_opaque(dest):
+        _hide_lower_root(dest, lowers)
     for rel in result.whiteouts:
         st = lstat_inside(dest, rel)
         if st is not None and is_whiteout(st) and merged_lstat(lowers, rel) is None:
@@ -45,6 +49,23 @@ def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
             copy_directory_attributes(below[0], full)
         elif rel and not os.listdir(full):
             _remove(dest, rel, os.rmdir)
+
+
+def _hide_lower_root(dest: str, lowers: list[str]) -> None:
+    """``./.wh..wh..opq``: overlayfs never takes a layer's root as opaque, so what the layers below
+    show at "/" is hidden name by name, with a whiteout for each this layer did not write."""
+    shown: set[str] = set()
+    gone: set[str] = set()
+    for lower in lowers:
+        for name in os.listdir(lower):
+            if name in shown or name in gone:
+                continue
+            (gone if is_whiteout(os.lstat(os.path.join(lower, name))) else shown).add(name)
+    own = set(os.listdir(dest))
+    before = os.lstat(dest)
+    for name in sorted(shown - own):
+        os.mknod(os.path.join(dest, name), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
 
 
 def merged_lstat(lowers: list[str], rel: str) -> tuple[str, os.stat_result] | None:

@@ -73,6 +73,8 @@ class Root:
         self.implicit: list[str] = []  # directories created only because a member needed them
         self.made: set[str] = set()  # the same, to look up
         self.on_create: Callable[[str], None] | None = None  # told each implicit directory's path first
+        # Asked about a non-directory met on the way when creating; True: it is a directory now
+        self.on_not_directory: Callable[[str, os.stat_result], bool] | None = None
 
     def full(self, rel: str) -> str:
         return f"{self.path}/{rel}" if rel else self.path
@@ -96,7 +98,8 @@ class Root:
         """The real directory (relative to the root) that holds the last component of ``parts``.
 
         Missing directories on the way are created (mode 0755, recorded in ``implicit``) when
-        ``create``, else MissingPath. A non-directory on the way is a NotDirectory.
+        ``create``, else MissingPath. A non-directory on the way is a NotDirectory, unless
+        ``create`` and ``on_not_directory`` made it one.
         """
         dir_parts = parts[:-1]
         cached = self._parents.get(dir_parts)
@@ -137,6 +140,9 @@ class Root:
             except NotADirectoryError:
                 raise NotDirectory(f"{'/'.join(current[:-1])} is not a directory") from None
             if stat.S_ISDIR(st.st_mode):
+                continue
+            if create and not stat.S_ISLNK(st.st_mode) and self.on_not_directory is not None \
+                    and self.on_not_directory(rel, st):
                 continue
             if stat.S_ISLNK(st.st_mode):
                 links += 1

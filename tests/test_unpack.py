@@ -168,6 +168,34 @@ def test_settling_a_layer_never_follows_a_symlink_that_replaced_an_implicit_dire
     s.close()
 
 
+LOWER = [directory("D", mode=0o750, uid=3, gid=4), file("D/old", b"o"), file("f", b"f"),
+         directory("X", xattrs={"user.x": "1"})]
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+@pytest.mark.parametrize(("upper", "expected", "d_owner_mode", "x_xattrs"), [
+    # deleted, then written under without a D/ entry (tar needs none): a new D, as umoci makes it
+    ([whiteout("D"), file("D/x", b"x")], {"D": None, "D/x": b"x", "X": None, "f": b"f"}, (0, 0, 0o755), ["user.x"]),
+    # a whiteout under a deleted path hides nothing more and makes nothing
+    ([whiteout("D"), whiteout("D/old")], {"X": None, "f": b"f"}, None, ["user.x"]),
+    # an opaque root, which overlayfs ignores on a layer's root
+    ([opaque("."), file("g", b"g")], {"g": b"g"}, None, None),
+    # a directory named again without xattrs loses them
+    ([directory("X")], {"D": None, "D/old": b"o", "X": None, "f": b"f"}, (3, 4, 0o750), []),
+], ids=["whiteout-then-member", "whiteout-then-whiteout-under", "opaque-root", "relisted-without-xattrs"])
+def test_both_snapshotters_and_umoci_agree_on_deleted_and_relisted_paths(
+        tmp_path: Path, snapshotter: str, upper: list, expected: dict, d_owner_mode, x_xattrs) -> None:
+    s, image = _unpacked(tmp_path, snapshotter, [LOWER, upper])
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        found = {rel: (None if (root / rel).is_dir() else (root / rel).read_bytes()) for rel in tree(root)}
+        assert found == expected
+        if d_owner_mode is not None and os.geteuid() == 0:
+            assert _owner_mode(root / "D") == d_owner_mode
+        if x_xattrs is not None:
+            assert [n for n in os.listxattr(root / "X") if n.startswith("user.")] == x_xattrs
+    s.close()
+
+
 @pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
 def test_pax_times_keep_their_nanoseconds(tmp_path: Path, snapshotter: str) -> None:
     exact = {"mtime": "1700000000.123456789", "atime": "-0.5"}
