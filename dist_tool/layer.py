@@ -610,7 +610,14 @@ def _ns(member) -> tuple[int, int]:
     if mtime is None:
         mtime = int(member.mtime) * 1_000_000_000 if isinstance(member.mtime, int) else int(member.mtime * 1e9)
     atime = _pax_ns(headers.get("atime")) if headers else None
-    return (mtime if atime is None else atime), mtime
+    atime = mtime if atime is None else atime
+    if not (_NS_MIN <= mtime <= _NS_MAX and _NS_MIN <= atime <= _NS_MAX):
+        raise ValueError("time out of range")
+    return atime, mtime
+
+
+# utime takes nanoseconds whose seconds fit a time_t; beyond, Python raises OverflowError
+_NS_MIN, _NS_MAX = -(2**63) * 10**9, (2**63 - 1) * 10**9 + 999_999_999
 
 
 def _pax_ns(text: str | None) -> int | None:

@@ -9,7 +9,9 @@ decided here, once they do, as applying the layer on top of them would have:
   give it; overlayfs shows an upper directory's own attributes, not the
   lower's, and the extractor made it 0755 root;
 * an opaque root (``./.wh..wh..opq``), which overlayfs ignores, becomes a
-  whiteout for each name the layers below show at "/";
+  whiteout for each name the layers below show at "/" and an opaque mark on
+  each directory the layer wrote there; under an opaque directory nothing is
+  taken from below;
 * a whiteout of something the layers below do not show hides nothing
   (image-spec: whiteouts apply to lower layers only), so it is removed, with
   the directories made only to hold it: left, overlayfs would show a new
@@ -44,16 +46,34 @@ def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
         if st is None or not stat.S_ISDIR(st.st_mode):
             continue  # replaced later in the layer
         full = os.path.join(dest, rel) if rel else dest
-        below = merged_lstat(lowers, rel)
+        # Under a directory this layer made opaque (or made again), nothing below shows: the
+        # directory is new, as in umoci, and takes nothing from what the lowers had there.
+        below = None if _under_opaque(dest, rel) else merged_lstat(lowers, rel)
         if below is not None and stat.S_ISDIR(below[1].st_mode):
             copy_directory_attributes(below[0], full)
         elif rel and not os.listdir(full):
             _remove(dest, rel, os.rmdir)
 
 
+def _under_opaque(dest: str, rel: str) -> bool:
+    """Whether a proper ancestor of ``rel`` (the root included) is opaque in this layer; the
+    caller has checked that every one is a real directory."""
+    if not rel:
+        return False
+    path = dest
+    if _is_opaque(path):
+        return True
+    for part in rel.split("/")[:-1]:
+        path = os.path.join(path, part)
+        if _is_opaque(path):
+            return True
+    return False
+
+
 def _hide_lower_root(dest: str, lowers: list[str]) -> None:
     """``./.wh..wh..opq``: overlayfs never takes a layer's root as opaque, so what the layers below
-    show at "/" is hidden name by name, with a whiteout for each this layer did not write."""
+    show at "/" is hidden name by name: a whiteout for each this layer did not write, and each
+    directory it did write made opaque itself (else the lower one of that name shows through)."""
     shown: set[str] = set()
     gone: set[str] = set()
     for lower in lowers:
@@ -65,6 +85,10 @@ def _hide_lower_root(dest: str, lowers: list[str]) -> None:
     before = os.lstat(dest)
     for name in sorted(shown - own):
         os.mknod(os.path.join(dest, name), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    for name in sorted(own):
+        path = os.path.join(dest, name)
+        if stat.S_ISDIR(os.lstat(path).st_mode):  # never a symlink's target
+            os.setxattr(path, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
     os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
 
 

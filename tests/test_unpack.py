@@ -182,7 +182,10 @@ LOWER = [directory("D", mode=0o750, uid=3, gid=4), file("D/old", b"o"), file("f"
     ([opaque("."), file("g", b"g")], {"g": b"g"}, None, None),
     # a directory named again without xattrs loses them
     ([directory("X")], {"D": None, "D/old": b"o", "X": None, "f": b"f"}, (3, 4, 0o750), []),
-], ids=["whiteout-then-member", "whiteout-then-whiteout-under", "opaque-root", "relisted-without-xattrs"])
+    # under an opaque root, a directory the layer writes is new: nothing of the lower D shows
+    ([opaque("."), file("D/x", b"x")], {"D": None, "D/x": b"x"}, (0, 0, 0o755), None),
+], ids=["whiteout-then-member", "whiteout-then-whiteout-under", "opaque-root", "relisted-without-xattrs",
+        "opaque-root-then-member"])
 def test_both_snapshotters_and_umoci_agree_on_deleted_and_relisted_paths(
         tmp_path: Path, snapshotter: str, upper: list, expected: dict, d_owner_mode, x_xattrs) -> None:
     s, image = _unpacked(tmp_path, snapshotter, [LOWER, upper])
@@ -193,6 +196,32 @@ def test_both_snapshotters_and_umoci_agree_on_deleted_and_relisted_paths(
             assert _owner_mode(root / "D") == d_owner_mode
         if x_xattrs is not None:
             assert [n for n in os.listxattr(root / "X") if n.startswith("user.")] == x_xattrs
+    s.close()
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+@pytest.mark.parametrize("upper", [
+    [whiteout("D"), file("D/sub/x", b"x")],
+    [directory("D"), opaque("D"), file("D/sub/x", b"x")],
+], ids=["made-again", "opaque"])
+def test_a_directory_under_one_the_layer_hid_takes_nothing_from_below(tmp_path: Path, snapshotter: str,
+                                                                       upper: list) -> None:
+    lower = [directory("D"), directory("D/sub", mode=0o700, uid=9, gid=9, xattrs={"user.k": "v"}),
+             file("D/sub/old", b"o")]
+    s, image = _unpacked(tmp_path, snapshotter, [lower, upper])
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        assert sorted(tree(root)) == ["D", "D/sub", "D/sub/x"]
+        if os.geteuid() == 0:
+            assert _owner_mode(root / "D" / "sub") == (0, 0, 0o755)
+        assert [n for n in os.listxattr(root / "D" / "sub") if n.startswith("user.")] == []
+    s.close()
+
+
+def test_a_directory_time_no_clock_can_hold_is_a_layer_error(tmp_path: Path) -> None:
+    s = session(tmp_path, "native")
+    image = oci_archive(tmp_path / "img.tar", [layer([directory("d", pax_headers={"mtime": "9" * 20})])])
+    with pytest.raises(DataError, match=r"member d: .*time out of range"):
+        import_(s, image)
     s.close()
 
 
