@@ -169,6 +169,10 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     name = reference.normalize(image_name)
     image = session.images.get(name)
     _refuse_existing(session, container_id)
+    if not session.address:
+        from dist_tool import tasks
+
+        tasks.forget(session, container_id)  # what an earlier container of this ID may have left
     snapshotter = session.snapshotter  # first: an unknown --snapshotter is no fault of the image's files
     rootfs = image_rootfs(session, image)
     spec = generate_spec(session, container_id, rootfs, options, checked)

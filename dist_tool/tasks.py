@@ -417,7 +417,16 @@ def wait(session, container_id: str) -> int:
             shims.await_cleanup(session, container_id)
     except NotFound:
         pass
-    last = last_exit(session, session.containers.get(container_id))
+    try:
+        container = session.containers.get(container_id)
+    except Unavailable:  # the store cannot even be read (a full disk): the kept exit still answers
+        from dist_tool.shim import exits
+
+        kept = exits.read_pending(shims.task_dir(session, container_id))
+        if kept is None:
+            raise
+        return int(kept["status"])
+    last = last_exit(session, container)
     if last is None:
         raise NotFound("task", container_id, "not found (the container never ran a task)")
     return int(last["status"])  # type: ignore[call-overload]
@@ -474,8 +483,12 @@ def remove(session, container_id: str, force: bool = False) -> None:
 
 
 def forget(session, container_id: str) -> None:
-    """Removes what a container's tasks left in the store (the last log); with the container."""
+    """Removes what a container's tasks left (the last log, an exit kept for the store); with
+    the container, and before a new one of the same ID, which never ran a task."""
+    from dist_tool.shim import exits
+
     shutil.rmtree(persist_dir(session, container_id), ignore_errors=True)
+    exits.drop_pending(shims.task_dir(session, container_id))
 
 
 def ps(session, container_id: str) -> list[dict]:

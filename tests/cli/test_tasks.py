@@ -666,3 +666,22 @@ def test_an_exit_the_full_store_would_not_take_is_kept_and_recorded_later(tmp_pa
         d.ok("container", "rm", "filler")
     finally:
         subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_a_kept_exit_goes_with_its_container_and_never_reaches_a_new_one(bb, tmp_path):
+    """An exit kept for a full store is the container's: removing the container drops it, and a
+    new container of the same ID never ran a task (SPEC: wait and logs exit 3)."""
+    import json as json_
+
+    bb.ok("container", "create", "busybox", "kept")
+    kept = bb.state / "default" / ".exit-kept.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json_.dumps({"status": 5, "exitedAt": 1.0}))
+    bb.ok("container", "rm", "kept")
+    assert not kept.exists()
+    kept.write_text(json_.dumps({"status": 5, "exitedAt": 1.0}))  # left by an older dist
+    bb.ok("container", "create", "busybox", "kept")
+    assert not kept.exists()
+    assert bb("task", "wait", "kept", timeout=TIMEOUT).code == 3
+    assert bb.ok("container", "info", "kept", "--json").json["lastExit"] is None
+    bb.ok("container", "rm", "kept")
