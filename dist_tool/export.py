@@ -2,6 +2,7 @@
 and docker load read. Everything is checked present before a byte is written, and the file
 appears only when complete. Timestamps are fixed: the same image exports to the same bytes."""
 
+import errno
 import io
 import json
 import os
@@ -38,7 +39,7 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
     written); a regular file appears only when complete (``_write_to``).
     """
     progress = progress or NullProgress()
-    path = _destination(dest) if dest != "-" else dest
+    where = _destination(dest) if dest != "-" else None
     cache = ChildrenCache()
     present = session.content.present()
     matcher = platforms.matcher(platforms.parse(platform)) if platform else None
@@ -56,51 +57,52 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
             raise DataError("blob", missing[0].digest, f"missing: cannot export {image.name}")
         exported.append((image.name, target))
     docker_manifest = _docker_manifest(session, exported, cache, present)
-    if dest == "-":
+    if where is None:  # "-"
         _write_layout_tar(session, sys.stdout.buffer, exported, blobs, docker_manifest, progress)
         sys.stdout.buffer.flush()
         return
-    _write_to(dest, path, lambda out: _write_layout_tar(session, out, exported, blobs, docker_manifest, progress))
+    _write_to(dest, where, lambda out: _write_layout_tar(session, out, exported, blobs, docker_manifest, progress))
 
 
-def _destination(dest: str) -> str:
-    """The path to write for ``dest``: symlinks followed (tar and ctr write through them, and the
-    link stays a link); refused when empty or a directory, before any work."""
+def _destination(dest: str) -> tuple[str, bool]:
+    """Where to write for ``dest``, and whether aside-then-rename: a regular file (or a new one),
+    found through symlinks (tar and ctr write through them; the link stays a link); anything else
+    (a fifo, a device, /dev/stdout) is written into as named. Refused when empty or a directory,
+    before any work."""
     if not dest:
         raise InvalidArgument("output file", "", "must not be empty (- writes to stdout)")
-    path = os.path.realpath(dest)
-    if os.path.isdir(path):
-        raise DataError("file", dest, "is a directory")
-    return path
-
-
-def _write_to(dest: str, path: str, write) -> None:
-    """A regular file (or a new one) appears only when complete: written aside, then renamed over
-    it. Anything else (a fifo, a device such as /dev/null or a tape) is written into as it is:
-    renaming over it would replace the node itself."""
     try:
-        st = os.stat(path)
+        st = os.stat(dest)
     except FileNotFoundError:
         st = None
+    except OSError as e:
+        raise DataError("file", dest, e.strerror or str(e)) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DataError("file", dest, "is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
-        try:
-            with open(path, "wb") as out:
-                write(out)
-        except OSError as e:
-            if e.filename == path:
-                raise DataError("file", dest, e.strerror or str(e)) from None
-            raise
-        return
-    tmp = f"{path}.dist-tmp-{os.getpid()}"
+        return dest, False
+    return os.path.realpath(dest), True
+
+
+# Errors of writing the output (a full disk or device): errno only, no file name attached.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EPIPE)
+
+
+def _write_to(dest: str, where: tuple[str, bool], write) -> None:
+    """A regular file appears only when complete: written aside, then renamed over it. Anything
+    else is written into: renaming over it would replace the node itself."""
+    path, aside = where
+    tmp = f"{path}.dist-tmp-{os.getpid()}" if aside else None
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp or path, "wb") as out:
             write(out)
-        os.replace(tmp, path)
+        if tmp:
+            os.replace(tmp, path)
     except BaseException as e:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename in (tmp, path):  # the user's path, not our temporary name
-            raise DataError("file", dest, e.strerror or str(e)) from None
+        if isinstance(e, OSError) and (e.filename in (tmp, path) or (e.filename is None and e.errno in _WRITE_ERRNOS)):
+            raise DataError("file", dest, e.strerror or str(e)) from None  # the user's path, not our temporary
         raise
 
 

@@ -173,7 +173,7 @@ class Renderer:
         if as_json:
             self.json(dict(labels))
         else:
-            self.lines(f"{k}={v}" for k, v in sorted(labels.items()))
+            self.lines(printable(f"{k}={v}") for k, v in sorted(labels.items()))
 
     def records(self, records: Sequence[Mapping[str, Any]], columns: Sequence[Col], *,
                 as_json: bool = False, quiet: bool = False, key: str = "name") -> None:

@@ -50,6 +50,15 @@ def test_terminal_controls_in_cells_are_shown_escaped_on_both_writers():
     assert len(tty.getvalue().strip().splitlines()) == 3  # header, rule, one row
 
 
+def test_label_lines_escape_terminal_controls_but_json_keeps_them():
+    out = io.StringIO()
+    Renderer(out=out).labels({"k": "\x1b[2J"})
+    assert out.getvalue() == "k=\\x1b[2J\n"
+    out = io.StringIO()
+    Renderer(out=out).labels({"k": "\x1b[2J"}, as_json=True)
+    assert json.loads(out.getvalue()) == {"k": "\x1b[2J"}
+
+
 def test_a_missing_nested_field_is_a_dash():
     out = render_records([{"name": "x", "target": "not-an-object"}], (Col("NAME", "name"), Col("D", "target.digest")))
     assert out.splitlines() == ["NAME   D", "x      -"]

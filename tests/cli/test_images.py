@@ -210,6 +210,7 @@ def test_export_writes_into_fifos_devices_and_through_symlinks(dist, imported, t
     before any work."""
     import stat
     import subprocess
+    import sys
     import tarfile
     import threading
 
@@ -232,6 +233,10 @@ def test_export_writes_into_fifos_devices_and_through_symlinks(dist, imported, t
     dist.ok("images", "export", str(link), imported.name)
     assert link.is_symlink() and tarfile.is_tarfile(target)
     assert sorted(p.name for p in tmp_path.iterdir() if "dist-tmp" in p.name) == []
+    piped = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(dist.root), "images", "export",
+                            "--progress", "none", "/dev/stdout", imported.name], capture_output=True)
+    assert piped.returncode == 0, piped.stderr  # /dev/stdout: a pipe here, written into as tar does
+    assert tarfile.open(fileobj=__import__("io").BytesIO(piped.stdout)).getnames()
     for where, code, error in ((tmp_path, 1, f"file {tmp_path}: is a directory"),
                                ("", 2, "output file: must not be empty (- writes to stdout)")):
         result = dist("images", "export", str(where), imported.name)
