@@ -79,5 +79,5 @@ def read_pending(task_dir: str) -> dict | None:
 def drop_pending(task_dir: str) -> None:
     try:
         os.unlink(pending_path(task_dir))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none kept (STATE itself may be wrong: not ours to say)
         pass
