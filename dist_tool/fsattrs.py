@@ -9,6 +9,8 @@ import os
 import stat
 
 OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")  # overlayfs's own marks (opaque, redirect)
+# What a file system answers for an xattr it does not keep, or a namespace closed to this process
+_REFUSED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA)
 
 
 def copy_xattrs(source, dst, *, skip: tuple[str, ...] = ()) -> None:
@@ -27,7 +29,24 @@ def copy_xattrs(source, dst, *, skip: tuple[str, ...] = ()) -> None:
         try:
             os.setxattr(dst, name, os.getxattr(source, name, **follow_source), **follow_dst)
         except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA):
+            if e.errno not in _REFUSED:
+                raise
+
+
+def clear_xattrs(path: str) -> None:
+    """Removes the xattrs of ``path`` (not followed) but the file system's own label
+    (``security.selinux``); those it will not remove stay, as unpacking leaves them."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name == "security.selinux":
+            continue
+        try:
+            os.removexattr(path, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in _REFUSED:
                 raise
 
 

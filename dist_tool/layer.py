@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from dist_tool.errors import DataError
+from dist_tool.fsattrs import clear_xattrs
 from dist_tool.rootpath import NotDirectory, PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
 from dist_tool.validate import decimal
@@ -352,7 +353,7 @@ class _Applier:
         else:
             rel, full, existed = "", self.root.path, True
         if existed and not self.overlay:
-            _clear_xattrs(full)  # a directory named again: its entry's xattrs replace what it had, as in umoci
+            clear_xattrs(full)  # a directory named again: its entry's xattrs replace what it had, as in umoci
         self._touch(rel)
         if IS_ROOT:
             os.chown(full, member.uid, member.gid, follow_symlinks=False)
@@ -626,27 +627,11 @@ def _pax_ns(text: str | None) -> int | None:
         return None
     negative = text.startswith("-")
     seconds, _, fraction = text[negative:].partition(".")
-    whole, part = decimal(seconds), decimal(fraction[:9].ljust(9, "0"))
-    if whole is None or part is None or (fraction and decimal(fraction) is None):
+    whole = decimal(seconds)
+    if whole is None or (fraction and decimal(fraction) is None):
         return None
-    value = whole * 1_000_000_000 + part
+    value = whole * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
     return -value if negative else value
-
-
-def _clear_xattrs(path: str) -> None:
-    """Removes a directory's xattrs but the file system's own label (``security.selinux``)."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return
-    for name in names:
-        if name == "security.selinux":
-            continue
-        try:
-            os.removexattr(path, name, follow_symlinks=False)
-        except OSError as e:
-            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA):
-                raise
 
 
 def is_whiteout(st: os.stat_result) -> bool:
