@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from dist_tool.fsattrs import copy_directory_attributes
 from dist_tool.layer import OVERLAY_OPAQUE_XATTR, LayerResult, is_whiteout
@@ -82,14 +83,13 @@ def _hide_lower_root(dest: str, lowers: list[str]) -> None:
                 continue
             (gone if is_whiteout(os.lstat(os.path.join(lower, name))) else shown).add(name)
     own = set(os.listdir(dest))
-    before = os.lstat(dest)
-    for name in sorted(shown - own):
-        os.mknod(os.path.join(dest, name), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    with _keeping_times(dest):
+        for name in sorted(shown - own):
+            os.mknod(os.path.join(dest, name), stat.S_IFCHR | 0o600, os.makedev(0, 0))
     for name in sorted(own):
         path = os.path.join(dest, name)
         if stat.S_ISDIR(os.lstat(path).st_mode):  # never a symlink's target
             os.setxattr(path, OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
-    os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
 
 
 def merged_lstat(lowers: list[str], rel: str) -> tuple[str, os.stat_result] | None:
@@ -144,12 +144,18 @@ def lstat_inside(top: str, rel: str) -> os.stat_result | None:
 
 
 def _remove(dest: str, rel: str, remove: Callable[[str], None]) -> None:
-    """Removes ``rel`` and gives its directory back the times the removal changed (a listed
-    directory's come from its tar entry; an implicit one's are set after its children)."""
-    parent = os.path.join(dest, rel.rpartition("/")[0])
-    before = os.lstat(parent)
-    remove(os.path.join(dest, rel))
-    os.utime(parent, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
+    """Removes ``rel``, its directory keeping its times (a listed directory's come from its tar
+    entry; an implicit one's are set after its children)."""
+    with _keeping_times(os.path.join(dest, rel.rpartition("/")[0])):
+        remove(os.path.join(dest, rel))
+
+
+@contextmanager
+def _keeping_times(directory: str) -> Iterator[None]:
+    """The directory's times as they were before the entries made or removed in the block."""
+    before = os.lstat(directory)
+    yield
+    os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
 
 
 def _is_opaque(path: str) -> bool:
