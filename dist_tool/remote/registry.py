@@ -345,7 +345,8 @@ class Repository:
         upload session, never continued.
         """
         location = None
-        for source in mount_from[:1]:  # the most recent source only: each refusal costs round-trips
+        if mount_from:  # the most recent source only: each refusal costs round-trips
+            source = mount_from[0]
             scopes = (*self.scopes, repository_scope(source, "pull"))
             try:
                 with self.registry.request("POST", self._api("blobs", "uploads/"), scopes,

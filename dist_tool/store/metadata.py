@@ -193,9 +193,9 @@ def _run_all(tasks: list, *args) -> BaseException | None:
 
 
 # SQLite's primary result codes for what is wrong with the disk or the file, not with dist's SQL.
-_SQLITE_UNAVAILABLE = {5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 3: "SQLITE_PERM", 8: "SQLITE_READONLY",
-                       10: "SQLITE_IOERR", 13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 22: "SQLITE_NOLFS"}
-_SQLITE_DAMAGED = {11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
+# PERM, BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN, NOLFS; CORRUPT, NOTADB
+_SQLITE_UNAVAILABLE = frozenset({3, 5, 6, 8, 10, 13, 14, 22})
+_SQLITE_DAMAGED = frozenset({11, 26})
 
 
 @contextmanager
