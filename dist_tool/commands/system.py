@@ -240,15 +240,14 @@ def serve(ctx: typer.Context,
     token = server.read_token(token_file) if token_file else None
     httpd = server.make_server(where, make_session, token=token, debug=s.debug)
 
-    def stop(signum, frame) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    signals: list[int] = []  # a first SIGTERM or SIGINT stops the server, a second cuts the wait short
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: signals.append(signum))
     s.render.err.write(f"dist serve: listening on {where}\n")
     s.render.err.flush()
     try:
-        httpd.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
+        httpd.serve_until(lambda: bool(signals))
     finally:
-        httpd.server_close()
+        cut = httpd.stop(cut_short=lambda: len(signals) > 1)
+    if cut:
+        s.render.err.write(f"dist serve: stopped with {cut} request(s) in progress cut off\n")

@@ -25,6 +25,8 @@ import re
 import socket
 import socketserver
 import sys
+import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
@@ -38,6 +40,8 @@ from dist_tool.validate import decimal, identifier
 MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
 MAX_TRAILERS = 16  # an upload's trailer carries the abort flag; http.server caps headers at 100
 REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line, a header or a chunk
+STOP_GRACE = 10.0  # seconds a stopping server waits for requests in progress (docker stop's default)
+POLL_INTERVAL = 0.2  # how soon a stop request is noticed
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -106,13 +110,29 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.sessions: dict[str, object] = {}
+        self.busy = False  # between a request line and the end of its answer
+        self.server.track(self)
 
     def finish(self) -> None:
+        self.server.untrack(self)
         try:
             super().finish()
         finally:
             for session in self.sessions.values():
                 session.close()
+
+    def parse_request(self) -> bool:
+        # Called once a request line has arrived: from here on a stopping server lets it finish.
+        if not self.server.begin(self):
+            self.close_connection = True  # arrived as the server stopped: not read, not answered
+            return False
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.end(self)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         if self.server.debug:
@@ -231,12 +251,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        if not self._body_read:
+        self.end_headers_closing(not self._body_read)  # an unread body would be taken for a request
+        self.wfile.write(data)
+        self._replied = True
+
+    def end_headers_closing(self, close: bool) -> None:
+        if close or self.server.stopping:  # a stopping server takes no next request either
             self.close_connection = True
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
-        self._replied = True
 
     def send_blob(self, content, digest: str) -> None:
         with content.open_blob(digest) as f:
@@ -264,7 +287,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
+            self.end_headers_closing(False)
             self._replied = True
             f.seek(start)
             left = length
@@ -284,6 +307,87 @@ class _Serving(ThreadingHTTPServer):
     make_session: Callable[[str], object]
     token: str | None
     debug: bool
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.stopping = False
+        self._guard = threading.Condition()  # over stopping, _handlers, _running and each handler's busy
+        self._handlers: set[Handler] = set()
+        self._running = 0  # request threads started and not yet finished
+        super().__init__(*args, **kwargs)
+
+    def serve_until(self, stop_requested: Callable[[], bool]) -> None:
+        """``serve_forever`` with the stop as a flag a signal handler sets. A handler that raised
+        instead could land in whatever Python code the main thread ran, a weakref callback
+        among them, where the exception is printed and dropped: the server ran on."""
+        self.timeout = POLL_INTERVAL
+        while not stop_requested():
+            self.handle_request()
+
+    def stop(self, grace: float = STOP_GRACE, cut_short: Callable[[], bool] = lambda: False) -> int:
+        """Stops listening, hangs up idle connections and waits up to ``grace`` seconds for the
+        requests in progress; returns how many were still running."""
+        self.server_close()
+        deadline = time.monotonic() + grace
+        with self._guard:
+            self.stopping = True
+            for handler in self._handlers:
+                if not handler.busy:
+                    _hang_up(handler.connection)
+            while self._running and not cut_short():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._guard.wait(min(left, POLL_INTERVAL))
+            return self._running
+
+    def track(self, handler: Handler) -> None:
+        with self._guard:
+            self._handlers.add(handler)
+            if self.stopping:
+                _hang_up(handler.connection)
+
+    def untrack(self, handler: Handler) -> None:
+        with self._guard:
+            self._handlers.discard(handler)
+
+    def begin(self, handler: Handler) -> bool:
+        with self._guard:
+            handler.busy = not self.stopping
+            return handler.busy
+
+    def end(self, handler: Handler) -> None:
+        with self._guard:
+            handler.busy = False
+            if self.stopping:
+                handler.close_connection = True
+
+    def process_request(self, request, client_address) -> None:
+        with self._guard:
+            self._running += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._finished()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._guard:
+            self._running -= 1
+            self._guard.notify_all()
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """Ends an idle keep-alive connection: its thread's read sees end of file."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
 
 
 class TcpServer(_Serving):

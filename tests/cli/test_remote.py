@@ -143,6 +143,84 @@ def test_a_burst_of_connections_is_queued_not_refused(served):
     assert [o for o in outcomes if o != "ok"] == []
 
 
+def _open_upload(address: str, ref: str, first: bytes) -> socket.socket:
+    """A chunked append upload begun on its own connection, its first chunk sent, the rest owed."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(20)
+    sock.connect(address[len("unix://"):])
+    sock.sendall(f"PUT /v1/content/ingests/{ref}?mode=append HTTP/1.1\r\nHost: x\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode() + b"%x\r\n%s\r\n" % (len(first), first))
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while part := sock.recv(65536):
+        answer += part
+    return answer
+
+
+def _wait_for_ingest(root: Path, ref: str) -> int:
+    """How much of ingest ``ref`` the server holds on disk, once it holds some."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        offsets = [i["offset"] for i in run_dist("content", "active", "--json", root=root).json if i["ref"] == ref]
+        if offsets and offsets[0] > 0:
+            return offsets[0]
+        time.sleep(0.05)
+    pytest.fail(f"the server never wrote ingest {ref}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_finishes_requests_in_progress_and_hangs_up_idle_ones(served, sig):
+    """SIGTERM (or Ctrl-C) stops listening at once, lets a request already begun finish, and does
+    not wait for clients that merely keep a connection open."""
+    import hashlib
+    import json
+
+    from dist_tool.remote.client import Client
+
+    idle = Client(served.address, "default")
+    assert idle.request("GET", "/version")["api"] == 1  # the keep-alive connection stays open
+    upload = _open_upload(served.address, "drain", b"x" * (4 << 20))  # more than one write's worth
+    _wait_for_ingest(served.root, "drain")
+    served.proc.send_signal(sig)
+    socket_path = served.address[len("unix://"):]
+    deadline = time.monotonic() + 10
+    while os.path.exists(socket_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(socket_path), "the server still listens after the signal"
+    assert served.proc.poll() is None, "the server left before the request in progress ended"
+    data = b"x" * ((4 << 20) + 500)
+    commit = json.dumps({"size": len(data), "digest": "sha256:" + hashlib.sha256(data).hexdigest()})
+    upload.sendall(b"1f4\r\n" + b"x" * 500 + f"\r\n0\r\nDist-Commit: {commit}\r\n\r\n".encode())
+    answer = _answer(upload)
+    upload.close()
+    assert answer.split(b" ", 2)[1] == b"200", answer
+    assert b"connection: close" in answer.lower()  # no further request on it
+    assert served.proc.wait(timeout=8) == 0  # well inside the grace: the idle client held nothing
+    assert served.proc.stderr.read() == b""
+    idle.close()
+    assert Dist(served.root).ok("content", "ls", "-q").lines == [json.loads(commit)["digest"]]
+
+
+def test_a_second_stop_signal_cuts_the_wait_short(served):
+    upload = _open_upload(served.address, "cut", b"y" * (4 << 20))
+    held = _wait_for_ingest(served.root, "cut")
+    served.proc.send_signal(signal.SIGTERM)
+    socket_path = served.address[len("unix://"):]
+    deadline = time.monotonic() + 10
+    while os.path.exists(socket_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=8) == 0
+    assert "stopped with 1 request(s) in progress cut off" in served.proc.stderr.read().decode()
+    upload.close()
+    local = Dist(served.root)
+    assert [(i["ref"], i["offset"]) for i in local.ok("content", "active", "--json").json] == [("cut", held)]
+    assert local.ok("content", "ls", "-q").lines == []
+
+
 def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
     r = Remote(served, tmp_path)
     r.ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
