@@ -242,7 +242,8 @@ def serve(ctx: typer.Context,
 
     signals: list[int] = []  # a first SIGTERM or SIGINT stops the server, a second cuts the wait short
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, frame: signals.append(signum))
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # `dist serve &` in a script ignores SIGINT
+            signal.signal(signum, lambda signum, frame: signals.append(signum))
     s.render.err.write(f"dist serve: listening on {where}\n")
     s.render.err.flush()
     try:

@@ -25,12 +25,12 @@ class Server:
         self.root, self.address, self.extra = root, address, extra
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Server:
+    def start(self, **popen) -> Server:
         env = {**os.environ}
         env.pop("DIST_ADDRESS", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(self.root), "serve",
                                       "--address", self.address, *self.extra],
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, **popen)
         line = self.proc.stderr.readline().decode()  # "dist serve: listening on ADDRESS" once bound
         assert "listening" in line, line + self.proc.stderr.read().decode()
         return self
@@ -219,6 +219,22 @@ def test_a_second_stop_signal_cuts_the_wait_short(served):
     local = Dist(served.root)
     assert [(i["ref"], i["offset"]) for i in local.ok("content", "active", "--json").json] == [("cut", held)]
     assert local.ok("content", "ls", "-q").lines == []
+
+
+def test_a_server_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, sockdir):
+    # a background job of a non-interactive shell (`dist serve &` in a script) starts so
+    from dist_tool.remote.client import Client
+
+    server = Server(tmp_path / "root", f"unix://{sockdir}/s.sock")
+    server.start(preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        server.proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=1)
+        assert Client(server.address, "default").request("GET", "/version")["api"] == 1
+    finally:
+        server.kill()
+    assert server.proc.returncode == 0
 
 
 def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
