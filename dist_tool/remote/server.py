@@ -17,6 +17,7 @@ the same ref resumes or that ``gc`` removes. The routes are in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import json
@@ -27,7 +28,7 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote
 
@@ -399,13 +400,20 @@ class UnixServer(_Serving):
 
     def server_bind(self) -> None:
         path = self.server_address
-        _remove_stale_socket(path)
-        old = os.umask(0o117)  # the socket is born 0660: never briefly open to others
-        try:
-            socketserver.TCPServer.server_bind(self)
-        finally:
-            os.umask(old)
-        self.bound = True
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        # Two servers starting on one path at once could both find a stale socket, and the later
+        # one's unlink would remove the earlier one's live socket: the check, the unlink, the bind
+        # and the listen happen under a lock on the directory (filelock locks files only).
+        with _locked_directory(directory):
+            _remove_stale_socket(path)
+            old = os.umask(0o117)  # the socket is born 0660: never briefly open to others
+            try:
+                socketserver.TCPServer.server_bind(self)
+            finally:
+                os.umask(old)
+            self.bound = True
+            self.socket.listen(self.request_queue_size)  # from here on a probe finds it live
         os.chmod(path, 0o660)
         self.server_name, self.server_port = "localhost", 0
 
@@ -423,12 +431,23 @@ class UnixServer(_Serving):
             pass
 
 
+@contextlib.contextmanager
+def _locked_directory(directory: str) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def _remove_stale_socket(path: str) -> None:
     """A socket file nobody listens on is left by a killed server; a live one is a Conflict."""
     from dist_tool.errors import Conflict
 
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not os.path.lexists(path):
         return
     import stat
 

@@ -237,6 +237,55 @@ def test_a_server_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, sockdi
     assert server.proc.returncode == 0
 
 
+_BIND_AT_THE_SIGNAL = """
+import sys
+from dist_tool.errors import Conflict
+from dist_tool.remote.server import make_server
+sys.stdin.read()  # the test closes every starter's stdin at once
+try:
+    server = make_server(sys.argv[1], lambda namespace: None)
+except Conflict as e:
+    print("conflict", e, flush=True)
+else:
+    print("listening", flush=True)
+    sys.stdout.close()
+    import time
+    time.sleep(60)
+"""
+
+
+def test_two_servers_starting_on_one_stale_socket_leave_one_listening():
+    """Both used to find the stale socket; the later one's unlink could remove the earlier one's
+    live socket (a server nobody could reach) or its bind failed (not a Conflict, exit 1)."""
+    import shutil
+
+    for _ in range(12):
+        d = Path(tempfile.mkdtemp(prefix="dist-race-"))
+        starters = []
+        try:
+            stale = socket.socket(socket.AF_UNIX)  # as a killed server leaves it
+            stale.bind(str(d / "s.sock"))
+            stale.close()
+            starters = [subprocess.Popen([sys.executable, "-c", _BIND_AT_THE_SIGNAL, f"unix://{d}/s.sock"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        for _ in range(2)]
+            time.sleep(0.3)  # both imported and waiting
+            for starter in starters:
+                starter.stdin.close()
+            outcomes = sorted(starter.stdout.readline().decode().split(" ")[0].strip() for starter in starters)
+            assert outcomes == ["conflict", "listening"], [s.stderr.read().decode()[-300:] for s in starters]
+            probe = socket.socket(socket.AF_UNIX)
+            probe.connect(str(d / "s.sock"))  # the winner's socket is still there, and live
+            probe.close()
+        finally:
+            for starter in starters:
+                starter.kill()
+                starter.wait()
+                starter.stdout.close()
+                starter.stderr.close()
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
     r = Remote(served, tmp_path)
     r.ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
