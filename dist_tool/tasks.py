@@ -416,7 +416,9 @@ def wait(session, container_id: str) -> int:
         if not shims.alive_task(session, container_id):
             shims.await_cleanup(session, container_id)
     except NotFound:
-        pass
+        # No task dir: none ran, or another command renamed it away and is burying it, and
+        # records lastExit before its grave goes.
+        shims.await_cleanup(session, container_id)
     try:
         container = session.containers.get(container_id)
     except Unavailable:  # the store cannot even be read (a full disk): the kept exit still answers

@@ -404,6 +404,24 @@ def test_every_waiter_of_a_task_whose_shim_died_gets_its_status(bb):
     bb.ok("c", "rm", "waiters")
 
 
+def test_waiters_that_come_after_the_shim_died_get_its_status(bb):
+    """A waiter that finds the task already renamed to a grave by another's cleanup waits for
+    that cleanup's lastExit too (it said the container never ran a task)."""
+    for _ in range(3):
+        bb.ok("run", "-d", "busybox", "latewait", "--", "sleep", "30")
+        shim = tasks(bb)["latewait"]["shimPid"]
+        os.kill(shim, signal.SIGKILL)
+        wait_for(lambda: not os.path.exists(f"/proc/{shim}"), "the shim to be gone")  # noqa: B023
+        waiters = []
+        for _ in range(8):  # staggered, so that some arrive while the first one's cleanup runs
+            waiters.append(subprocess.Popen(_argv(bb, "task", "wait", "latewait"), stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE))
+            time.sleep(0.02)
+        results = [(w.wait(timeout=TIMEOUT), w.communicate()[1].decode()) for w in waiters]
+        assert results == [(137, "")] * 8
+        bb.ok("c", "rm", "latewait")
+
+
 def test_sigkill_reaches_a_paused_task(bb):
     """cgroup v1 keeps a signal to a frozen process pending; runc thaws for SIGKILL, as ctr's
     kill does through it."""
