@@ -132,6 +132,8 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
+        except ConnectionError:  # reset while waiting for its next request: gone, not a server error
+            self.close_connection = True
         finally:
             self.server.end(self)
 
@@ -339,7 +341,7 @@ class _Serving(ThreadingHTTPServer):
                 if left <= 0:
                     break
                 self._guard.wait(min(left, POLL_INTERVAL))
-            return self._running
+            return sum(handler.busy for handler in self._handlers)  # not the idle ones still closing
 
     def track(self, handler: Handler) -> None:
         with self._guard:
@@ -422,20 +424,27 @@ class UnixServer(_Serving):
         return sock, ("unix", 0)
 
     def server_close(self) -> None:
-        super().server_close()
         if not getattr(self, "bound", False):
+            super().server_close()
             return  # the bind failed (socketserver closes then too): whatever is at the path is not ours
-        try:
-            os.unlink(self.server_address)
-        except FileNotFoundError:
-            pass
+        # Under the start-up lock: a server starting on this path between the close and the
+        # unlink would take the closed socket for stale and bind anew, and lose its socket here.
+        with _locked_directory(os.path.dirname(self.server_address) or "."):
+            super().server_close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.server_address)
+            self.bound = False  # a second close must not unlink what another server bound since
 
 
 @contextlib.contextmanager
 def _locked_directory(directory: str) -> Iterator[None]:
     import fcntl
 
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # gone, or not readable by this user: nothing to lock, go on as before
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

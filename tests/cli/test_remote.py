@@ -160,15 +160,15 @@ def _answer(sock: socket.socket) -> bytes:
     return answer
 
 
-def _wait_for_ingest(root: Path, ref: str) -> int:
-    """How much of ingest ``ref`` the server holds on disk, once it holds some."""
+def _wait_for_ingest(root: Path, ref: str, offset: int) -> None:
+    """Until the server holds ``offset`` bytes of ingest ``ref`` on disk."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         offsets = [i["offset"] for i in run_dist("content", "active", "--json", root=root).json if i["ref"] == ref]
-        if offsets and offsets[0] > 0:
-            return offsets[0]
+        if offsets == [offset]:
+            return
         time.sleep(0.05)
-    pytest.fail(f"the server never wrote ingest {ref}")
+    pytest.fail(f"the server never wrote {offset} bytes of ingest {ref}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -183,7 +183,7 @@ def test_a_stop_signal_finishes_requests_in_progress_and_hangs_up_idle_ones(serv
     idle = Client(served.address, "default")
     assert idle.request("GET", "/version")["api"] == 1  # the keep-alive connection stays open
     upload = _open_upload(served.address, "drain", b"x" * (4 << 20))  # more than one write's worth
-    _wait_for_ingest(served.root, "drain")
+    _wait_for_ingest(served.root, "drain", 4 << 20)
     served.proc.send_signal(sig)
     socket_path = served.address[len("unix://"):]
     deadline = time.monotonic() + 10
@@ -206,7 +206,7 @@ def test_a_stop_signal_finishes_requests_in_progress_and_hangs_up_idle_ones(serv
 
 def test_a_second_stop_signal_cuts_the_wait_short(served):
     upload = _open_upload(served.address, "cut", b"y" * (4 << 20))
-    held = _wait_for_ingest(served.root, "cut")
+    _wait_for_ingest(served.root, "cut", 4 << 20)
     served.proc.send_signal(signal.SIGTERM)
     socket_path = served.address[len("unix://"):]
     deadline = time.monotonic() + 10
@@ -217,7 +217,7 @@ def test_a_second_stop_signal_cuts_the_wait_short(served):
     assert "stopped with 1 request(s) in progress cut off" in served.proc.stderr.read().decode()
     upload.close()
     local = Dist(served.root)
-    assert [(i["ref"], i["offset"]) for i in local.ok("content", "active", "--json").json] == [("cut", held)]
+    assert [(i["ref"], i["offset"]) for i in local.ok("content", "active", "--json").json] == [("cut", 4 << 20)]
     assert local.ok("content", "ls", "-q").lines == []
 
 
@@ -284,6 +284,86 @@ def test_two_servers_starting_on_one_stale_socket_leave_one_listening():
                 starter.stdout.close()
                 starter.stderr.close()
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_server_stopping_never_removes_the_socket_of_one_starting(sockdir):
+    """The stopping server closed its socket, and a server starting in that moment took the file
+    for stale and bound anew; the stopping one's unlink then removed the new socket (a server no
+    client could reach), or the two unlinks raced (the new one failed, exit 1)."""
+    import threading
+
+    from dist_tool.errors import Conflict
+    from dist_tool.remote import server as server_module
+
+    address = f"unix://{sockdir}/r.sock"
+    for _ in range(20):
+        old = server_module.make_server(address, lambda namespace: None)
+        started = []
+
+        def start() -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    started.append(server_module.make_server(address, lambda namespace: None))  # noqa: B023
+                    return
+                except Conflict:  # the old one still listens
+                    continue
+
+        starter = threading.Thread(target=start, daemon=True)
+        starter.start()
+        old.stop(grace=0)
+        starter.join(10)
+        [new] = started
+        try:
+            probe = socket.socket(socket.AF_UNIX)
+            probe.connect(f"{sockdir}/r.sock")  # the new server's socket is there, and live
+            probe.close()
+        finally:
+            new.server_close()
+
+
+def test_a_client_resetting_its_connection_prints_nothing(tmp_path):
+    import struct
+
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    server = Server(tmp_path / "root", f"tcp://127.0.0.1:{_free_port()}", "--token-file", str(token)).start()
+    host, port = server.address[len("tcp://"):].split(":")
+    try:
+        for _ in range(3):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n"
+                         b"Authorization: Bearer s3cret-token-0123456789\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # an RST, not a FIN, while the server waits for the next request
+        time.sleep(0.5)
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=10)
+    assert (code, server.proc.stderr.read().decode()) == (0, "")
+    server.kill()
+
+
+def test_idle_connections_are_not_counted_as_requests_cut_off(sockdir):
+    """A stop cut short at once (two quick signals) said "stopped with 5 request(s) in progress
+    cut off" for five keep-alive clients that had no request running."""
+    import threading
+
+    from dist_tool.remote import server as server_module
+    from dist_tool.remote.client import Client
+
+    srv = server_module.make_server(f"unix://{sockdir}/i.sock", lambda namespace: None)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    idle = [Client(f"unix://{sockdir}/i.sock", "default") for _ in range(5)]
+    try:
+        for client in idle:
+            assert client.request("GET", "/version")["api"] == 1
+        srv.shutdown()
+        assert srv.stop(grace=0) == 0
+    finally:
+        for client in idle:
+            client.close()
 
 
 def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
