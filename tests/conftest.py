@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 from helpers import Dist, UmociImage, build_umoci_image, make_busybox_rootfs
+from hypothesis import settings
+
+# Property tests judge results, never speed: hypothesis's 200 ms deadline per example fails on a
+# loaded machine, and its own CI profile (which drops it) depends on a CI variable being set.
+settings.register_profile("dist", deadline=None)
+settings.load_profile("dist")
 
 
 @pytest.fixture

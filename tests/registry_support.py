@@ -84,15 +84,27 @@ http:
     def requests(self, since: int = 0) -> list[tuple[str, str, int]]:
         """(method, uri, status) of each request in the access log, from line ``since``."""
         out = []
-        for line in self.log_path.read_text(errors="replace").splitlines()[since:]:
+        for line in self._settled_log()[since:]:
             m = ACCESS_RE.search(line)
             if m:
                 out.append((m["method"], m["uri"], int(m["status"])))
         return out
 
     def mark(self) -> int:
-        time.sleep(0.05)  # the access log is written after the response
-        return len(self.log_path.read_text(errors="replace").splitlines())
+        return len(self._settled_log())
+
+    def _settled_log(self) -> list[str]:
+        """The access log once no line has come for 0.1 s: a line is written after its response,
+        so the client may be done before the registry logged its last request."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            again = self.log_path.read_text(errors="replace").splitlines()
+            if len(again) == len(lines):
+                break
+            lines = again
+        return lines
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -135,9 +135,11 @@ def test_run_rm_passes_the_status_through_and_removes_the_container(bb, args, st
 def test_run_rm_detached_removes_the_container_when_its_task_exits(bb):
     """SPEC's synopsis is `dist run [--rm] [-d]`; the two were refused together. The shim, its
     task gone and cleaned up, becomes `container rm` (docker's --rm -d)."""
-    r = bb("run", "--rm", "-d", "busybox", "rmd", "--", "sh", "-c", "sleep 0.5; exit 3", timeout=TIMEOUT)
+    r = bb("run", "--rm", "-d", "busybox", "rmd", "--", "sh", "-c", "while [ ! -e /go ]; do sleep 0.05; done; exit 3",
+           timeout=TIMEOUT)
     assert r.code == 0, r.stderr
     assert "rmd" in tasks(bb)
+    bb.ok("task", "exec", "rmd", "--exec-id", "go", "--", "sh", "-c", ": > /go")  # now it may exit
     wait_for(lambda: bb.ok("c", "ls", "-q").lines == [], "the container to go")
     assert "rmd" not in bb.ok("snapshot", "ls", "-q").lines
     assert_clean(bb)
