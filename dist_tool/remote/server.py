@@ -328,7 +328,7 @@ class _Serving(ThreadingHTTPServer):
 
     def stop(self, grace: float = STOP_GRACE, cut_short: Callable[[], bool] = lambda: False) -> int:
         """Stops listening, hangs up idle connections and waits up to ``grace`` seconds for the
-        requests in progress; returns how many were still running."""
+        requests in progress; returns how many requests were still in progress."""
         self.server_close()
         deadline = time.monotonic() + grace
         with self._guard:
