@@ -38,7 +38,7 @@ class Server:
     def kill(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=30)  # more than the server's 10 s grace for requests in progress
         if self.proc:
             self.proc.stderr.close()
 
