@@ -163,7 +163,7 @@ def import_(ctx: typer.Context,
             = None,
             no_unpack: Annotated[bool, typer.Option("--no-unpack", help="Store content only.")] = False,
             progress: ProgressOpt = "auto") -> None:
-    """Import an OCI image-layout or docker-save archive (tar, optionally gzip), or a rootfs."""
+    """Import an OCI image-layout or docker-save archive (tar; plain, gzip, zstd, xz or bzip2), or a rootfs."""
     from dist_tool import archive
     from dist_tool.render import Progress
 
