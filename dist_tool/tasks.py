@@ -412,13 +412,11 @@ def wait(session, container_id: str) -> int:
             time.sleep(0.005)
         if reply is not None:
             return int(reply["status"])
-        # The shim died mid-wait: clean up, or let whoever is cleaning up finish; then read lastExit.
-        if not shims.alive_task(session, container_id):
-            shims.await_cleanup(session, container_id)
+        shims.alive_task(session, container_id)  # the shim died mid-wait: clean up after it
     except NotFound:
-        # No task dir: none ran, or another command renamed it away and is burying it, and
-        # records lastExit before its grave goes.
-        shims.await_cleanup(session, container_id)
+        pass  # no task dir: none ran, or another command renamed it away to bury it
+    # Whoever is burying the task records lastExit before its grave goes: let them finish.
+    shims.await_cleanup(session, container_id)
     try:
         container = session.containers.get(container_id)
     except Unavailable:  # the store cannot even be read (a full disk): the kept exit still answers
