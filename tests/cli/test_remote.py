@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +59,20 @@ def served(tmp_path, sockdir):
     server = Server(tmp_path / "root", f"unix://{sockdir}/s.sock").start()
     yield server
     server.kill()
+
+
+@contextlib.contextmanager
+def in_process_server(address: str, make_session):
+    """``make_server`` serving from a thread of the test: for sessions a test builds itself."""
+    from dist_tool.remote import server as server_module
+
+    srv = server_module.make_server(address, make_session)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 class Remote:
@@ -290,8 +306,6 @@ def test_a_server_stopping_never_removes_the_socket_of_one_starting(sockdir):
     """The stopping server closed its socket, and a server starting in that moment took the file
     for stale and bound anew; the stopping one's unlink then removed the new socket (a server no
     client could reach), or the two unlinks raced (the new one failed, exit 1)."""
-    import threading
-
     from dist_tool.errors import Conflict
     from dist_tool.remote import server as server_module
 
@@ -348,22 +362,18 @@ def test_a_client_resetting_its_connection_prints_nothing(tmp_path):
 def test_idle_connections_are_not_counted_as_requests_cut_off(sockdir):
     """A stop cut short at once (two quick signals) said "stopped with 5 request(s) in progress
     cut off" for five keep-alive clients that had no request running."""
-    import threading
-
-    from dist_tool.remote import server as server_module
     from dist_tool.remote.client import Client
 
-    srv = server_module.make_server(f"unix://{sockdir}/i.sock", lambda namespace: None)
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     idle = [Client(f"unix://{sockdir}/i.sock", "default") for _ in range(5)]
-    try:
-        for client in idle:
-            assert client.request("GET", "/version")["api"] == 1
-        srv.shutdown()
-        assert srv.stop(grace=0) == 0
-    finally:
-        for client in idle:
-            client.close()
+    with in_process_server(f"unix://{sockdir}/i.sock", lambda namespace: None) as srv:
+        try:
+            for client in idle:
+                assert client.request("GET", "/version")["api"] == 1
+            srv.shutdown()
+            assert srv.stop(grace=0) == 0
+        finally:
+            for client in idle:
+                client.close()
 
 
 def test_twenty_concurrent_clients_lose_nothing(served, tmp_path, umoci_image):
@@ -586,16 +596,11 @@ def test_serve_refuses_an_address_that_is_a_file(tmp_path, sockdir):
 def test_a_client_that_stops_sending_is_dropped(sockdir, monkeypatch):
     """A half-sent request held a server thread and a descriptor for ever, so enough of them
     (no token needed: it is checked once a request is complete) stopped a server answering."""
-    import socket
-    import threading
-
     from dist_tool.remote import server as server_module
 
     assert 0 < server_module.Handler.timeout == server_module.REQUEST_TIMEOUT <= 120  # the default
     monkeypatch.setattr(server_module.Handler, "timeout", 0.5)  # the same mechanism, quicker
-    srv = server_module.make_server(f"unix://{sockdir}/t.sock", lambda ns: pytest.fail("no request completes"))
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    try:
+    with in_process_server(f"unix://{sockdir}/t.sock", lambda ns: pytest.fail("no request completes")):
         sock = socket.socket(socket.AF_UNIX)
         sock.settimeout(10)
         sock.connect(f"{sockdir}/t.sock")
@@ -604,9 +609,6 @@ def test_a_client_that_stops_sending_is_dropped(sockdir, monkeypatch):
         assert sock.recv(1024) == b""  # closed by the server
         assert time.monotonic() - started < 5
         sock.close()
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.mark.parametrize("body", [b"[]", b"[" * 100_000 + b"]" * 100_000], ids=["a-list", "deeply-nested"])
@@ -684,10 +686,8 @@ def test_a_commit_trailer_that_is_not_json_is_400_and_leaves_the_ingest(served, 
 
 
 def test_a_server_bug_is_an_internal_error_not_the_clients_fault(sockdir):
-    import threading
 
     from dist_tool.errors import DistError, InvalidArgument
-    from dist_tool.remote import server as server_module
     from dist_tool.remote.client import Client
 
     class Images:
@@ -700,18 +700,15 @@ def test_a_server_bug_is_an_internal_error_not_the_clients_fault(sockdir):
         def close(self):
             pass
 
-    srv = server_module.make_server(f"unix://{sockdir}/b.sock", lambda ns: BuggySession())
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     client = Client(f"unix://{sockdir}/b.sock")
-    try:
-        with pytest.raises(DistError) as e:
-            client.request("GET", "/images/x")
-        assert not isinstance(e.value, InvalidArgument)
-        assert "internal error: KeyError" in str(e.value)
-    finally:
-        client.close()
-        srv.shutdown()
-        srv.server_close()
+    with in_process_server(f"unix://{sockdir}/b.sock", lambda ns: BuggySession()):
+        try:
+            with pytest.raises(DistError) as e:
+                client.request("GET", "/images/x")
+            assert not isinstance(e.value, InvalidArgument)
+            assert "internal error: KeyError" in str(e.value)
+        finally:
+            client.close()
 
 
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:\u00b2", "tcp://127.0.0.1:1\u00b2", "tcp://127.0.0.1:70000",
