@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from dist_tool import __version__
-from dist_tool.commands import LazySubcommandGroup
+from dist_tool.commands import LazySubcommandGroup, word_placeholders
 from dist_tool.errors import DistError, TaskExit
 
 # name → (module, attribute, one-line help). Attributes are typer apps.
@@ -52,15 +52,24 @@ def load_command(name: str):
     else:
         command = typer.main.get_command(app)
     command.name = name
-    _plain_help(command)
+    _conventional_help(command)
     return command
 
 
-def _plain_help(command) -> None:
-    """Help text is plain text (CONVENTIONS G9: markup off): ``[/variant]`` is not rich markup."""
+def root_command():
+    """The click command of ``dist`` itself, its global options' placeholders included."""
+    command = typer.main.get_command(app)
+    word_placeholders(command)
+    return command
+
+
+def _conventional_help(command) -> None:
+    """Help text is plain text (CONVENTIONS G9: markup off): ``[/variant]`` is not rich markup;
+    placeholders are words (``word_placeholders``)."""
     command.rich_markup_mode = None
+    word_placeholders(command)
     for sub in getattr(command, "commands", {}).values():
-        _plain_help(sub)
+        _conventional_help(sub)
 
 
 class _BrokenPipe(Exception):
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _wants_debug(args)
     try:
-        command = typer.main.get_command(app)
+        command = root_command()
         result = command.main(args=args, prog_name="dist", standalone_mode=False)
         # Outside standalone mode typer returns the code of a typer.Exit, and turns Ctrl-C into Exit(130).
         return result if isinstance(result, int) and not isinstance(result, bool) else 0

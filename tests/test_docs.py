@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,11 @@ TREE = _tree()
 def _long_options(command, ctx) -> list[str]:
     return [max(p.opts, key=len) for p in command.get_params(ctx)
             if p.param_type_name == "option" and not getattr(p, "hidden", False)]
+
+
+def _typer_placeholders(text: str) -> list[str]:
+    """typer 0.28's own placeholders (``<str>``, ``{image}``), which dist's help replaces by words."""
+    return re.findall(r"<(?:str|int|float|bool|path|file|choice)>|\{[a-z_]+\}", text)
 
 
 def _expected_names(command, ctx) -> list[str]:
@@ -113,6 +119,20 @@ def test_group_help_through_entry_point(name: str, group_help) -> None:
     _, command, ctx = next(t for t in TREE if t[0] == [name])
     missing = [n for n in _expected_names(command, ctx) if n not in result.stdout]
     assert not missing, f"`dist {name} --help` does not name {missing}"
+    assert not _typer_placeholders(result.stdout), result.stdout
+
+
+def test_placeholders_are_words_through_entry_point(tmp_path: Path) -> None:
+    root_help = subprocess.run([sys.executable, "-m", "dist_tool", "--help"], capture_output=True, text=True,
+                               env=ENV, timeout=60)
+    assert "--root ROOT" in root_help.stdout and "-n, --namespace NAMESPACE" in root_help.stdout
+    create_help = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(tmp_path / "root"),
+                                  "container", "create", "--help"], capture_output=True, text=True, env=ENV,
+                                 timeout=60)
+    assert "dist container create [OPTIONS] {IMAGE} {ID} [-- ARG...]" in create_help.stdout
+    assert "-e, --env ENV" in create_help.stdout and "--runtime RUNTIME" in create_help.stdout
+    for result in (root_help, create_help):
+        assert result.returncode == 0 and not _typer_placeholders(result.stdout), result.stdout
 
 
 SUBCOMMANDS = [pytest.param(path, command, ctx, id=" ".join(path))
@@ -127,3 +147,4 @@ def test_subcommand_help(path: list[str], command, ctx, tmp_path: Path) -> None:
     assert "Usage:" in result.stdout and f"dist {' '.join(path)}" in result.stdout
     missing = [n for n in _expected_names(command, ctx) if n not in result.stdout]
     assert not missing, f"`dist {' '.join(path)} --help` does not name {missing}"
+    assert not _typer_placeholders(result.stdout), result.stdout

@@ -73,9 +73,8 @@ def metavar(param: Any) -> str:
 
 
 def argument_usage(param: Any) -> str:
-    word = ital(metavar(param))
-    word = word if param.required else f"[{word}]"
-    return word + ("..." if param.nargs == -1 else "")
+    word = metavar(param)
+    return ital(word) if param.required or word.startswith("[") else f"[{ital(word)}]"
 
 
 def usage(command: Any, ctx: Any) -> str:
@@ -185,11 +184,9 @@ def root_page(root: Any, root_ctx: Any, groups: dict[str, Any], aliases: dict[st
 
 def render_pages() -> dict[str, str]:
     """File name → page text, for every command group the CLI registers."""
-    import typer
-
     from dist_tool import cli
 
-    root = typer.main.get_command(cli.app)
+    root = cli.root_command()
     root_ctx = context(root, "dist")
     groups = {name: cli.load_command(name) for name in cli.COMMANDS}
     aliases: dict[str, list[str]] = {}

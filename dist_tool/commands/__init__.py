@@ -71,6 +71,19 @@ def report_collection(s: "Session", result: Any) -> None:
         s.render.err.write(f"freed {len(result.blobs)} blobs, {iec(result.bytes_freed)}\n")
 
 
+def word_placeholders(command: Any) -> None:
+    """Placeholders as click and man pages write them (``IMAGE``, ``--env ENV``, ``[FILTERS...]``)
+    for the parameters that name none: typer 0.28 writes ``{image}`` and ``<str>``. The man pages
+    are generated from the same parameters, so help and man say one thing."""
+    for param in command.params:
+        if (param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False)
+                or getattr(param.type, "choices", None)):
+            continue
+        param.metavar = (param.name or "value").upper()
+        if param.param_type_name == "argument" and param.nargs == -1:
+            param.metavar += "..."
+
+
 class LazySubcommandGroup(TyperGroup):
     """A group whose subcommands are turned from typer functions into click commands when first
     looked up, so an invocation pays for the command it runs and not for its siblings (typer
@@ -112,6 +125,7 @@ class LazySubcommandGroup(TyperGroup):
         if info is not None:
             self.commands[name] = typer.main.get_command_from_info(
                 info, pretty_exceptions_short=self.pretty_exceptions_short, rich_markup_mode=None)
+            word_placeholders(self.commands[name])
             self.declared[name] = None
 
 
