@@ -134,7 +134,7 @@ def resolve(user: str, read_file: ReadFile) -> ResolvedUser:
             raise NotFound("group", group, "no such group in the image's /etc/group")
         resolved_gid = match.gid
     extra: tuple[int, ...] = ()
-    if entry is not None:
+    if entry is not None and not group:  # a group given is the only one, as with docker, runc and containerd
         if groups is None:
             groups = parse_group(read_file("/etc/group"))
         extra = tuple(sorted({g.gid for g in groups if entry.name in g.members and g.gid != resolved_gid}))
