@@ -94,7 +94,7 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
     from dist_tool import spec
 
     validate.identifier("container id", container_id)
-    labels = validate.apply_labels({}, validate.label_args(options.labels))
+    labels = validate.label_args(options.labels)
     if not options.runtime or not _RUNTIME_RE.fullmatch(options.runtime):
         raise InvalidArgument("runtime", options.runtime, "expected a name such as io.containerd.runc.v2")
     if options.user is not None:
@@ -103,6 +103,22 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
             "cwd": spec.check_cwd(options.cwd) if options.cwd is not None else None,
             "mounts": spec.parse_mounts(options.mounts),
             "entrypoint": spec.parse_entrypoint(options.entrypoint)}
+
+
+def image_labels(config: dict) -> dict[str, str]:
+    """The labels a container starts with: its image config's ``Labels``, as ctr's
+    ``WithImageConfigLabels`` gives them and docker's containers inherit them. One dist could
+    not store (SPEC's limits; an empty value, which ``--label K=`` means to remove) is left out."""
+    found = config.get("config") if isinstance(config.get("config"), dict) else {}
+    found = found.get("Labels")
+    kept: dict[str, str] = {}
+    for key, value in found.items() if isinstance(found, dict) else ():
+        if isinstance(key, str) and isinstance(value, str) and value:
+            try:
+                kept.update(validate.labels({key: value}))
+            except InvalidArgument:
+                continue
+    return kept
 
 
 def _spec_opts(options: CreateOptions, checked: dict, config: dict) -> list:
@@ -178,7 +194,8 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     spec = generate_spec(session, container_id, rootfs, options, checked)
     _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
-                       snapshotter=snapshotter.name, snapshot_key=container_id, labels=checked["labels"])
+                       snapshotter=snapshotter.name, snapshot_key=container_id,
+                       labels=validate.apply_labels(image_labels(rootfs.config), checked["labels"]))
     if _unpacked(snapshotter, rootfs.chain_id):
         # One transaction is the whole write: no lease needed. An rmi + gc that removed the
         # chain since the check makes prepare fail (NotFound) and the transaction roll back.

@@ -33,3 +33,12 @@ def test_native_create_copies_the_parent_tree_outside_the_write_lock(tmp_path: P
         assert s.snapshotter.stat("c1").parent == chain_ids(umoci_image.diff_ids)[-1]
     finally:
         s.close()
+
+
+def test_image_labels_keep_only_what_a_label_can_hold():
+    config = {"config": {"Labels": {"app": "web", "empty": "", "": "no-key", "a=b": "eq", "n": 1,
+                                    "big": "x" * 4094, "fits": "y" * 4092}}}
+    assert containers.image_labels(config) == {"app": "web", "fits": "y" * 4092}
+    assert containers.image_labels({"config": {"Labels": None}}) == {}
+    assert containers.image_labels({"config": "not a map"}) == {}
+    assert containers.image_labels({}) == {}

@@ -34,7 +34,8 @@ def rootfs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def configured_archive(tmp_path_factory, rootfs) -> tuple[Path, dict]:
-    """An image whose config sets every field the spec takes: Entrypoint, Cmd, Env, WorkingDir, User."""
+    """An image whose config sets every field a container takes: Entrypoint, Cmd, Env, WorkingDir,
+    User, and Labels."""
     need("umoci")
     need("skopeo")
     base = tmp_path_factory.mktemp("configured")
@@ -47,7 +48,7 @@ def configured_archive(tmp_path_factory, rootfs) -> tuple[Path, dict]:
     run("umoci", "config", "--image", f"{layout}:t", "--os", "linux", "--config.entrypoint", "/bin/sh",
         "--config.cmd", "-c", "--config.cmd", "echo from-image", "--config.env", "PATH=/bin:/usr/bin",
         "--config.env", "MODE=image", "--config.env", "KEEP=1", "--config.workingdir", "/srv",
-        "--config.user", "www")
+        "--config.user", "www", "--config.label", "app=image", "--config.label", "tier=base")
     archive = base / "configured.tar"
     run("skopeo", "copy", "-q", f"oci:{layout}:t", f"oci-archive:{archive}:docker.io/library/configured:1")
     index = json.loads((layout / "index.json").read_text())
@@ -149,6 +150,18 @@ def test_spec_follows_the_image_config_field_by_field(dist, configured_archive):
     assert info(dist, "four")["spec"]["process"]["args"] == ["/bin/echo", "x"]
     r = dist("c", "create", "configured:1", "five", "--entrypoint", "")
     assert r.code == 2 and "no command" in r.stderr
+
+
+def test_a_container_starts_with_its_image_configs_labels(dist, configured_archive):
+    """ctr's WithImageConfigLabels, docker's label inheritance: --label overrides one, K= drops it."""
+    archive, config = configured_archive
+    assert config["Labels"] == {"app": "image", "tier": "base"}
+    dist.ok("images", "import", str(archive))
+    dist.ok("c", "create", "configured:1", "web")
+    assert info(dist, "web")["labels"] == {"app": "image", "tier": "base"}
+    dist.ok("c", "create", "configured:1", "two", "--label", "app=web", "--label", "tier=", "--label", "x=1")
+    assert info(dist, "two")["labels"] == {"app": "web", "x": "1"}
+    assert dist.ok("c", "ls", "-q", 'labels."tier"==base').lines == ["web"]
 
 
 def test_create_unpacks_an_image_imported_without_unpacking(dist, rootfs):
