@@ -39,8 +39,13 @@ def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
     if lowers and _is_opaque(dest):
         _hide_lower_root(dest, lowers)
     for rel in result.whiteouts:
+        # A whiteout hides nothing when nothing below shows there, or when an opaque directory of
+        # this layer already hides it; left behind, overlayfs lists it in a lone opaque directory
+        # as a broken entry. The root's opaque mark is not one: overlayfs ignores it, and
+        # _hide_lower_root has made the directories under it opaque instead.
         st = lstat_inside(dest, rel)
-        if st is not None and is_whiteout(st) and merged_lstat(lowers, rel) is None:
+        if st is not None and is_whiteout(st) and (
+                ("/" in rel and _under_opaque(dest, rel)) or merged_lstat(lowers, rel) is None):
             _remove(dest, rel, os.unlink)
     for rel in reversed(result.implicit_dirs):  # children before their parents
         st = lstat_inside(dest, rel)

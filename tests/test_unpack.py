@@ -144,6 +144,28 @@ def test_a_whiteout_of_what_no_lower_layer_has_hides_nothing_and_makes_nothing(t
     s.close()
 
 
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_whiteout_under_a_directory_its_layer_made_opaque_leaves_nothing(tmp_path: Path,
+                                                                          snapshotter: str) -> None:
+    """The opaque mark already hides what was below: the whiteout must not stay behind as a 0:0
+    device, which overlayfs lists in a lone opaque directory as a broken entry (``c????????? old``)."""
+    image_layers = [
+        [directory("d"), file("d/old", b"x"), directory("e"), file("e/old", b"x"), directory("k"),
+         file("k/kk", b"x"), file("top", b"t")],
+        [opaque("d"), whiteout("d/old"), whiteout("d/sub/x"), file("d/new", b"y"),
+         whiteout("e"), directory("e"), whiteout("e/old"), file("e/new", b"y")],
+        [opaque("./"), directory("k"), whiteout("k/kk"), file("k/new", b"z"), whiteout("top")],
+    ]
+    s, image = _unpacked(tmp_path, snapshotter, image_layers)
+    with snapshot_tree(s.snapshotter, image.chain[-2], tmp_path / "mnt") as root:
+        assert sorted(tree(root)) == ["d", "d/new", "e", "e/new", "k", "k/kk", "top"]
+        assert os.listdir(root / "d") == ["new"]
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt2") as root:
+        assert sorted(tree(root)) == ["k", "k/new"]
+        assert os.listdir(root / "k") == ["new"]
+    s.close()
+
+
 @pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))
 def test_settling_a_layer_never_follows_a_symlink_that_replaced_an_implicit_directory(tmp_path: Path) -> None:
     """A later member replaced "a", made as a parent of "a/etc/f", by a symlink out of the layer:
