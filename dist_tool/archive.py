@@ -10,6 +10,7 @@ collects whatever the import added, so the store is left as it was.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
@@ -460,10 +461,13 @@ def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
         gz = gzip.GzipFile(fileobj=_WriterSink(w), mode="wb", compresslevel=1, mtime=0)
         diff = _DiffSink(gz)
         with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
+            linked: dict[tuple[int, int], str] = {}  # (device, inode) → first arcname, for what tarfile does not link
             for path in _walk_sorted(rootfs):
                 arcname = os.path.relpath(path, rootfs)
                 try:
                     info = tar.gettarinfo(path, arcname)
+                    if info is not None:
+                        _exact_attributes(info, path, os.lstat(path), linked)
                 except OSError as e:
                     raise DataError("rootfs", path, e.strerror or str(e)) from None
                 if info is None:
@@ -479,6 +483,41 @@ def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
         size = w.offset
     progress.event(f"layer {digest[:19]}: {size} bytes from {rootfs}")
     return Descriptor(oci.MEDIA_OCI_LAYER_GZIP, digest, size), f"sha256:{diff.hash.hexdigest()}"
+
+
+def _exact_attributes(info: tarfile.TarInfo, path: str, st: os.stat_result,
+                      linked: dict[tuple[int, int], str]) -> None:
+    """What ``tar --xattrs --posix`` keeps and tarfile's ``gettarinfo`` does not: the mtime to
+    the nanosecond (tarfile's float holds ~0.1 µs), xattrs (file capabilities among them; never
+    overlayfs's own marks), and hard links between entries other than regular files."""
+    from dist_tool.fsattrs import OVERLAY_XATTRS
+
+    negative, magnitude = st.st_mtime_ns < 0, abs(st.st_mtime_ns)
+    seconds, fraction = divmod(magnitude, 1_000_000_000)
+    if fraction:
+        info.pax_headers["mtime"] = f"{'-' if negative else ''}{seconds}.{fraction:09d}".rstrip("0")
+    for name in _xattr_names(path):
+        if not name.startswith(OVERLAY_XATTRS):
+            try:
+                value = os.getxattr(path, name, follow_symlinks=False)
+            except OSError as e:
+                if e.errno == errno.ENODATA:  # removed since it was listed
+                    continue
+                raise
+            info.pax_headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    if st.st_nlink > 1 and not (info.isreg() or info.isdir() or info.islnk()):
+        first = linked.setdefault((st.st_dev, st.st_ino), info.name)
+        if first != info.name:
+            info.type, info.linkname = tarfile.LNKTYPE, first
+
+
+def _xattr_names(path: str) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):  # a file system without xattrs
+            return []
+        raise
 
 
 def _walk_sorted(top: str):

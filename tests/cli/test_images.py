@@ -49,6 +49,37 @@ def test_rootfs_import_from_a_directory_and_a_tar(dist, busybox_rootfs, tmp_path
     assert bb2["complete"] is True
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="security.* xattrs need root")
+def test_a_rootfs_directory_keeps_xattrs_nanoseconds_and_linked_fifos(dist, tmp_path):
+    """What `tar --xattrs --posix -C DIR -c .` keeps and tarfile's gettarinfo alone did not: a file
+    capability, user xattrs, the mtime to the nanosecond, a hard link between two fifos."""
+    import tarfile
+
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    ping, note = rootfs / "bin" / "ping", rootfs / "note"
+    ping.write_bytes(b"#!/bin/sh\n")
+    note.write_text("n")
+    capability = bytes.fromhex("0100000200200000000000000000000000000000")  # cap_net_raw, not UTF-8
+    os.setxattr(ping, "security.capability", capability)
+    os.setxattr(note, "user.origin", b"here")
+    os.utime(note, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    os.mkfifo(rootfs / "fifo")
+    os.link(rootfs / "fifo", rootfs / "fifo2")
+    dist.ok("images", "import", "--rootfs", str(rootfs), "--name", "caps", "--config-cmd", "/bin/ping",
+            "--no-unpack")
+    manifest = json.loads(dist.ok("content", "get", images(dist)["docker.io/library/caps:latest"]["target"]
+                                  ["digest"]).stdout)
+    layer = dist.root / "content" / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    with tarfile.open(layer, encoding="utf-8", errors="surrogateescape") as tar:
+        members = {m.name: m for m in tar}
+    cap = members["bin/ping"].pax_headers["SCHILY.xattr.security.capability"]
+    assert cap.encode("utf-8", "surrogateescape") == capability
+    assert members["note"].pax_headers["SCHILY.xattr.user.origin"] == "here"
+    assert members["note"].pax_headers["mtime"] == "1600000000.123456789"
+    assert members["fifo"].isfifo() and members["fifo2"].islnk() and members["fifo2"].linkname == "fifo"
+
+
 def test_tag_label_and_record_times(dist, imported):
     first = images(dist)[imported.name]
     assert dist.ok("images", "tag", imported.name, "web", "example.com/team/web:2").lines == [
