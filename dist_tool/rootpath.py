@@ -49,10 +49,18 @@ class TooManyLinks(PathError):
 
 
 def clean(name: str) -> tuple[str, ...]:
-    """A member name as components under the root; ``()`` is the root itself."""
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise PathError("path climbs out of the root (..)")
+    """A member name as components under the root; ``()`` is the root itself. A ``..`` is taken
+    by its text, as containerd and umoci take it (``a/../b`` is ``b``, whatever ``a`` is); one
+    that would climb above the root is refused."""
+    kept: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if not kept:
+                raise PathError("path climbs out of the root (..)")
+            kept.pop()
+        elif part not in ("", "."):
+            kept.append(part)
+    parts = tuple(kept)
     if "\x00" in name:
         raise PathError("a name holds a NUL byte")
     # A character is at most 4 bytes in UTF-8: only long strings need encoding to be measured.

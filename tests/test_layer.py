@@ -85,6 +85,10 @@ NEUTRALISED = [
                                   hardlink("hl", "link/file")], "hl"),
     # a directory's mode and times are set at the end of the layer: not through what replaced it
     ("dir-then-symlink-out", [directory("d"), directory("d/file", 0o777), symlink("d", CANARY)], "d"),
+    # a '..' that stays inside is taken by its text (containerd, umoci), never through a symlink
+    ("inner-dotdot-inside", [directory("a"), file("a/../dd", b"x")], "dd"),
+    ("dotdot-past-a-symlink", [symlink("s", CANARY), file("s/../viasym", b"x")], "viasym"),
+    ("hardlink-with-dotdot", [directory("a"), file("f", b"x"), hardlink("a/hl", "a/../f")], "a/hl"),
 ]
 
 
@@ -105,6 +109,7 @@ REFUSED = [
     ("hardlink-to-dir", [directory("d"), hardlink("hl", "d")], "hl"),
     ("whiteout-dotdot", [file(".wh..."), ], ".wh..."),
     ("whiteout-climbing", [file("../.wh.canary")], "../.wh.canary"),
+    ("dotdot-climbing-after-a-dir", [directory("a"), file("a/../../x", b"x")], "a/../../x"),
     ("symlink-loop", [symlink("l1", "l2"), symlink("l2", "l1"), file("l1/x", b"x")], "l1/x"),
     ("long-name", [file("n" * 256, b"x")], "n" * 20),
     ("long-path", [file("/".join(["d" * 200] * 21), b"x")], "d" * 20),
