@@ -112,12 +112,14 @@ def skip_missing(handler: Handler, present: Callable[[str], bool],
 
 
 def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
-    """Keeps only an index's manifests whose platform matches, and its children that are not
-    manifests (a nested index). Manifests without a platform are kept only when no manifest of
-    the index matches by its platform: an index that names no platforms is read as containerd
-    reads it (each manifest's config says which it is; ``chains.image_layers`` checks it), while
-    one that names them keeps its unnamed extras (an SBOM, a signature) out of a host-only pull
-    and out of ``complete``, as SPEC asks."""
+    """Keeps only an index's manifests whose platform matches, and the nested indexes it names no
+    platform for. Manifests without a platform are kept only when no manifest of the index
+    matches by its platform: an index that names no platforms is read as containerd reads it
+    (each manifest's config says which it is; ``chains.image_layers`` checks it), while one that
+    names them keeps its unnamed extras (an SBOM, a signature) out of a host-only pull and out
+    of ``complete``, as SPEC asks. A child of an unknown type is no platform's: stored and counted
+    in SIZE when present (SPEC), required and fetched only by a matcher that takes no platform
+    (``--all-platforms``)."""
 
     def wrapped(desc: Descriptor) -> list[Descriptor]:
         kids = handler(desc)
@@ -128,7 +130,7 @@ def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
         named = {k.digest for k in kids if k.platform is not None and matcher(platforms.Platform.from_dict(k.platform))}
         fallback = not any(oci.is_manifest(k.media_type) for k in kids if k.digest in named)
         return [k for k in kids if k.digest in named or (k.platform is None and (
-            fallback or oci.is_index(k.media_type) or not oci.is_manifest(k.media_type)))]
+            oci.is_index(k.media_type) or (fallback if oci.is_manifest(k.media_type) else matcher(None))))]
 
     return wrapped
 

@@ -93,6 +93,26 @@ def test_filter_platforms_and_platform_manifests(tree):
     assert [d.digest for d in platform_manifests(p, amd, host)] == [amd.digest]  # a lone manifest is itself
 
 
+def test_platform_less_extras_of_unknown_type_are_not_the_platforms():
+    """SPEC: a platform needs its indexes, manifest, config and layers; an unnamed blob of an
+    unknown type (an index's attachment) is stored and counted in SIZE, never required."""
+    p = MemoryProvider()
+    amd = image(p, "amd64", [b"amd64 layer"])
+    extra = p.add(b"an attachment", "application/x-unknown")
+    nested = index_of(p, [image(p, "amd64", [b"nested layer"])])
+    named = index_of(p, [amd, extra, Descriptor(nested.media_type, nested.digest, nested.size)])
+    host = platforms.matcher(platforms.parse("linux/amd64"))
+    assert [d.digest for d in filter_platforms(children(p), host)(named)] == [amd.digest, nested.digest]
+    del p.blobs[extra.digest]
+    assert require_present(p, named, host, p.blobs.__contains__).complete
+    unnamed = index_of(p, [Descriptor(amd.media_type, amd.digest, amd.size), extra])  # names no platform
+    assert [d.digest for d in filter_platforms(children(p), host)(unnamed)] == [amd.digest]
+    assert require_present(p, unnamed, host, p.blobs.__contains__).complete
+    every = filter_platforms(children(p), platforms.any_platform)(named)  # --all-platforms: everything
+    assert [d.digest for d in every] == [amd.digest, extra.digest, nested.digest]
+    assert not require_present(p, named, platforms.any_platform, p.blobs.__contains__).complete
+
+
 def test_require_present_for_one_platform(tree):
     p, idx, amd, arm = tree
     del p.blobs[next(d for d, b in p.blobs.items() if b == b"arm64 layer")]
