@@ -182,13 +182,13 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     unpacked layers. Raises InvalidArgument (bad ID, label or option), NotFound (image, user,
     mount source), AlreadyExists (the ID, or a snapshot of that key)."""
     checked = _check_options(container_id, options)
+    session.local_only("snapshots")  # before the image is looked up: through --address none is served
     name = reference.normalize(image_name)
     image = session.images.get(name)
     _refuse_existing(session, container_id)
-    if not session.address:
-        from dist_tool import tasks
+    from dist_tool import tasks
 
-        tasks.forget(session, container_id)  # what an earlier container of this ID may have left
+    tasks.forget(session, container_id)  # what an earlier container of this ID may have left
     snapshotter = session.snapshotter  # first: an unknown --snapshotter is no fault of the image's files
     rootfs = image_rootfs(session, image)
     spec = generate_spec(session, container_id, rootfs, options, checked)
@@ -276,6 +276,9 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
     the first error or None).
     """
     from dist_tool.gc import remove_each
+
+    # Before any ID is looked up: through --address a missing ID must not answer as if served.
+    session.local_only("snapshots")
 
     def remove_one(container_id: str) -> str:
         _remove_one(session, container_id, force)

@@ -121,7 +121,8 @@ def test_socket_is_0660_and_image_commands_match_the_local_store(served, tmp_pat
 def test_not_served_is_one_clear_line(served, tmp_path):
     r = Remote(served, tmp_path)
     for args in (["snapshot", "ls"], ["namespaces", "ls"], ["info"], ["pull", "127.0.0.1:1/x:1"],
-                 ["push", "127.0.0.1:1/x:1", "nope"]):
+                 ["push", "127.0.0.1:1/x:1", "nope"], ["container", "create", "busybox", "nope"],
+                 ["container", "rm", "nope"], ["container", "rm", "-f", "nope"]):
         res = r(*args)
         assert res.code == 1 and res.stderr.count("\n") == 1 and "not served over --address" in res.stderr, args
     # Task commands read no STATE of the client's: it could hold another store's live task.
