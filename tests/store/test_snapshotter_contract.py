@@ -67,7 +67,7 @@ def test_prepare_commit_stat(sn) -> None:
     (lambda sn: sn.prepare("x", "missing"), NotFound),
     (lambda sn: sn.view("x", "missing"), NotFound),
     (lambda sn: sn.commit("base", "act"), AlreadyExists),
-    (lambda sn: sn.commit("x", "base"), InvalidArgument),
+    (lambda sn: sn.commit("x", "base"), Conflict),
     (lambda sn: sn.prepare("x", "act"), InvalidArgument),
     (lambda sn: sn.remove("missing"), NotFound),
     (lambda sn: sn.remove("base"), Conflict),

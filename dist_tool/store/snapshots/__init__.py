@@ -330,13 +330,14 @@ class LocalSnapshotter:
     def commit(self, name: str, key: str, labels: Mapping[str, str] | None = None) -> None:
         """Turns active ``key`` into committed ``name`` (same directory, usage measured now);
         ``key`` is gone afterwards. Labels are the active snapshot's, updated by ``labels``.
-        Raises NotFound, AlreadyExists for a used ``name``, InvalidArgument unless ``key`` is active,
-        Conflict while a container uses ``key`` (it would be left naming a snapshot that is gone)."""
+        Raises NotFound, AlreadyExists for a used ``name``, Conflict unless ``key`` is active (the
+        state, not the request, is wrong: containerd's failed precondition) and while a container
+        uses ``key`` (it would be left naming a snapshot that is gone)."""
         _check_key(name)
         with self.meta.read() as conn:
             row = self._get(conn, key)
             if row[2] != "active":
-                raise InvalidArgument("snapshot", key, f"is {row[2]}: only an active snapshot can be committed")
+                raise Conflict("snapshot", key, f"is {row[2]}: only an active snapshot can be committed")
             if self._row(conn, name) is not None:
                 raise AlreadyExists("snapshot", name, "already exists")
         usage = disk_usage(self.dirs.fs(row[6]))  # outside the lock: an active tree is not shared
