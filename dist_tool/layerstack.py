@@ -35,14 +35,15 @@ from dist_tool.layer import OVERLAY_OPAQUE_XATTR, LayerResult, is_whiteout
 
 
 def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
-    """Settles the layer extracted into ``dest`` onto ``lowers`` (its chain's directories, top first)."""
-    if lowers and _is_opaque(dest):
-        _hide_lower_root(dest, lowers)
+    """Settles the layer extracted into ``dest`` onto ``lowers`` (its chain's directories, top first).
+
+    An opaque root is hidden last, from what the layer keeps: a directory made only to hold a
+    whiteout that is dropped goes, and the lower one of that name must get a whiteout instead."""
     for rel in result.whiteouts:
         # A whiteout hides nothing when nothing below shows there, or when an opaque directory of
         # this layer already hides it; left behind, overlayfs lists it in a lone opaque directory
         # as a broken entry. The root's opaque mark is not one: overlayfs ignores it, and
-        # _hide_lower_root has made the directories under it opaque instead.
+        # _hide_lower_root makes the directories under it opaque instead.
         st = lstat_inside(dest, rel)
         if st is not None and is_whiteout(st) and (
                 ("/" in rel and _under_opaque(dest, rel)) or merged_lstat(lowers, rel) is None):
@@ -59,6 +60,8 @@ def settle(dest: str, result: LayerResult, lowers: list[str]) -> None:
             copy_directory_attributes(below[0], full)
         elif rel and not os.listdir(full):
             _remove(dest, rel, os.rmdir)
+    if lowers and _is_opaque(dest):
+        _hide_lower_root(dest, lowers)
 
 
 def _under_opaque(dest: str, rel: str) -> bool:

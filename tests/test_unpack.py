@@ -166,6 +166,34 @@ def test_a_whiteout_under_a_directory_its_layer_made_opaque_leaves_nothing(tmp_p
     s.close()
 
 
+ROOT_OPAQUE_CASES = [
+    pytest.param([
+        [directory("k"), file("k/kk", b"deleted"), directory("k/s"), file("k/s/x", b"x"), file("top", b"t"),
+         directory("q"), file("q/1", b"1"), directory("t"), file("t/x", b"x"), symlink("ln", "t")],
+        [opaque("./"), whiteout("k/kk"), whiteout("k/s/x"), whiteout("ln/x"), file("new", b"n")],
+        [file("z", b"z")],
+    ], ["new", "z"], id="three-layers"),
+    pytest.param([
+        [directory("k"), file("k/kk", b"deleted"), directory("k/s"), file("k/s/x", b"x"), file("top", b"t")],
+        [whiteout("top"), directory("q"), file("q/1", b"1")],
+        [opaque("./"), whiteout("q/1"), whiteout("k/s")],
+        [directory("k"), file("k/again", b"a")],
+    ], ["k", "k/again"], id="four-layers"),
+]
+
+
+@pytest.mark.parametrize(("image_layers", "expected"), ROOT_OPAQUE_CASES)
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_an_opaque_root_hides_what_its_layer_only_whited_out_below(tmp_path: Path, snapshotter: str,
+                                                                   image_layers, expected) -> None:
+    """A root-opaque layer whose only entries under k/ are whiteouts: k is no directory of its own,
+    and the lower k (with what the whiteouts named) must stay hidden, as native and umoci show."""
+    s, image = _unpacked(tmp_path, snapshotter, image_layers)
+    with snapshot_tree(s.snapshotter, image.chain[-1], tmp_path / "mnt") as root:
+        assert sorted(tree(root)) == expected
+    s.close()
+
+
 @pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))
 def test_settling_a_layer_never_follows_a_symlink_that_replaced_an_implicit_directory(tmp_path: Path) -> None:
     """A later member replaced "a", made as a parent of "a/etc/f", by a symlink out of the layer:
