@@ -79,9 +79,10 @@ def word_placeholders(command: Any) -> None:
         if (param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False)
                 or getattr(param.type, "choices", None)):
             continue
-        param.metavar = (param.name or "value").upper()
-        if param.param_type_name == "argument" and param.nargs == -1:
-            param.metavar += "..."
+        if param.param_type_name == "option":  # the word the user types: --label LABEL, --exec-id EXEC_ID
+            param.metavar = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+        else:
+            param.metavar = (param.name or "value").upper() + ("..." if param.nargs == -1 else "")
 
 
 class LazySubcommandGroup(TyperGroup):
