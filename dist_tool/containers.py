@@ -105,12 +105,17 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
             "entrypoint": spec.parse_entrypoint(options.entrypoint)}
 
 
+def _runtime_config(config: dict) -> dict:
+    """The image config's ``config`` section (Entrypoint, Cmd, Env, Labels...); {} when it has none."""
+    section = config.get("config")
+    return section if isinstance(section, dict) else {}
+
+
 def image_labels(config: dict) -> dict[str, str]:
     """The labels a container starts with: its image config's ``Labels``, as ctr's
     ``WithImageConfigLabels`` gives them and docker's containers inherit them. One dist could
     not store (SPEC's limits; an empty value, which ``--label K=`` means to remove) is left out."""
-    found = config.get("config") if isinstance(config.get("config"), dict) else {}
-    found = found.get("Labels")
+    found = _runtime_config(config).get("Labels")
     kept: dict[str, str] = {}
     for key, value in found.items() if isinstance(found, dict) else ():
         if isinstance(key, str) and isinstance(value, str) and value:
@@ -124,7 +129,7 @@ def image_labels(config: dict) -> dict[str, str]:
 def _spec_opts(options: CreateOptions, checked: dict, config: dict) -> list:
     from dist_tool import spec as S
 
-    opts = [S.with_image_config(config.get("config") if isinstance(config.get("config"), dict) else {})]
+    opts = [S.with_image_config(_runtime_config(config))]
     if checked["entrypoint"] is not None:
         opts.append(S.with_entrypoint(checked["entrypoint"]))
     if options.args:
