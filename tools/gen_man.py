@@ -69,7 +69,7 @@ def metavar(param: Any) -> str:
     choices = getattr(param.type, "choices", None)
     if choices:
         return "[" + "|".join(str(c) for c in choices) + "]"
-    return param.metavar or (param.name or "value").upper()
+    return param.metavar  # every other parameter has one: dist_tool.commands.word_placeholders
 
 
 def argument_usage(param: Any) -> str:
