@@ -117,20 +117,22 @@ def filter_platforms(handler: Handler, matcher: PlatformMatcher) -> Handler:
     matches by its platform: an index that names no platforms is read as containerd reads it
     (each manifest's config says which it is; ``chains.image_layers`` checks it), while one that
     names them keeps its unnamed extras (an SBOM, a signature) out of a host-only pull and out
-    of ``complete``, as SPEC asks. A child of an unknown type is no platform's: stored and counted
-    in SIZE when present (SPEC), required and fetched only by a matcher that takes no platform
-    (``--all-platforms``)."""
+    of ``complete``, as SPEC asks. A matcher that takes no platform (``--all-platforms``) keeps
+    every child: those extras too, and children of an unknown type, which are no platform's
+    (stored and counted in SIZE when present, as SPEC asks, but required and fetched only then)."""
 
     def wrapped(desc: Descriptor) -> list[Descriptor]:
         kids = handler(desc)
         if not oci.is_index(desc.media_type):
+            return kids
+        if matcher(None):
             return kids
         from dist_tool import platforms
 
         named = {k.digest for k in kids if k.platform is not None and matcher(platforms.Platform.from_dict(k.platform))}
         fallback = not any(oci.is_manifest(k.media_type) for k in kids if k.digest in named)
         return [k for k in kids if k.digest in named or (k.platform is None and (
-            oci.is_index(k.media_type) or (fallback if oci.is_manifest(k.media_type) else matcher(None))))]
+            oci.is_index(k.media_type) or (fallback and oci.is_manifest(k.media_type))))]
 
     return wrapped
 

@@ -113,6 +113,23 @@ def test_platform_less_extras_of_unknown_type_are_not_the_platforms():
     assert not require_present(p, named, platforms.any_platform, p.blobs.__contains__).complete
 
 
+def test_all_platforms_keeps_an_indexs_platform_less_manifests():
+    """An index that names platforms keeps its unnamed manifests (a signature, an SBOM) out of a
+    one-platform walk; --all-platforms means all of them, as containerd's FilterPlatforms keeps them."""
+    p = MemoryProvider()
+    amd = image(p, "amd64", [b"amd64 layer"])
+    unnamed = image(p, "arm64", [b"unnamed layer"])
+    idx = index_of(p, [amd, Descriptor(unnamed.media_type, unnamed.digest, unnamed.size)])
+    host = platforms.matcher(platforms.parse("linux/amd64"))
+    assert [d.digest for d in filter_platforms(children(p), host)(idx)] == [amd.digest]
+    every = filter_platforms(children(p), platforms.any_platform)(idx)
+    assert [d.digest for d in every] == [amd.digest, unnamed.digest]
+    assert platform_manifests(p, idx, platforms.any_platform) == every
+    del p.blobs[next(d for d, b in p.blobs.items() if b == b"unnamed layer")]
+    assert require_present(p, idx, host, p.blobs.__contains__).complete
+    assert not require_present(p, idx, platforms.any_platform, p.blobs.__contains__).complete
+
+
 def test_require_present_for_one_platform(tree):
     p, idx, amd, arm = tree
     del p.blobs[next(d for d, b in p.blobs.items() if b == b"arm64 layer")]
