@@ -131,9 +131,17 @@ class LazySubcommandGroup(TyperGroup):
 
 
 class DefaultLsGroup(LazySubcommandGroup):
-    """A group that runs ``ls`` when no subcommand is named (``dist images --json``)."""
+    """A group that runs ``ls`` when no subcommand is named: nothing, an option or a filter
+    follows the group (``dist images --json``, ``dist images name~=busy``). A bare word that
+    names no subcommand is a usage error, not a filter: ``dist leases delete ID`` (ctr's
+    spelling) must not list nothing and exit 0. ``ls WORD`` still takes a bare field filter."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.declared and args[0] not in ("-h", "--help")):
+        if not args or (args[0] not in self.declared and args[0] not in ("-h", "--help")
+                        and (args[0].startswith("-") or _FILTER_MARKS.intersection(args[0]))):
             args = ["ls", *args]
         return super().parse_args(ctx, args)
+
+
+# What a filter has and a subcommand's name never has: an operator, a path, a quote, a comma.
+_FILTER_MARKS = frozenset('=~!."\',')

@@ -213,6 +213,10 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     (["container", "info", "a\nb"], 2, "dist: error: container id a\\nb: "),
     (["images", "--no-such-flag"], 2, "dist: error: No such option: --no-such-flag"),
     (["nosuchcommand"], 2, "dist: error: No such command 'nosuchcommand'."),
+    (["leases", "delete", "x"], 2, "dist: error: No such command 'delete'."),  # ctr's word, not a filter
+    (["namespaces", "remove", "default"], 2, "dist: error: No such command 'remove'."),
+    (["images", "busybox"], 2, "dist: error: No such command 'busybox'."),
+    (["snapshot", "bogus"], 2, "dist: error: No such command 'bogus'."),
     ([], 2, "dist: error: Missing command."),  # global options but no command
 ], ids=lambda v: v if isinstance(v, int) else None)
 def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
@@ -225,6 +229,19 @@ def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
     if code != 2 or "Missing" not in line and "No such" not in line:
         assert_one_error(result)
     assert store_fingerprint(dist.root) == before
+
+
+def test_a_group_lists_when_an_option_or_a_filter_follows_it(dist, imported):
+    """``dist images --json`` and ``dist images name~=x`` are ``ls``; a misspelt subcommand is not
+    a filter that matches nothing (exit 0 while ``leases delete ID`` deleted nothing)."""
+    dist.ok("leases", "create", "--id", "kept")
+    assert dist("leases", "delete", "kept").code == 2
+    assert dist.ok("leases", "ls", "-q").lines == ["kept"]
+    assert dist.ok("leases", "id==kept", "-q").lines == ["kept"]
+    assert [i["name"] for i in dist.ok("images", "--json").json] == [imported.name]
+    assert dist.ok("images", f"name=={imported.name}", "-q").lines == [imported.name]
+    assert dist.ok("images", 'labels."nope"', "-q").lines == []
+    assert dist.ok("images", "ls", "name", "-q").lines == [imported.name]  # a bare field: after ls
 
 
 def test_a_name_with_a_newline_is_escaped_on_the_one_line(dist):
