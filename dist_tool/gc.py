@@ -1,10 +1,13 @@
 """Garbage collection: mark from the roots of every namespace, sweep what is unmarked.
 
 Roots are images, live leases, containers (a container references its
-snapshot) and snapshots labelled ``containerd.io/gc.root`` (made by hand with
-``dist snapshot``). An image keeps the snapshots of its unpacked chains (the
-chain IDs of each of its manifests whose config is present), a snapshot keeps
-its parent, a lease keeps its ``snapshots/<snapshotter>`` resources.
+snapshot), and snapshots and blobs labelled ``containerd.io/gc.root`` (made by
+hand with ``dist snapshot`` and ``dist content``). An image keeps the snapshots
+of its unpacked chains (the chain IDs of each of its manifests whose config is
+present), a snapshot keeps its parent, a lease keeps its
+``snapshots/<snapshotter>`` resources. A manifest or index keeps what it lists;
+any blob also keeps the digests its ``containerd.io/gc.ref.content[.*]`` labels
+name, containerd's edges for content put together by hand.
 ``mark`` is generic: a breadth-first walk over ``(kind, id)`` nodes that
 remembers the first parent of each node, so the same pass that decides what
 to keep can explain why (``dist gc --explain``).
@@ -38,6 +41,12 @@ from dist_tool.walk import ChildrenCache, children
 Node = tuple[str, ...]  # ("image", ns, name) | ("lease", ns, id) | ("content", digest) | ...
 SnapshotNode = tuple[str, str, str, str]  # ("snapshot", namespace, snapshotter, key)
 GC_ROOT_LABEL = "containerd.io/gc.root"
+GC_REF_CONTENT_LABEL = "containerd.io/gc.ref.content"  # the key itself, or followed by ".<anything>"
+
+
+def _content_label_refs(labels: dict[str, str]) -> list[str]:
+    return [value for key, value in sorted(labels.items())
+            if key == GC_REF_CONTENT_LABEL or key.startswith(GC_REF_CONTENT_LABEL + ".")]
 
 
 def mark(roots: Iterable[Node], refs: Callable[[Node], Iterable[Node]]) -> dict[Node, Node | None]:
@@ -88,7 +97,12 @@ class _Graph:
     def __init__(self, conn, content, expired_leases: set[tuple[str, str]]) -> None:
         self.conn = conn
         self.content = content
-        self.present: dict[str, int] = dict(conn.execute("SELECT digest, size FROM blobs"))
+        self.present: dict[str, int] = {}
+        self.gc_labels: dict[str, dict[str, str]] = {}  # blobs with containerd.io/gc.* labels: their labels
+        for digest, size, labels in conn.execute("SELECT digest, size, labels FROM blobs"):
+            self.present[digest] = size
+            if "containerd.io/gc." in labels:  # most blobs have none: no JSON to decode
+                self.gc_labels[digest] = json.loads(labels)
         self.media_types: dict[str, str] = {}
         self.cache = ChildrenCache()
         self.expired = expired_leases
@@ -115,6 +129,7 @@ class _Graph:
         for ns, container_id in self.conn.execute("SELECT namespace, id FROM containers ORDER BY namespace, id"):
             out.append(("container", ns, container_id))
         out.extend(sorted(node for node, (_, _, labels) in self.snapshots.items() if GC_ROOT_LABEL in labels))
+        out.extend(("content", d) for d, labels in sorted(self.gc_labels.items()) if GC_ROOT_LABEL in labels)
         return out
 
     def refs(self, node: Node) -> list[Node]:
@@ -138,7 +153,9 @@ class _Graph:
                                     "AND id = ?", (node[1], node[2])).fetchone()
             return [("snapshot", node[1], row[0], row[1])] if row and row[1] else []
         if kind == "content":
-            return [("content", d.digest) for d in self._content_children(node[1])]
+            labelled = _content_label_refs(self.gc_labels.get(node[1], {}))
+            return [("content", d.digest) for d in self._content_children(node[1])] + \
+                [("content", d) for d in labelled]
         return []
 
     def _image_snapshots(self, namespace: str, media_type: str, digest: str) -> list[Node]:
@@ -265,8 +282,11 @@ def _describe(node: Node, graph: _Graph) -> dict:
         return out
     if kind == "content":
         media_type = graph.media_types.get(node[1], "")
-        return {"kind": oci.kind_of(media_type) if media_type else "blob", "digest": node[1],
-                "mediaType": media_type or None}
+        out = {"kind": oci.kind_of(media_type) if media_type else "blob", "digest": node[1],
+               "mediaType": media_type or None}
+        if GC_ROOT_LABEL in graph.gc_labels.get(node[1], {}):  # a root by itself (content label)
+            out["root"] = f"label {GC_ROOT_LABEL}"
+        return out
     return {"kind": kind, "id": "/".join(node[1:])}
 
 

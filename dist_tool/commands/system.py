@@ -83,7 +83,7 @@ def _step_text(step: dict) -> str:
         root = f", {step['root']}" if "root" in step else ""
         return f"snapshot {step['key']} ({step['snapshotter']}, namespace {step['namespace']}{root})"
     if "digest" in step:
-        return f"{step['kind']} {step['digest']}"
+        return f"{step['kind']} {step['digest']}" + (f" ({step['root']})" if "root" in step else "")
     return f"{step['kind']} {step.get('id', '')}"
 
 

@@ -117,6 +117,27 @@ def test_gc_counts_roots_of_every_namespace(dist, busybox_rootfs):
     assert dist.ok("-n", "two", "images", "check", "--json").json[0]["complete"] is True
 
 
+def test_content_labelled_as_containerd_labels_it_is_kept_by_gc(dist):
+    """containerd's content labels: gc.root makes a blob a root, gc.ref.content[.*] are its edges,
+    so content put together by hand survives the collection any rmi runs."""
+    root, child, grandchild, loose = b"root", b"child", b"grandchild", b"loose"
+    for i, data in enumerate((root, child, grandchild, loose)):
+        dist.ok("content", "ingest", "--ref", f"r{i}", input=data)
+    dist.ok("content", "label", sha(root), "containerd.io/gc.root=2026-11-28T00:00:00Z",
+            f"containerd.io/gc.ref.content.l.0={sha(child)}")
+    dist.ok("content", "label", sha(child), f"containerd.io/gc.ref.content={sha(grandchild)}",
+            "containerd.io/gc.ref.content.missing=sha256:" + "0" * 64)
+    [why] = dist.ok("gc", "--explain", sha(grandchild), "--json").json
+    assert [step["digest"] for step in why["chain"]] == [sha(root), sha(child), sha(grandchild)]
+    assert why["chain"][0]["root"] == "label containerd.io/gc.root"
+    assert f"blob {sha(root)} (label containerd.io/gc.root)" in dist.ok("gc", "--explain", sha(child)).stdout
+    assert [b["digest"] for b in dist.ok("gc", "--json").json["removed"]["content"]] == [sha(loose)]
+    assert sorted(dist.ok("content", "ls", "-q").lines) == sorted(map(sha, (root, child, grandchild)))
+    dist.ok("content", "label", sha(root), "containerd.io/gc.root=")
+    assert sorted(b["digest"] for b in dist.ok("gc", "--json").json["removed"]["content"]) == \
+        sorted(map(sha, (root, child, grandchild)))
+
+
 def test_leases_create_list_remove(dist):
     assert dist.ok("leases", "create", "--id", "mine", "--expires", "24h", "--label", "purpose=test").lines == ["mine"]
     [lease] = dist.ok("leases", "ls", "--json").json
