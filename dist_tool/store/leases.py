@@ -88,11 +88,13 @@ def delete_rows(conn, namespace: str, lease_id: str) -> bool:
     return conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id)).rowcount > 0
 
 
-def drop_abandoned(conn, namespace: str) -> None:
-    """Deletes the namespace's leases of killed operations (owner gone), in the caller's write
-    transaction: what they held is then the next gc's to collect."""
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? AND owner_pid IS NOT NULL",
-                        (namespace,)).fetchall()
+def drop_expired(conn, namespace: str) -> None:
+    """Deletes the namespace's expired leases (their ``--expires`` passed, or the operation that
+    owned them was killed), in the caller's write transaction, as the next gc would: what they
+    held is then that gc's to collect."""
+    now = time.time()
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE namespace = ? "
+                        "AND (owner_pid IS NOT NULL OR expires_at IS NOT NULL)", (namespace,)).fetchall()
     for lease in map(_lease, rows):
-        if lease.abandoned:
+        if lease.expired(now):
             delete_rows(conn, namespace, lease.id)

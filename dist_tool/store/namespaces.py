@@ -6,7 +6,7 @@ import time
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Namespace
-from dist_tool.store.leases import drop_abandoned
+from dist_tool.store.leases import drop_expired
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 
 # Every table whose rows belong to a namespace; a namespace holding any row cannot be removed.
@@ -69,8 +69,9 @@ class SqliteNamespaceStore:
             if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound("namespace", name, "not found")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            # SPEC: namespaces rm sees only user leases and those of running work.
-            drop_abandoned(conn, name)
+            # SPEC: namespaces rm sees only user leases and those of running work; a lease that
+            # has expired holds nothing any more (gc would delete it).
+            drop_expired(conn, name)
             for table in NAMESPACED_TABLES:
                 if table in tables and conn.execute(
                         f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():

@@ -98,6 +98,16 @@ def test_namespaces_isolate_images_and_refuse_removal_while_used(dist, busybox_r
     assert dist("namespaces", "create", "fresh").code == 4
 
 
+def test_an_expired_lease_does_not_keep_its_namespace(dist):
+    """A lease past its --expires holds nothing (gc deletes it); a live one still refuses rm."""
+    dist.ok("-n", "team", "leases", "create", "--id", "live", "--expires", "1h")
+    dist.ok("-n", "team", "leases", "create", "--id", "gone", "--expires", "0s")
+    assert dist("namespaces", "rm", "team").code == 4
+    dist.ok("-n", "team", "leases", "rm", "live")
+    dist.ok("namespaces", "rm", "team")
+    assert dist.ok("namespaces", "ls", "-q").lines == []
+
+
 def test_gc_counts_roots_of_every_namespace(dist, busybox_rootfs):
     def import_into(namespace: str, cmd: str) -> set[str]:
         dist.ok("-n", namespace, "images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "bb",
