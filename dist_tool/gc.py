@@ -72,6 +72,8 @@ class GcResult:
     leases: list[tuple[str, str]] = field(default_factory=list)
     ingests: list[str] = field(default_factory=list)
     snapshots: list[SnapshotNode] = field(default_factory=list)
+    # Snapshot directories no record names, and staging directories of killed unpacks (ROOT-relative).
+    directories: list[str] = field(default_factory=list)
     dry_run: bool = False
     # Manifests and indexes a root reaches that cannot be read: what they reference is unknown,
     # so nothing was swept (blobs and snapshots); expired leases and dead ingests still go.
@@ -87,7 +89,8 @@ class GcResult:
                             "leases": [{"namespace": n, "id": i} for n, i in self.leases],
                             "ingests": self.ingests,
                             "snapshots": [{"namespace": n, "snapshotter": sn, "key": k}
-                                          for _, n, sn, k in self.snapshots]},
+                                          for _, n, sn, k in self.snapshots],
+                            "directories": self.directories},
                 "bytesFreed": self.bytes_freed, "unreadable": self.unreadable}
 
 
@@ -253,7 +256,7 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
 
             meta.on_commit(remove_files)
     if only is None:
-        janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
+        result.directories = janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
     elif result.snapshots and not dry_run:
         janitor.empty_trash()
     if only is None:

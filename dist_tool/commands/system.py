@@ -51,6 +51,8 @@ def gc(ctx: typer.Context,
         s.render.line(f"{verb} abandoned ingest {ref}")
     for _, ns, snapshotter, key in result.snapshots:
         s.render.line(f"{verb} snapshot {key} ({snapshotter}, namespace {ns})")
+    for directory in result.directories:
+        s.render.line(f"{verb} leftover directory {directory}")
     report_unreadable(s, result.unreadable)
     snapshots = f" (and {len(result.snapshots)} snapshots)" if result.snapshots else ""
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "

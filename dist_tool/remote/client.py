@@ -555,6 +555,7 @@ def collect_garbage(client: Client, dry_run: bool = False, only: set[str] | None
                     leases=[(x["namespace"], x["id"]) for x in removed["leases"]],
                     ingests=list(removed["ingests"]),
                     snapshots=[("snapshot", x["namespace"], x["snapshotter"], x["key"]) for x in removed["snapshots"]],
+                    directories=list(removed.get("directories") or []),
                     dry_run=raw["dryRun"], unreadable=list(raw.get("unreadable") or []))
 
 

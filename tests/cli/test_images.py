@@ -218,6 +218,21 @@ def test_gc_reports_blob_files_no_record_names(dist, imported):
     assert dist.ok("images", "check", "--json").json[0]["complete"] is True
 
 
+def test_gc_reports_the_directories_a_killed_unpack_left(dist, imported):
+    """A dead writer's staging directory and a snapshot directory no record names: gone with a
+    full gc, and named in its report (dry run first)."""
+    base = dist.root / "snapshots" / "native"
+    (base / "staging" / "999999999.1.dead" / "fs" / "bin").mkdir(parents=True)
+    (base / "4242" / "fs").mkdir(parents=True)
+    expected = ["snapshots/native/4242", "snapshots/native/staging/999999999.1.dead"]
+    assert dist.ok("gc", "--dry-run", "--json").json["removed"]["directories"] == expected
+    assert (base / "4242").exists()
+    text = dist.ok("gc").lines
+    assert [line for line in text if "leftover" in line] == [f"removed leftover directory {d}" for d in expected]
+    assert not (base / "4242").exists() and os.listdir(base / "staging") == []
+    assert dist.ok("gc", "--json").json["removed"]["directories"] == []
+
+
 def test_expired_lease_is_collected(dist, imported):
     dist.ok("leases", "create", "--id", "short", "--expires", "1ms")
     assert dist.ok("gc", "--json").json["removed"]["leases"] == [{"namespace": "default", "id": "short"}]

@@ -249,8 +249,9 @@ def test_janitor_removes_crash_leftovers_only(sn) -> None:
     (dead / "fs").mkdir(parents=True)
     live = Path(sn.dirs.new_staging())  # ours: this process is alive
     janitor = SnapshotJanitor(sn.root, sn.meta)
-    assert janitor.sweep(dry_run=True) == 2 and orphan.exists()
-    assert janitor.sweep() == 2
+    leftovers = [f"snapshots/{sn.name}/{orphan.name}", f"snapshots/{sn.name}/staging/{dead.name}"]
+    assert janitor.sweep(dry_run=True) == leftovers and orphan.exists()
+    assert janitor.sweep() == leftovers
     assert not orphan.exists() and not dead.exists() and live.exists()
     assert os.path.isdir(sn.dirs.path(keep)) and os.listdir(sn.dirs.trash_dir) == []
 

@@ -449,14 +449,15 @@ class SnapshotJanitor:
         for name in SNAPSHOTTERS:
             SnapshotDirs(self.root, name).empty_trash()
 
-    def sweep(self, dry_run: bool = False) -> int:
-        """Returns how many directories were (or, with ``dry_run``, would be) removed."""
+    def sweep(self, dry_run: bool = False) -> list[str]:
+        """The directories removed (or, with ``dry_run``, to be removed), relative to ROOT:
+        ``snapshots/<snapshotter>/<id>`` without a record, ``…/staging/<entry>`` of dead writers."""
         base = os.path.join(self.root, "snapshots")
         try:
             names = sorted(n for n in os.listdir(base) if n in SNAPSHOTTERS)
         except FileNotFoundError:
-            return 0
-        found = 0
+            return []
+        found: list[str] = []
         with self.meta.write() as conn:
             for name in names:
                 dirs = SnapshotDirs(self.root, name)
@@ -464,7 +465,7 @@ class SnapshotJanitor:
                 for entry in os.listdir(dirs.base):
                     snapshot_id = decimal(entry)
                     if snapshot_id is not None and snapshot_id not in known:
-                        found += 1
+                        found.append(f"snapshots/{name}/{entry}")
                         if not dry_run:
                             dirs.trash(snapshot_id)
                 for entry in _listdir(dirs.staging):
@@ -473,7 +474,7 @@ class SnapshotJanitor:
                     writer = decimal(pid)
                     if writer is not None and alive(writer, start):
                         continue
-                    found += 1
+                    found.append(f"snapshots/{name}/staging/{entry}")
                     if not dry_run:
                         os.makedirs(dirs.trash_dir, exist_ok=True)
                         os.rename(os.path.join(dirs.staging, entry),
