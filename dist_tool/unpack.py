@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dist_tool import layerstack, platforms
 from dist_tool.chains import Layers, image_layers
-from dist_tool.errors import AlreadyExists, DataError, DistError, NotFound
+from dist_tool.errors import AlreadyExists, Conflict, DataError, DistError, NotFound
 from dist_tool.layer import Cancelled, LayerResult, apply_layer
 from dist_tool.oci import Descriptor
 from dist_tool.store.api import LeaseResource, Mount, SnapshotInfo
@@ -160,7 +160,12 @@ class _Job:
         try:
             self.snapshotter.commit(name, key)
         except AlreadyExists:
-            # Another unpack committed the same layer meanwhile: theirs is as good as ours.
+            # Another unpack committed the same layer meanwhile: theirs is as good as ours. An active
+            # snapshot made by hand under the chain ID is not a layer: the image could never be used.
+            kind = self.snapshotter.stat(name).kind
+            if kind != "committed":
+                raise Conflict("snapshot", name, f"is {kind}: the layer with this chain ID cannot be "
+                               "committed (snapshot rm it first)") from None
             self.snapshotter.remove(key)
         else:
             self.committed.append(name)

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import Dist
+from helpers import Dist, sans_allocations, store_fingerprint
 from layerkit import (
     MTIME,
     directory,
@@ -457,6 +457,25 @@ class _Zeros:
         n = self.left if n < 0 else min(n, self.left)
         self.left -= n
         return bytes(n)
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_hand_made_active_snapshot_under_a_chain_id_fails_the_import(tmp_path: Path, snapshotter: str) -> None:
+    """Its key is the layer's chain ID but it is no layer: an import that took it for one would
+    report success for an image no container can use. Exit 4, and the import leaves nothing."""
+    image = oci_archive(tmp_path / "one.tar", [layer([file("f", b"x")])])
+    dist = Dist(tmp_path / "root")
+    dist.ok("--snapshotter", snapshotter, "snapshot", "prepare", image.chain[0])
+    before = store_fingerprint(dist.root)
+    result = dist("--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive))
+    assert result.code == 4, result.stderr
+    assert result.stderr == f"dist: error: snapshot {image.chain[0]}: is active: the layer with this chain ID " \
+                            "cannot be committed (snapshot rm it first)\n"
+    assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
+    dist.ok("--snapshotter", snapshotter, "snapshot", "rm", image.chain[0])
+    dist.ok("--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive))
+    assert [s["kind"] for s in dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json] == \
+        ["committed"]
 
 
 # ------------------------------------------------------------------------------ kill -9
