@@ -6,12 +6,16 @@ Layout::
     content/index.json                  the default namespace's images (kept by store/images.py)
     content/blobs/sha256/<hex>          committed blobs, mode 0444
     content/ingest/<sha256(ref)>/       one ingest in progress: data, ref, started, lock
+    content/ingest/.removed-<…>/        an ingest being deleted (renamed first, then emptied)
 
 A blob becomes visible only through ``Writer.commit``: fsync the data, check
 size and digest, then — under the metadata write lock — rename it into
 ``blobs/``, fsync the directory and insert its ``blobs`` row (the truth). A
 live writer holds its ingest's ``lock``; ``gc`` removes only ingests whose
-lock it can take, so a killed ingest stays resumable by ref until then.
+lock it can take, so a killed ingest stays resumable by ref until then. An
+ingest directory is removed by renaming it away while its lock is held: a
+writer of the same ref arriving meanwhile starts on a new directory, never in
+one whose files are being deleted.
 """
 
 from __future__ import annotations
@@ -58,6 +62,76 @@ class _StaleLock(Exception):
     pass
 
 
+REMOVED_PREFIX = ".removed-"  # an ingest directory renamed away to be deleted; no ingest
+
+
+def _held(lock_path: str) -> bool | None:
+    """Whether a writer holds the ingest lock at ``lock_path``; None when the file is gone (the
+    ingest was committed or removed). A probe must create nothing: filelock makes the file and
+    its directory, which would bring back the directory of an ingest just renamed away."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # filelock's UnixFileLock takes the same lock
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock with the descriptor
+    return False
+
+
+def _lock_ingest(directory: str, ref: str, wait: bool):
+    """Takes the lock of the ingest in ``directory`` (made if needed): its holder alone writes,
+    commits or removes the ingest. Conflict when another writer holds it and ``wait`` is off."""
+    from filelock import Timeout, UnixFileLock
+
+    lock_path = os.path.join(directory, "lock")
+
+    def still_linked(fd: int) -> None:
+        # A peer that committed or removed the ingest renamed its directory away while holding the
+        # lock; a waiter that then wins the lock holds a file of the old one and must start over.
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise _StaleLock
+
+    while True:
+        os.makedirs(directory, exist_ok=True)
+        lock = UnixFileLock(lock_path, timeout=-1 if wait else 0, poll_interval=INGEST_LOCK_POLL,
+                            preserve_lock_file=True, on_acquired=still_linked)
+        try:
+            lock.acquire()
+            return lock
+        except Timeout:
+            raise Conflict("ingest", ref, "locked by another writer") from None
+        except (_StaleLock, FileNotFoundError):
+            continue  # the directory went under us: take the new one
+
+
+def _remove_locked(directory: str, lock) -> None:
+    """Deletes an ingest directory whose lock the caller holds, and releases the lock. The rename
+    comes first, under the lock: the ref's path is free at once for a new writer, whose files the
+    deletion can then never reach."""
+    import secrets
+
+    parent, key = os.path.split(directory)
+    removed = os.path.join(parent, f"{REMOVED_PREFIX}{key}-{secrets.token_hex(8)}")
+    try:
+        os.rename(directory, removed)
+    except FileNotFoundError:
+        removed = None
+    finally:
+        lock.release()
+    if removed is not None:
+        shutil.rmtree(removed, ignore_errors=True)
+
+
 def _ingest_key(ref: str) -> str:
     import hashlib
 
@@ -69,8 +143,6 @@ class LocalWriter:
 
     def __init__(self, store: LocalContentStore, ref: str, expected: Descriptor | None,
                  lease: tuple[str, str] | None, wait: bool, digest: str | None = None) -> None:
-        from filelock import Timeout, UnixFileLock
-
         if not ref or "\n" in ref:
             raise InvalidArgument("ingest ref", ref, "must be a non-empty single line")
         # The hash first: an unsupported algorithm must be refused before anything is on disk.
@@ -80,30 +152,7 @@ class LocalWriter:
         self.expected = expected
         self.lease = lease
         self.dir = os.path.join(store.ingest_dir, _ingest_key(ref))
-        os.makedirs(self.dir, exist_ok=True)
-        lock_path = os.path.join(self.dir, "lock")
-
-        def still_linked(fd: int) -> None:
-            # A committing peer removes the ingest directory while holding the lock; a waiter
-            # that then wins the lock holds an unlinked file and must start over on the new one.
-            try:
-                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:
-                raise _StaleLock
-
-        while True:
-            os.makedirs(self.dir, exist_ok=True)
-            self._lock = UnixFileLock(lock_path, timeout=-1 if wait else 0, poll_interval=INGEST_LOCK_POLL,
-                                      preserve_lock_file=True, on_acquired=still_linked)
-            try:
-                self._lock.acquire()
-                break
-            except Timeout:
-                raise Conflict("ingest", ref, "locked by another writer") from None
-            except (_StaleLock, FileNotFoundError):
-                continue  # a peer committed or gc removed the directory under us: take the new one
+        self._lock = _lock_ingest(self.dir, ref, wait)
         try:
             self._write_small("ref", ref)
             if not os.path.exists(os.path.join(self.dir, "started")):
@@ -198,14 +247,11 @@ class LocalWriter:
         self._remove()
 
     def _remove(self) -> None:
-        # Removed while we still hold its lock, so no peer can be mid-write in it. A reader probing
-        # whether the ingest is live (content active, gc) may recreate the lock file between the
-        # unlinks and the rmdir, which then fails: the directory would be left with only that file.
-        for _ in range(5):
-            shutil.rmtree(self.dir, ignore_errors=True)
-            if not os.path.lexists(self.dir):
-                break
-        self.close()
+        if not self._closed:
+            self._closed = True
+            if not self._data.closed:
+                self._data.close()
+            _remove_locked(self.dir, self._lock)
 
     def __enter__(self) -> LocalWriter:
         return self
@@ -315,7 +361,6 @@ class LocalContentStore:
     # -------------------------------------------------------------- IngestManager
 
     def ingests(self) -> list[IngestStatus]:
-        from filelock import Timeout, UnixFileLock
 
         out = []
         try:
@@ -323,6 +368,8 @@ class LocalContentStore:
         except FileNotFoundError:
             return []
         for key in keys:
+            if key.startswith(REMOVED_PREFIX):
+                continue
             d = os.path.join(self.ingest_dir, key)
             try:
                 ref = _read_text(os.path.join(d, "ref"))
@@ -337,14 +384,9 @@ class LocalContentStore:
                 expected, total = exp.get("digest"), exp.get("size")
             except (FileNotFoundError, ValueError):
                 pass
-            probe = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
-            try:
-                probe.acquire()
-            except Timeout:
-                active = True
-            else:
-                probe.release()
-                active = False
+            active = _held(os.path.join(d, "lock"))
+            if active is None:
+                continue  # committed or removed since its files were read
             out.append(IngestStatus(ref, st.st_size, started, st.st_mtime, expected, total, active))
         return out
 
@@ -352,16 +394,16 @@ class LocalContentStore:
         d = os.path.join(self.ingest_dir, _ingest_key(ref))
         if not os.path.isdir(d):
             raise NotFound("ingest", ref, "not found")
-        w = LocalWriter(self, ref, None, None, wait=False)
-        w.abort()
+        _remove_locked(d, _lock_ingest(d, ref, wait=False))
 
     def remove_dead_ingests(self, dry_run: bool = False) -> list[IngestStatus]:
         """Removes the ingests no live writer holds (what ``gc`` does); returns them."""
         dead = [s for s in self.ingests() if not s.active]
         if not dry_run:
             for status in dead:
+                d = os.path.join(self.ingest_dir, _ingest_key(status.ref))
                 try:
-                    LocalWriter(self, status.ref, None, None, wait=False).abort()
+                    _remove_locked(d, _lock_ingest(d, status.ref, wait=False))
                 except Conflict:
                     continue  # a writer took it meanwhile: it is alive again
             self._remove_unnamed_ingest_dirs({_ingest_key(s.ref) for s in self.ingests()})
@@ -371,7 +413,8 @@ class LocalContentStore:
         """Ingest directories without a readable ref, start or data (a writer killed while it
         made or removed one) name no ingest to resume: gone, unless a writer holds the lock or
         the directory is young (a writer between its mkdir and its lock; taking the lock then
-        would fail that writer as a conflict)."""
+        would fail that writer as a conflict). What a remover renamed away and was killed before
+        deleting is no one's: gone at once."""
         from filelock import Timeout, UnixFileLock
 
         try:
@@ -381,6 +424,9 @@ class LocalContentStore:
         young = time.time() - UNNAMED_INGEST_GRACE
         for key in keys:
             d = os.path.join(self.ingest_dir, key)
+            if key.startswith(REMOVED_PREFIX):
+                shutil.rmtree(d, ignore_errors=True)
+                continue
             try:
                 if key in named or not stat.S_ISDIR((st := os.stat(d)).st_mode) or st.st_mtime > young:
                     continue
@@ -391,10 +437,7 @@ class LocalContentStore:
                 lock.acquire()
             except (Timeout, OSError):  # held, or its directory went meanwhile (a commit, an abort)
                 continue
-            try:
-                shutil.rmtree(d, ignore_errors=True)
-            finally:
-                lock.release()
+            _remove_locked(d, lock)
 
     # -------------------------------------------------------------- ContentManager
 

@@ -229,24 +229,50 @@ def test_an_unsupported_algorithm_is_refused_before_anything_is_written(store):
     assert not os.path.exists(store.ingest_dir) or os.listdir(store.ingest_dir) == []
 
 
-def test_a_probe_recreating_the_lock_file_does_not_leave_the_ingest_directory(store, monkeypatch):
-    """'content active' and gc probe each ingest's lock, which creates the file: one landing
-    between a committing writer's unlinks and its rmdir left a directory holding only 'lock'."""
+def test_a_probe_during_a_removal_leaves_no_directory_behind(store, monkeypatch):
+    """'content active' and gc probe each ingest's lock. A probe landing while a committing
+    writer removes its directory must not make the directory again (filelock would)."""
     import shutil
 
     from dist_tool.store import content as content_module
 
     real_rmtree = shutil.rmtree
-    probes = []
+    seen = []
 
-    def rmtree_then_probe(path, ignore_errors=False):
+    def probe_then_rmtree(path, ignore_errors=False):
+        seen.append([s.ref for s in store.ingests()])  # the ingest was renamed away: not listed
         real_rmtree(path, ignore_errors=ignore_errors)
-        if not probes:  # the first time only, as a racing prober would
-            os.makedirs(path, exist_ok=True)
-            open(os.path.join(path, "lock"), "w").close()
-            probes.append(path)
 
-    monkeypatch.setattr(content_module.shutil, "rmtree", rmtree_then_probe)
+    monkeypatch.setattr(content_module.shutil, "rmtree", probe_then_rmtree)
     digest = ingest_stream(store, "r", io.BytesIO(b"data"))
-    assert store.exists(digest) and probes
+    assert store.exists(digest) and seen == [[]]
+    assert os.listdir(store.ingest_dir) == []
+
+
+def test_a_writer_resuming_a_ref_while_gc_removes_it_keeps_its_own_files(store, monkeypatch):
+    """gc removes a dead ingest while the same ref is taken up again: the new writer must get a
+    directory of its own, not one whose files the removal is deleting (it lost its data file
+    after streaming the whole blob, or was refused as 'locked by another writer')."""
+    import shutil
+
+    from dist_tool.store import content as content_module
+
+    dead = store.writer("r")
+    dead.write(b"stale partial")
+    dead.close()
+    real_rmtree = shutil.rmtree
+    newcomers = []
+
+    def resume_then_rmtree(path, ignore_errors=False):
+        if not newcomers:  # the writer arrives while gc is deleting
+            newcomers.append(store.writer("r"))
+            newcomers[0].write(b"fresh")
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(content_module.shutil, "rmtree", resume_then_rmtree)
+    assert [s.ref for s in store.remove_dead_ingests()] == ["r"]
+    [writer] = newcomers
+    assert writer.offset == len(b"fresh")  # started over: the stale bytes went with the old directory
+    digest = writer.commit()
+    assert store.read_blob(digest, 100) == b"fresh" and digest == digest_of(b"fresh")
     assert os.listdir(store.ingest_dir) == []
