@@ -201,18 +201,22 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
                        snapshotter=snapshotter.name, snapshot_key=container_id,
                        labels=validate.apply_labels(image_labels(rootfs.config), checked["labels"]))
-    if _unpacked(snapshotter, rootfs.chain_id):
-        # One transaction is the whole write: no lease needed. An rmi + gc that removed the
-        # chain since the check makes prepare fail (NotFound) and the transaction roll back.
-        _insert(session, snapshotter, record, rootfs.chain_id)
-    else:
-        with session.leases.temporary("create") as lease:
-            from dist_tool import unpack
+    try:
+        if _unpacked(snapshotter, rootfs.chain_id):
+            # One transaction is the whole write: no lease needed. An rmi + gc that removed the
+            # chain since the check makes prepare fail (NotFound) and the transaction roll back.
+            _insert(session, snapshotter, record, rootfs.chain_id)
+        else:
+            with session.leases.temporary("create") as lease:
+                from dist_tool import unpack
 
-            parent = unpack.unpack_target(session, image.target, keep=lease)  # the lease holds the chain
-            if parent != rootfs.chain_id:
-                raise DataError("image", name, f"unpacked to {parent}, expected chain {rootfs.chain_id}")
-            _insert(session, snapshotter, record, parent)
+                parent = unpack.unpack_target(session, image.target, keep=lease)  # the lease holds the chain
+                if parent != rootfs.chain_id:
+                    raise DataError("image", name, f"unpacked to {parent}, expected chain {rootfs.chain_id}")
+                _insert(session, snapshotter, record, parent)
+    except NotFound:
+        _refuse_removed(session, image)
+        raise
     return session.containers.get(container_id)
 
 
@@ -229,6 +233,17 @@ def _insert(session, snapshotter, record: Container, parent: str) -> None:
     except BaseException:
         snapshotter.discard(staged)
         raise
+
+
+def _refuse_removed(session, image) -> None:
+    """An rmi that won the race took blobs or layers the unpack needed: say so by the image's
+    name, not by the blob it happened to miss."""
+    try:
+        current = session.images.get(image.name)
+    except NotFound:
+        current = None
+    if current is None or current.target.digest != image.target.digest:
+        raise NotFound("image", image.name, "removed or replaced while the container was being created") from None
 
 
 def _refuse_existing(session, container_id: str) -> None:

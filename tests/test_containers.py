@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers import Dist
 
 from dist_tool import containers
@@ -42,3 +43,27 @@ def test_image_labels_keep_only_what_a_label_can_hold():
     assert containers.image_labels({"config": {"Labels": None}}) == {}
     assert containers.image_labels({"config": "not a map"}) == {}
     assert containers.image_labels({}) == {}
+
+
+def test_a_create_that_loses_to_rmi_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
+    """An rmi whose gc takes a layer mid-unpack fails the create: by the image's name, not by
+    the blob or parent snapshot it happened to miss."""
+    from dist_tool import unpack
+    from dist_tool.errors import NotFound
+
+    root = tmp_path / "root"
+    Dist(root).ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
+    s = Session(root=str(root), state=str(tmp_path / "state"))
+
+    def rmi_wins(session, target, **kw):
+        session.images.delete(IMG)
+        raise NotFound("blob", "sha256:" + "0" * 64, "not found")
+
+    monkeypatch.setattr(unpack, "unpack_target", rmi_wins)
+    try:
+        with pytest.raises(NotFound) as failed:
+            containers.create(s, IMG, "c1", containers.CreateOptions())
+        assert str(failed.value) == f"image {IMG}: removed or replaced while the container was being created"
+        assert [c.id for c in s.containers.list()] == []
+    finally:
+        s.close()
