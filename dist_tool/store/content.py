@@ -361,7 +361,6 @@ class LocalContentStore:
     # -------------------------------------------------------------- IngestManager
 
     def ingests(self) -> list[IngestStatus]:
-
         out = []
         try:
             keys = sorted(os.listdir(self.ingest_dir))
