@@ -384,8 +384,10 @@ class LocalContentStore:
             except (FileNotFoundError, ValueError):
                 pass
             active = _held(os.path.join(d, "lock"))
-            if active is None:
-                continue  # committed or removed since its files were read
+            if active is None:  # no lock file: no writer, unless committed or removed meanwhile
+                if not os.path.isdir(d):
+                    continue
+                active = False
             out.append(IngestStatus(ref, st.st_size, started, st.st_mtime, expected, total, active))
         return out
 
