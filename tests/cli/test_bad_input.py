@@ -643,3 +643,23 @@ def test_a_full_disk_during_an_import_is_the_stores_error_not_the_archives(tmp_p
         assert dist.ok("images", "-q").lines == []
     finally:
         subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_an_archive_header_larger_than_a_mebibyte_is_refused_not_read(dist, tmp_path):
+    """tarfile reads a PAX header whole: a few MB of gzip could hold gigabytes of it. Refused
+    at 1 MiB, as Go's archive/tar refuses it, with the store as it was."""
+    import gzip
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("index.json")
+        info.pax_headers = {"comment": "A" * (2 << 20)}
+        tar.addfile(info, io.BytesIO(b""))
+    archive = tmp_path / "pax.tar.gz"
+    archive.write_bytes(gzip.compress(raw.getvalue()))
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", str(archive), "--name", "x")
+    assert result.code == 1
+    assert_one_error(result, "a tar header is larger than 1048576 bytes")
+    assert store_fingerprint(dist.root) == before
