@@ -59,6 +59,9 @@ def unpack_target(session, target: Descriptor, *, platform: str | None = None,
     if plan is None or not plan.layers:
         return None
     snapshotter = session.snapshotter
+    if len(plan.layers) > snapshotter.max_layers:
+        raise DataError("manifest", plan.manifest.digest, f"has {len(plan.layers)} layers: the {snapshotter.name}"
+                        f" snapshotter stacks at most {snapshotter.max_layers}")
     chain = plan.chain
     kind = f"snapshots/{snapshotter.name}"
     with session.leases.temporary("unpack") as lease:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import stat
 import subprocess
@@ -315,6 +316,36 @@ def test_diff_id_mismatch_stores_nothing(tmp_path: Path, snapshotter: str) -> No
     assert image.layer_digests[0] in str(caught.value)
     assert s.snapshotter.list() == [] and s.images.list() == [] and s.content.list() == []
     s.close()
+
+
+def test_more_layers_than_overlay_stacks_are_refused_before_any_is_unpacked(tmp_path: Path) -> None:
+    if NO_OVERLAY:
+        pytest.skip(NO_OVERLAY)
+    image = oci_archive(tmp_path / "tall.tar", [layer([file(f"f{i}", b"x")]) for i in range(501)])
+    dist = Dist(tmp_path / "root")
+    result = dist("--snapshotter", "overlayfs", "images", "import", "--progress", "none", str(image.archive))
+    assert (result.code, result.stderr.strip().splitlines()) == (1, [
+        f"dist: error: manifest {image_manifest(image)}: has 501 layers:"
+        " the overlayfs snapshotter stacks at most 500"])
+    assert dist.ok("images", "-q").stdout == "" and dist.ok("content", "ls", "-q").stdout == ""
+    assert list((tmp_path / "root" / "snapshots" / "overlayfs").glob("[0-9]*")) == []
+
+
+def test_native_refuses_chains_deeper_than_its_records_follow(tmp_path: Path, monkeypatch) -> None:
+    from dist_tool.store.snapshots.native import NativeSnapshotter
+
+    monkeypatch.setattr(NativeSnapshotter, "max_layers", 2)  # 4095 real layers would take minutes
+    s = session(tmp_path, "native")
+    with pytest.raises(DataError, match="has 3 layers: the native snapshotter stacks at most 2"):
+        import_(s, oci_archive(tmp_path / "tall.tar", [layer([file(f"f{i}", b"x")]) for i in range(3)]))
+    assert s.snapshotter.list() == [] and s.images.list() == [] and s.content.list() == []
+    s.close()
+
+
+def image_manifest(image) -> str:
+    """The manifest digest of a one-image archive from layerkit."""
+    with tarfile.open(image.archive) as tar:
+        return json.load(tar.extractfile("index.json"))["manifests"][0]["digest"]
 
 
 @pytest.mark.parametrize("how", ["zstd", "none", "gzip"])

@@ -18,6 +18,7 @@ import sys
 
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
+PAGE_SIZE = posix.sysconf("SC_PAGE_SIZE")
 SIGPIPE, SIGXFSZ = 13, 25  # Python ignores these; a spawned runtime must not inherit that
 _MOUNT_FLAGS = {
     "ro": (1, True), "rw": (1, False), "nosuid": (2, True), "suid": (2, False), "nodev": (4, True),
@@ -74,13 +75,55 @@ def mount(mount_type: str, source: str, target: str, options: list[str] | tuple[
     if mount_type == "bind":
         flags |= 4096
     c = libc()
+    data, lower_base = _fit_in_a_page(data, f"mount {source} on {target}")
     raw = ",".join(data).encode() or None
-    _check(c.mount(source.encode(), target.encode(), mount_type.encode(), flags, raw),
-           f"mount {source} on {target}")
+    here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC) if lower_base else -1
+    try:
+        if lower_base:
+            posix.chdir(lower_base)
+        _check(c.mount(source.encode(), target.encode(), mount_type.encode(), flags, raw),
+               f"mount {source} on {target}")
+    finally:
+        if lower_base:
+            posix.fchdir(here)
+            posix.close(here)
     if flags & 4096 and flags & 1:  # a bind mount ignores MS_RDONLY until remounted
         _check(c.mount(None, target.encode(), None, flags | 32, None), f"remount {target} read-only")
     if propagation:
         _check(c.mount(None, target.encode(), None, propagation, None), f"propagation of {target}")
+
+
+def _fit_in_a_page(data: list[str], what: str) -> tuple[list[str], str | None]:
+    """The kernel reads at most one page of mount options: an overlay of many layers does not fit
+    with absolute lower directories. Then (as containerd does) they are named relative to the
+    directory they share, which the caller makes the working directory for the mount(2) call.
+    Returns the options and that directory (None when they fit as they are)."""
+    if len(",".join(data)) < PAGE_SIZE:
+        return data, None
+    i = next((i for i, o in enumerate(data) if o.startswith("lowerdir=")), None)
+    lowers = data[i][len("lowerdir="):].split(":") if i is not None else []
+    base = _common_directory(lowers)
+    if base is not None:
+        cut = len(base.rstrip("/")) + 1
+        data = [*data[:i], "lowerdir=" + ":".join(d[cut:] for d in lowers), *data[i + 1:]]
+    if len(",".join(data)) >= PAGE_SIZE:
+        raise HostError(7, f"{what}: its options do not fit in the kernel's {PAGE_SIZE} bytes"
+                           f" ({len(lowers)} lower directories)")
+    return data, base
+
+
+def _common_directory(paths: list[str]) -> str | None:
+    """The deepest directory above every one of these absolute paths, if it is not "/"."""
+    if not paths or not all(p.startswith("/") for p in paths):
+        return None
+    parts = [p.split("/") for p in paths]
+    shared = 0
+    for names in zip(*(p[:-1] for p in parts), strict=False):  # as deep as the shortest
+        if any(n != names[0] for n in names):
+            break
+        shared += 1
+    base = "/".join(parts[0][:shared])
+    return base if base.strip("/") else None
 
 
 def mount_all(mounts: list[dict], target: str) -> None:

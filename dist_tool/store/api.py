@@ -206,6 +206,7 @@ class Snapshotter(Protocol):
 
     name: str
     layers_independent: bool  # a layer's diff is applied without its parent's tree (overlayfs)
+    max_layers: int  # the most layers of an image it can stack and mount
 
     def prepare(self, key: str, parent: str | None = None,
                 labels: Mapping[str, str] | None = None, *, operation: bool = False) -> list[Mount]:

@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tarfile
 import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from helpers import BUSYBOX, Dist, make_busybox_rootfs
+from layerkit import file, layer, oci_archive, overlay_supported
 
 pytestmark = [
     pytest.mark.root,
@@ -705,3 +707,24 @@ def test_a_kept_exit_goes_with_its_container_and_never_reaches_a_new_one(bb, tmp
     assert bb("task", "wait", "kept", timeout=TIMEOUT).code == 3
     assert bb.ok("container", "info", "kept", "--json").json["lastExit"] is None
     bb.ok("container", "rm", "kept")
+
+
+def test_an_image_of_hundreds_of_layers_runs(tmp_path):
+    """Their absolute lower directories would overflow the one page of options overlay reads."""
+    if overlay_supported():
+        pytest.skip(f"overlay: {overlay_supported()}")
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    base = tmp_path / "base.tar"
+    with tarfile.open(base, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    layers = [base.read_bytes()] + [layer([file(f"f{i}", f"{i}\n".encode())]) for i in range(1, 200)]
+    image = oci_archive(tmp_path / "many.tar", layers, name="docker.io/library/many:200")
+    d = Dist(tmp_path / "root")
+    d.ok("--snapshotter", "overlayfs", "images", "import", str(image.archive))
+    try:
+        r = d("--snapshotter", "overlayfs", "run", "--rm", "many:200", "tall", "--", "cat", "/f1", "/f199",
+              timeout=TIMEOUT)
+        assert (r.code, r.stdout, r.stderr) == (0, "1\n199\n", "")
+    finally:
+        _kill_leftovers(d)
+    assert_clean(d)

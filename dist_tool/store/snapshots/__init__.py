@@ -39,6 +39,7 @@ from dist_tool.validate import decimal, utf8
 SNAPSHOTTERS = ("overlayfs", "native")
 KINDS = ("active", "view", "committed")
 MAX_KEY_BYTES = 4096
+MAX_CHAIN_DEPTH = 4096  # a deeper chain is taken for a loop in the records
 _COLUMNS = "key, parent, kind, labels, created_at, updated_at"
 
 
@@ -153,6 +154,7 @@ class LocalSnapshotter:
 
     name = ""
     layers_independent = False
+    max_layers = MAX_CHAIN_DEPTH - 1  # a container's own snapshot goes on top
 
     def __init__(self, root: str, meta: Metadata, namespace: str) -> None:
         self.root = root
@@ -199,7 +201,7 @@ class LocalSnapshotter:
                 row = self._get(conn, cursor)
                 out.append((cursor, row[6]))
                 cursor = row[1]
-                if len(out) > 4096:
+                if len(out) > MAX_CHAIN_DEPTH:
                     raise Conflict("snapshot", key, "parent chain loops")
         return out
 

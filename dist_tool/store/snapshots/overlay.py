@@ -29,6 +29,7 @@ from dist_tool.store.snapshots import LocalSnapshotter, make_root
 class OverlaySnapshotter(LocalSnapshotter):
     name = "overlayfs"
     layers_independent = True
+    max_layers = 500  # the kernel's OVL_MAX_STACK: the most lower directories one mount takes
 
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
         fs = os.path.join(path, "fs")
