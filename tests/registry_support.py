@@ -232,7 +232,9 @@ class Facade:
     * ``corrupt``: blobs and manifests (by digest or tag) served with the first byte flipped;
     * ``fail[substring] = k``: the first k requests whose path contains it get a 503;
     * ``refuse[substring] = status``: every request whose path contains it gets that status;
-    * ``redirect[substring] = location``: every request whose path contains it gets a 307 there.
+    * ``redirect[substring] = location``: every request whose path contains it gets a 307 there;
+    * ``wrong_range``: blobs (by digest) whose ranged GETs are answered with the whole blob as a
+      206 "from byte 0", whatever range was asked for.
     """
 
     def __init__(self, upstream: str) -> None:
@@ -243,6 +245,7 @@ class Facade:
         self.fail: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
         self.redirect: dict[str, str] = {}
+        self.wrong_range: set[str] = set()
         self.release = threading.Event()
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -287,12 +290,18 @@ class Facade:
                 req.send_header("Content-Length", "0")
                 req.end_headers()
                 return
+        digest = req.path.rsplit("/", 1)[-1] if "/blobs/" in req.path or "/manifests/" in req.path else ""
+        wrong_range = digest in self.wrong_range and req.headers.get("Range") is not None
         conn = http.client.HTTPConnection(self.upstream, timeout=30)
-        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("connection", "host")}
+        headers = {k: v for k, v in req.headers.items()
+                   if k.lower() not in ("connection", "host") and not (wrong_range and k.lower() == "range")}
         headers["Host"] = self.addr
         conn.request(req.command, req.path, body=sent, headers=headers)
         resp = conn.getresponse()
-        req.send_response(resp.status)
+        req.send_response(206 if wrong_range and resp.status == 200 else resp.status)
+        if wrong_range and resp.status == 200:
+            size = int(resp.getheader("Content-Length"))
+            req.send_header("Content-Range", f"bytes 0-{size - 1}/{size}")
         for key, value in resp.getheaders():
             if key.lower() not in ("connection", "transfer-encoding", "keep-alive"):
                 req.send_header(key, value)
@@ -301,7 +310,6 @@ class Facade:
             req.send_header("Content-Length", str(len(body)))
         req.end_headers()
         conn.close()
-        digest = req.path.rsplit("/", 1)[-1] if "/blobs/" in req.path or "/manifests/" in req.path else ""
         if digest in self.corrupt and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
         try:

@@ -316,22 +316,26 @@ class Repository:
     def blob(self, digest: str, offset: int = 0) -> Iterator[tuple[Response, int]]:
         """Streams a blob from ``offset`` when the registry honours the range, else from 0.
 
-        Yields the response and the offset its body starts at.
+        Yields the response and the offset its body starts at. A range answered from another
+        byte (or refused with 416) is asked for again as the whole blob: the bytes kept from
+        before are then replaced, not trusted.
         """
         headers = {"Accept-Encoding": "identity"}
         if offset:
-            headers["Range"] = f"bytes={offset}-"
+            with self.registry.request("GET", self._api("blobs", digest), self.scopes,
+                                       headers={**headers, "Range": f"bytes={offset}-"}) as resp:
+                if resp.status_code == 206 and _content_range_start(resp.headers.get("content-range", "")) == offset:
+                    yield resp, offset
+                    return
+                if resp.status_code == 200:
+                    yield resp, 0
+                    return
+                if resp.status_code not in (206, 416):
+                    raise self.error(resp, "blob", digest)
         with self.registry.request("GET", self._api("blobs", digest), self.scopes, headers=headers) as resp:
-            if resp.status_code == 206 and offset:
-                start = _content_range_start(resp.headers.get("content-range", ""))
-                if start != offset:
-                    raise Unavailable("blob", digest, f"registry {self.host} answered a range from {start} "
-                                      f"when asked for {offset}")
-                yield resp, offset
-            elif resp.status_code == 200:
-                yield resp, 0
-            else:
+            if resp.status_code != 200:
                 raise self.error(resp, "blob", digest)
+            yield resp, 0
 
     def upload_blob(self, desc: Descriptor, body: Callable[[], Iterable[bytes | memoryview]],
                     mount_from: Sequence[str] = ()) -> str:

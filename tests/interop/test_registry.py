@@ -539,6 +539,31 @@ def test_a_pull_killed_after_the_last_byte_verifies_what_it_has(registry, src, f
     assert dist.ok("content", "active", "--json").json == []
 
 
+def test_a_resume_answered_from_the_wrong_byte_starts_the_blob_again(registry, src, facade, dist):
+    """A registry (or a proxy) that answers a Range with bytes from elsewhere gets one more,
+    plain GET: the partial ingest is neither trusted nor left for every later pull to trip on."""
+    ref = f"{registry.addr}/wrongrange:1"
+    src.ok("push", "--plain-http", ref, "big:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]
+    data = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(src.root), "content", "get",
+                           layer["digest"]], capture_output=True, check=True).stdout
+    from dist_tool.store.content import LocalContentStore
+    from dist_tool.store.metadata import Metadata
+
+    meta = Metadata(str(dist.root))
+    with LocalContentStore(str(dist.root), meta).writer(f"pull-{layer['digest']}") as writer:
+        writer.write(data[: len(data) // 2])  # what a killed pull leaves
+    meta.close()
+    facade.wrong_range.add(layer["digest"])
+    first = len(facade.log)
+    dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/wrongrange:1")
+    gets = [rng for m, p, rng in facade.log[first:] if m == "GET" and p.endswith(layer["digest"])]
+    assert gets == [f"bytes={len(data) // 2}-", None]
+    assert tree_digests(dist, f"{facade.addr}/wrongrange:1") == tree_digests(src, "docker.io/library/big:1")
+    assert dist.ok("content", "active", "--json").json == []
+
+
 # ---------------------------------------------------------------- auth
 
 
