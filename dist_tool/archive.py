@@ -278,7 +278,7 @@ def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> No
     cache = ChildrenCache()
     for name, target in named:
         if not oci.is_image_target(target.media_type):
-            raise DataError("image", name, f"unsupported target media type {target.media_type!r}")
+            raise DataError("image", name, oci.unsupported_target(target.media_type))
         req = require_present(session.content, target, matcher, present.__contains__, cache, sizes=present)
         if req.missing:
             raise DataError("blob", req.missing[0].digest,

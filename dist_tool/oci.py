@@ -27,6 +27,8 @@ MEDIA_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 MEDIA_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 MEDIA_DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+MEDIA_DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+SCHEMA1_TYPES = frozenset({MEDIA_DOCKER_SCHEMA1_SIGNED, "application/vnd.docker.distribution.manifest.v1+json"})
 
 INDEX_TYPES = frozenset({MEDIA_OCI_INDEX, MEDIA_DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST})
@@ -53,6 +55,14 @@ def is_manifest(media_type: str) -> bool:
 def is_image_target(media_type: str) -> bool:
     """An image name may point only at a manifest or an index (SPEC: unknown targets are refused)."""
     return media_type in INDEX_TYPES or media_type in MANIFEST_TYPES
+
+
+def unsupported_target(media_type: str) -> str:
+    """Why an image name cannot point at this: the words of a DataError."""
+    if media_type in SCHEMA1_TYPES:
+        # containerd 2 and podman refuse them too; the registry holds no config or diff_ids to unpack
+        return "it is a Docker schema 1 manifest, which dist does not support (push it again with a current tool)"
+    return f"unsupported target media type {media_type!r}"
 
 
 def kind_of(media_type: str) -> str:
@@ -146,6 +156,8 @@ def detect_media_type(doc: Mapping[str, Any]) -> str:
     media_type = doc.get("mediaType")
     if isinstance(media_type, str) and media_type:
         return media_type
+    if doc.get("schemaVersion") == 1:
+        return MEDIA_DOCKER_SCHEMA1_SIGNED
     if "manifests" in doc:
         return MEDIA_OCI_INDEX
     if "config" in doc and "layers" in doc:

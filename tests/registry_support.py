@@ -233,6 +233,7 @@ class Facade:
     * ``fail[substring] = k``: the first k requests whose path contains it get a 503;
     * ``refuse[substring] = status``: every request whose path contains it gets that status;
     * ``redirect[substring] = location``: every request whose path contains it gets a 307 there;
+    * ``canned[path suffix] = (content type, body)``: GETs of such paths get that, never the registry;
     * ``wrong_range``: blobs (by digest) whose ranged GETs are answered with the whole blob as a
       206 "from byte 0", whatever range was asked for.
     """
@@ -246,6 +247,7 @@ class Facade:
         self.refuse: dict[str, int] = {}
         self.redirect: dict[str, str] = {}
         self.wrong_range: set[str] = set()
+        self.canned: dict[str, tuple[str, bytes]] = {}
         self.release = threading.Event()
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -282,6 +284,14 @@ class Facade:
                 req.send_response(status)
                 req.send_header("Content-Length", "0")
                 req.end_headers()
+                return
+        for suffix, (content_type, body) in self.canned.items():
+            if req.path.endswith(suffix) and req.command == "GET":
+                req.send_response(200)
+                req.send_header("Content-Type", content_type)
+                req.send_header("Content-Length", str(len(body)))
+                req.end_headers()
+                req.wfile.write(body)
                 return
         for part, location in self.redirect.items():
             if part in req.path:

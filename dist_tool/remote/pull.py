@@ -91,7 +91,7 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
             with session.leases.temporary("pull") as lease:
                 target, data = repo.get_manifest(ref.digest or ref.tag or reference.DEFAULT_TAG)
                 if not oci.is_image_target(target.media_type):
-                    raise DataError("image", name, f"unsupported target media type {target.media_type!r}")
+                    raise DataError("image", name, oci.unsupported_target(target.media_type))
                 result = PullResult(name, target)
                 fetcher = _Fetcher(session.content, repo, ref.domain, lease, progress, added, result)
                 try:

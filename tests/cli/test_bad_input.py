@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import sans_allocations, store_fingerprint
+from layerkit import write_layout
 
 from dist_tool.trees import remove_trees
 
@@ -663,3 +664,17 @@ def test_an_archive_header_larger_than_a_mebibyte_is_refused_not_read(dist, tmp_
     assert result.code == 1
     assert_one_error(result, "a tar header is larger than 1048576 bytes")
     assert store_fingerprint(dist.root) == before
+
+
+def test_an_archive_naming_a_schema_1_manifest_says_so(dist, imported, tmp_path):
+    manifest = json.dumps({"schemaVersion": 1, "name": "old", "tag": "1", "fsLayers": [], "history": []}).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    write_layout(tmp_path / "old.tar", {digest: manifest}, [{
+        "mediaType": "application/vnd.docker.distribution.manifest.v1+prettyjws", "digest": digest,
+        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": "docker.io/library/old:1"}}])
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--progress", "none", str(tmp_path / "old.tar"))
+    assert (result.code, result.stderr) == (1, "dist: error: image docker.io/library/old:1: it is a Docker schema 1"
+                                               " manifest, which dist does not support (push it again with a current"
+                                               " tool)\n")
+    assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)

@@ -392,6 +392,22 @@ def test_missing_references_exit_3_and_leave_the_store_alone(registry, src, dist
     assert store_fingerprint(dist.root) == before
 
 
+SCHEMA1 = json.dumps({"schemaVersion": 1, "name": "old", "tag": "1", "architecture": "amd64",
+                      "fsLayers": [{"blobSum": "sha256:" + "a" * 64}],
+                      "history": [{"v1Compatibility": "{}"}]}).encode()
+
+
+@pytest.mark.parametrize("content_type", ["application/vnd.docker.distribution.manifest.v1+prettyjws",
+                                          "application/json"])
+def test_a_schema_1_manifest_is_refused_by_name(facade, dist, content_type):
+    facade.canned["/old/manifests/1"] = (content_type, SCHEMA1)
+    ref = f"{facade.addr}/old:1"
+    result = dist("pull", "--plain-http", ref)
+    assert (result.code, one_error(result)) == (1, f"dist: error: image {ref}: it is a Docker schema 1 manifest,"
+                                                   " which dist does not support (push it again with a current tool)")
+    assert dist.ok("content", "ls", "-q").stdout == "" and dist.ok("content", "active", "-q").stdout == ""
+
+
 def test_unreachable_registry_is_exit_1(dist):
     result = dist("pull", "--plain-http", "--no-unpack", "127.0.0.1:1/x:1")
     assert result.code == 1 and "127.0.0.1:1" in one_error(result)
