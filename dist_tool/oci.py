@@ -60,7 +60,7 @@ def is_image_target(media_type: str) -> bool:
 def unsupported_target(media_type: str) -> str:
     """Why an image name cannot point at this: the words of a DataError."""
     if media_type in SCHEMA1_TYPES:
-        # containerd 2 and podman refuse them too; the registry holds no config or diff_ids to unpack
+        # containerd 2 refuses them too: there is no config, and no diff_ids to unpack by
         return "it is a Docker schema 1 manifest, which dist does not support (push it again with a current tool)"
     return f"unsupported target media type {media_type!r}"
 
