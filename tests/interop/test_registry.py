@@ -529,23 +529,28 @@ def test_a_pull_killed_half_way_resumes_without_refetching(registry, src, facade
     assert dist.ok("content", "active", "--json").json == []
 
 
-def test_a_pull_killed_after_the_last_byte_verifies_what_it_has(registry, src, facade, dist):
-    """A kill between the last byte and the commit leaves a whole blob in the ingest: the next
-    pull verifies and commits it (no Range past the end, which a registry answers with 416)."""
-    ref = f"{registry.addr}/whole:1"
-    src.ok("push", "--plain-http", ref, "big:1")
+def _pushed_layer_left_in_an_ingest(registry, src, dist, name: str, keep: float) -> tuple[dict, bytes]:
+    """Pushes big:1 as NAME and leaves the first ``keep`` of its layer in ``dist``'s ingest for
+    that layer, as a pull killed there would; returns the layer's descriptor and bytes."""
+    from dist_tool.store.content import LocalContentStore
+    from dist_tool.store.metadata import Metadata
+
+    src.ok("push", "--plain-http", f"{registry.addr}/{name}", "big:1")
     manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
     layer = manifest["layers"][0]
     data = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(src.root), "content", "get",
                            layer["digest"]], capture_output=True, check=True).stdout
-    # What the killed pull leaves: its ingest, every byte written, never committed.
-    from dist_tool.store.content import LocalContentStore
-    from dist_tool.store.metadata import Metadata
-
     meta = Metadata(str(dist.root))
     with LocalContentStore(str(dist.root), meta).writer(f"pull-{layer['digest']}") as writer:
-        writer.write(data)
+        writer.write(data[: int(len(data) * keep)])
     meta.close()
+    return layer, data
+
+
+def test_a_pull_killed_after_the_last_byte_verifies_what_it_has(registry, src, facade, dist):
+    """A kill between the last byte and the commit leaves a whole blob in the ingest: the next
+    pull verifies and commits it (no Range past the end, which a registry answers with 416)."""
+    layer, data = _pushed_layer_left_in_an_ingest(registry, src, dist, "whole:1", keep=1.0)
     assert dist.ok("content", "active", "--json").json[0]["offset"] == layer["size"]
     first = len(facade.log)
     dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/whole:1")
@@ -558,19 +563,7 @@ def test_a_pull_killed_after_the_last_byte_verifies_what_it_has(registry, src, f
 def test_a_resume_answered_from_the_wrong_byte_starts_the_blob_again(registry, src, facade, dist):
     """A registry (or a proxy) that answers a Range with bytes from elsewhere gets one more,
     plain GET: the partial ingest is neither trusted nor left for every later pull to trip on."""
-    ref = f"{registry.addr}/wrongrange:1"
-    src.ok("push", "--plain-http", ref, "big:1")
-    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
-    layer = manifest["layers"][0]
-    data = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(src.root), "content", "get",
-                           layer["digest"]], capture_output=True, check=True).stdout
-    from dist_tool.store.content import LocalContentStore
-    from dist_tool.store.metadata import Metadata
-
-    meta = Metadata(str(dist.root))
-    with LocalContentStore(str(dist.root), meta).writer(f"pull-{layer['digest']}") as writer:
-        writer.write(data[: len(data) // 2])  # what a killed pull leaves
-    meta.close()
+    layer, data = _pushed_layer_left_in_an_ingest(registry, src, dist, "wrongrange:1", keep=0.5)
     facade.wrong_range.add(layer["digest"])
     first = len(facade.log)
     dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/wrongrange:1")
