@@ -233,6 +233,8 @@ class Facade:
     * ``fail[substring] = k``: the first k requests whose path contains it get a 503;
     * ``refuse[substring] = status``: every request whose path contains it gets that status;
     * ``redirect[substring] = location``: every request whose path contains it gets a 307 there;
+    * ``hold``: requests whose path contains one of these wait for ``release`` (``held`` is set
+      when the first arrives);
     * ``canned[path suffix] = (content type, body)``: GETs of such paths get that, never the registry;
     * ``wrong_range``: blobs (by digest) whose ranged GETs are answered with the whole blob as a
       206 "from byte 0", whatever range was asked for.
@@ -248,6 +250,8 @@ class Facade:
         self.redirect: dict[str, str] = {}
         self.wrong_range: set[str] = set()
         self.canned: dict[str, tuple[str, bytes]] = {}
+        self.hold: set[str] = set()
+        self.held = threading.Event()
         self.release = threading.Event()
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -285,6 +289,9 @@ class Facade:
                 req.send_header("Content-Length", "0")
                 req.end_headers()
                 return
+        if any(part in req.path for part in self.hold):
+            self.held.set()
+            self.release.wait(60)
         for suffix, (content_type, body) in self.canned.items():
             if req.path.endswith(suffix) and req.command == "GET":
                 req.send_response(200)

@@ -97,17 +97,30 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
             if current is not None and current.digest == target.digest:
                 result.up_to_date = True
                 return result
-        tree = _local_tree(content, image.name, target, cache)
-        pusher = _Pusher(content, repo, ref.domain, progress, result, cache)
-        try:
-            walk(pusher.handler(target), [target])
-            pusher.finish()
-        finally:
-            pusher.close()
-        if ref.tag is not None or not pusher.root_exists:
-            pusher.put_manifests(target, ref.tag or target.digest)
-    record_sources(session, tree, ref.domain, ref.path)
+        # The push's lease keeps what it sends from a concurrent rmi's collection, as pull's keeps
+        # what it fetches: the image may lose its name meanwhile, never its blobs.
+        with session.leases.temporary("push") as lease:
+            tree = _local_tree(content, image.name, target, cache)
+            _hold(session, tree, lease, image.name)
+            pusher = _Pusher(content, repo, ref.domain, progress, result, cache)
+            try:
+                walk(pusher.handler(target), [target])
+                pusher.finish()
+            finally:
+                pusher.close()
+            if ref.tag is not None or not pusher.root_exists:
+                pusher.put_manifests(target, ref.tag or target.digest)
+            record_sources(session, tree, ref.domain, ref.path)
     return result
+
+
+def _hold(session, digests: list[str], lease: tuple[str, str], name: str) -> None:
+    """Adds every blob of the push to its lease, in one transaction; NotFound (nothing sent yet)
+    when one went with a concurrent rmi since the tree was read."""
+    with session.transaction():
+        for digest in digests:
+            if not session.content.add_to_lease(digest, lease):
+                raise NotFound("image", name, "removed while it was being pushed")
 
 
 def _local_tree(content, name: str, target: Descriptor, cache: ChildrenCache) -> list[str]:

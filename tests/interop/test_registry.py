@@ -472,6 +472,29 @@ def test_5xx_answers_are_retried(registry, src, facade, dist):
     assert [m for m, p, _ in facade.log if p.endswith("/manifests/1")] == ["GET"] * 3
 
 
+def test_an_rmi_during_a_push_takes_none_of_what_it_sends(facade, dist, tmp_path):
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "random.bin").write_bytes(os.urandom(1 << 20))  # blobs the registry cannot have yet
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "leaving:1")
+    facade.hold.add("/blobs/uploads/")
+    cmd = [sys.executable, "-m", "dist_tool", "--root", str(dist.root), "--state", str(dist.state),
+           "push", "--plain-http", "--progress", "none", f"{facade.addr}/leaving:1", "leaving:1"]
+    push = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert facade.held.wait(30), "the push never started an upload"
+        assert "freed" in dist.ok("rmi", "leaving:1").stdout + dist.ok("gc").stdout
+    finally:
+        facade.release.set()
+        out, err = push.communicate(timeout=60)
+    assert (push.returncode, err) == (0, ""), err
+    pulled = Dist(tmp_path / "again")
+    pulled.ok("pull", "--plain-http", "--no-unpack", out.strip())
+    assert pulled.ok("images", "check", "--verify", "--json").json[0]["complete"]
+    dist.ok("gc")  # the push's lease ended with it: the next collection frees what it held
+    assert dist.ok("content", "ls", "-q").stdout == ""
+
+
 # ---------------------------------------------------------------- resume
 
 
