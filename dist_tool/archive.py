@@ -273,7 +273,7 @@ def _matcher(platform: str | None, all_platforms: bool):
     return platforms.matcher(platforms.parse(platform) if platform else platforms.host())
 
 
-def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> None:
+def _check_required(session, named: list[tuple[str, Descriptor]], matcher, platform: str | None) -> None:
     present = session.content.present()
     cache = ChildrenCache()
     for name, target in named:
@@ -284,7 +284,7 @@ def _check_required(session, named: list[tuple[str, Descriptor]], matcher) -> No
             raise DataError("blob", req.missing[0].digest,
                             f"missing from the archive ({oci.kind_of(req.missing[0].media_type)} of {name})")
         if not req.matched:
-            raise DataError("image", name, "no manifest for the requested platform")
+            raise platforms.no_manifest(name, platform)
 
 
 # ---------------------------------------------------------------- import
@@ -317,7 +317,7 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
             if not entries:
                 raise DataError("archive", source, "lists no images")
             named = _name_entries(entries, name)
-            _check_required(session, named, matcher)
+            _check_required(session, named, matcher, platform)
             if unpack:
                 for target in {t.digest: t for _, t in named}.values():
                     unpack_under(session, target, platform=platform, lease=lease, progress=progress,

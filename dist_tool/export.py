@@ -12,7 +12,7 @@ import tarfile
 from collections.abc import Sequence
 
 from dist_tool import oci, platforms, reference
-from dist_tool.errors import DataError, DistError, InvalidArgument, NotFound
+from dist_tool.errors import DataError, DistError, InvalidArgument
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
@@ -111,7 +111,7 @@ def _export_target(session, image: Image, platform: str | None, matcher, cache, 
         raise DataError("blob", image.target.digest, f"missing: cannot export {image.name}")
     found = platform_manifests(session.content, image.target, matcher, cache)
     if not found:
-        raise NotFound("platform", platform or "", f"{image.name} has no manifest for it")
+        raise platforms.no_manifest(image.name, platform)
     return found[0]
 
 

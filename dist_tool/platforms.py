@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from dist_tool.errors import DataError, InvalidArgument
+from dist_tool.errors import DataError, InvalidArgument, NotFound
 
 # Aliases: the architecture, and the variant they imply (None: keep the given one).
 _ARCH_ALIASES: dict[str, tuple[str, str | None]] = {
@@ -132,6 +132,12 @@ def host() -> Platform:
     import platform
 
     return normalize(Platform("linux", platform.machine() or "unknown"))
+
+
+def no_manifest(image_name: str, platform: str | None) -> NotFound:
+    """The error of an image without a manifest for ``platform`` (the host's when None), as
+    pull, push, import and export all report it (containerd: "no match for platform")."""
+    return NotFound("platform", platform or str(host()), f"{image_name} has no manifest for it")
 
 
 def parse(spec: str) -> Platform:

@@ -99,7 +99,7 @@ def pull(session, ref_text: str, *, platform: str | None = None, all_platforms: 
                     walk(fetcher.handler(matcher), [target])
                 finally:
                     fetcher.close()
-                _check_complete(session, name, target, matcher, fetcher.cache)
+                _check_complete(session, name, target, matcher, fetcher.cache, platform)
                 if unpack:
                     unpack_under(session, target, platform=platform, lease=lease, progress=progress, added=added)
                 record_sources(session, result.present, ref.domain, ref.path)
@@ -283,11 +283,12 @@ def _label(desc: Descriptor) -> str:
     return f"{oci.kind_of(desc.media_type)} {desc.digest[:19]}"
 
 
-def _check_complete(session, name: str, target: Descriptor, matcher, cache: ChildrenCache) -> None:
+def _check_complete(session, name: str, target: Descriptor, matcher, cache: ChildrenCache,
+                    platform: str | None) -> None:
     present = session.content.present()
     req = require_present(session.content, target, matcher, present.__contains__, cache)
     if not req.matched:
-        raise DataError("image", name, "no manifest for the requested platform")
+        raise platforms.no_manifest(name, platform)
     if req.missing:
         raise DataError("blob", req.missing[0].digest, f"missing after the pull of {name}")
 

@@ -84,7 +84,7 @@ def push(session, ref_text: str, local: str | None = None, *, platform: str | No
     if platform is not None:
         found = platform_manifests(content, target, platforms.matcher(platforms.parse(platform)), cache)
         if not found:
-            raise NotFound("platform", platform, f"{image.name} has no manifest for it")
+            raise platforms.no_manifest(image.name, platform)
         target = found[0]
     if ref.digest is not None and ref.digest != target.digest:
         raise InvalidArgument("reference", ref_text, f"names {ref.digest}, but the image is {target.digest}")

@@ -307,6 +307,22 @@ def test_multi_platform_pull_keeps_only_the_chosen_platform(multi, dist):
     assert arm | amd | {multi["index"]} == blobs(dist)
 
 
+def test_a_platform_the_image_lacks_is_not_found_alike_for_pull_push_and_import(multi, dist, tmp_path):
+    """Exit 3 naming the platform, as export says it (containerd: "no match for platform")."""
+    line = f"dist: error: platform linux/s390x: {multi['ref']} has no manifest for it\n"
+    pull = dist("pull", "--plain-http", "--no-unpack", "--platform", "linux/s390x", multi["ref"])
+    assert (pull.code, pull.stderr) == (3, line)
+    assert dist.ok("images", "-q").stdout == ""
+    dist.ok("pull", "--plain-http", "--no-unpack", "--all-platforms", multi["ref"])
+    push = dist("push", "--plain-http", "--platform", "linux/s390x", f"{multi['ref']}-copy", multi["ref"])
+    assert (push.code, push.stderr) == (3, line)
+    dist.ok("images", "export", str(tmp_path / "all.tar"), multi["ref"])
+    again = Dist(tmp_path / "again")
+    imported = again("images", "import", "--progress", "none", "--platform", "linux/s390x", str(tmp_path / "all.tar"))
+    assert (imported.code, imported.stderr) == (3, line)
+    assert again.ok("images", "-q").stdout == "" and again.ok("content", "ls", "-q").stdout == ""
+
+
 def test_export_of_one_platform_of_an_index(multi, dist, tmp_path):
     dist.ok("pull", "--plain-http", "--no-unpack", "--all-platforms", multi["ref"])
     out = tmp_path / "arm.tar"
