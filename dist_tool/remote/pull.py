@@ -180,6 +180,7 @@ class _Fetcher:
                             labels=self.labels, lease=self.lease, wait=True)
         self.added.add(desc.digest)
         self.result.fetched.append(desc.digest)
+        self.progress.done(_label(desc))
 
     # ------------------------------------------------------------ blobs
 
@@ -217,6 +218,7 @@ class _Fetcher:
                 if self.content.add_to_lease(desc.digest, self.lease):
                     w.abort()  # another process committed it while we waited for the ref
                     self.result.present.append(desc.digest)
+                    self.progress.done(label, "already present")
                     return
                 if w.offset > desc.size:
                     w.truncate(0)

@@ -171,9 +171,12 @@ def test_round_trip_push_rmi_pull_keeps_every_digest(registry, src, dist):
     assert pushed.lines == [f"{ref}@{want}"]
     expected_tree = tree_digests(src, "docker.io/library/small:1")
 
-    dist.ok("pull", "--plain-http", "--no-unpack", ref)
+    first = dist.ok("pull", "--plain-http", "--no-unpack", "--progress", "plain", ref)
     assert image(dist, ref)["target"]["digest"] == want
     assert tree_digests(dist, ref) == expected_tree
+    # plain progress: one line per blob stored, the manifest's included
+    assert sorted(line.split()[0] for line in first.stderr.splitlines() if line.endswith(": done")) == [
+        "config", "layer", "manifest"]
     dist.ok("push", "--plain-http", ref)  # push what was pulled: nothing changes
     dist.ok("rmi", ref)
     assert blobs(dist) == set()
