@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from dist_tool.errors import InvalidArgument, Unavailable
+from dist_tool.errors import DataError, InvalidArgument, Unavailable
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -89,18 +89,25 @@ def config_keys(host: str) -> list[str]:
 def from_docker_config(host: str, env: Mapping[str, str] | None = None) -> Credentials | None:
     """The credentials the Docker config holds for ``host``, or None.
 
-    A config that cannot be read or parsed is treated as holding nothing (as
-    docker does for a missing one) but a helper that fails is an error: the
-    user asked for it.
+    A missing config holds nothing. One that cannot be read or parsed, an
+    ``auth`` that is not base64, and a helper that fails are errors: the user
+    meant to give credentials, and a bare 401 would hide why none were sent
+    (docker warns; nerdctl fails). Only the registry's demand for credentials
+    reads the config, so a broken one never stops an anonymous pull.
     """
     path = docker_config_path(env)
     try:
         with open(path, "rb") as f:
             config = json.loads(f.read(MAX_DOCKER_CONFIG_BYTES))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
+    except OSError as e:
+        raise Unavailable("Docker config", path, e.strerror or "cannot be read") from None
+    except ValueError as e:  # the position only: the text around it may be a secret
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise DataError("Docker config", path, f"not valid JSON{where}") from None
     if not isinstance(config, dict):
-        return None
+        raise DataError("Docker config", path, "is not a JSON object")
     keys = config_keys(host)
     helpers = config.get("credHelpers")
     if isinstance(helpers, dict):
@@ -117,21 +124,23 @@ def from_docker_config(host: str, env: Mapping[str, str] | None = None) -> Crede
         for key in keys:
             entry = auths.get(key)
             if isinstance(entry, dict):
-                found = _from_auth_entry(entry)
+                found = _from_auth_entry(entry, path, key)
                 if found is not None:
                     return found
     return None
 
 
-def _from_auth_entry(entry: Mapping[str, object]) -> Credentials | None:
+def _from_auth_entry(entry: Mapping[str, object], path: str, key: str) -> Credentials | None:
     token = entry.get("identitytoken")
     user, password = entry.get("username"), entry.get("password")
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
         try:
-            user, _, password = base64.b64decode(encoded).decode().partition(":")
+            user, colon, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
-            return None  # not worth naming: the entry is unusable either way
+            colon = ""
+        if not colon:
+            raise DataError("Docker config", path, f"auths[{key!r}].auth is not the base64 of USER:PASSWORD")
     if isinstance(token, str) and token:
         return Credentials(str(user or "<token>"), token, identity=True)
     if isinstance(user, str) and user and isinstance(password, str):

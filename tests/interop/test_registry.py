@@ -640,6 +640,11 @@ def test_basic_auth(basic_registry, src, dist, tmp_path):
     (config / "config.json").write_text(json.dumps({"auths": {basic_registry.addr: {"auth": token}}}))
     dist.ok("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(config)})
     dist.ok("rmi", ref)
+    (config / "config.json").write_text(json.dumps({"auths": {basic_registry.addr: {"auth": token}}})[:-1])
+    broken = dist("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(config)})
+    assert broken.code == 1
+    assert one_error(broken).startswith(f"dist: error: Docker config {config}/config.json: not valid JSON (line 1,")
+    assert token not in broken.stderr
 
     # the Docker config: a credential helper
     helper_dir = tmp_path / "bin"

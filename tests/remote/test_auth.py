@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dist_tool.errors import InvalidArgument, Unavailable
+from dist_tool.errors import DataError, InvalidArgument, Unavailable
 from dist_tool.remote.auth import (
     Authorizer,
     Credentials,
@@ -67,6 +67,26 @@ def test_config_auths(tmp_path):
     assert from_docker_config("t.example", env) == Credentials("<token>", "refresh", identity=True)
     assert from_docker_config("other.example", env) is None
     assert from_docker_config("r.example", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"auths": {"r.example": {"auth": "c2VjcmV0"}', r"not valid JSON \(line 1, column 45\)"),
+    ('["auths"]', "is not a JSON object"),
+    ('{"auths": {"r.example": {"auth": "!!not base64!!"}}}', r"auths\['r.example'\]\.auth is not the base64"),
+    ('{"auths": {"r.example": {"auth": "c2VjcmV0"}}}', r"auths\['r.example'\]\.auth is not the base64"),
+], ids=["truncated", "not-an-object", "not-base64", "no-colon"])
+def test_a_broken_config_is_an_error_that_shows_no_secret(tmp_path, text, why):
+    """A bare 401 would hide why no credentials were sent; "c2VjcmV0" is base64 of "secret"."""
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(DataError, match=f"^Docker config {tmp_path}/config.json: {why}") as caught:
+        from_docker_config("r.example", {"DOCKER_CONFIG": str(tmp_path)})
+    assert "c2VjcmV0" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_an_unreadable_config_is_an_error(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(Unavailable, match="^Docker config .*: Is a directory"):
+        from_docker_config("r.example", {"DOCKER_CONFIG": str(tmp_path)})
 
 
 def test_credential_helpers(tmp_path, monkeypatch):
