@@ -56,6 +56,8 @@ def describe(e: BaseException) -> str:
     if isinstance(e, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({e.verify_message})"
     if isinstance(e, ssl.SSLError):
+        if e.reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST"):  # bytes that are no TLS record: HTTP
+            return "TLS handshake failed: the server answers plain HTTP (--plain-http)"
         return "TLS handshake failed"
     if isinstance(e, socket.gaierror):
         return "unknown host"

@@ -181,6 +181,7 @@ def test_a_tls_client_on_a_plain_port_says_tls(servers):
     with pytest.raises(transport.TransportError) as e:
         transport.Client().send("GET", f"https://127.0.0.1:{a.port}/data")
     assert e.value.tls and e.value.connecting
+    assert e.value.why == "TLS handshake failed: the server answers plain HTTP (--plain-http)"
 
 
 @pytest.mark.parametrize("no_proxy, host, proxied", [
