@@ -397,6 +397,26 @@ def test_dir_layers_never_follow_symlinks_out(tmp_path):
         reader.read("/etc/group", 100)
 
 
+def test_a_file_over_the_limit_is_one_error_from_layers_and_directories(tmp_path):
+    big = b"x" * (2 << 20)  # above what a layer's first pass keeps, so its second pass judges it
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_bytes(big)
+    from_dir = rootfs.RootfsReader([rootfs.DirLayer(str(tmp_path))])
+    for reader in (tar_reader([("etc/passwd", "file", big)]), from_dir):
+        with pytest.raises(DataError, match=r"^file /etc/passwd: larger than the 1500000-byte limit$"):
+            reader.read("/etc/passwd", 1_500_000)
+
+
+def test_an_etc_passwd_of_200000_users_resolves(tmp_path):
+    """containerd reads these with no bound; dist's is far above any real one (this is ~9 MB)."""
+    lines = ["root:x:0:0:root:/root:/bin/sh"] + [f"u{i}:x:{10000 + i}:{10000 + i}::/home/u{i}:/bin/sh"
+                                                 for i in range(200_000)]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("\n".join(lines) + "\n")
+    context = S.SpecContext("web", "default", rootfs.RootfsReader([rootfs.DirLayer(str(tmp_path))]))
+    assert users.resolve("u199999", context.read_file).uid == 209_999
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="whiteout devices and trusted.* xattrs need root")
 def test_dir_layers_follow_overlay_rules(tmp_path):
     lower, upper = tmp_path / "lower", tmp_path / "upper"

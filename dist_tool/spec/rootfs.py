@@ -287,11 +287,11 @@ class TarLayer:
             for tar, m in self._members():
                 if split(m.name) == source and m.isreg():
                     if m.size > limit:
-                        break
+                        raise DataError("file", "/" + "/".join(parts), f"larger than the {limit}-byte limit")
                     self._data[source] = tar.extractfile(m).read()
                     break
         if source not in self._data:
-            raise DataError("file", "/" + "/".join(parts), f"missing from layer {self.digest} or too large")
+            raise DataError("file", "/" + "/".join(parts), f"missing from layer {self.digest}")
         data = self._data[source]
         if len(data) > limit:
             raise DataError("file", "/" + "/".join(parts), f"larger than the {limit}-byte limit")
