@@ -139,6 +139,7 @@ def _spec_opts(options: CreateOptions, checked: dict, config: dict) -> list:
         opts.append(S.with_env(checked["env"]))
     if checked["cwd"] is not None:
         opts.append(S.with_cwd(checked["cwd"]))
+    opts.append(S.require_absolute_cwd())
     opts.append(S.with_user(options.user))
     if checked["mounts"]:
         opts.append(S.with_mounts(checked["mounts"]))

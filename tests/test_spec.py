@@ -155,6 +155,13 @@ def test_cwd_from_image_then_option():
         S.check_cwd("relative")
 
 
+def test_a_relative_image_working_dir_is_refused_unless_replaced():
+    relative = {"Cmd": ["x"], "WorkingDir": "work"}
+    with pytest.raises(DataError, match=r"^image config WorkingDir: 'work' is not an absolute path \(give --cwd\)$"):
+        build(S.with_image_config(relative), S.require_absolute_cwd())
+    assert build(S.with_image_config(relative), S.with_cwd("/w"), S.require_absolute_cwd())["process"]["cwd"] == "/w"
+
+
 # ---------------------------------------------------------------- users
 
 

@@ -215,6 +215,18 @@ def with_cwd(cwd: str) -> SpecOpt:
     return opt
 
 
+def require_absolute_cwd() -> SpecOpt:
+    """Refuses an image's relative ``WorkingDir`` that no ``--cwd`` replaced: runc would refuse
+    it at every start; docker refuses it at create, as this does."""
+
+    def opt(ctx: SpecContext, spec: dict) -> None:
+        cwd = spec["process"]["cwd"]
+        if not cwd.startswith("/"):
+            raise DataError("image config", "WorkingDir", f"{cwd!r} is not an absolute path (give --cwd)")
+
+    return opt
+
+
 def with_user(user: str | None = None) -> SpecOpt:
     """Runs the process as ``user`` (``UID[:GID]`` or ``NAME[:GROUP]``), or as the image's
     ``User`` when None or empty (ctr's and docker's ``--user ''``), resolving names against the
