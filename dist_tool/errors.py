@@ -10,6 +10,8 @@ An error reads as SPEC's one line, ``<what> <which>: <why>``, e.g.
 
 from __future__ import annotations
 
+MAX_SHOWN = 300  # characters of the value an error names: a 255-character reference or a sha512 fits
+
 
 class DistError(Exception):
     """Base of every error dist reports to a user; ``exit_code`` is SPEC's."""
@@ -24,7 +26,10 @@ class DistError(Exception):
         self.why = why
 
     def __str__(self) -> str:
-        head = f"{self.what} {self.which}" if self.which else self.what
+        which = self.which
+        if len(which) > MAX_SHOWN:  # a 4 KB label or a pasted file must not become a 4 KB error line
+            which = f"{which[:MAX_SHOWN - 44]}… ({len(which)} characters)"
+        head = f"{self.what} {which}" if which else self.what
         return f"{head}: {self.why}" if self.why else head
 
 

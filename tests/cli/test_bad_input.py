@@ -678,3 +678,10 @@ def test_an_archive_naming_a_schema_1_manifest_says_so(dist, imported, tmp_path)
                                                " manifest, which dist does not support (push it again with a current"
                                                " tool)\n")
     assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
+
+
+def test_a_long_label_is_named_short_in_its_error(dist, imported):
+    result = dist("images", "label", imported.name, "k=" + "v" * 4100)
+    assert result.code == 2
+    assert result.stderr.startswith("dist: error: label k=vvv") and "(4102 characters)" in result.stderr
+    assert len(result.stderr) < 400
