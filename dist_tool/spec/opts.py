@@ -73,6 +73,8 @@ def parse_mount(text: str) -> dict:
     dest = fields.get("destination")
     if not dest or not dest.startswith("/") or clean_path(dest) == "/":
         raise InvalidArgument("mount", text, "dst must be an absolute path other than /")
+    if clean_path(dest) == "/proc" and mount_type != "proc":
+        raise InvalidArgument("mount", text, "only a proc mount may be at /proc (runc refuses any other)")
     options = [o for o in fields.get("options", "").split(":") if o]
     source = fields.get("source", "")
     if mount_type == "bind":
