@@ -17,8 +17,12 @@ def run() -> None:
     if sys.stdin is None or sys.stdout is None or sys.stderr is None:
         _open_closed_standard_streams()
     gc.disable()
-    from dist_tool.cli import run as run_cli
+    try:
+        from dist_tool.cli import run as run_cli
+    except KeyboardInterrupt:  # ^C while the CLI loads: SPEC's status, and no traceback
+        import os
 
+        os._exit(130)
     run_cli()
 
 

@@ -138,3 +138,20 @@ def test_collection_is_back_on_before_any_command_runs() -> None:
     state = json.loads(result.stdout)
     assert state["enabled"] is True
     assert state["frozen"] > 10_000  # typer, click and dist's command layer
+
+
+def test_an_interrupt_while_the_cli_loads_is_130_without_a_traceback() -> None:
+    """^C right after Enter lands in the imports, before main() can catch it."""
+    interrupted_import = """
+import sys
+class InterruptTheCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dist_tool.cli":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, InterruptTheCli())
+from dist_tool.launch import run
+run()
+"""
+    proc = subprocess.run([sys.executable, "-c", interrupted_import, "images"], capture_output=True, text=True,
+                          env=ENV, cwd=PKG.parent, timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "")
