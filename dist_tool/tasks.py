@@ -44,7 +44,9 @@ from dist_tool.validate import decimal
 
 DEFAULT_RUNTIMES = ("io.containerd.runc.v2", "io.containerd.runc.v1", "runc")
 READY_TIMEOUT = 60.0  # seconds a detached start waits for its shim to say the task runs
-LIST_CALL_TIMEOUT = 5.0  # per task: long enough for a loaded machine, short enough for a stuck shim
+FORCE_CALL_TIMEOUT = 3.0  # rm -f: a shim this slow to take a SIGKILL is taken for hung
+UNANSWERED_SHIM_GRACE = 1.0  # ... and gets this long to go by itself before it is killed too
+LIST_CALL_TIMEOUT = 5.0  # for all tasks at once: long enough for a loaded machine, short for a stuck shim
 SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
 _BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
          "from dist_tool.shim.__main__ import main;sys.exit(main(sys.argv[2:]))")
@@ -364,13 +366,37 @@ def list_tasks(session, *filters: str) -> list[TaskInfo]:
     except FileNotFoundError:
         return []
     out = []
+    deadline = time.monotonic() + LIST_CALL_TIMEOUT  # one wait for them all: N stuck shims cost one, not N
     for name in names:
         try:
-            reply = shims.call(session, name, {"op": "status"}, timeout=LIST_CALL_TIMEOUT)
-        except (NotFound, Unavailable):  # SPEC's STATUS has no "unknown": a shim that cannot answer is left out
+            reply = shims.call(session, name, {"op": "status"}, timeout=max(deadline - time.monotonic(), 0.2))
+        except NotFound:
+            continue
+        except Unavailable:  # stopped or hung: what the runtime says of the task, as ctr lists it
+            task = _as_the_runtime_sees_it(session, name)
+            if task is not None:
+                out.append(task)
             continue
         out.append(TaskInfo(name, reply["pid"], reply["status"], reply["shimPid"], reply.get("startedAt")))
     return out if keep is None else [t for t in out if keep(t)]
+
+
+def _as_the_runtime_sees_it(session, container_id: str) -> TaskInfo | None:
+    """A task whose shim lives but does not answer, from ``runc state`` (None when the runtime
+    has no live container for it: then SPEC's STATUS has no word for it)."""
+    from dist_tool.shim.runc import Runc, RuntimeFailure
+
+    path = shims.task_dir(session, container_id)
+    shim = shims.read_pid(os.path.join(path, "shim.pid"))
+    try:
+        with open(os.path.join(path, "shim.json")) as f:
+            cfg = json.load(f)
+        state = Runc(cfg["runtime"], cfg["runcRoot"], os.devnull).state(container_id)
+    except (OSError, ValueError, KeyError, RuntimeFailure):
+        return None
+    if shim is None or state is None or state.get("status") not in ("created", "running", "paused"):
+        return None
+    return TaskInfo(container_id, int(state.get("pid") or 0), state["status"], shim[0], None)
 
 
 def info(session, container_id: str) -> TaskInfo:
@@ -456,22 +482,41 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
     """SIGKILLs the task and waits until its shim has recorded the exit and gone (``rm -f``).
     A task with no answering shim has its init killed directly. Conflict after ``timeout``."""
     path = shims.task_dir(session, container_id)
+    wait = timeout
     try:
         # Every process, through the runtime: a paused task's are frozen, and runc thaws them
         # for the signal; a SIGKILL to the frozen init alone would wait for a resume.
-        kill(session, container_id, int(signal.SIGKILL), all_processes=True)
-    except (NotFound, Unavailable, TaskFailed):
-        init = shims.read_pid(os.path.join(path, "init.pid"))
-        if init is not None:
-            try:
-                os.kill(init[0], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
+        shims.call(session, container_id, {"op": "kill", "signal": int(signal.SIGKILL), "all": True},
+                   timeout=FORCE_CALL_TIMEOUT)
+    except Unavailable:  # the shim lives but does not answer: it will not record this exit either
+        _sigkill(os.path.join(path, "init.pid"))
+        wait = min(timeout, UNANSWERED_SHIM_GRACE)
+    except (NotFound, TaskFailed):
+        _sigkill(os.path.join(path, "init.pid"))
+    deadline = time.monotonic() + wait
     while shims.alive_task(session, container_id):
         if time.monotonic() > deadline:
-            raise Conflict("task", container_id, "did not exit after SIGKILL")
+            # A stopped or hung shim would keep its task (and the container) forever: force is
+            # force. The cleanup after a dead shim then deletes the runtime state and the mount.
+            if not _sigkill(os.path.join(path, "shim.pid")):
+                raise Conflict("task", container_id, "did not exit after SIGKILL")
+            shims.cleanup_dead(session, container_id)
+            return
         time.sleep(0.01)
+
+
+def _sigkill(pid_file: str) -> bool:
+    """SIGKILLs the process a pid file names, if it is still that process; False if it was not."""
+    from dist_tool.proc import alive
+
+    found = shims.read_pid(pid_file)
+    if found is None or (found[1] is not None and not alive(*found)):
+        return False
+    try:
+        os.kill(found[0], signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def remove(session, container_id: str, force: bool = False) -> None:

@@ -394,6 +394,25 @@ def test_a_killed_shim_is_detected_and_cleaned_up(bb):
     bb.ok("c", "rm", "orphan")
 
 
+def test_a_stopped_shim_is_listed_from_the_runtime_and_rm_force_removes_its_task(bb):
+    """ctr lists such a task from the runtime too; a forced removal must not wait on it forever."""
+    bb.ok("run", "-d", "busybox", "frozen", "--", "sleep", "1000")
+    running = tasks(bb)["frozen"]
+    os.kill(running["shimPid"], signal.SIGSTOP)
+    try:
+        listed = tasks(bb)["frozen"]
+        assert (listed["pid"], listed["status"], listed["shimPid"]) == (running["pid"], "running", running["shimPid"])
+        removed = bb("c", "rm", "-f", "frozen", timeout=TIMEOUT)
+        assert (removed.code, removed.stderr) == (0, "")
+    finally:
+        try:
+            os.kill(running["shimPid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "frozen" not in tasks(bb)
+    assert bb("c", "info", "frozen").code == 3
+
+
 def test_every_waiter_of_a_task_whose_shim_died_gets_its_status(bb):
     """One waiter cleans up; the others must wait for it to record lastExit, not report that
     the container never ran a task."""
