@@ -227,13 +227,16 @@ def _bury(container_id: str, grave: str) -> None:
             cfg = json.load(f)
     except (OSError, ValueError):
         cfg = None
-    status = STATUS_UNKNOWN
+    status, exited_at = STATUS_UNKNOWN, None
+    noted = _noted_exit(os.path.join(grave, "exit"))
+    if noted is not None:  # the shim saw the init exit, then died while releasing it
+        status, exited_at = noted
     if cfg is not None:
         runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(grave, "runc.log"))
         try:
             state = runc.state(container_id)
             if state is not None and state.get("status") in ("created", "running", "paused"):
-                status = STATUS_KILLED_BY_CLEANUP
+                status, exited_at = STATUS_KILLED_BY_CLEANUP, None
             if state is not None:
                 runc.delete(container_id, force=True)
         except RuntimeFailure:
@@ -247,7 +250,7 @@ def _bury(container_id: str, grave: str) -> None:
     host.unmount_all(os.path.join(grave, "rootfs"))
     if cfg is not None and cfg.get("recordExit", True):
         try:
-            exits.record_or_keep(cfg, status, time.time())
+            exits.record_or_keep(cfg, status, exited_at if exited_at is not None else time.time())
         except DistError:
             pass  # kept beside the task's directory for the next reader
     shutil.rmtree(grave, ignore_errors=True)
@@ -255,3 +258,13 @@ def _bury(container_id: str, grave: str) -> None:
         # ``run --rm``: what its shim would have done, in a process of its own, since we may be
         # inside a command on this very container (a start of it, which then keeps it).
         spawn_detached(cfg["then"], log=cfg.get("shimLog"))
+
+
+def _noted_exit(path: str) -> tuple[int, float] | None:
+    """The shim's ``exit`` note, ``STATUS EXITED_AT``; None when absent or cut short."""
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+        return int(fields[0]), float(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None

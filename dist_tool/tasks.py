@@ -9,6 +9,7 @@ State (``--state``, removed when the task exits)::
         shim.pid       "PID START" of the process that answers for the task
         shim.sock      the shim's socket (dist_tool.shim.proto)
         init.pid       the init process, as runc --pid-file wrote it
+        exit           "STATUS EXITED_AT", written by the shim once it reaped the init
     STATE/.runc/<namespace>/            runc --root (namespace names never start with a dot)
 
 Persistent (``--root``, removed with the container): ``ROOT/tasks/<namespace>/<id>/log``,
@@ -19,8 +20,8 @@ Claiming a task is one ``rename(2)`` of a fully written directory into place, so
 two starts of one container cannot both win, and no lock is held while the task
 runs. A task whose ``shim.pid`` process is gone is cleaned up by whichever
 command finds it first: runtime state, mount and directory, and a ``lastExit``
-of 137 when the init was still running (we kill it) or 255 when nobody saw it
-exit.
+of 137 when the init was still running (we kill it), the status in ``exit`` when
+the shim saw the init exit before it died, or 255 when nobody saw it exit.
 """
 
 from __future__ import annotations

@@ -511,6 +511,7 @@ class Shim:
 
     def _finish(self) -> None:
         """The init has exited: release everything, record lastExit, answer the waiters."""
+        self._note_exit()
         if self.master >= 0:
             self._copy_out()
         try:
@@ -533,6 +534,17 @@ class Shim:
         for conn in list(self.conns.values()):
             self._drop(conn)
         self._remove_dir()
+
+    def _note_exit(self) -> None:
+        """``exit``: the status, before anything is released, so that a command cleaning up after
+        this shim (killed from here on) records it rather than "nobody saw it exit" (255)."""
+        tmp = f"{self.dir}/.exit"
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{self.exit_status} {self.exited_at!r}\n")
+            posix.rename(tmp, f"{self.dir}/exit")
+        except OSError as e:
+            self._log(f"noting the exit of {self.id}: {e}")
 
     def _teardown(self, delete: bool) -> None:
         """Undoes ``start``: runtime state (if ``delete``), mount, terminal, socket."""

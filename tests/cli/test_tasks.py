@@ -469,6 +469,27 @@ def test_run_rm_is_honoured_when_its_shim_dies(bb):
     wait_for(lambda: "rmdead2" not in bb.ok("c", "ls", "-q").lines, "the container to be removed")
 
 
+def test_a_shim_killed_after_the_exit_it_saw_leaves_that_status(bb, tmp_path):
+    """Killed between reaping the init and recording lastExit (here: while its runtime deletes
+    the container), the shim has noted the status; the cleanup records it, not 255."""
+    mark = tmp_path / "deleting"
+    runtime = tmp_path / "slow-delete-runc"
+    runtime.write_text(f"#!/bin/sh\ncase \" $* \" in\n"
+                       f"  *\" delete \"*) [ -e {mark} ] || {{ echo $$ >{mark}; exec sleep 60; }};;\n"
+                       f"esac\nexec {shutil.which('runc')} \"$@\"\n")
+    runtime.chmod(0o755)
+    bb.ok("run", "-d", "busybox", "noted", "--", "sh", "-c", "exit 5", env={"DIST_RUNTIME": str(runtime)})
+    wait_for(lambda: mark.exists() and mark.read_text().strip(), "the shim to delete the exited task")
+    shim = shim_pids(bb)
+    assert len(shim) == 1
+    os.kill(shim[0], signal.SIGKILL)
+    os.kill(int(mark.read_text()), signal.SIGKILL)  # the runtime's delete it was waiting for
+    waited = bb("task", "wait", "noted", timeout=TIMEOUT)
+    assert waited.code == 5
+    assert last_exit(bb, "noted")["status"] == 5
+    bb.ok("c", "rm", "noted")
+
+
 @pytest.mark.parametrize("cleaner", ["exited", "pid-reused"])
 def test_a_cleanup_whose_command_was_killed_is_finished_by_the_next(bb, cleaner):
     """The cleaner renames a dead task's directory to a grave first; killed right after, it
