@@ -672,6 +672,10 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         client.settimeout(None)
         return int(shims.checked(container_id, client.receive())["status"])
     except ConnectionError:
+        path = shims.task_dir(session, container_id)
+        if os.path.isdir(path) and not shims.shim_alive(path):
+            shims.cleanup_dead(session, container_id)  # as any command that finds a dead shim does
+            raise TaskFailed("task", container_id, "its shim died while the exec ran (cleaned up)") from None
         raise TaskFailed("task", container_id, "exited while the exec ran") from None
     finally:
         for sig, handler in saved.items():

@@ -413,6 +413,25 @@ def test_a_stopped_shim_is_listed_from_the_runtime_and_rm_force_removes_its_task
     assert bb("c", "info", "frozen").code == 3
 
 
+def test_a_foreground_exec_whose_shim_dies_says_so_and_cleans_up(bb):
+    bb.ok("run", "-d", "busybox", "execdeath", "--", "sleep", "1000")
+    shim = tasks(bb)["execdeath"]["shimPid"]
+    execing = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
+                                "task", "exec", "execdeath", "--exec-id", "long", "--", "sleep", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(bb.ok("task", "ps", "execdeath", "--json").json) >= 2, "the exec to run")
+        os.kill(shim, signal.SIGKILL)
+        out, err = execing.communicate(timeout=TIMEOUT)
+    finally:
+        execing.kill()
+    assert (execing.returncode, err) == (125, "dist: error: task execdeath: its shim died while the exec ran"
+                                              " (cleaned up)\n")
+    assert_clean(bb)
+    assert last_exit(bb, "execdeath")["status"] == 137
+    bb.ok("c", "rm", "execdeath")
+
+
 def test_every_waiter_of_a_task_whose_shim_died_gets_its_status(bb):
     """One waiter cleans up; the others must wait for it to record lastExit, not report that
     the container never ran a task."""
