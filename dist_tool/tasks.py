@@ -316,14 +316,16 @@ def run(session, image: str, container_id: str, options, *, remove: bool = False
     if detach and log:
         _check_log(log)  # before the container exists
     container = containers.create(session, image, container_id, options)
+    started = False
     try:
         if detach:
             start_detached(session, container_id, log=log, null_io=null_io, remove=remove)
+            started = True
             return None
         return start_foreground(session, container_id, null_io=null_io, record_exit=not remove,
                                 container=container, then=_remove_command(session, container_id) if remove else None)
     finally:
-        if remove and not (detach and shims.alive_task(session, container_id)):  # else its shim removes it
+        if remove and not started:  # a started detached task's shim removes it when the task exits
             error = containers.remove(session, [container_id], force=True)[2]
             if error is not None:
                 raise error

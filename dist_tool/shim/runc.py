@@ -20,6 +20,9 @@ NOT_INVOKABLE = ("permission denied", "not a directory", "exec format error", "i
                  "too many levels of symbolic links")
 
 
+INTERRUPTS = (1, 2, 3, 15)  # SIGHUP, SIGINT, SIGQUIT, SIGTERM: a runtime they kill failed no check of its own
+
+
 class RuntimeFailure(Exception):
     """The runtime refused. ``status`` is SPEC's: 127 not found, 126 cannot be invoked, 125 other."""
 
@@ -84,6 +87,8 @@ class Runc:
         else:
             status, out, err = host.run(self.argv(*args), *stdio)
         if status != 0 and check:
+            if status - 128 in INTERRUPTS:  # ^C to the whole process group reached the runtime too
+                raise RuntimeFailure(f"interrupted: the runtime was stopped by signal {status - 128}", status)
             message = _last_error(self.log, err)
             raise RuntimeFailure(message, classify(message) if args[0] in ("create", "run", "exec") else 125)
         return out

@@ -232,6 +232,31 @@ def test_exec_of_a_command_that_cannot_run_is_one_line(bb, command, status, why)
     bb.ok("c", "rm", "-f", "ex", timeout=TIMEOUT)
 
 
+def _runtime_that(tmp_path, name: str, on_start: str) -> dict:
+    """DIST_RUNTIME: runc, except that ``run`` and ``create`` do ``on_start`` (shell) instead."""
+    wrapper = tmp_path / name
+    wrapper.write_text(f"#!/bin/sh\ncase \" $* \" in *\" run \"*|*\" create \"*) {on_start};; esac\n"
+                       f"exec {shutil.which('runc')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {"DIST_RUNTIME": str(wrapper)}
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_a_runtime_interrupted_at_start_is_130_and_run_rm_leaves_nothing(bb, tmp_path, detach):
+    """^C to the whole process group reaches runc too: that is an interrupt, not a failure."""
+    env = _runtime_that(tmp_path, "interrupted-runc", "kill -INT $$")
+    r = bb("run", "--rm", *(["-d"] if detach else []), "busybox", "intr", "--", "true", env=env, timeout=TIMEOUT)
+    assert (r.code, r.stderr) == (130, "dist: error: task intr: interrupted: the runtime was stopped by signal 2\n")
+    assert bb("c", "info", "intr").code == 3
+
+
+def test_run_rm_detached_removes_the_container_when_the_runtime_fails(bb, tmp_path):
+    env = _runtime_that(tmp_path, "failing-runc", "exit 1")
+    r = bb("run", "--rm", "-d", "busybox", "nostart", "--", "true", env=env, timeout=TIMEOUT)
+    assert r.code == 125
+    assert bb("c", "info", "nostart").code == 3
+
+
 def test_dists_own_failures_exit_125_and_missing_tasks_3(bb):
     assert bb("run", "--rm", "nosuch-image", "x", "--", "true").code == 125
     bb.ok("c", "create", "busybox", "idle")
