@@ -501,9 +501,10 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             # A stopped or hung shim would keep its task (and the container) forever: force is
             # force. The cleanup after a dead shim then deletes the runtime state and the mount.
-            if not _sigkill(os.path.join(path, "shim.pid")):
+            if _sigkill(os.path.join(path, "shim.pid")):
+                shims.cleanup_dead(session, container_id)
+            elif shims.alive_task(session, container_id):  # else it went just now, by itself
                 raise Conflict("task", container_id, "did not exit after SIGKILL")
-            shims.cleanup_dead(session, container_id)
             return
         time.sleep(0.01)
 
