@@ -204,22 +204,27 @@ def _check_log(log: str) -> None:
                               "until something reads it)")
 
 
-def _prepare_log(session, container_id: str, log: str | None) -> str:
-    """The detached run's log file, emptied: ROOT/tasks/NS/ID/log, or ``log`` linked from there."""
+def _log_target(session, container_id: str, log: str | None) -> str:
+    """Where a detached run's output goes: ROOT/tasks/NS/ID/log, or ``log`` (checked)."""
     if log:
         _check_log(log)
+        return os.path.abspath(log)
+    return os.path.join(persist_dir(session, container_id), "log")
+
+
+def _prepare_log(session, container_id: str, target: str) -> None:
+    """Empties the log for a new detached run (and links ROOT/tasks/NS/ID/log to a ``--log``
+    file). Only once the run has claimed the task: a refused start must not empty the log of
+    the task that is running."""
     d = persist_dir(session, container_id)
     os.makedirs(d, exist_ok=True)
     link = os.path.join(d, "log")
     if os.path.lexists(link):
         os.unlink(link)
-    if log:
-        log = os.path.abspath(log)
-        os.symlink(log, link)
-    target = log or link
+    if target != link:
+        os.symlink(target, link)
     with open(target, "wb"):
         pass
-    return target
 
 
 def start_foreground(session, container_id: str, *, null_io: bool = False, record_exit: bool = True,
@@ -259,12 +264,18 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     import select
 
     container = session.containers.get(container_id)
-    log_file = None if null_io else _prepare_log(session, container_id, log)
+    log_file = None if null_io else _log_target(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
     package_parent = _package_parent()
     # ``remove`` (run --rm -d): the shim, its task gone and cleaned up, execs `container rm`.
     then = _remove_command(session, container_id) if remove else None
     cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True, then=then)
+    if log_file is not None:
+        try:
+            _prepare_log(session, container_id, log_file)
+        except BaseException:
+            shutil.rmtree(cfg["dir"], ignore_errors=True)  # unclaim: nothing was mounted or started yet
+            raise
     _mount_checked(cfg, container)
     argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()

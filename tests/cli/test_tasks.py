@@ -357,6 +357,20 @@ def test_logs_follow_and_log_file_option(bb, tmp_path):
     assert "lf" not in bb.ok("c", "ls", "-q").lines  # refused before the container was created
 
 
+@pytest.mark.parametrize("own_file", [False, True], ids=["store-log", "log-file"])
+def test_a_refused_second_start_keeps_the_running_tasks_log(bb, tmp_path, own_file):
+    log = ["--log", str(tmp_path / "ticks.log")] if own_file else []
+    bb.ok("run", "-d", *log, "busybox", "ticking", "--", "sh", "-c",
+          "echo first; while :; do sleep 0.1; echo tick; done")
+    wait_for(lambda: "first" in bb.ok("task", "logs", "ticking").stdout, "the first line")
+    refused = bb("task", "start", "-d", *log, "ticking")
+    assert refused.code == 4 and "already exists" in refused.stderr
+    before = bb.ok("task", "logs", "ticking").stdout
+    assert before.startswith("first\n")
+    wait_for(lambda: len(bb.ok("task", "logs", "ticking").stdout) > len(before), "more output in the same log")
+    bb.ok("c", "rm", "-f", "ticking", timeout=TIMEOUT)
+
+
 def test_logs_of_a_container_whose_tasks_ran_in_the_foreground_are_empty(bb):
     """SPEC: logs exit 3 only when the container never had a task."""
     bb.ok("c", "create", "busybox", "fgl", "--", "echo", "hi")
