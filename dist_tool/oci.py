@@ -113,7 +113,7 @@ class Descriptor(NamedTuple):
             raise DataError(where, "", "mediaType is not a string")
         if not isinstance(digest, str) or not _valid_digest(digest):
             raise DataError(where, str(digest), "malformed digest")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63:
             raise DataError(where, digest, f"invalid size {size!r}")
         platform = raw.get("platform")
         if platform is not None and not isinstance(platform, Mapping):
@@ -124,8 +124,10 @@ class Descriptor(NamedTuple):
         ):
             raise DataError(where, digest, "annotations are not a map of strings")
         urls = raw.get("urls") or ()
+        if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+            raise DataError(where, digest, "urls is not a list of strings")
         return cls(media_type, digest, size, dict(platform) if platform else None,
-                   dict(annotations), tuple(str(u) for u in urls))
+                   dict(annotations), tuple(urls))
 
     def without_annotations(self) -> "Descriptor":
         return Descriptor(self.media_type, self.digest, self.size, self.platform)

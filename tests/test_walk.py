@@ -186,8 +186,13 @@ def test_cache_reads_each_document_once(tree):
     (b"[1, 2]", "not a JSON object"),
     (json.dumps({"config": {"digest": "sha256:xyz", "size": 1}, "layers": []}).encode(), "malformed digest"),
     (json.dumps({"config": {"digest": "sha256:" + "a" * 64, "size": -1}, "layers": []}).encode(), "invalid size"),
+    (json.dumps({"config": {"digest": "sha256:" + "a" * 64, "size": 2**63}, "layers": []}).encode(), "invalid size"),
+    (json.dumps({"config": {"digest": "sha256:" + "a" * 64, "size": 1, "urls": "http://x"}, "layers": []}).encode(),
+     "urls is not a list of strings"),
+    (json.dumps({"config": {"digest": "sha256:" + "a" * 64, "size": 1, "urls": [1]}, "layers": []}).encode(),
+     "urls is not a list of strings"),
     (json.dumps({"layers": []}).encode(), "missing config"),
-], ids=["text", "list", "bad-digest", "negative-size", "no-config"])
+], ids=["text", "list", "bad-digest", "negative-size", "huge-size", "urls-string", "urls-numbers", "no-config"])
 def test_malformed_manifests_are_data_errors(doc, needle):
     p = MemoryProvider()
     desc = p.add(doc, oci.MEDIA_OCI_MANIFEST)
