@@ -218,13 +218,38 @@ def _grave(session, container_id: str) -> str:
     return os.path.join(namespace_dir(session), f".dead-{container_id}-{me}-{process_start(me)}.{time.monotonic_ns()}")
 
 
+def task_config(path: str) -> dict:
+    """The ``shim.json`` of a task directory (or grave). OSError, ValueError when unreadable."""
+    with open(os.path.join(path, "shim.json")) as f:
+        return json.load(f)
+
+
+def task_runtime(cfg: dict, log: str = os.devnull):
+    """The runtime (``Runc``) a task's ``shim.json`` names, with its state directory."""
+    from dist_tool.shim.runc import Runc
+
+    return Runc(cfg["runtime"], cfg["runcRoot"], log)
+
+
+def sigkill_recorded(pid_file: str) -> bool:
+    """SIGKILLs the process a pid file names, if it is still that process (when the file gives
+    its start time); False if there was none."""
+    found = read_pid(pid_file)
+    if found is None or (found[1] is not None and not alive(*found)):
+        return False
+    try:
+        os.kill(found[0], 9)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _bury(container_id: str, grave: str) -> None:
     from dist_tool.shim import exits, host
-    from dist_tool.shim.runc import Runc, RuntimeFailure
+    from dist_tool.shim.runc import RuntimeFailure
 
     try:
-        with open(os.path.join(grave, "shim.json")) as f:
-            cfg = json.load(f)
+        cfg = task_config(grave)
     except (OSError, ValueError):
         cfg = None
     status, exited_at = STATUS_UNKNOWN, None
@@ -232,7 +257,7 @@ def _bury(container_id: str, grave: str) -> None:
     if noted is not None:  # the shim saw the init exit, then died while releasing it
         status, exited_at = noted
     if cfg is not None:
-        runc = Runc(cfg["runtime"], cfg["runcRoot"], os.path.join(grave, "runc.log"))
+        runc = task_runtime(cfg, os.path.join(grave, "runc.log"))
         try:
             state = runc.state(container_id)
             if state is not None and state.get("status") in ("created", "running", "paused"):
@@ -241,12 +266,8 @@ def _bury(container_id: str, grave: str) -> None:
                 runc.delete(container_id, force=True)
         except RuntimeFailure:
             pass
-    init = read_pid(os.path.join(grave, "init.pid"))
-    if init is not None and cfg is None:
-        try:
-            os.kill(init[0], 9)
-        except ProcessLookupError:
-            pass
+    if cfg is None:
+        sigkill_recorded(os.path.join(grave, "init.pid"))
     host.unmount_all(os.path.join(grave, "rootfs"))
     if cfg is not None and cfg.get("recordExit", True):
         try:

@@ -398,14 +398,12 @@ def list_tasks(session, *filters: str) -> list[TaskInfo]:
 def _as_the_runtime_sees_it(session, container_id: str) -> TaskInfo | None:
     """A task whose shim lives but does not answer, from ``runc state`` (None when the runtime
     has no live container for it: then SPEC's STATUS has no word for it)."""
-    from dist_tool.shim.runc import Runc, RuntimeFailure
+    from dist_tool.shim.runc import RuntimeFailure
 
     path = shims.task_dir(session, container_id)
     shim = shims.read_pid(os.path.join(path, "shim.pid"))
     try:
-        with open(os.path.join(path, "shim.json")) as f:
-            cfg = json.load(f)
-        state = Runc(cfg["runtime"], cfg["runcRoot"], os.devnull).state(container_id)
+        state = shims.task_runtime(shims.task_config(path)).state(container_id)
     except (OSError, ValueError, KeyError, RuntimeFailure):
         return None
     if shim is None or state is None or state.get("status") not in ("created", "running", "paused"):
@@ -503,35 +501,21 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
         shims.call(session, container_id, {"op": "kill", "signal": int(signal.SIGKILL), "all": True},
                    timeout=FORCE_CALL_TIMEOUT)
     except Unavailable:  # the shim lives but does not answer: it will not record this exit either
-        _sigkill(os.path.join(path, "init.pid"))
+        shims.sigkill_recorded(os.path.join(path, "init.pid"))
         wait = min(timeout, UNANSWERED_SHIM_GRACE)
     except (NotFound, TaskFailed):
-        _sigkill(os.path.join(path, "init.pid"))
+        shims.sigkill_recorded(os.path.join(path, "init.pid"))
     deadline = time.monotonic() + wait
     while shims.alive_task(session, container_id):
         if time.monotonic() > deadline:
             # A stopped or hung shim would keep its task (and the container) forever: force is
             # force. The cleanup after a dead shim then deletes the runtime state and the mount.
-            if _sigkill(os.path.join(path, "shim.pid")):
+            if shims.sigkill_recorded(os.path.join(path, "shim.pid")):
                 shims.cleanup_dead(session, container_id)
             elif shims.alive_task(session, container_id):  # else it went just now, by itself
                 raise Conflict("task", container_id, "did not exit after SIGKILL")
             return
         time.sleep(0.01)
-
-
-def _sigkill(pid_file: str) -> bool:
-    """SIGKILLs the process a pid file names, if it is still that process; False if it was not."""
-    from dist_tool.proc import alive
-
-    found = shims.read_pid(pid_file)
-    if found is None or (found[1] is not None and not alive(*found)):
-        return False
-    try:
-        os.kill(found[0], signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def remove(session, container_id: str, force: bool = False) -> None:
@@ -553,12 +537,10 @@ def forget(session, container_id: str) -> None:
 
 def ps(session, container_id: str) -> list[dict]:
     """The task's processes: {"pid", "command"} (host pids, from ``runc ps``)."""
-    from dist_tool.shim.runc import Runc, RuntimeFailure
+    from dist_tool.shim.runc import RuntimeFailure
 
     info(session, container_id)  # NotFound when there is no live task
-    with open(os.path.join(shims.task_dir(session, container_id), "shim.json")) as f:
-        cfg = json.load(f)
-    runc = Runc(cfg["runtime"], cfg["runcRoot"], os.devnull)
+    runc = shims.task_runtime(shims.task_config(shims.task_dir(session, container_id)))
     try:
         pids = runc.ps(container_id)
     except RuntimeFailure as e:
