@@ -20,6 +20,7 @@ from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.validate import decimal, identifier
 
 MAX_READ_LIMIT = 64 * 1024 * 1024
+TEMPORARY_LEASE_SECONDS = 24 * 3600  # containerd's client.WithLease default expiry
 
 Route = tuple[str, "re.Pattern[str]", Callable]
 ROUTES: list[Route] = []
@@ -34,10 +35,13 @@ def route(method: str, pattern: str):
 
 def _checked_image(image):
     """What the CLI checks before it asks the store, checked again for any client: a name that is
-    no reference at all ('BAD') could never be removed by rmi, which parses what it is given."""
+    no reference at all ('BAD'), or one spelled short ('busybox'), could never be removed by rmi,
+    which normalises what it is given."""
     from dist_tool import reference
 
-    reference.parse(image.name)
+    canonical = reference.normalize(image.name)
+    if canonical != image.name:  # rmi and every other command look names up by their canonical form
+        raise InvalidArgument("image", image.name, f"is not a canonical name (it would be {canonical})")
     validate.labels(image.labels)
     return image
 
@@ -293,7 +297,30 @@ def _leases_create(h, s, q):
     identifier("lease id", lease.id)
     validate.labels(lease.labels)
     operation = Fields(body, "lease").get("temporary", bool, False)
+    # The owner is what the server sees, never what the body says: a pid the client names means
+    # nothing in the server's /proc once the client runs in another pid namespace or on another host.
+    lease = lease._replace(owner_pid=None, owner_start=None)
+    if operation:
+        lease = _owned_by_the_client(h, lease)
     h.reply(201, wire.lease_to(s.leases.create(lease, operation=operation)))
+
+
+def _owned_by_the_client(h, lease: Lease) -> Lease:
+    """An operation's lease ends with its client: on a unix socket the kernel names the client's
+    process as the server's pid namespace sees it (SO_PEERCRED), and gc expires the lease once that
+    process is gone. A client with no pid the server can watch (over TCP, or in a pid namespace the
+    server cannot see into) gets an expiry of TEMPORARY_LEASE_SECONDS instead, as a containerd
+    client's lease has, unless it deletes the lease first."""
+    import time
+
+    from dist_tool.proc import process_start
+
+    pid = h.peer_pid()
+    start = process_start(pid) if pid else None
+    if start:
+        return lease._replace(owner_pid=pid, owner_start=start)
+    expires = time.time() + TEMPORARY_LEASE_SECONDS
+    return lease._replace(expires_at=min(expires, lease.expires_at or expires))
 
 
 @route("DELETE", "/leases/(?P<lid>[^/]+)")

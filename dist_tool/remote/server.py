@@ -141,6 +141,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.debug:
             sys.stderr.write(f"dist serve: {format % args}\n")
 
+    def peer_pid(self) -> int | None:
+        """The client's pid in this server's pid namespace, on a unix socket (0 from the kernel:
+        not visible here); None over TCP."""
+        if self.server.address_family != socket.AF_UNIX:
+            return None
+        import struct
+
+        creds = self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+        return pid or None
+
     def session(self):
         ns = self.headers.get(wire.NAMESPACE_HEADER) or "default"
         if ns not in self.sessions:

@@ -815,14 +815,16 @@ def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
     ("POST", "/v1/images", {"name": "docker.io/library/x:1", "labels": {"": "x"},
                             "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                        "digest": "sha256:" + "0" * 64, "size": 1}}),
+    ("POST", "/v1/images", {"name": "busybox", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                          "digest": "sha256:" + "0" * 64, "size": 1}}),
     ("POST", "/v1/leases", {"id": "x", "labels": {"": ""}}),
     ("POST", "/v1/leases/missing/resources", {"kind": "anything", "id": "y"}),
     ("PUT", "/v1/content/ingests/r?mode=bogus", None),
-], ids=["uppercase-name", "empty-label-key", "lease-empty-label-key", "resource-kind",
+], ids=["uppercase-name", "empty-label-key", "short-name", "lease-empty-label-key", "resource-kind",
         "ingest-mode"])
 def test_the_server_checks_values_as_the_cli_does(served, tmp_path, method, path, body):
-    """A raw client stored an image named BAD that no rmi could remove; every record and query
-    value is checked, not only its type."""
+    """A raw client stored an image named BAD, or busybox, that no rmi could remove; every record
+    and query value is checked, not only its type."""
     import json
 
     if body is None:
@@ -843,3 +845,90 @@ def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
     data = json.dumps({"kind": "content", "id": "sha256:" + "0" * 64}).encode()
     raw = (b"POST /v1/leases/missing/resources HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data)) + data
     assert _raw(served, raw).split(b" ", 2)[1] == b"404"
+
+
+_LEASE_HOLDER = """
+import sys
+from dist_tool.remote.client import Client, RemoteLeaseManager
+from dist_tool.store.api import LeaseResource
+
+leases = RemoteLeaseManager(Client(sys.argv[1], "default"))
+with leases.temporary("import") as (_, lease_id):
+    leases.add_resource(lease_id, LeaseResource("content", sys.argv[2]))
+    print(lease_id, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_client_in_another_pid_namespace_keeps_its_lease_until_it_dies(served, tmp_path):
+    """The server judged a temporary lease by the pid the client reported, read in the server's
+    /proc: a client in its own pid namespace (pid 1 there) had its lease expired by the next gc,
+    which swept the blobs its import was about to reference."""
+    local = Dist(served.root)
+    digest = local.ok("content", "ingest", "--ref", "held", input=b"held by a lease" * 100).lines[0]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+                               sys.executable, "-c", _LEASE_HOLDER, served.address, digest],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        lease_id = holder.stdout.readline().decode().strip()
+        assert lease_id.startswith("import-1-"), holder.stderr.read().decode()  # pid 1 in its namespace
+        [lease] = local.ok("leases", "--json").json
+        assert lease["id"] == lease_id and lease["ownerPid"] not in (None, 1)
+        local.ok("gc")
+        assert local.ok("content", "ls", "-q").lines == [digest]
+    finally:
+        holder.kill()  # unshare and, with it, the client: the lease is left behind, abandoned
+        holder.wait(timeout=30)
+        holder.stdout.close()
+        holder.stderr.close()
+    deadline = time.monotonic() + 10
+    while local.ok("leases", "-q").lines and time.monotonic() < deadline:
+        time.sleep(0.1)  # the client, pid 1 of its namespace, dies with unshare a moment later
+    local.ok("gc")
+    assert local.ok("content", "ls", "-q").lines == []
+
+
+def test_the_server_decides_who_owns_a_lease(served, tmp_path):
+    """A pid in the request body is the client's word about its own /proc: the server takes the
+    client's pid from the socket, and a lease that is not an operation's has no owner at all."""
+    import json
+
+    local = Dist(served.root)
+    for temporary in (True, False):
+        body = json.dumps({"id": f"claim-{temporary}", "labels": {}, "createdAt": 0, "expiresAt": None,
+                           "ownerPid": 1, "ownerStart": "1", "temporary": temporary}).encode()
+        answer = _raw(served, b"POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer.split(b" ", 2)[1] == b"201", answer
+    owners = {lease["id"]: lease["ownerPid"] for lease in local.ok("leases", "--json").json}
+    assert owners == {"claim-True": os.getpid(), "claim-False": None}  # this test is the client
+
+
+def test_a_tcp_clients_temporary_lease_expires_after_a_day(tmp_path):
+    import json
+
+    root = tmp_path / "root"
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    server = Server(root, address, "--token-file", str(token)).start()
+    try:
+        import http.client
+
+        host, port = address[len("tcp://"):].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = json.dumps({"id": "op", "labels": {}, "createdAt": 0, "expiresAt": None, "ownerPid": 1,
+                           "ownerStart": "1", "temporary": True})
+        conn.request("POST", "/v1/leases", body, {"Authorization": "Bearer s3cret-token-0123456789"})
+        assert conn.getresponse().status == 201
+        conn.close()
+        [lease] = Dist(root).ok("leases", "--json").json
+        assert lease["ownerPid"] is None
+        from datetime import datetime
+
+        expires = datetime.fromisoformat(lease["expiresAt"].replace("Z", "+00:00")).timestamp()
+        assert abs(expires - (time.time() + 24 * 3600)) < 60
+        Dist(root).ok("gc")
+        assert Dist(root).ok("leases", "-q").lines == ["op"]
+    finally:
+        server.kill()
