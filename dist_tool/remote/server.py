@@ -43,6 +43,8 @@ MAX_TRAILERS = 16  # an upload's trailer carries the abort flag; http.server cap
 REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line, a header or a chunk
 STOP_GRACE = 10.0  # seconds a stopping server waits for requests in progress (docker stop's default)
 POLL_INTERVAL = 0.2  # how soon a stop request is noticed
+MAX_CONNECTIONS = 512  # served at once; more wait in the listen queue until one ends
+DESCRIPTORS_PER_CONNECTION = 8  # its socket and its Session's database files, with room to spare
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -110,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.sessions: dict[str, object] = {}
+        self.current: tuple[str, object] | None = None  # (namespace, Session) of the last request
         self.busy = False  # between a request line and the end of its answer
         self.server.track(self)
 
@@ -119,8 +121,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             super().finish()
         finally:
-            for session in self.sessions.values():
-                session.close()
+            self._close_session()
 
     def parse_request(self) -> bool:
         # Called once a request line has arrived: from here on a stopping server lets it finish.
@@ -153,11 +154,21 @@ class Handler(BaseHTTPRequestHandler):
         return pid or None
 
     def session(self):
+        """The request's namespace's Session. A connection keeps one open (clients use one
+        namespace per connection): one that switched namespace with every request kept a Session,
+        and its descriptors, per namespace until the server ran out of them."""
         ns = self.headers.get(wire.NAMESPACE_HEADER) or "default"
-        if ns not in self.sessions:
+        if self.current is None or self.current[0] != ns:
             identifier("namespace", ns)
-            self.sessions[ns] = self.server.make_session(ns)
-        return self.sessions[ns]
+            self._close_session()
+            self.current = (ns, self.server.make_session(ns))
+        return self.current[1]
+
+    def _close_session(self) -> None:
+        if self.current is not None:
+            _, session = self.current
+            self.current = None
+            session.close()
 
     # -------------------------------------------------------------- requests
 
@@ -321,6 +332,7 @@ class _Serving(ThreadingHTTPServer):
     make_session: Callable[[str], object]
     token: str | None
     debug: bool
+    max_connections = MAX_CONNECTIONS
 
     def __init__(self, *args, **kwargs) -> None:
         self.stopping = False
@@ -375,6 +387,20 @@ class _Serving(ThreadingHTTPServer):
             if self.stopping:
                 handler.close_connection = True
 
+    def get_request(self):
+        """Accepts the next client once fewer than ``max_connections`` are being served; until then
+        it stays in the listen queue (a client waits, as for a busy server, rather than being
+        refused), and the serving loop comes back here after POLL_INTERVAL to notice a stop."""
+        with self._guard:
+            if self._running >= self.max_connections:
+                self._guard.wait(POLL_INTERVAL)
+                if self._running >= self.max_connections:
+                    raise BlockingIOError(errno.EAGAIN, "serving as many connections as allowed")
+        return self._accept()
+
+    def _accept(self):
+        return self.socket.accept()
+
     def process_request(self, request, client_address) -> None:
         with self._guard:
             self._running += 1
@@ -394,6 +420,21 @@ class _Serving(ThreadingHTTPServer):
         with self._guard:
             self._running -= 1
             self._guard.notify_all()
+
+
+def _connections_the_descriptors_allow() -> int:
+    """MAX_CONNECTIONS, or fewer when the descriptor limit would run out first. The soft limit is
+    raised to the hard one first, as Go programs (containerd among them) do at start."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    spare = 64  # the listening socket, the store's own files, a Session for gc
+    return max(1, min(MAX_CONNECTIONS, (soft - spare) // DESCRIPTORS_PER_CONNECTION))
 
 
 def _hang_up(connection: socket.socket) -> None:
@@ -430,7 +471,7 @@ class UnixServer(_Serving):
         os.chmod(path, 0o660)
         self.server_name, self.server_port = "localhost", 0
 
-    def get_request(self):
+    def _accept(self):
         sock, _ = self.socket.accept()
         return sock, ("unix", 0)
 
@@ -510,6 +551,7 @@ def make_server(address: str, make_session: Callable[[str], object], token: str 
             raise Conflict("address", address, f"cannot listen: {e.strerror}") from None
         raise Unavailable("address", address, f"cannot listen: {e.strerror or e}") from None
     server.make_session = make_session
+    server.max_connections = _connections_the_descriptors_allow()
     server.token = token
     server.debug = debug
     return server

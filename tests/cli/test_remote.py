@@ -932,3 +932,58 @@ def test_a_tcp_clients_temporary_lease_expires_after_a_day(tmp_path):
         assert Dist(root).ok("leases", "-q").lines == ["op"]
     finally:
         server.kill()
+
+
+def _open_connection(address: str, namespace: str = "default") -> socket.socket:
+    """A keep-alive connection that has had one request answered (so the server is serving it)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(address[len("unix://"):])
+    _get_images(sock, namespace)
+    return sock
+
+
+def _get_images(sock: socket.socket, namespace: str) -> bytes:
+    sock.sendall(f"GET /v1/images HTTP/1.1\r\nHost: x\r\nDist-Namespace: {namespace}\r\n\r\n".encode())
+    answer = b""
+    while not answer.endswith(b"\r\n\r\n[]"):
+        part = sock.recv(65536)
+        assert part, answer
+        answer += part
+    return answer
+
+
+def test_switching_namespace_on_one_connection_does_not_pile_up_descriptors(served):
+    """One keep-alive connection naming a new Dist-Namespace per request held a Session per
+    namespace: enough of them ran the server out of descriptors."""
+    fds = Path(f"/proc/{served.proc.pid}/fd")
+    sock = _open_connection(served.address)
+    try:
+        before = len(list(fds.iterdir()))
+        for i in range(60):
+            _get_images(sock, f"ns{i}")
+        assert len(list(fds.iterdir())) <= before + 4
+    finally:
+        sock.close()
+
+
+def test_clients_past_the_connection_cap_wait_for_a_free_one(tmp_path, sockdir):
+    from dist_tool.session import Session
+
+    address = f"unix://{sockdir}/cap.sock"
+    with in_process_server(address, lambda ns: Session(root=tmp_path / "root", state=tmp_path / "state",
+                                                       namespace=ns)) as srv:
+        srv.max_connections = 2
+        held = [_open_connection(address), _open_connection(address)]
+        waiting = socket.socket(socket.AF_UNIX)
+        waiting.settimeout(10)
+        waiting.connect(address[len("unix://"):])  # queued by the kernel, not yet accepted
+        waiting.sendall(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.settimeout(1)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
+        held.pop().close()
+        waiting.settimeout(10)
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 200 ")
+        for sock in (*held, waiting):
+            sock.close()
