@@ -38,9 +38,12 @@ from dist_tool.remote.routes import ROUTES
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.validate import decimal, identifier
 
-MAX_JSON_BODY = 64 * 1024 * 1024  # a container spec or an image record, never a blob
+# A record, never a blob: the largest is a container whose spec took an image config's Env and
+# labels (configs are at most 8 MiB, MAX_CONFIG_BYTES). Parsing costs about 6 bytes per byte.
+MAX_JSON_BODY = 16 * 1024 * 1024
 MAX_TRAILERS = 16  # an upload's trailer carries the abort flag; http.server caps headers at 100
-REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line, a header or a chunk
+REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line or a header
+TRANSFER_TIMEOUT = 3600.0  # seconds an authorized blob upload or download may stall (a slow pipe)
 STOP_GRACE = 10.0  # seconds a stopping server waits for requests in progress (docker stop's default)
 POLL_INTERVAL = 0.2  # how soon a stop request is noticed
 MAX_CONNECTIONS = 512  # served at once; more wait in the listen queue until one ends
@@ -137,6 +140,13 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             self.server.end(self)
+            self.connection.settimeout(self.timeout)  # back to REQUEST_TIMEOUT after a transfer
+
+    def transferring(self) -> None:
+        """A blob moves at the pace of the client's pipe (``producer | dist content ingest``,
+        ``dist content get D | consumer``), which may pause for longer than a request may take:
+        an authorized transfer gets TRANSFER_TIMEOUT per read or write instead."""
+        self.connection.settimeout(TRANSFER_TIMEOUT)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         if self.server.debug:
@@ -260,6 +270,7 @@ class Handler(BaseHTTPRequestHandler):
     def chunked(self) -> ChunkedBody:
         if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
             raise InvalidArgument("request", self.path, "uploads are sent with Transfer-Encoding: chunked")
+        self.transferring()
         body = ChunkedBody(self.rfile)
         self._chunked = body
         return body
@@ -314,6 +325,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers_closing(False)
             self._replied = True
+            self.transferring()
             f.seek(start)
             left = length
             while left > 0:
@@ -533,6 +545,8 @@ def read_token(path: str) -> str:
     token = read_token_file(path)
     if len(token) < 16:
         raise InvalidArgument("token file", path, "holds fewer than 16 characters")
+    if os.stat(path).st_mode & 0o007:  # the group may share it, as it shares the 0660 socket
+        raise InvalidArgument("token file", path, "can be read by others (chmod o-rwx it)")
     return token
 
 

@@ -342,6 +342,7 @@ def test_a_client_resetting_its_connection_prints_nothing(tmp_path):
 
     token = tmp_path / "token"
     token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o600)  # dist serve refuses a token others can read
     server = Server(tmp_path / "root", f"tcp://127.0.0.1:{_free_port()}", "--token-file", str(token)).start()
     host, port = server.address[len("tcp://"):].split(":")
     try:
@@ -366,7 +367,10 @@ def test_idle_connections_are_not_counted_as_requests_cut_off(sockdir):
     from dist_tool.remote.client import Client
 
     idle = [Client(f"unix://{sockdir}/i.sock", "default") for _ in range(5)]
-    with in_process_server(f"unix://{sockdir}/i.sock", lambda namespace: None) as srv:
+    from types import SimpleNamespace
+
+    no_stores = SimpleNamespace(close=lambda: None)  # /v1/version uses none
+    with in_process_server(f"unix://{sockdir}/i.sock", lambda namespace: no_stores) as srv:
         try:
             for client in idle:
                 assert client.request("GET", "/version")["api"] == 1
@@ -470,6 +474,7 @@ def test_tcp_needs_the_token(tmp_path):
             assert (res.code, res.stderr) == (code, f"dist: error: token file {path}: {why}\n")
     token = tmp_path / "token"
     token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o600)  # dist serve refuses a token others can read
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token-0123456789\n")
     server = Server(root, address, "--token-file", str(token)).start()
@@ -783,6 +788,7 @@ def test_bodies_that_are_not_json_are_the_requests_fault(served):
 def test_a_token_that_no_header_can_carry_is_refused_by_server_and_client(tmp_path):
     token = tmp_path / "two-lines"
     token.write_text("a" * 20 + "\nsecond line\n")
+    token.chmod(0o600)  # dist serve refuses a token others can read
     port = _free_port()
     result = run_dist("serve", "--address", f"tcp://127.0.0.1:{port}", "--token-file", str(token),
                       root=tmp_path / "root", timeout=20)
@@ -796,6 +802,7 @@ def test_a_token_that_no_header_can_carry_is_refused_by_server_and_client(tmp_pa
 def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
     token = tmp_path / "token"
     token.write_text("t" * 24)
+    token.chmod(0o600)  # dist serve refuses a token others can read
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
@@ -910,6 +917,7 @@ def test_a_tcp_clients_temporary_lease_expires_after_a_day(tmp_path):
     root = tmp_path / "root"
     token = tmp_path / "token"
     token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o600)  # dist serve refuses a token others can read
     address = f"tcp://127.0.0.1:{_free_port()}"
     server = Server(root, address, "--token-file", str(token)).start()
     try:
@@ -987,3 +995,52 @@ def test_clients_past_the_connection_cap_wait_for_a_free_one(tmp_path, sockdir):
         assert waiting.recv(65536).startswith(b"HTTP/1.1 200 ")
         for sock in (*held, waiting):
             sock.close()
+
+
+def test_blobs_move_at_the_pace_of_a_slow_pipe(tmp_path, sockdir, monkeypatch):
+    """A producer pausing longer than a request may take (60 s; 0.5 s here) failed the upload, and
+    a consumer as slow failed the download: the server gave up writing to it."""
+    import hashlib
+
+    from dist_tool.remote import server as server_module
+    from dist_tool.remote.client import Client, RemoteContentStore
+    from dist_tool.session import Session
+
+    monkeypatch.setattr(server_module.Handler, "timeout", 0.5)
+    address = f"unix://{sockdir}/slow.sock"
+    blob = os.urandom(8 << 20)  # more than the socket buffers hold, so the server's writes block
+    with in_process_server(address, lambda ns: Session(root=tmp_path / "root", state=tmp_path / "state",
+                                                       namespace=ns)):
+        read_end, write_end = os.pipe()
+
+        def produce() -> None:
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(blob[:1000])
+                pipe.flush()
+                time.sleep(1.5)
+                pipe.write(blob[1000:])
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        content = RemoteContentStore(Client(address, "default"))
+        with os.fdopen(read_end, "rb") as pipe:
+            digest = content.ingest("slow", pipe, size=len(blob))
+        producer.join()
+        assert digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+        with content.open_blob(digest) as reader:
+            first = reader.read(1000)
+            time.sleep(1.5)
+            assert first + reader.read() == blob
+        content.client.close()
+
+
+def test_serve_refuses_a_token_file_others_can_read(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    token.chmod(0o644)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    result = run_dist("serve", "--address", address, "--token-file", str(token), root=tmp_path / "root", timeout=20)
+    assert (result.code, result.stderr) == (2, f"dist: error: token file {token}: can be read by others "
+                                               "(chmod o-rwx it)\n")
+    token.chmod(0o640)  # shared with a group, as the unix socket is
+    Server(tmp_path / "root", address, "--token-file", str(token)).start().kill()
