@@ -80,6 +80,13 @@ def persist_dir(session, container_id: str) -> str:
     return os.path.join(session.root, "tasks", session.namespace, identifier("container id", container_id))
 
 
+def _task_container(session, container_id: str) -> Container:
+    """The container a task command works on. Tasks are not served: through --address the refusal
+    comes before the lookup, which the server would answer (a missing ID as not found)."""
+    session.local_only("tasks")
+    return session.containers.get(container_id)
+
+
 def runtime_binary(container: Container) -> str:
     """The runtime's executable: runc (or ``$DIST_RUNTIME``) for the default runtime names, else
     the container's runtime name itself, a binary with runc's command line."""
@@ -237,7 +244,7 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
     from dist_tool.shim.runc import RuntimeFailure
     from dist_tool.shim.server import Shim
 
-    container = container or session.containers.get(container_id)
+    container = container or _task_container(session, container_id)
     cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit, then=then)
     _mount_checked(cfg, container)
     for stream in (sys.stdout, sys.stderr):
@@ -263,7 +270,7 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
     subreaper before its exec, so the shim needs no ``ctypes`` of its own."""
     import select
 
-    container = session.containers.get(container_id)
+    container = _task_container(session, container_id)
     log_file = None if null_io else _log_target(session, container_id, log)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
     package_parent = _package_parent()
@@ -620,7 +627,7 @@ def _check_exec(session, container_id: str, process: dict) -> None:
 
 def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str], tty: bool = False) -> int:
     """Starts another process in the task; its output goes to the task log. Returns its pid."""
-    container = session.containers.get(container_id)
+    container = _task_container(session, container_id)
     process = exec_process(container, args, tty)
     _check_exec(session, container_id, process)
     reply = shims.call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
@@ -636,7 +643,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
 
     from dist_tool import terminal
 
-    container = session.containers.get(container_id)
+    container = _task_container(session, container_id)
     client = shims.connect(session, container_id, timeout=60.0)
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
     saved = {}

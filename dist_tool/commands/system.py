@@ -219,8 +219,9 @@ serve_app = typer.Typer(help="Serve the store to `dist --address` clients.")
 def serve(ctx: typer.Context,
           address: Annotated[str | None, typer.Option("--address", help="unix:///PATH or tcp://127.0.0.1:PORT")]
           = None,
-          token_file: Annotated[str | None, typer.Option("--token-file", help="Clients must send this token "
-                                                         "(required for tcp://; not readable by others).")] = None) -> None:
+          token_file: Annotated[str | None, typer.Option(
+              "--token-file", help="Clients must send this token (required for tcp://; not readable by others).")]
+          = None) -> None:
     """Serve images, content, containers and leases over HTTP/JSON until stopped."""
     import signal
 

@@ -202,6 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         self._replied = False
         path, _, query = self.path.partition("?")
         try:
+            self._check_framing()
             if not self.authorized():
                 self.close_connection = True
                 self.reply(401, {"error": {"kind": "failed", "what": "dist serve", "which": "",
@@ -227,6 +228,17 @@ class Handler(BaseHTTPRequestHandler):
                 traceback.print_exc()
             self.fail(DistError("dist serve", "", f"internal error: {e.__class__.__name__}: {e}"))
 
+    def _check_framing(self) -> None:
+        """One way to tell where the body ends. With both headers, a proxy that went by the other
+        one would see a different next request (RFC 9112 6.3 lets a server refuse them)."""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is None:
+            return
+        if self.headers.get("Content-Length") is not None:
+            raise InvalidArgument("request", "", "has both Transfer-Encoding and Content-Length")
+        if encoding.strip().lower() != "chunked":
+            raise InvalidArgument("request", "", f"Transfer-Encoding {encoding!r}: only chunked is understood")
+
     def authorized(self) -> bool:
         token = self.server.token
         if token is None:
@@ -247,6 +259,8 @@ class Handler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------- bodies
 
     def body(self) -> dict:
+        if self.headers.get("Transfer-Encoding") is not None:  # left unread, it would pass for a request
+            raise InvalidArgument("request body", "", "JSON bodies are sent with Content-Length")
         raw_length = self.headers.get("Content-Length") or "0"
         length = decimal(raw_length)
         if length is None:
@@ -291,6 +305,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self._replied = True
 
+    def _range_not_satisfiable(self, ranged: str, size: int) -> None:
+        data = json.dumps(wire.error_body(InvalidArgument("range", ranged, f"starts past the blob's {size} bytes")))
+        self.send_response(416)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers_closing(False)
+        self.wfile.write(data.encode())
+        self._replied = True
+
     def end_headers_closing(self, close: bool) -> None:
         if close or self.server.stopping:  # a stopping server takes no next request either
             self.close_connection = True
@@ -312,8 +336,9 @@ class Handler(BaseHTTPRequestHandler):
                     end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
                 else:
                     start, end = max(0, size - int(m.group(2))), size - 1
-                if start >= size and size:
-                    raise InvalidArgument("range", ranged, f"starts past the blob's {size} bytes")
+                if start >= size and size:  # RFC 9110 15.5.17: unsatisfiable, and the size it could take
+                    self._range_not_satisfiable(ranged, size)
+                    return
                 if end < start and size:
                     raise InvalidArgument("range", ranged, "ends before it starts")
                 status = 206

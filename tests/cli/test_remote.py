@@ -127,9 +127,12 @@ def test_not_served_is_one_clear_line(served, tmp_path):
         assert res.code == 1 and res.stderr.count("\n") == 1 and "not served over --address" in res.stderr, args
     # Task commands read no STATE of the client's: it could hold another store's live task.
     for args in (["task", "ls"], ["task", "kill", "web"], ["task", "wait", "web"], ["task", "logs", "web"],
-                 ["task", "pause", "web"]):
+                 ["task", "pause", "web"], ["task", "resume", "web"], ["task", "ps", "web"], ["task", "rm", "web"],
+                 ["task", "start", "web"], ["task", "start", "-d", "web"],
+                 ["task", "exec", "--exec-id", "x", "web", "--", "true"]):
         res = r(*args)
-        assert (res.code, res.stderr) == (125 if args[1] == "wait" else 1,
+        foreground = args[1] in ("wait", "exec") or args[1:] == ["start", "web"]
+        assert (res.code, res.stderr) == (125 if foreground else 1,
                                           f"dist: error: tasks {served.address}: not served over --address\n"), args
 
 
@@ -1044,3 +1047,31 @@ def test_serve_refuses_a_token_file_others_can_read(tmp_path):
                                                "(chmod o-rwx it)\n")
     token.chmod(0o640)  # shared with a group, as the unix socket is
     Server(tmp_path / "root", address, "--token-file", str(token)).start().kill()
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"PUT /v1/content/ingests/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["both-lengths", "not-only-chunked", "chunked-json"])
+def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(served, head):
+    """The server went by Content-Length where Transfer-Encoding should win: the chunked bytes it
+    left unread were then taken for the client's next request."""
+    smuggled = b"2\r\n{}\r\n0\r\n\r\nDELETE /v1/images/docker.io%2Flibrary%2Fx%3A1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(served.address[len("unix://"):])
+    try:
+        sock.sendall(head + smuggled)
+        answer = b""
+        while part := sock.recv(65536):
+            answer += part
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_a_range_past_the_end_is_416_with_the_size(served, tmp_path):
+    digest = Remote(served, tmp_path).ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
+    answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 416 ") and b"\r\nContent-Range: bytes */1000\r\n" in answer, answer
