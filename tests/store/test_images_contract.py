@@ -14,6 +14,8 @@ from dist_tool.store.metadata import Metadata
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
+X = "docker.io/library/x:latest"  # names as callers pass them: canonical (dist serve takes no other)
+NOPE = "docker.io/library/nope:latest"
 
 
 def target(n: int = 1, media_type: str = MANIFEST) -> Descriptor:
@@ -57,19 +59,19 @@ def test_create_get_round_trip(store):
 
 
 def test_duplicate_create_is_already_exists(store):
-    store.create(Image("x", target(1)))
+    store.create(Image(X, target(1)))
     with pytest.raises(AlreadyExists):
-        store.create(Image("x", target(2)))
-    assert store.get("x").target == target(1)
+        store.create(Image(X, target(2)))
+    assert store.get(X).target == target(1)
 
 
 @pytest.mark.parametrize("call", ["get", "delete", "update"])
 def test_missing_is_not_found(store, call):
     with pytest.raises(NotFound):
         if call == "update":
-            store.update(Image("nope", target()), "labels")
+            store.update(Image(NOPE, target()), "labels")
         else:
-            getattr(store, call)("nope")
+            getattr(store, call)(NOPE)
 
 
 def test_list_orders_and_filters(store):
@@ -88,35 +90,35 @@ def test_bad_filter_is_invalid_argument(store):
 
 
 def test_update_by_field_path_merges_labels_and_keeps_created(store):
-    first = store.create(Image("x", target(1), {"a": "1", "b": "2"}))
-    store.update(Image("x", target(9), {"a": "10"}), "labels.a", "labels.b")
-    got = store.get("x")
+    first = store.create(Image(X, target(1), {"a": "1", "b": "2"}))
+    store.update(Image(X, target(9), {"a": "10"}), "labels.a", "labels.b")
+    got = store.get(X)
     assert dict(got.labels) == {"a": "10"} and got.target == target(1) and got.created_at == first.created_at
-    store.update(Image("x", target(3)), "target")
-    assert store.get("x").target == target(3) and dict(store.get("x").labels) == {"a": "10"}
+    store.update(Image(X, target(3)), "target")
+    assert store.get(X).target == target(3) and dict(store.get(X).labels) == {"a": "10"}
 
 
 def test_update_refuses_unknown_field_paths(store):
-    store.create(Image("x", target()))
+    store.create(Image(X, target()))
     with pytest.raises(InvalidArgument):
-        store.update(Image("x", target()), "name")
+        store.update(Image(X, target()), "name")
 
 
 def test_put_creates_or_replaces_keeping_created(store):
-    made = store.put(Image("x", target(1), {"k": "v"}))
-    again = store.put(Image("x", target(2)))
+    made = store.put(Image(X, target(1), {"k": "v"}))
+    again = store.put(Image(X, target(2)))
     assert again.target == target(2) and dict(again.labels) == {} and again.created_at == made.created_at
 
 
 def test_delete_and_namespaces(make_store):
     one, two = make_store("one"), make_store("two")
-    one.create(Image("x", target(1)))
-    two.create(Image("x", target(2)))
-    one.delete("x")
+    one.create(Image(X, target(1)))
+    two.create(Image(X, target(2)))
+    one.delete(X)
     with pytest.raises(NotFound):
-        one.get("x")
-    assert two.get("x").target == target(2)
-    assert [(ns, i.name) for ns, i in one.all_namespaces()] == [("two", "x")]
+        one.get(X)
+    assert two.get(X).target == target(2)
+    assert [(ns, i.name) for ns, i in one.all_namespaces()] == [("two", X)]
 
 
 def test_names_with_slashes_colons_and_digests(store):

@@ -85,9 +85,28 @@ def _dead_pid() -> int:
     return done.pid
 
 
+def _lease_of_a_killed_operation(leases) -> None:
+    """An operation's lease, "dead-work", whose process died before it could delete it. Through
+    dist serve the owner is whoever the server sees on the socket: a client process that died."""
+    import os
+    import subprocess
+    import sys
+
+    if isinstance(leases, SqliteLeaseManager):
+        leases.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"), operation=True)
+        return
+    client = ("import os, sys\n"
+              "from dist_tool.remote.client import Client, RemoteLeaseManager\n"
+              "from dist_tool.store.api import Lease\n"
+              "RemoteLeaseManager(Client(sys.argv[1])).create(Lease('dead-work'), operation=True)\n"
+              "os._exit(9)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", client, leases.client.address], env=env).returncode == 9
+
+
 def test_a_killed_operations_lease_is_not_listed(leases):
     """SPEC: leases ls sees user leases and those of running work; dead work waits for gc."""
-    leases.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"))
+    _lease_of_a_killed_operation(leases)
     leases.create(Lease("mine"))
     assert [x.id for x in leases.list()] == ["mine"]
     assert leases.get("dead-work").id == "dead-work"  # still there, for gc to expire
