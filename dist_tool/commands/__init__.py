@@ -139,8 +139,22 @@ class DefaultLsGroup(LazySubcommandGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args or (args[0] not in self.declared and args[0] not in ("-h", "--help")
                         and (args[0].startswith("-") or _FILTER_MARKS.intersection(args[0]))):
+            self._check_implied_ls(ctx, args)
             args = ["ls", *args]
         return super().parse_args(ctx, args)
+
+    def _check_implied_ls(self, ctx: Any, args: list[str]) -> None:
+        """Every word of an implied ``ls`` is a flag (ls takes no option with a value) or a filter:
+        ``dist images -q rm NAME`` listed nothing and removed nothing, with exit 0."""
+        for word in args:
+            if word == "--":
+                return
+            if word.startswith("-"):
+                continue
+            if word in self.declared:
+                ctx.fail(f"options go after the subcommand: dist {ctx.info_name} {word} [OPTIONS]")
+            if not _FILTER_MARKS.intersection(word):
+                ctx.fail(f"No such command {word!r}.")
 
 
 # What a filter has and a subcommand's name never has: an operator, a path, a quote, a comma.
