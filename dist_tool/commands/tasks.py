@@ -42,7 +42,8 @@ _NOT_FAILURES = (DistError, TaskExit, BrokenPipeError, typer.Exit, typer.Abort)
 
 class passthrough:  # noqa: N801 - used as ``with passthrough():``
     """For commands that pass a task's status through: their own failures exit 125 (SPEC), except
-    usage errors (2), a runtime's 126/127, and (``task_missing_is_3``) a container with no task."""
+    usage errors (2), a runtime's 126/127, and (``task_missing_is_3``) a container with no task,
+    or none at all (SPEC: exit 3 when the container never had a task)."""
 
     def __init__(self, task_missing_is_3: bool = True) -> None:
         self.task_missing_is_3 = task_missing_is_3
@@ -62,8 +63,8 @@ class passthrough:  # noqa: N801 - used as ``with passthrough():``
             raise TaskFailed("internal error", "", f"{error.__class__.__name__}: {error}") from error
         if error is None or not isinstance(error, DistError) or isinstance(error, TaskFailed | InvalidArgument):
             return False
-        if isinstance(error, NotFound) and self.task_missing_is_3 and error.what == "task":
-            return False
+        if isinstance(error, NotFound) and self.task_missing_is_3 and error.what in ("task", "container"):
+            return False  # a container that does not exist has no task either
         raise TaskFailed(error.what, error.which, error.why) from None
 
 

@@ -272,6 +272,11 @@ def test_dists_own_failures_exit_125_and_missing_tasks_3(bb):
     r = bb("run", "--rm", "busybox", "idle", "--", "true")
     assert r.code == 125 and "already exists" in r.stderr
     bb.ok("c", "rm", "idle")
+    # A container that does not exist never had a task either (SPEC): wait and exec said 125.
+    for args in (["wait", "idle"], ["exec", "idle", "--exec-id", "e", "--", "true"]):
+        r = bb("task", *args)
+        assert (r.code, r.stderr) == (3, "dist: error: container idle: not found\n"), args
+    assert bb("task", "start", "idle").code == 125  # its own failure, as podman start's
 
 
 def test_foreground_stdio_is_attached(bb):
