@@ -68,6 +68,12 @@ class passthrough:  # noqa: N801 - used as ``with passthrough():``
         raise TaskFailed(error.what, error.which, error.why) from None
 
 
+def _log_needs_detach(log: str | None, detach: bool) -> None:
+    """A foreground task's output goes to the caller's terminal: a --log there would be dropped."""
+    if log is not None and not detach:
+        raise InvalidArgument("--log", log, "is for a detached task (-d); a foreground one writes to the terminal")
+
+
 def _columns():
     from dist_tool.render import Col, age
 
@@ -81,6 +87,7 @@ def start(ctx: typer.Context, container_id: ContainerArg, detach: DetachOpt = Fa
     """Start the container's task: attached (exits with its status), or detached with -d."""
     from dist_tool import tasks
 
+    _log_needs_detach(log, detach)
     s = session(ctx)
     if detach:  # passes no status through: its failures keep their own codes (3, 4, 1)
         tasks.start_detached(s, container_id, log=log, null_io=null_io)
@@ -206,6 +213,7 @@ def run(ctx: typer.Context,
     """Create a container and start its task (container create options + task start)."""
     from dist_tool import tasks
 
+    _log_needs_detach(log, detach)
     s = session(ctx)
     options = create_options(args, label, env, cwd, user, mount, net_host, read_only, tty, runtime, entrypoint)
     with passthrough(task_missing_is_3=False):

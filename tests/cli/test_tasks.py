@@ -360,6 +360,12 @@ def test_logs_follow_and_log_file_option(bb, tmp_path):
     r = bb("run", "-d", "--log", str(fifo), "busybox", "lf", "--", "true", timeout=TIMEOUT)
     assert r.code == 2 and r.stderr.startswith("dist: error: --log ") and r.stderr.count("\n") == 1, r.stderr
     assert "lf" not in bb.ok("c", "ls", "-q").lines  # refused before the container was created
+    # Without -d the output goes to the terminal: --log was silently dropped.
+    for args in (["run", "--log", str(log), "busybox", "lf", "--", "true"], ["task", "start", "--log", str(log), "lf"]):
+        r = bb(*args, timeout=TIMEOUT)
+        assert (r.code, r.stderr) == (2, f"dist: error: --log {log}: is for a detached task (-d); a foreground one "
+                                         "writes to the terminal\n"), args
+    assert "lf" not in bb.ok("c", "ls", "-q").lines
 
 
 @pytest.mark.parametrize("own_file", [False, True], ids=["store-log", "log-file"])
