@@ -287,7 +287,17 @@ class Progress:
         self._last: dict[str, float] = {}
 
     def __enter__(self) -> Progress:
-        if self.mode == "tty":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+
+    def _bars(self):
+        """rich's display, started with the first bar or event: started at once, a command that
+        failed before any transfer (a missing archive) left the display's blank line above its
+        one-line error when stderr is no terminal (``--progress tty`` forced)."""
+        if self._rich is None:
             from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
             from rich.progress import Progress as RichProgress
 
@@ -295,15 +305,11 @@ class Progress:
                                       TransferSpeedColumn(), console=plain_console(self.err, self.err.isatty()),
                                       transient=False)
             self._rich.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._rich is not None:
-            self._rich.stop()
+        return self._rich
 
     def start(self, item: str, total: int | None) -> None:
-        if self.mode == "tty" and self._rich is not None:
-            self._tasks[item] = self._rich.add_task(item, total=total)
+        if self.mode == "tty":
+            self._tasks[item] = self._bars().add_task(item, total=total)
         elif self.mode == "plain":
             self._last[item] = time.monotonic()
 
@@ -327,5 +333,5 @@ class Progress:
     def event(self, text: str) -> None:
         if self.mode == "plain":
             self.err.write(text + "\n")
-        elif self.mode == "tty" and self._rich is not None:
-            self._rich.console.print(text)
+        elif self.mode == "tty":
+            self._bars().console.print(text)

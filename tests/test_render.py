@@ -98,3 +98,19 @@ def test_a_thousand_rows_keep_their_order_and_width():
 @given(st.floats(min_value=0, max_value=2**33, allow_nan=False, allow_infinity=False))
 def test_rfc3339_agrees_with_datetime(t):
     assert rfc3339(t) == datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_forced_bars_print_nothing_until_there_is_something_to_show():
+    """``--progress tty`` off a terminal: a command that failed before any transfer left rich's
+    blank line above its one-line error."""
+    from dist_tool.render import Progress
+
+    err = io.StringIO()
+    with Progress("tty", err):
+        pass
+    assert err.getvalue() == ""
+    with Progress("tty", err) as bars:
+        bars.start("layer sha256:abc", 10)
+        bars.update("layer sha256:abc", 10)
+        bars.done("layer sha256:abc")
+    assert "layer sha256:abc" in err.getvalue()
