@@ -43,7 +43,7 @@ from typing import BinaryIO
 
 from dist_tool.errors import DataError
 from dist_tool.fsattrs import clear_xattrs
-from dist_tool.rootpath import NotDirectory, PathError, Root, clean, join
+from dist_tool.rootpath import MissingPath, NotDirectory, PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
 from dist_tool.validate import decimal
 
@@ -407,6 +407,9 @@ class _Applier:
             why = str(e)
         elif isinstance(e, OSError):
             why = e.strerror or str(e)
+        elif not 0 <= member.uid < 2**32 or not 0 <= member.gid < 2**32:
+            # tarfile's own words ("uid is less than minimum") would say the opposite of a too-large id
+            why = f"owner {member.uid}:{member.gid} is out of range (0 to {2**32 - 1})"
         else:
             why = f"invalid header value ({e})"
         return DataError("layer", self.what, f"member {_show(member.name)}: {why}")
@@ -432,6 +435,11 @@ class _Applier:
         self._settle()  # the target may be a file still being written
         try:
             target = self.root.resolve_entry(clean(member.linkname))
+        except MissingPath as e:
+            if self.overlay:  # the layer is applied alone: a lower layer's file is not there to link to
+                raise PathError(f"hard link to {_show(member.linkname)}: not in this layer; the overlayfs "
+                                "snapshotter cannot link to a lower layer's file (--snapshotter native can)") from None
+            raise PathError(f"hard link to {_show(member.linkname)}: {e}") from None
         except PathError as e:
             raise PathError(f"hard link to {_show(member.linkname)}: {e}") from None
         if not parts:
@@ -451,6 +459,11 @@ class _Applier:
             self._create(rel, lambda: os.mkfifo(full, 0o600))
         elif not IS_ROOT:
             return  # device nodes need CAP_MKNOD: skipped when rootless (as umoci does)
+        elif self.overlay and member.ischr() and member.devmajor == member.devminor == 0:
+            # In an overlayfs upper directory a 0/0 character device is a whiteout: it would hide the
+            # lower layers' entry instead of being a device (containerd's overlay snapshotter too).
+            raise PathError("a 0/0 character device is overlayfs's whiteout: the overlayfs snapshotter "
+                            "cannot store it (--snapshotter native can)")
         else:
             rel = self._place(parts)
             full = self.root.full(rel)

@@ -252,7 +252,7 @@ BAD_VALUES = [
     ("mtime-nan", file("m", b"x", pax_headers={"mtime": "nan"})),
     ("mtime-1e30", file("m", b"x", pax_headers={"mtime": "1e30"})),
     ("nul-in-xattr-name", file("m", b"x", xattrs={"user.a\0b": "v"})),
-] + ([("uid-beyond-32-bits", file("m", b"x", uid=2**40))] if IS_ROOT else [])
+]
 
 
 @pytest.mark.parametrize("member", [m for _, m in BAD_VALUES], ids=[i for i, _ in BAD_VALUES])
@@ -260,6 +260,36 @@ def test_header_values_no_file_can_carry_are_refused_by_name(tmp_path: Path, mem
     with pytest.raises(DataError) as caught:
         apply(tmp_path, [member])
     assert str(caught.value).startswith("layer sha256:test: member m: invalid header value")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="owners are set only as root")
+@pytest.mark.parametrize("owner", [{"uid": 2**32}, {"uid": 2**40}, {"gid": 2**32}], ids=["uid-2^32", "uid-2^40", "gid"])
+def test_an_owner_beyond_32_bits_is_named_out_of_range(tmp_path: Path, owner) -> None:
+    """Python's own words were "uid is less than minimum" for a uid too large."""
+    member = file("m", b"x", pax_headers={key: str(value) for key, value in owner.items()})
+    with pytest.raises(DataError) as caught:
+        apply(tmp_path, [member])
+    uid, gid = owner.get("uid", 0), owner.get("gid", 0)
+    assert str(caught.value) == f"layer sha256:test: member m: owner {uid}:{gid} is out of range (0 to 4294967295)"
+
+
+@pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))
+def test_what_an_overlayfs_upper_layer_cannot_hold_is_refused_by_name(tmp_path: Path) -> None:
+    """A hard link to a lower layer's file said "lower does not exist"; a 0/0 character device
+    became a whiteout, hiding the lower entry, where native and umoci make a device."""
+    for dest in "abc":
+        (tmp_path / dest).mkdir()
+    with pytest.raises(DataError) as caught:
+        apply(tmp_path / "a", [hardlink("link", "lower")], whiteouts="overlay")
+    assert str(caught.value) == ("layer sha256:test: member link: hard link to lower: not in this layer; the "
+                                 "overlayfs snapshotter cannot link to a lower layer's file (--snapshotter native can)")
+    if IS_ROOT:
+        with pytest.raises(DataError) as caught:
+            apply(tmp_path / "b", [chardev("cd", 0, 0)], whiteouts="overlay")
+        assert str(caught.value) == ("layer sha256:test: member cd: a 0/0 character device is overlayfs's whiteout: "
+                                     "the overlayfs snapshotter cannot store it (--snapshotter native can)")
+        apply(tmp_path / "c", [chardev("cd", 0, 0)], whiteouts="delete")
+        assert os.stat(tmp_path / "c" / "cd").st_rdev == 0
 
 
 def test_implied_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
