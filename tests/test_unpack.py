@@ -318,6 +318,21 @@ def test_diff_id_mismatch_stores_nothing(tmp_path: Path, snapshotter: str) -> No
     s.close()
 
 
+@pytest.mark.parametrize("root_name", ["co:lon", "com,ma"])
+def test_overlayfs_is_refused_under_a_root_its_mount_options_cannot_name(tmp_path: Path, root_name: str) -> None:
+    """A ':' in the root failed the import with "file /…/co: No such file or directory"; a ','
+    imported fine and then failed every run."""
+    image = oci_archive(tmp_path / "img.tar", [layer([file("f", b"x")])])
+    dist = Dist(tmp_path / root_name)
+    result = dist("--snapshotter", "overlayfs", "images", "import", "--progress", "none", str(image.archive))
+    mark = next(c for c in root_name if c in ",:")
+    assert (result.code, result.stderr) == (2, f"dist: error: snapshotter overlayfs: cannot be used under root "
+                                               f"{tmp_path / root_name}: its path has {mark!r}, which overlay mount "
+                                               "options cannot hold (use --snapshotter native or another --root)\n")
+    assert dist.ok("images", "-q").stdout == "" and dist.ok("content", "ls", "-q").stdout == ""
+    dist.ok("--snapshotter", "native", "images", "import", "--progress", "none", str(image.archive))
+
+
 def test_more_layers_than_overlay_stacks_are_refused_before_any_is_unpacked(tmp_path: Path) -> None:
     if NO_OVERLAY:
         pytest.skip(NO_OVERLAY)

@@ -31,6 +31,19 @@ class OverlaySnapshotter(LocalSnapshotter):
     layers_independent = True
     max_layers = 500  # the kernel's OVL_MAX_STACK: the most lower directories one mount takes
 
+    def __init__(self, root: str, meta, namespace: str) -> None:
+        # Its directories are named in mount options, where "," ends an option and ":" separates
+        # lower directories: such a root imported and then failed every mount (the probe that
+        # picks the default snapshotter falls back to native there).
+        unsayable = sorted(set(",:").intersection(root))
+        if unsayable:
+            from dist_tool.errors import InvalidArgument
+
+            raise InvalidArgument("snapshotter", self.name, f"cannot be used under root {root}: its path has "
+                                  f"{' and '.join(repr(c) for c in unsayable)}, which overlay mount options cannot "
+                                  "hold (use --snapshotter native or another --root)")
+        super().__init__(root, meta, namespace)
+
     def _populate(self, path: str, parent_id: int | None, kind: str) -> None:
         fs = os.path.join(path, "fs")
         make_root(fs)
