@@ -144,6 +144,11 @@ class _Job:
         """Applies layer ``i`` from the open ``blob``; touches no store (it runs in worker threads)."""
         layer = self.plan.layers[i]
         label = f"unpack {layer.digest[:19]}"
+        # An image may list one blob twice (an empty layer): each is its own bar, or the first's
+        # would be replaced by the second's and never finish.
+        seen = sum(earlier.digest == layer.digest for earlier in self.plan.layers[:i])
+        if seen:
+            label += f" ({seen + 1})"
         progress = self.progress
         if progress is not None:
             progress.start(label, layer.size)

@@ -610,3 +610,36 @@ def test_docker_archive_layers_unpack_and_snapshot_cli(dist, umoci_image) -> Non
     assert image["unpackedSize"] >= usage[0]["size"]
     missing = dist("--snapshotter", "native", "snapshot", "info", "nope")
     assert (missing.code, missing.stderr) == (3, "dist: error: snapshot nope: not found\n")
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_layer_listed_twice_has_a_progress_bar_each(tmp_path: Path, snapshotter: str) -> None:
+    """Bars were keyed by the layer's digest, so the second one replaced the first, which never
+    finished."""
+    class Recorder:
+        def __init__(self) -> None:
+            self.started: list[str] = []
+            self.finished: list[str] = []
+
+        def start(self, item: str, total) -> None:
+            self.started.append(item)
+
+        def update(self, item: str, done: int) -> None:
+            pass
+
+        def done(self, item: str, note: str = "done") -> None:
+            self.finished.append(item)
+
+        def event(self, text: str) -> None:
+            pass
+
+    empty = layer([])
+    image = oci_archive(tmp_path / "twice.tar", [empty, layer([file("f", b"x")]), empty])
+    recorder = Recorder()
+    s = session(tmp_path, snapshotter)
+    import_(s, image, progress=recorder)
+    unpacks = [item for item in recorder.started if item.startswith("unpack ")]
+    twice, once = image.layer_digests[0][:19], image.layer_digests[1][:19]
+    assert sorted(unpacks) == sorted([f"unpack {twice}", f"unpack {twice} (2)", f"unpack {once}"])
+    assert sorted(item for item in recorder.finished if item.startswith("unpack ")) == sorted(unpacks)
+    s.close()
