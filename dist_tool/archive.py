@@ -11,6 +11,7 @@ collects whatever the import added, so the store is left as it was.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import posixpath
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dist_tool import compression, oci, platforms, reference
-from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, DataError, DistError, InvalidArgument, NotFound, Unavailable
 from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
@@ -94,9 +95,13 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
             tar = tarfile.open(fileobj=plain, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=strict_tarinfo())
     except (tarfile.ReadError, tarfile.CompressionError, EOFError, OSError) as e:
         raise DataError("archive", source, f"not a tar archive ({_tar_why(e)})") from None
+    except RecursionError:  # opening reads the first member, and with it a chain of extended headers
+        raise DataError("archive", source, "corrupt tar (too many extended headers in a row)") from None
     try:
         for member in tar:
             path = _member_path(member.name)
+            if member.issparse():  # no image tool writes one; its few bytes would expand to any size
+                raise DataError("archive", source, f"member {item_label(path)}: a sparse file")
             if member.issym() or member.islnk():
                 target = member.linkname if member.islnk() else posixpath.join(posixpath.dirname(path),
                                                                              member.linkname)
@@ -112,8 +117,9 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
                 _ingest_member(content, tar, member, digest, f"import-{digest}", lease, scan, progress)
                 scan.files[path] = (digest, member.size)
             elif _is_docker_blob(path):
-                # A ref is one line: a member name may hold any byte but NUL.
-                ref = f"import-{pid}-{path}".replace("\n", "\\n")
+                # Named by a hash of the path: a member name may hold any byte but NUL, and a ref must
+                # be one line of UTF-8.
+                ref = f"import-{pid}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
                 digest = _ingest_member(content, tar, member, None, ref, lease, scan, progress)
                 scan.files[path] = (digest, member.size)
     except (tarfile.ReadError, EOFError) as e:
@@ -153,6 +159,8 @@ def _ingest_member(content, tar, member, digest: str | None, ref: str, lease, sc
                                   keep_partial=False)
     except DataError as e:
         raise DataError("blob", digest or member.name, e.why) from None
+    except Unavailable as e:  # no room for it: named by the blob, not by our ingest's ref
+        raise Unavailable("blob", digest or member.name, e.why) from None
     progress.done(label)
     scan.added.add(committed)
     return committed

@@ -20,5 +20,10 @@ class NullProgress:
 
 
 def item_label(name: str) -> str:
-    """How a transfer names a blob in progress lines: ``sha256:`` and 12 hex digits, else the name."""
-    return name[:19] if name.startswith("sha256:") else name
+    """How a transfer names a blob in progress lines: ``sha256:`` and 12 hex digits, else the name,
+    escaped: an archive's member name may hold a newline and a terminal's escape sequences."""
+    if name.startswith("sha256:"):
+        return name[:19]
+    from dist_tool.render import printable
+
+    return printable(name)

@@ -589,12 +589,28 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
         if present:
             w.abort()  # a peer committed it while we waited for the ref
             return digest  # type: ignore[return-value]
+        if size is not None:
+            try:
+                _check_room(store, ref, size - w.offset)
+            except Unavailable:
+                if w.offset == 0 or not keep_partial:
+                    w.abort()  # nothing of it was written: it leaves no ingest behind
+                raise
         try:
             return _copy_resuming(w, stream, size, digest, labels, progress)
         except BaseException:
             if not keep_partial and not w._closed:
                 w.abort()
             raise
+
+
+def _check_room(store: LocalContentStore, ref: str, needed: int) -> None:
+    """Refuses, before a byte is written, a blob larger than the free space: a small archive whose
+    header claims gigabytes (a gzip bomb) would otherwise fill the disk every process shares
+    before its digest could be found wrong."""
+    free = shutil.disk_usage(store.ingest_dir).free
+    if needed > free:
+        raise Unavailable("ingest", ref, f"needs {needed} bytes and the store's file system has {free} free")
 
 
 def _copy_resuming(w: LocalWriter, stream: BinaryIO, size: int | None, digest: str | None,

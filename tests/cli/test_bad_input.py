@@ -644,7 +644,7 @@ def test_a_full_disk_during_an_import_is_the_stores_error_not_the_archives(tmp_p
         assert umoci_image.oci_archive.stat().st_size > 1 << 20
         result = dist("images", "import", "--no-unpack", "--progress", "none", str(umoci_image.oci_archive))
         assert result.code == 1
-        assert_one_error(result, "No space left on device")
+        assert_one_error(result, "bytes and the store's file system has")  # known before writing
         assert "dist: error: archive" not in result.stderr and "internal error" not in result.stderr
         assert dist.ok("images", "-q").lines == []
     finally:
@@ -690,3 +690,71 @@ def test_a_long_label_is_named_short_in_its_error(dist, imported):
     assert result.code == 2
     assert result.stderr.startswith("dist: error: label k=vvv") and "(4102 characters)" in result.stderr
     assert len(result.stderr) < 400
+
+
+def _sparse_archive(path) -> None:
+    """One PAX GNU sparse 1.0 member: a few hundred bytes that stand for 2 GiB of a blob."""
+    name = "blobs/sha256/" + "cd" * 32
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{'cd' * 32}")
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
+                        "GNU.sparse.realsize": str(2 << 30)}
+    data = b"1\n2147483647\n1\n".ljust(512, b"\0") + b"x".ljust(512, b"\0")
+    info.size = len(data)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+
+
+def _huge_header_archive(path) -> None:
+    """A member whose header claims 300 TiB: what a gzip bomb's header says, in 5 KB."""
+    info = tarfile.TarInfo("blobs/sha256/" + "ab" * 32)
+    info.size = 300 << 40
+    path.write_bytes(info.tobuf(format=tarfile.PAX_FORMAT) + b"\0" * 4096)
+
+
+def _header_chain_archive(path) -> None:
+    """20,000 extended headers in a row before the first member: tarfile reads them by recursion."""
+    one = tarfile.TarInfo("x")
+    one.pax_headers = {"comment": "c"}
+    block = one.tobuf(format=tarfile.PAX_FORMAT)[:1024]  # the x header and its record, no member
+    path.write_bytes(block * 20000 + b"\0" * 1024)
+
+
+@pytest.mark.parametrize(("build", "why"), [
+    (_sparse_archive, "archive {archive}: member blobs/sha256/" + "cd" * 32 + ": a sparse file"),
+    (_huge_header_archive,
+     "blob sha256:" + "ab" * 32 + ": needs 329853488332800 bytes and the store's file system has "),
+    (_header_chain_archive, "archive {archive}: corrupt tar (too many extended headers in a row)"),
+], ids=["sparse-member", "header-claims-300-tib", "header-chain-first"])
+def test_an_archive_that_would_expand_past_the_disk_is_refused_before_writing(dist, tmp_path, build, why):
+    """The sparse member wrote 2 GB (any size its header named) and the 300 TiB one would have
+    written until the disk was full, before either was found wrong; the header chain was an
+    internal error."""
+    archive = tmp_path / "hostile.tar"
+    build(archive)
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--progress", "none", str(archive))
+    assert result.code == 1 and result.stderr.startswith("dist: error: " + why.format(archive=archive)), result.stderr
+    assert_one_error(result)
+    assert store_fingerprint(dist.root) == before
+    assert dist.ok("content", "active", "-q").lines == []
+
+
+def test_an_archive_member_name_cannot_forge_lines_on_stderr(dist, tmp_path):
+    """A docker-archive member is named in progress lines: its newline and escape sequence made
+    a fake 'dist: error:' line that cleared the terminal; a non-UTF-8 name failed the import."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("x\ndist: error: \x1b[2Jfake.tar", "\udcff.tar"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+        info = tarfile.TarInfo("manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    archive = tmp_path / "names.tar"
+    archive.write_bytes(raw.getvalue())
+    result = dist("images", "import", "--progress", "plain", str(archive))
+    assert result.code == 1 and result.stderr.splitlines() == [
+        "x\\ndist: error: \\x1b[2Jfake.tar: done", "\\udcff.tar: done",
+        f"dist: error: archive {archive}: lists no images"]
