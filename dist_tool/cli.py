@@ -145,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _wants_debug(args)
+    terminated = _stop_on_sigterm_as_on_ctrl_c()
     try:
         command = root_command()
         result = command.main(args=args, prog_name="dist", standalone_mode=False)
         # Outside standalone mode typer returns the code of a typer.Exit, and turns Ctrl-C into Exit(130).
+        if result == 130 and terminated:
+            return 128 + 15
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except TaskExit as e:
         return e.status
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return 130
     except KeyboardInterrupt:
-        return 130
+        return 128 + 15 if terminated else 130
     except _BrokenPipe as e:
         if not _stdout_reader_gone():  # a socket or pipe of dist's own: an I/O error like any other
             _error(f"{e.__cause__}")
@@ -190,6 +193,24 @@ def main(argv: list[str] | None = None) -> int:
         _traceback_if(debug)
         _error(f"internal error: {e.__class__.__name__}: {e}")
         return 1
+
+
+def _stop_on_sigterm_as_on_ctrl_c() -> list[int]:
+    """SIGTERM (``timeout``, ``systemctl stop``, ``docker stop``) unwinds the command as ^C does, so
+    what it had begun is undone (an import's partial ingest, its lease) instead of being left for
+    gc; the exit status is then 143. Returns the list the handler appends to. A SIGTERM ignored by
+    whoever started dist stays ignored; a foreground task's shim and ``dist serve`` install their
+    own handlers over this one."""
+    import signal
+
+    received: list[int] = []
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def interrupt(signum: int, frame: object) -> None:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+    return received
 
 
 def _stdout_reader_gone() -> bool:

@@ -758,3 +758,46 @@ def test_an_archive_member_name_cannot_forge_lines_on_stderr(dist, tmp_path):
     assert result.code == 1 and result.stderr.splitlines() == [
         "x\\ndist: error: \\x1b[2Jfake.tar: done", "\\udcff.tar: done",
         f"dist: error: archive {archive}: lists no images"]
+
+
+def test_sigterm_undoes_an_import_as_ctrl_c_does(dist, tmp_path):
+    """timeout, systemctl stop and docker stop send SIGTERM: it killed dist outright and left the
+    partial ingest (gigabytes, for a big layer) and the import's lease for a later gc."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    fifo = tmp_path / "archive"
+    os.mkfifo(fifo)
+    env = {**os.environ, "DIST_ROOT": str(dist.root), "DIST_STATE": str(dist.state)}
+    importing = subprocess.Popen([sys.executable, "-m", "dist_tool", "images", "import", "--progress", "none",
+                                  str(fifo)], stderr=subprocess.PIPE, env=env)
+    done = threading.Event()
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            head = tarfile.TarInfo("blobs/sha256/" + "ab" * 32)
+            head.size = 64 << 20
+            f.write(head.tobuf(format=tarfile.PAX_FORMAT) + b"\0" * (4 << 20))
+            f.flush()
+            done.wait(60)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not dist.ok("content", "active", "-q").lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert dist.ok("content", "active", "-q").lines == ["import-sha256:" + "ab" * 32]
+        importing.send_signal(signal.SIGTERM)
+        assert importing.wait(timeout=30) == 143
+    finally:
+        done.set()
+        feeder.join()
+        importing.stderr.close()
+    assert dist.ok("content", "active", "-q").lines == [] and dist.ok("leases", "-q").lines == []
+    assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
