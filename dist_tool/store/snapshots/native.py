@@ -16,6 +16,7 @@ import stat
 from dist_tool.fsattrs import copy_xattrs
 from dist_tool.store.api import Mount
 from dist_tool.store.snapshots import LocalSnapshotter, make_root
+from dist_tool.unpriv import Widened
 
 IS_ROOT = os.geteuid() == 0
 
@@ -41,10 +42,22 @@ class NativeSnapshotter(LocalSnapshotter):
 
 
 def copy_tree(src: str, dst: str) -> None:
-    """Copies the tree ``src`` to the new directory ``dst`` with everything a layer can hold."""
+    """Copies the tree ``src`` to the new directory ``dst`` with everything a layer can hold.
+
+    Without root, entries of ``src`` that shut out their owner (a 0000 file, a 0000 directory) are
+    opened up while they are read and get their exact modes back before this returns
+    (``unpriv.Widened``, which also keeps other walkers of ``src`` out meanwhile).
+    """
+    with Widened(src) as widened:
+        _copy_tree(src, dst, None if IS_ROOT else widened)
+
+
+def _copy_tree(src: str, dst: str, widen: Widened | None) -> None:
     links: dict[tuple[int, int], str] = {}
     dirs: list[tuple[str, os.stat_result]] = []
     st = os.lstat(src)
+    if widen is not None:
+        widen(src, st)
     os.mkdir(dst, 0o700)
     _copy_meta(src, dst, st)
     dirs.append((dst, st))
@@ -57,6 +70,8 @@ def copy_tree(src: str, dst: str) -> None:
                 st = entry.stat(follow_symlinks=False)
                 mode = st.st_mode
                 if stat.S_ISDIR(mode):
+                    if widen is not None:
+                        widen(s, st)
                     os.mkdir(d, 0o700)
                     _copy_meta(s, d, st)
                     dirs.append((d, st))
@@ -69,6 +84,8 @@ def copy_tree(src: str, dst: str) -> None:
                         continue
                     links[(st.st_dev, st.st_ino)] = d
                 if stat.S_ISREG(mode):
+                    if widen is not None:
+                        widen(s, st)
                     _copy_file(s, d, st)
                 elif stat.S_ISLNK(mode):
                     os.symlink(os.readlink(s), d)
@@ -114,8 +131,9 @@ def _copy_meta(src, dst, st: os.stat_result, xattrs_from=None) -> None:
     follow = {} if fd else {"follow_symlinks": False}
     if IS_ROOT:
         os.chown(dst, st.st_uid, st.st_gid, **follow)
+    # xattrs before the mode: a user.* xattr needs write permission, which a 0444 file's owner lacks
+    copy_xattrs(xattrs_from if xattrs_from is not None else src, dst)
     if not is_link and not stat.S_ISDIR(st.st_mode):
         os.chmod(dst, stat.S_IMODE(st.st_mode), **follow)
-    copy_xattrs(xattrs_from if xattrs_from is not None else src, dst)
     if not stat.S_ISDIR(st.st_mode):
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), **follow)
