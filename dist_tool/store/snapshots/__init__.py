@@ -34,6 +34,7 @@ from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
 from dist_tool.store.api import Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
+from dist_tool.unpriv import Widened
 from dist_tool.validate import decimal, utf8
 
 SNAPSHOTTERS = ("overlayfs", "native")
@@ -54,27 +55,35 @@ def snapshot_fields(info: SnapshotInfo) -> dict:
 
 
 def disk_usage(path: str) -> Usage:
-    """Bytes of disk (blocks) and inodes under ``path``, each hard-linked inode counted once."""
+    """Bytes of disk (blocks) and inodes under ``path``, each hard-linked inode counted once.
+    Without root, a directory that shuts out its owner (a layer's 0000 one) is opened up while it
+    is read and gets its exact mode back (``unpriv.Widened``)."""
     seen: set[int] = set()
     size = inodes = 0
     stack = [path]
-    while stack:
-        top = stack.pop()
-        try:
-            entries = os.scandir(top)
-        except FileNotFoundError:
-            continue
-        with entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                    if st.st_ino in seen:
-                        continue
-                    seen.add(st.st_ino)
-                size += st.st_blocks * 512
-                inodes += 1
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
+    with Widened(path) as widen:
+        while stack:
+            top = stack.pop()
+            try:
+                entries = os.scandir(top)
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                if not widen(top):
+                    raise
+                entries = os.scandir(top)
+            with entries:
+                for entry in entries:
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                        if st.st_ino in seen:
+                            continue
+                        seen.add(st.st_ino)
+                    size += st.st_blocks * 512
+                    inodes += 1
+                    if stat.S_ISDIR(st.st_mode):
+                        widen(entry.path, st)  # before its entries are listed, and stat'ed (search)
+                        stack.append(entry.path)
     return Usage(size, inodes)
 
 
