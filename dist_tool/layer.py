@@ -22,7 +22,9 @@ applied in one of two ways:
 Kept: ownership (as root), modes, mtimes (atimes when given), xattrs
 (``SCHILY.xattr.*`` and ``LIBARCHIVE.xattr.*``), hard links, symlinks, fifos
 and, as root, device nodes. Not root: ownership is left to the caller and
-device nodes are skipped. ``trusted.overlay.*`` and ``user.overlay.*``
+device nodes are skipped, and in delete mode a lower layer's directory that shuts out its owner
+(a 0555 ``/usr/bin`` to write into, a 0000 one to look into) is opened up while the layer is
+applied and gets its exact mode back at the end (``unpriv``). ``trusted.overlay.*`` and ``user.overlay.*``
 xattrs from a layer are dropped (only the snapshotter may say what overlayfs
 hides); an xattr the file system refuses (ENOTSUP, or EPERM for the
 ``security.``/``trusted.`` namespaces) is skipped. Sparse members are refused.
@@ -45,6 +47,7 @@ from dist_tool.errors import DataError
 from dist_tool.fsattrs import clear_xattrs
 from dist_tool.rootpath import MissingPath, NotDirectory, PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
+from dist_tool.unpriv import widen
 from dist_tool.validate import decimal
 
 WHITEOUT_PREFIX = ".wh."
@@ -198,8 +201,12 @@ class _Applier:
         self.touched_above: set[str] = set()
         # delete mode: the times of each directory the layer changed, from before its first change
         self.times_before: dict[str, tuple[int, int]] = {}
+        # delete mode, not root: lower layers' directories opened up (``unpriv``): rel -> (step, mode)
+        self.widened: dict[str, tuple[int, int]] = {}
         if not self.overlay:
             root.on_create = self._will_change
+            if not IS_ROOT:
+                root.on_denied = self._open_path
         else:
             root.on_not_directory = self._revive_whited_out
 
@@ -296,6 +303,35 @@ class _Applier:
         if parent not in self.times_before:
             st = self.root.lstat(parent)
             self.times_before[parent] = (st.st_atime_ns, st.st_mtime_ns)
+            self._open_up(parent, st)  # a lower layer's 0555 directory takes this layer's entries
+
+    def _open_up(self, rel: str, st: os.stat_result | None = None) -> bool:
+        """Delete mode, not root: lets this process into the directory ``rel`` (u+rwx) until
+        ``finish`` restores its mode; True when that changed anything."""
+        if IS_ROOT or self.overlay:
+            return False
+        known = self.widened.get(rel)
+        if known is not None and not self._removed_since(rel, known[0]):
+            return False
+        mode = widen(self.root.full(rel), st)
+        if mode is None:
+            return False
+        self.step += 1
+        self.widened[rel] = (self.step, mode)
+        return True
+
+    def _open_path(self, rel: str) -> bool:
+        """``Root.on_denied``: opens up the directories above ``rel``, from the root down (each one
+        can be looked at once the one above it is open); True when that changed anything."""
+        parts = rel.split("/")[:-1]
+        changed = False
+        for i in range(len(parts) + 1):
+            above = "/".join(parts[:i])
+            st = os.lstat(self.root.full(above))
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            changed = self._open_up(above, st) or changed
+        return changed
 
     def _remove_existing(self, rel: str) -> None:
         self._settle()  # a pending file may be at rel, or below it
@@ -353,6 +389,7 @@ class _Applier:
         else:
             rel, full, existed = "", self.root.path, True
         if existed and not self.overlay:
+            self._open_up(rel)  # its xattrs are replaced; its mode comes at the end (listed)
             clear_xattrs(full)  # a directory named again: its entry's xattrs replace what it had, as in umoci
         self._touch(rel)
         if IS_ROOT:
@@ -417,8 +454,8 @@ class _Applier:
     def _file_meta(self, fd: int, member) -> None:
         if IS_ROOT and not self._owned_as_created(member):
             os.fchown(fd, member.uid, member.gid)
+        self._xattrs(fd, member)  # before the mode: without root, a user.* xattr needs write permission
         os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
-        self._xattrs(fd, member)
         os.utime(fd, ns=_ns(member))
 
     def _symlink(self, parts: tuple[str, ...], member) -> None:
@@ -521,6 +558,7 @@ class _Applier:
             rel = self.root.resolve_dir(dir_parts) if dir_parts else ""
         except PathError:
             return
+        self._open_up(rel)
         for name in os.listdir(self.root.full(rel)):
             self._remove_lower(join(rel, name))
 
@@ -533,6 +571,7 @@ class _Applier:
             return
         if rel in self.touched or rel in self.touched_above:
             if stat.S_ISDIR(st.st_mode):
+                self._open_up(rel, st)
                 for name in os.listdir(full):
                     self._remove_lower(f"{rel}/{name}")
             return
@@ -575,13 +614,20 @@ class _Applier:
         for rel, times in self.times_before.items():
             if rel not in self.listed and not (self.removed and self._removed_since(rel, 0)):
                 os.utime(self.root.full(rel), ns=times, follow_symlinks=False)
-        for rel, (step, mode, times) in reversed(self.dirs.items()):
-            if self.removed and self._removed_since(rel, step):
-                continue
+        modes = [(rel, mode, times) for rel, (step, mode, times) in reversed(self.dirs.items())
+                 if not (self.removed and self._removed_since(rel, step))]
+        # what was opened up gets its mode back unless the layer named it (then the member's wins)
+        modes += [(rel, mode, None) for rel, (step, mode) in self.widened.items()
+                  if rel not in self.dirs and not self._removed_since(rel, step)]
+        if not IS_ROOT:  # deepest first: without root, a closed directory shuts out what is below it
+            modes.sort(key=lambda m: m[0].count("/") + bool(m[0]), reverse=True)
+        for rel, mode, times in modes:
             full = self.root.full(rel)
             os.chmod(full, mode, follow_symlinks=False)
-            os.utime(full, ns=times, follow_symlinks=False)
+            if times is not None:
+                os.utime(full, ns=times, follow_symlinks=False)
         self.dirs.clear()
+        self.widened.clear()
 
     def implicit_dirs(self) -> list[str]:
         """The directories no member named, parents first: the root unless "./" came, then those

@@ -83,13 +83,21 @@ class Root:
         self.on_create: Callable[[str], None] | None = None  # told each implicit directory's path first
         # Asked about a non-directory met on the way when creating; True: it is a directory now
         self.on_not_directory: Callable[[str, os.stat_result], bool] | None = None
+        # Asked when looking at rel was refused (EACCES: a directory above it shuts out its owner,
+        # without root); True: it was opened up, look again
+        self.on_denied: Callable[[str], bool] | None = None
 
     def full(self, rel: str) -> str:
         return f"{self.path}/{rel}" if rel else self.path
 
     def lstat(self, rel: str) -> os.stat_result:
         """``os.lstat`` of ``rel`` (relative to the root): the only way lookups look at the root."""
-        return os.lstat(self.full(rel))
+        try:
+            return os.lstat(self.full(rel))
+        except PermissionError:
+            if self.on_denied is None or not self.on_denied(rel):
+                raise
+            return os.lstat(self.full(rel))
 
     def forget(self) -> None:
         """Drops every cached resolution (call after removing or replacing a dir or symlink)."""
