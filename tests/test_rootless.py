@@ -1,0 +1,130 @@
+"""Unpacking without root (README: "Without root, device nodes are skipped"): the real CLI run as
+``nobody`` on images whose modes shut out their own owner, as Fedora's do (``/etc/shadow`` 0000,
+``/usr/bin`` 0555). The native snapshotter (non-root's default) copies, applies and measures such
+trees by opening entries up for the moment (``dist_tool.unpriv``); the unpacked tree must keep the
+image's exact modes, and removal must leave nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from layerkit import directory, file, layer, oci_archive, whiteout
+
+NOBODY = 65534
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="runs the CLI as nobody: needs root to switch user"),
+    pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv(1)"),
+]
+
+# (id, layers, the top snapshot's modes by path: the image's)
+CASES = [
+    pytest.param(
+        [[directory("etc/"), file("etc/shadow", b"root:*::\n", mode=0o000), file("etc/ro", b"r", mode=0o444)],
+         [file("etc/new", b"n")]],
+        {"etc": 0o755, "etc/shadow": 0o000, "etc/ro": 0o444, "etc/new": 0o644},
+        id="0000-file-copied-to-the-next-layer"),
+    pytest.param(
+        [[directory("secret/"), file("secret/f", b"s"), directory("sub/", mode=0o755),
+          directory("secret/", mode=0o000)]],
+        {"secret": 0o000, "secret/f": 0o644, "sub": 0o755},
+        id="0000-dir-with-a-file-committed"),
+    pytest.param(
+        [[directory("root/", mode=0o000), directory("root/inner/", mode=0o000), file("root/inner/f", b"x", mode=0)],
+         [file("root/inner/g", b"g", mode=0o400), file("root/added", b"a", mode=0o600), file("other", b"o")]],
+        {"root": 0o000, "root/inner": 0o000, "root/inner/f": 0o000, "root/inner/g": 0o400, "root/added": 0o600,
+         "other": 0o644},
+        id="0000-dirs-written-into-by-a-later-layer"),
+    pytest.param(
+        [[directory("usr/"), directory("usr/bin/", mode=0o555), file("usr/bin/old", b"o", mode=0o755),
+          directory("usr/bin/sub/", mode=0o555), file("usr/bin/sub/x", b"x")],
+         [file("usr/bin/new", b"n", mode=0o755), whiteout("usr/bin/old"), whiteout("usr/bin/sub"),
+          directory("usr/lib/", mode=0o555)],
+         [file("usr/lib/late", b"l")]],
+        {"usr": 0o755, "usr/bin": 0o555, "usr/bin/new": 0o755, "usr/lib": 0o555, "usr/lib/late": 0o644},
+        id="0555-dir-a-later-layer-writes-and-deletes-in"),
+    pytest.param(
+        [[directory("etc/", mode=0o555, xattrs={"user.a": "1"}),
+          file("etc/shadow", b"", mode=0, xattrs={"user.b": "2"})],
+         [file("etc/new", b"n", mode=0o444, xattrs={"user.c": "3"}),
+          directory("etc/", mode=0o555, xattrs={"user.d": "4"})]],  # named again: its xattrs replace etc's
+        {"etc": (0o555, {"user.d": b"4"}), "etc/shadow": (0o000, {"user.b": b"2"}),
+         "etc/new": (0o444, {"user.c": b"3"})},
+        id="user-xattrs-on-closed-entries"),
+]
+
+
+@pytest.fixture
+def home():
+    """A directory nobody owns (pytest's tmp_path is root's 0700, closed to nobody)."""
+    path = Path(tempfile.mkdtemp(prefix="dist-rootless-"))
+    os.chmod(path, 0o755)
+    os.chown(path, NOBODY, NOBODY)
+    yield path
+    # as root: nobody's 0000 entries are no obstacle
+    shutil.rmtree(path)
+
+
+def dist(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real CLI as nobody, on a ROOT and STATE that nobody owns."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "PYTHONPATH": str(REPO),
+           "DIST_NAMESPACE": "default"}
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m",
+           "dist_tool", "--root", str(home / "root"), "--state", str(home / "state"), *args]
+    return subprocess.run(cmd, env=env, cwd=home, capture_output=True, text=True, timeout=120)
+
+
+def ok(home: Path, *args: str) -> str:
+    proc = dist(home, *args)
+    assert proc.returncode == 0, f"dist {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    return proc.stdout
+
+
+def modes(tree: Path) -> dict[str, int | tuple[int, dict]]:
+    """Mode of everything under ``tree`` (looked at as root), with its user.* xattrs if it has any."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            st = full.lstat()
+            assert st.st_uid == NOBODY, f"{full} is owned by {st.st_uid}"
+            xattrs = {n: os.getxattr(full, n) for n in os.listxattr(full) if n.startswith("user.")}
+            mode = stat.S_IMODE(st.st_mode)
+            out[str(full.relative_to(tree))] = (mode, xattrs) if xattrs else mode
+    return out
+
+
+@pytest.mark.parametrize(("layers", "expected"), CASES)
+def test_unpack_as_nobody_keeps_modes_and_removes_cleanly(home: Path, layers, expected) -> None:
+    image = oci_archive(home / "image.tar", [layer(members) for members in layers], name="docker.io/library/rl:1")
+    os.chmod(image.archive, 0o644)
+
+    ok(home, "images", "import", str(image.archive))
+
+    keys = ok(home, "snapshot", "ls", "-q").split()
+    assert sorted(keys) == sorted(image.chain)
+    mounts = json.loads(ok(home, "snapshot", "mounts", "--json", "/mnt", image.chain[-1]))
+    assert mounts[0]["type"] == "bind"
+    assert modes(Path(mounts[0]["source"])) == expected
+
+    ok(home, "container", "create", image.name, "c1")
+    (container_key,) = set(ok(home, "snapshot", "ls", "-q").split()) - set(image.chain)
+    mounts = json.loads(ok(home, "snapshot", "mounts", "--json", "/mnt", container_key))
+    assert modes(Path(mounts[0]["source"])) == expected  # the container's copy too
+    ok(home, "container", "rm", "c1")
+    ok(home, "rmi", image.name)
+
+    assert ok(home, "snapshot", "ls", "-q") == ""
+    assert ok(home, "content", "ls", "-q") == ""
+    native = home / "root" / "snapshots" / "native"
+    leftovers = [str(p.relative_to(native)) for p in native.rglob("*")] if native.exists() else []
+    assert sorted(leftovers) in ([], ["staging"], ["staging", "trash"], ["trash"])
