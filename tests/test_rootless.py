@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,28 +64,58 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def runtime():
+    """The interpreter and PYTHONPATH nobody runs dist with. The checkout and its venv may sit in a
+    directory closed to nobody (a clone under /root): then the package and its dependencies are
+    copied to one nobody can read, and the system interpreter the venv was made from runs them."""
+    import sysconfig
+
+    probe = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c",
+             "import dist_tool, typer, filelock"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    if subprocess.run(probe, env=env, cwd="/", capture_output=True).returncode == 0:
+        yield sys.executable, str(REPO)
+        return
+    copy = Path(tempfile.mkdtemp(prefix="dist-rootless-code-"))
+    os.chmod(copy, 0o755)
+    shutil.copytree(REPO / "dist_tool", copy / "code" / "dist_tool")
+    shutil.copytree(sysconfig.get_paths()["purelib"], copy / "site")
+    try:
+        yield os.path.realpath(sys.executable), f"{copy / 'code'}{os.pathsep}{copy / 'site'}"
+    finally:
+        shutil.rmtree(copy)
+
+
+@dataclass
+class Nobody:
+    home: Path  # a directory nobody owns (pytest's tmp_path is root's 0700, closed to nobody)
+    python: str
+    pythonpath: str
+
+
 @pytest.fixture
-def home():
-    """A directory nobody owns (pytest's tmp_path is root's 0700, closed to nobody)."""
+def nobody(runtime):
     path = Path(tempfile.mkdtemp(prefix="dist-rootless-"))
     os.chmod(path, 0o755)
     os.chown(path, NOBODY, NOBODY)
-    yield path
+    yield Nobody(path, *runtime)
     # as root: nobody's 0000 entries are no obstacle
     shutil.rmtree(path)
 
 
-def dist(home: Path, *args: str) -> subprocess.CompletedProcess:
+def dist(user: Nobody, *args: str) -> subprocess.CompletedProcess:
     """The real CLI as nobody, on a ROOT and STATE that nobody owns."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "PYTHONPATH": str(REPO),
+    home = user.home
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "PYTHONPATH": user.pythonpath,
            "DIST_NAMESPACE": "default"}
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m",
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", user.python, "-m",
            "dist_tool", "--root", str(home / "root"), "--state", str(home / "state"), *args]
     return subprocess.run(cmd, env=env, cwd=home, capture_output=True, text=True, timeout=120)
 
 
-def ok(home: Path, *args: str) -> str:
-    proc = dist(home, *args)
+def ok(user: Nobody, *args: str) -> str:
+    proc = dist(user, *args)
     assert proc.returncode == 0, f"dist {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
     return proc.stdout
 
@@ -104,27 +135,28 @@ def modes(tree: Path) -> dict[str, int | tuple[int, dict]]:
 
 
 @pytest.mark.parametrize(("layers", "expected"), CASES)
-def test_unpack_as_nobody_keeps_modes_and_removes_cleanly(home: Path, layers, expected) -> None:
-    image = oci_archive(home / "image.tar", [layer(members) for members in layers], name="docker.io/library/rl:1")
+def test_unpack_as_nobody_keeps_modes_and_removes_cleanly(nobody: Nobody, layers, expected) -> None:
+    image = oci_archive(nobody.home / "image.tar", [layer(members) for members in layers],
+                        name="docker.io/library/rl:1")
     os.chmod(image.archive, 0o644)
 
-    ok(home, "images", "import", str(image.archive))
+    ok(nobody, "images", "import", str(image.archive))
 
-    keys = ok(home, "snapshot", "ls", "-q").split()
+    keys = ok(nobody, "snapshot", "ls", "-q").split()
     assert sorted(keys) == sorted(image.chain)
-    mounts = json.loads(ok(home, "snapshot", "mounts", "--json", "/mnt", image.chain[-1]))
+    mounts = json.loads(ok(nobody, "snapshot", "mounts", "--json", "/mnt", image.chain[-1]))
     assert mounts[0]["type"] == "bind"
     assert modes(Path(mounts[0]["source"])) == expected
 
-    ok(home, "container", "create", image.name, "c1")
-    (container_key,) = set(ok(home, "snapshot", "ls", "-q").split()) - set(image.chain)
-    mounts = json.loads(ok(home, "snapshot", "mounts", "--json", "/mnt", container_key))
+    ok(nobody, "container", "create", image.name, "c1")
+    (container_key,) = set(ok(nobody, "snapshot", "ls", "-q").split()) - set(image.chain)
+    mounts = json.loads(ok(nobody, "snapshot", "mounts", "--json", "/mnt", container_key))
     assert modes(Path(mounts[0]["source"])) == expected  # the container's copy too
-    ok(home, "container", "rm", "c1")
-    ok(home, "rmi", image.name)
+    ok(nobody, "container", "rm", "c1")
+    ok(nobody, "rmi", image.name)
 
-    assert ok(home, "snapshot", "ls", "-q") == ""
-    assert ok(home, "content", "ls", "-q") == ""
-    native = home / "root" / "snapshots" / "native"
+    assert ok(nobody, "snapshot", "ls", "-q") == ""
+    assert ok(nobody, "content", "ls", "-q") == ""
+    native = nobody.home / "root" / "snapshots" / "native"
     leftovers = [str(p.relative_to(native)) for p in native.rglob("*")] if native.exists() else []
     assert sorted(leftovers) in ([], ["staging"], ["staging", "trash"], ["trash"])
