@@ -536,16 +536,28 @@ class LocalContentStore:
         by a collection killed between its COMMIT and its unlinks, or by hand. Garbage
         collection reports and removes them."""
         out = []
-        for algorithm in ("sha256", "sha512"):
+        for algorithm, hex_length in (("sha256", 64), ("sha512", 128)):
             try:
                 with os.scandir(os.path.join(self.blobs_dir, algorithm)) as entries:
                     for entry in entries:
                         digest = f"{algorithm}:{entry.name}"
-                        if digest not in known:
+                        if digest not in known and _could_be_a_blob(entry, hex_length):
                             out.append((digest, _size_or_zero(entry)))
             except FileNotFoundError:
                 continue
         return sorted(out)
+
+
+def _could_be_a_blob(entry: os.DirEntry, hex_length: int) -> bool:
+    """A file (or symlink) named like a digest's hex. Anything else there (a directory, a
+    "notes.txt") is no blob of ours, so gc leaves it alone: a directory made every gc fail."""
+    name = entry.name
+    if len(name) != hex_length or name.strip("0123456789abcdef"):
+        return False
+    try:
+        return entry.is_symlink() or entry.is_file(follow_symlinks=False)
+    except OSError:  # gone meanwhile
+        return False
 
 
 def _size_or_zero(entry: os.DirEntry) -> int:

@@ -218,6 +218,18 @@ def test_gc_reports_blob_files_no_record_names(dist, imported):
     assert dist.ok("images", "check", "--json").json[0]["complete"] is True
 
 
+def test_what_is_no_blob_under_blobs_is_left_alone(dist, imported):
+    """A directory named like a blob made every gc and rmi fail with 'Is a directory' (the rmi
+    having deleted the image); a stray file not named like a digest was reported as a blob."""
+    blobs = dist.root / "content" / "blobs" / "sha256"
+    (blobs / ("cc" * 32)).mkdir()
+    (blobs / "notes.txt").write_text("mine")
+    assert dist.ok("gc", "--json").json["removed"]["content"] == []
+    dist.ok("images", "tag", imported.name, "docker.io/library/spare:1")
+    assert dist.ok("rmi", "docker.io/library/spare:1").code == 0
+    assert (blobs / ("cc" * 32)).is_dir() and (blobs / "notes.txt").read_text() == "mine"
+
+
 def test_gc_reports_the_directories_a_killed_unpack_left(dist, imported):
     """A dead writer's staging directory and a snapshot directory no record names: gone with a
     full gc, and named in its report (dry run first)."""
