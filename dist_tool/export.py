@@ -11,7 +11,7 @@ import sys
 import tarfile
 from collections.abc import Sequence
 
-from dist_tool import oci, platforms, reference
+from dist_tool import compression, oci, platforms, reference
 from dist_tool.errors import DataError, DistError, InvalidArgument
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
@@ -127,10 +127,16 @@ def _docker_manifest(session, exported, cache, present) -> list[dict]:
             kids = oci.manifest_children(read_document(session.content, manifests[0], cache), manifests[0].digest)
         except DistError:
             continue
-        out.append({"Config": f"blobs/sha256/{kids[0].digest.partition(':')[2]}",
+        out.append({"Config": _blob_path(kids[0].digest),
                     "RepoTags": [name],
-                    "Layers": [f"blobs/sha256/{k.digest.partition(':')[2]}" for k in kids[1:]]})
+                    "Layers": [_blob_path(k.digest) for k in kids[1:]]})
     return out
+
+
+def _blob_path(digest: str) -> str:
+    """Where the layout keeps a blob: ``blobs/<algorithm>/<hex>`` (a sha512 one under sha512)."""
+    algorithm, _, hexpart = digest.partition(":")
+    return f"blobs/{algorithm}/{hexpart}"
 
 
 def _write_layout_tar(session, out, exported, blobs: dict[str, int], docker_manifest, progress) -> None:
@@ -143,20 +149,26 @@ def _write_layout_tar(session, out, exported, blobs: dict[str, int], docker_mani
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
         _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": oci.OCI_LAYOUT_VERSION}).encode())
         _add_dir(tar, "blobs")
-        _add_dir(tar, "blobs/sha256")
+        for algorithm in sorted({"sha256"} | {digest.partition(":")[0] for digest in blobs}):
+            _add_dir(tar, f"blobs/{algorithm}")
         for digest, size in blobs.items():
-            algorithm, _, hexpart = digest.partition(":")
-            info = _file_info(f"blobs/{algorithm}/{hexpart}", size)
+            info = _file_info(_blob_path(digest), size)
             label = item_label(digest)
             progress.start(label, size)
             with session.content.open_blob(digest) as f:
+                # Read once anyway, so checked on the way: a blob that rotted on disk must not leave
+                # in an archive that claims its digest (the archive file is then not made).
+                hashing = compression.HashingReader(f, digest.partition(":")[0])
                 try:
-                    tar.addfile(info, f)
+                    tar.addfile(info, hashing)
                 except OSError as e:
                     if e.errno is None:  # tarfile's "unexpected end of data": the file is short
                         raise DataError("blob", digest, f"shorter than its recorded {size} bytes "
                                         "(see dist content verify)") from None
                     raise
+                if hashing.digest != digest:
+                    raise DataError("blob", digest, f"its stored bytes hash to {hashing.digest} "
+                                    "(see dist content verify)")
             progress.done(label)
         _add_bytes(tar, "index.json", json.dumps(index).encode())
         if docker_manifest:

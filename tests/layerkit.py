@@ -154,7 +154,8 @@ def write_layout(path: Path, blobs: dict[str, bytes], named: list[dict]) -> None
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": named}
     files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": json.dumps(index).encode()}
     for digest, data in blobs.items():
-        files[f"blobs/sha256/{digest[7:]}"] = data
+        algorithm, _, hexpart = digest.partition(":")
+        files[f"blobs/{algorithm}/{hexpart}"] = data
     with tarfile.open(path, "w") as tar:
         for member_name, data in files.items():
             info = tarfile.TarInfo(member_name)

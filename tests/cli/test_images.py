@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 
 import pytest
 
@@ -321,6 +322,51 @@ def test_export_of_a_blob_whose_file_is_short_or_gone_names_it(dist, imported, t
     layer.mkdir()
     [report] = dist("content", "verify", "--json", imported.layer_digests[0]).json
     assert report["ok"] is False and report["problem"] == "file unreadable: Is a directory"
+
+
+def test_export_of_a_blob_that_rotted_on_disk_fails_and_writes_nothing(dist, imported, tmp_path):
+    """One flipped byte (same size) went out in the archive under the blob's digest, exit 0."""
+    digest = imported.layer_digests[0]
+    layer = dist.root / "content" / "blobs" / "sha256" / digest.split(":")[1]
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.chmod(0o644)
+    layer.write_bytes(bytes(data))
+    result = dist("images", "export", "--progress", "none", str(tmp_path / "rotten.tar"), imported.name)
+    assert result.code == 1
+    assert result.stderr.startswith(f"dist: error: blob {digest}: its stored bytes hash to sha256:")
+    assert result.stderr.endswith(" (see dist content verify)\n") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "rotten.tar").exists()
+
+
+def test_an_export_of_sha512_blobs_names_them_where_they_are(dist, tmp_path):
+    """docker load's manifest.json named blobs/sha256/<sha512 hex>, where nothing is."""
+    import hashlib
+
+    from layerkit import file, layer, write_layout
+
+    def sha512(data: bytes) -> str:
+        return "sha512:" + hashlib.sha512(data).hexdigest()
+
+    tar = layer([file("f", b"x")])
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}})
+    config = config.encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": sha512(config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha512(tar),
+                                       "size": len(tar)}]}).encode()
+    write_layout(tmp_path / "s5.tar", {sha512(b): b for b in (config, tar, manifest)},
+                 [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha512(manifest),
+                   "size": len(manifest), "annotations": {"io.containerd.image.name": "docker.io/library/s5:1"}}])
+    dist.ok("images", "import", "--no-unpack", str(tmp_path / "s5.tar"))
+    dist.ok("images", "export", str(tmp_path / "out.tar"), "docker.io/library/s5:1")
+    with tarfile.open(tmp_path / "out.tar") as out:
+        names = set(out.getnames())
+        [entry] = json.load(out.extractfile("manifest.json"))
+    assert "blobs/sha512" in names and {entry["Config"], *entry["Layers"]} <= names
+    assert entry["Layers"] == [f"blobs/sha512/{sha512(tar)[7:]}"]
 
 
 def test_output_larger_than_a_pipe_arrives_whole_and_a_reader_may_leave_early(dist, imported):
