@@ -267,8 +267,9 @@ def _name_entries(entries: list[_Entry], name: str | None) -> list[tuple[str, De
             raise InvalidArgument("archive entry", e.where, "has no usable name; give one with --name")
         try:
             entry_name = reference.normalize(e.name)
-        except InvalidArgument as err:  # the archive's content, not the command line
-            raise DataError("archive entry", e.where, f"name {e.name!r}: {err.why}; give one with --name") from None
+        except InvalidArgument as err:  # SPEC: an entry with no usable name is exit 2, naming the entry
+            raise InvalidArgument("archive entry", e.where, f"has no usable name ({e.name!r}: {err.why}); "
+                                  "give one with --name") from None
         if out.get(entry_name, e.target).digest != e.target.digest:
             raise DataError("archive", entry_name, "names two different images")
         out[entry_name] = e.target

@@ -114,6 +114,10 @@ def case_no_name(img, layout):
     set_index(layout, [{**_manifest_desc(img), "annotations": {"org.opencontainers.image.ref.name": "latest"}}])
 
 
+def case_unusable_name(img, layout):
+    set_index(layout, [{**_manifest_desc(img), "annotations": {"io.containerd.image.name": "AR-BAD TAG"}}])
+
+
 BAD_ARCHIVES = [
     ("index-not-json", case_not_json_index, 1, "index.json"),
     ("manifest-not-json", case_manifest_not_json, 1, "not valid JSON"),
@@ -123,6 +127,7 @@ BAD_ARCHIVES = [
     ("unknown-media-type", case_unknown_media_type, 1, "media type"),
     ("index-contains-itself", case_index_contains_itself, 1, "digest mismatch"),
     ("no-usable-name", case_no_name, 2, "--name"),
+    ("unusable-name", case_unusable_name, 2, "has no usable name ('AR-BAD TAG': "),  # was exit 1
 ]
 
 
