@@ -483,8 +483,12 @@ def _layer_from_dir(session, rootfs: str, lease, progress) -> tuple[Descriptor, 
                     continue  # a socket: not something a tar holds (GNU tar and docker import skip them too)
                 info.uname = info.gname = ""
                 if info.isreg():
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
+                    try:
+                        with open(path, "rb") as f:
+                            tar.addfile(info, f)
+                    except OSError as e:  # errno None: tarfile's "unexpected end of data"
+                        why = e.strerror if e.errno else "shrank while it was read"
+                        raise DataError("rootfs", path, why or str(e)) from None
                 else:
                     tar.addfile(info)
         gz.close()
@@ -567,7 +571,12 @@ def _is_dir(entry: os.DirEntry) -> bool:
 def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
     """Stores the tar as it is, checking while it streams that it really is a tar."""
     with open(rootfs, "rb") as raw:
-        kind = compression.detect(raw.read(4))
+        head = raw.read(6)
+        if head.startswith(_BZIP2_MAGIC) or head.startswith(_XZ_MAGIC):  # no layer media type holds them
+            packer = "bzip2" if head.startswith(_BZIP2_MAGIC) else "xz"
+            raise DataError("rootfs", rootfs, f"{packer}-compressed: a layer is a plain, gzip or zstd tar "
+                            f"(decompress it first: {packer} -d)")
+        kind = compression.detect(head[:4])
         raw.seek(0)
         stored = compression.HashingReader(raw)
         tee = _TeeToWriter(stored)

@@ -7,6 +7,7 @@ import os
 import tarfile
 
 import pytest
+from helpers import store_fingerprint
 
 IMAGE_KEYS = {"name", "target", "size", "complete", "uniqueSize", "unpackedSize", "platforms", "labels",
               "createdAt", "updatedAt"}
@@ -48,6 +49,50 @@ def test_rootfs_import_from_a_directory_and_a_tar(dist, busybox_rootfs, tmp_path
     manifest2 = json.loads(dist.ok("content", "get", bb2["target"]["digest"]).stdout)
     assert manifest2["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
     assert bb2["complete"] is True
+
+
+@pytest.mark.parametrize("packer", ["bzip2", "xz"])
+def test_a_rootfs_tar_in_a_compression_no_layer_holds_is_refused_by_name(dist, tmp_path, packer):
+    """It said 'not a tar archive (invalid header)' of a good tar.bz2."""
+    import subprocess
+
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("x")
+    tar = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(tmp_path / "tree"), "-cf", str(tar), "."], check=True)
+    subprocess.run([packer, "-k", str(tar)], check=True)
+    packed = tmp_path / f"rootfs.tar.{'bz2' if packer == 'bzip2' else 'xz'}"
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--rootfs", str(packed), "--name", "x")
+    assert (result.code, result.stderr) == (1, f"dist: error: rootfs {packed}: {packer}-compressed: a layer is a "
+                                               f"plain, gzip or zstd tar (decompress it first: {packer} -d)\n")
+    assert store_fingerprint(dist.root) == before
+
+
+def test_a_rootfs_file_that_shrinks_while_read_is_named(tmp_path, monkeypatch):
+    """It was 'I/O error: unexpected end of data', naming no file."""
+    from dist_tool import archive
+    from dist_tool.errors import DataError
+    from dist_tool.session import Session
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big").write_bytes(b"x" * 100_000)
+    exact = archive._exact_attributes
+
+    def then_shrink(info, path, st, linked):
+        exact(info, path, st, linked)
+        if path.endswith("/big"):
+            os.truncate(path, 10)  # after its size went into the header, before its bytes are read
+
+    monkeypatch.setattr(archive, "_exact_attributes", then_shrink)
+    session = Session(root=str(tmp_path / "root"), state=str(tmp_path / "state"))
+    with pytest.raises(DataError) as caught:
+        archive.import_rootfs(session, str(tree), "x", [], unpack=False)
+    assert str(caught.value) == f"rootfs {tree}/big: shrank while it was read"
+    assert session.content.list() == [] and session.content.ingests() == []
+    session.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="security.* xattrs need root")
