@@ -159,6 +159,8 @@ class LocalWriter:
                 self._write_small("started", repr(time.time()))
             if expected is not None:
                 self._write_small("expected", json.dumps(expected.to_json()))
+            elif digest is not None:  # its size unknown: content active still shows what it should hash to
+                self._write_small("expected", json.dumps({"digest": digest}))
             self._data = open(os.path.join(self.dir, "data"), "ab+")
             self.offset = self._rehash_existing()
         except BaseException:

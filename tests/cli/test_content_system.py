@@ -190,3 +190,28 @@ def test_a_read_only_command_does_not_change_the_store(dist, busybox_rootfs):
                  ["content", "ls"], ["gc", "--dry-run"], ["info"], ["leases"], ["namespaces"]):
         dist.ok(*args)
     assert store_fingerprint(dist.root) == before
+
+
+def test_an_ingest_given_only_its_digest_shows_it_while_active(dist):
+    """EXPECTED was '-' unless --expected-size came with --expected-digest."""
+    import time
+
+    dist.ok("images")
+    digest = sha(b"whole")
+    env = {**os.environ, "DIST_ROOT": str(dist.root), "DIST_STATE": str(dist.state)}
+    writing = subprocess.Popen([sys.executable, "-m", "dist_tool", "content", "ingest", "--ref", "slow",
+                                "--expected-digest", digest], stdin=subprocess.PIPE, env=env)
+    try:
+        writing.stdin.write(b"who")
+        writing.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not (active := dist.ok("content", "active", "--json").json) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(a["ref"], a["expected"], a["total"]) for a in active] == [("slow", digest, None)]
+        writing.stdin.write(b"le")
+        writing.stdin.close()
+        assert writing.wait(timeout=30) == 0
+    finally:
+        writing.kill()
+        writing.wait()
+    assert dist.ok("content", "ls", "-q").lines == [digest]
