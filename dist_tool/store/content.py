@@ -601,7 +601,9 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
         else:
             present = store.add_to_lease(digest, lease) if lease else store.exists(digest)
         if present:
-            w.abort()  # a peer committed it while we waited for the ref
+            w.abort()  # present already, or a peer committed it while we waited for the ref
+            if size is not None and (held := store.info(digest).size) != size:  # type: ignore[arg-type]
+                raise DataError("blob", digest, f"is present with {held} bytes, not the {size} expected")
             return digest  # type: ignore[return-value]
         if size is not None:
             try:

@@ -215,3 +215,16 @@ def test_an_ingest_given_only_its_digest_shows_it_while_active(dist):
         writing.kill()
         writing.wait()
     assert dist.ok("content", "ls", "-q").lines == [digest]
+
+
+def test_an_ingest_of_a_present_blob_with_the_wrong_size_is_refused(dist):
+    """The blob being present, stdin was not read and a wrong --expected-size passed with exit 0."""
+    data = b"present" * 100
+    dist.ok("content", "ingest", "--ref", "r", input=data)
+    result = dist("content", "ingest", "--ref", "r2", "--expected-digest", sha(data), "--expected-size", "5",
+                  input=b"wrong")
+    assert (result.code, result.stderr) == (1, f"dist: error: blob {sha(data)}: is present with {len(data)} bytes, "
+                                               "not the 5 expected\n")
+    assert dist.ok("content", "ingest", "--ref", "r3", "--expected-digest", sha(data), "--expected-size",
+                   str(len(data)), input=b"").lines == [sha(data)]  # as ctr: present is done, unread
+    assert dist.ok("content", "active", "-q").lines == []
