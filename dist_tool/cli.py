@@ -141,17 +141,21 @@ def _wants_debug(argv: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns SPEC's exit status. Nothing below this exits the process."""
+    terminated = _stop_on_sigterm_as_on_ctrl_c()
+    status = _run_command(list(sys.argv[1:] if argv is None else argv))
+    # A command that failed once SIGTERM came failed because of it (a runtime that got the same
+    # signal from the process group may fail before the interrupt reaches us): 143 either way.
+    return 128 + 15 if terminated and status != 0 else status
+
+
+def _run_command(args: list[str]) -> int:
     from typer._click import exceptions as click_exceptions
 
-    args = list(sys.argv[1:] if argv is None else argv)
     debug = _wants_debug(args)
-    terminated = _stop_on_sigterm_as_on_ctrl_c()
     try:
         command = root_command()
         result = command.main(args=args, prog_name="dist", standalone_mode=False)
         # Outside standalone mode typer returns the code of a typer.Exit, and turns Ctrl-C into Exit(130).
-        if result == 130 and terminated:
-            return 128 + 15
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except TaskExit as e:
         return e.status
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         return 130
     except KeyboardInterrupt:
-        return 128 + 15 if terminated else 130
+        return 130
     except _BrokenPipe as e:
         if not _stdout_reader_gone():  # a socket or pipe of dist's own: an I/O error like any other
             _error(f"{e.__cause__}")

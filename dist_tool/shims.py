@@ -237,6 +237,8 @@ def sigkill_recorded(pid_file: str) -> bool:
     found = read_pid(pid_file)
     if found is None or (found[1] is not None and not alive(*found)):
         return False
+    if found[0] == os.getpid():  # a foreground task's shim is the CLI itself: never kill ourselves
+        return False
     try:
         os.kill(found[0], 9)
     except ProcessLookupError:

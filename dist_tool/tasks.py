@@ -246,18 +246,28 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
 
     container = container or _task_container(session, container_id)
     cfg = _claim(session, container, detached=False, log=None, null_io=null_io, record_exit=record_exit, then=then)
-    _mount_checked(cfg, container)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    shim = Shim(cfg, stdio)
+    # Until the shim serves, the claimed task directory names this process as its shim: an
+    # interrupt (^C, SIGTERM) must take it away, or `run --rm`'s removal would wait for this
+    # very process to bury its task, and then SIGKILL it.
     try:
-        shim.start()
+        _mount_checked(cfg, container)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        shim = Shim(cfg, stdio)
+    except BaseException:
+        _unmount_and_remove(cfg)
+        raise
+    try:
+        shim.start()  # undoes what it did (runtime state, mounts) whatever it raises
     except RuntimeFailure as e:
         shutil.rmtree(cfg["dir"], ignore_errors=True)
         raise TaskFailed("task", container_id, e.message, status=e.status) from None
     except OSError as e:
         shutil.rmtree(cfg["dir"], ignore_errors=True)
         raise TaskFailed("task", container_id, str(e)) from None
+    except BaseException:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        raise
     return shim.serve()
 
 

@@ -250,6 +250,39 @@ def test_a_runtime_interrupted_at_start_is_130_and_run_rm_leaves_nothing(bb, tmp
     assert bb("c", "info", "intr").code == 3
 
 
+def test_an_interrupt_before_a_foreground_shim_serves_takes_its_claim_away(bb, monkeypatch):
+    """^C or SIGTERM between the claim and the shim's start left the task directory naming dist
+    itself as the shim, and the root filesystem mounted: run --rm's removal then waited for dist
+    to bury its own task and SIGKILLed dist (exit 137), leaving the container."""
+    from dist_tool import shims, tasks
+    from dist_tool.session import Session
+
+    bb.ok("c", "create", "busybox", "claimed", "--", "true")
+    checked = tasks._mount_checked
+
+    def mounted_then_interrupted(cfg, container):
+        checked(cfg, container)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks, "_mount_checked", mounted_then_interrupted)
+    session = Session(root=str(bb.root), state=str(bb.state))
+    with pytest.raises(KeyboardInterrupt):
+        tasks.start_foreground(session, "claimed")
+    assert not os.path.exists(shims.task_dir(session, "claimed"))
+    session.close()
+    assert_clean(bb)
+    bb.ok("c", "rm", "-f", "claimed", timeout=TIMEOUT)
+
+
+def test_force_never_kills_the_cli_named_as_a_foreground_shim(tmp_path):
+    from dist_tool import shims
+    from dist_tool.proc import process_start
+
+    pid_file = tmp_path / "shim.pid"
+    pid_file.write_text(f"{os.getpid()} {process_start(os.getpid())}\n")
+    assert shims.sigkill_recorded(str(pid_file)) is False  # and this test is still alive
+
+
 def test_run_rm_detached_removes_the_container_when_the_runtime_fails(bb, tmp_path):
     env = _runtime_that(tmp_path, "failing-runc", "exit 1")
     r = bb("run", "--rm", "-d", "busybox", "nostart", "--", "true", env=env, timeout=TIMEOUT)
