@@ -566,7 +566,7 @@ class _Applier:
         """Deletes what lower layers put at ``rel``, sparing what this layer wrote."""
         full = self.root.full(rel)
         try:
-            st = os.lstat(full)
+            st = self.root.lstat(rel)  # through Root: without root, on_denied opens up a 0000 parent
         except FileNotFoundError:
             return
         if rel in self.touched or rel in self.touched_above:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from layerkit import directory, file, layer, oci_archive, whiteout
+from layerkit import directory, file, hardlink, layer, oci_archive, opaque, whiteout
 
 NOBODY = 65534
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,46 @@ CASES = [
         {"etc": (0o555, {"user.d": b"4"}), "etc/shadow": (0o000, {"user.b": b"2"}),
          "etc/new": (0o444, {"user.c": b"3"})},
         id="user-xattrs-on-closed-entries"),
+    # Whiteouts and replacements inside closed directories: a whiteout in a 0000 directory failed
+    # with "Permission denied" (looked at past Root, so nothing opened the directory up).
+    pytest.param(
+        [[directory("a/", mode=0o000), directory("a/b/", mode=0o000), file("a/b/f", b"f", mode=0)],
+         [whiteout("a"), file("z", b"z")]],
+        {"z": 0o644}, id="whiteout-of-a-0000-tree"),
+    pytest.param(
+        [[directory("a/", mode=0o000), directory("a/b/", mode=0o000), file("a/b/f", b"f", mode=0)],
+         [file("a", b"x")]],
+        {"a": 0o644}, id="file-replaces-a-0000-tree"),
+    pytest.param(
+        [[directory("a/", mode=0o000), directory("a/b/", mode=0o000), file("a/b/f", b"f", mode=0)],
+         [opaque("a"), file("a/n", b"n")]],
+        {"a": 0o000, "a/n": 0o644}, id="opaque-0000-directory"),
+    pytest.param(
+        [[directory("a/", mode=0o000), file("a/f", b"f", mode=0)], [hardlink("a/h", "a/f"), hardlink("l", "a/f")]],
+        {"a": 0o000, "a/f": 0, "a/h": 0, "l": 0}, id="hard-links-to-a-0000-file"),
+    pytest.param(
+        [[directory("etc/", mode=0o555), file("etc/shadow", b"s", mode=0)], [file("etc/shadow", b"new", mode=0o640)]],
+        {"etc": 0o555, "etc/shadow": 0o640}, id="0000-file-replaced-in-a-0555-dir"),
+    pytest.param(
+        [[directory("a/", mode=0o755), file("a/f", b"f")], [directory("a/", mode=0o000), file("a/g", b"g")],
+         [file("a/h", b"h")]],
+        {"a": 0o000, "a/f": 0o644, "a/g": 0o644, "a/h": 0o644}, id="dir-closed-by-a-later-layer"),
+    pytest.param(
+        [[directory("a/", mode=0o000), directory("a/b/", mode=0o000), file("a/b/f", b"f")],
+         [whiteout("a/b"), directory("a/b/", mode=0o500), file("a/b/g", b"g")]],
+        {"a": 0o000, "a/b": 0o500, "a/b/g": 0o644}, id="whiteout-then-remade-in-0000"),
+    pytest.param(
+        [[directory("a/", mode=0o000), directory("a/b/", mode=0o000), file("a/b/f", b"f")], [whiteout("a/b")]],
+        {"a": 0o000}, id="whiteout-of-a-0000-subdir"),
+    pytest.param(
+        [[directory("a/", mode=0o000), file("a/f", b"f")], [whiteout("a/f")]],
+        {"a": 0o000}, id="whiteout-of-a-file-in-0000"),
+    pytest.param(
+        [[directory("a/", mode=0o555), directory("a/b/", mode=0o000), file("a/b/f", b"f")], [whiteout("a/b")]],
+        {"a": 0o555}, id="whiteout-of-a-0000-subdir-of-0555"),
+    pytest.param(
+        [[directory("a/", mode=0o000), file("a/f", b"f")], [whiteout("a/nothere")]],
+        {"a": 0o000, "a/f": 0o644}, id="whiteout-of-nothing-in-0000"),
 ]
 
 
