@@ -292,14 +292,13 @@ def _leases_get(h, s, q, lid):
 
 @route("POST", "/leases")
 def _leases_create(h, s, q):
-    body = h.body()
+    # The owner is what the server sees, never what the body says: a pid the client names means
+    # nothing in the server's /proc once the client runs in another pid namespace or on another host.
+    body = {k: v for k, v in h.body().items() if k not in ("ownerPid", "ownerStart")}
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
     validate.labels(lease.labels)
     operation = Fields(body, "lease").get("temporary", bool, False)
-    # The owner is what the server sees, never what the body says: a pid the client names means
-    # nothing in the server's /proc once the client runs in another pid namespace or on another host.
-    lease = lease._replace(owner_pid=None, owner_start=None)
     if operation:
         lease = _owned_by_the_client(h, lease)
     h.reply(201, wire.lease_to(s.leases.create(lease, operation=operation)))

@@ -231,13 +231,19 @@ class Handler(BaseHTTPRequestHandler):
     def _check_framing(self) -> None:
         """One way to tell where the body ends. With both headers, a proxy that went by the other
         one would see a different next request (RFC 9112 6.3 lets a server refuse them)."""
-        encoding = self.headers.get("Transfer-Encoding")
-        if encoding is None:
+        lengths = self.headers.get_all("Content-Length") or []
+        encodings = self.headers.get_all("Transfer-Encoding") or []
+        if len(lengths) > 1 or len(encodings) > 1:  # which one counts is for the reader to guess
+            raise InvalidArgument("request", "", "has more than one Content-Length or Transfer-Encoding")
+        if not encodings:
             return
-        if self.headers.get("Content-Length") is not None:
+        if lengths:
             raise InvalidArgument("request", "", "has both Transfer-Encoding and Content-Length")
-        if encoding.strip().lower() != "chunked":
-            raise InvalidArgument("request", "", f"Transfer-Encoding {encoding!r}: only chunked is understood")
+        if not self._is_chunked():
+            raise InvalidArgument("request", "", f"Transfer-Encoding {encodings[0]!r}: only chunked is understood")
+
+    def _is_chunked(self) -> bool:
+        return (self.headers.get("Transfer-Encoding") or "").strip().lower() == "chunked"
 
     def authorized(self) -> bool:
         token = self.server.token
@@ -282,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         return doc
 
     def chunked(self) -> ChunkedBody:
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        if not self._is_chunked():
             raise InvalidArgument("request", self.path, "uploads are sent with Transfer-Encoding: chunked")
         self.transferring()
         body = ChunkedBody(self.rfile)
@@ -336,10 +342,10 @@ class Handler(BaseHTTPRequestHandler):
                     end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
                 else:
                     start, end = max(0, size - int(m.group(2))), size - 1
-                if start >= size and size:  # RFC 9110 15.5.17: unsatisfiable, and the size it could take
+                if start >= size:  # RFC 9110 15.5.17: unsatisfiable (any range of an empty blob is)
                     self._range_not_satisfiable(ranged, size)
                     return
-                if end < start and size:
+                if end < start:
                     raise InvalidArgument("range", ranged, "ends before it starts")
                 status = 206
             length = max(0, end - start + 1)

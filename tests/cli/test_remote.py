@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -905,9 +906,9 @@ def test_the_server_decides_who_owns_a_lease(served, tmp_path):
     import json
 
     local = Dist(served.root)
-    for temporary in (True, False):
+    for temporary in (True, False):  # ownerStart of the wrong type, too: ignored, not checked
         body = json.dumps({"id": f"claim-{temporary}", "labels": {}, "createdAt": 0, "expiresAt": None,
-                           "ownerPid": 1, "ownerStart": "1", "temporary": temporary}).encode()
+                           "ownerPid": 1, "ownerStart": 5, "temporary": temporary}).encode()
         answer = _raw(served, b"POST /v1/leases HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         assert answer.split(b" ", 2)[1] == b"201", answer
     owners = {lease["id"]: lease["ownerPid"] for lease in local.ok("leases", "--json").json}
@@ -1050,10 +1051,12 @@ def test_serve_refuses_a_token_file_others_can_read(tmp_path):
 
 
 @pytest.mark.parametrize("head", [
+    b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 14\r\n\r\n",
+    b"PUT /v1/content/ingests/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
     b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"PUT /v1/content/ingests/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
     b"POST /v1/gc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-], ids=["both-lengths", "not-only-chunked", "chunked-json"])
+], ids=["two-lengths", "two-encodings", "both-lengths", "not-only-chunked", "chunked-json"])
 def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(served, head):
     """The server went by Content-Length where Transfer-Encoding should win: the chunked bytes it
     left unread were then taken for the client's next request."""
@@ -1072,6 +1075,18 @@ def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(served, hea
 
 
 def test_a_range_past_the_end_is_416_with_the_size(served, tmp_path):
-    digest = Remote(served, tmp_path).ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
-    answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-\r\n\r\n".encode())
-    assert answer.startswith(b"HTTP/1.1 416 ") and b"\r\nContent-Range: bytes */1000\r\n" in answer, answer
+    remote = Remote(served, tmp_path)
+    for data, ranged in ((b"x" * 1000, "bytes=1000-"), (b"x" * 1000, "bytes=-0"), (b"", "bytes=0-")):
+        digest = remote.ok("content", "ingest", "--ref", "r", input=data).lines[0]
+        answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: {ranged}\r\n\r\n"
+                      .encode())
+        assert answer.startswith(b"HTTP/1.1 416 "), (ranged, answer)  # an empty blob's was 206 "bytes 0--1/0"
+        assert f"\r\nContent-Range: bytes */{len(data)}\r\n".encode() in answer, answer
+
+
+def test_a_chunked_upload_may_say_chunked_as_http_allows(served, tmp_path):
+    """'Chunked ' passed the framing check and was then refused by the upload route."""
+    head = b"PUT /v1/content/ingests/caps HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n"
+    answer = _raw(served, head, then=b"2\r\nhi\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert Remote(served, tmp_path).ok("content", "ls", "-q").lines == ["sha256:" + hashlib.sha256(b"hi").hexdigest()]
