@@ -46,6 +46,7 @@ REQUEST_TIMEOUT = 60.0  # seconds a client may take to send a request line or a 
 TRANSFER_TIMEOUT = 3600.0  # seconds an authorized blob upload or download may stall (a slow pipe)
 STOP_GRACE = 10.0  # seconds a stopping server waits for requests in progress (docker stop's default)
 POLL_INTERVAL = 0.2  # how soon a stop request is noticed
+STALLED_HEAD = 10.0  # seconds idle or mid-head after which a full server takes a connection's slot back
 MAX_CONNECTIONS = 512  # served at once; more wait in the listen queue until one ends
 DESCRIPTORS_PER_CONNECTION = 8  # its socket and its Session's database files, with room to spare
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -117,6 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.current: tuple[str, object] | None = None  # (namespace, Session) of the last request
         self.busy = False  # between a request line and the end of its answer
+        self.waiting_since: float | None = None  # since when it waits for, or reads, a request's head
+        self.evicted = False  # hung up for stalling while the server was full: its request is not run
         self.server.track(self)
 
     def finish(self) -> None:
@@ -131,9 +134,15 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.begin(self):
             self.close_connection = True  # arrived as the server stopped: not read, not answered
             return False
-        return super().parse_request()
+        parsed = super().parse_request()  # reads the headers
+        if self.evicted:  # its head was cut short by the hang-up: never run half a request
+            self.close_connection = True
+            return False
+        self.waiting_since = None
+        return parsed
 
     def handle_one_request(self) -> None:
+        self.waiting_since = time.monotonic()
         try:
             super().handle_one_request()
         except ConnectionError:  # reset while waiting for its next request: gone, not a server error
@@ -400,14 +409,16 @@ class _Serving(ThreadingHTTPServer):
         with self._guard:
             self.stopping = True
             for handler in self._handlers:
-                if not handler.busy:
+                if not handler.busy or handler.waiting_since is not None:  # idle, or its head unsent
+                    handler.evicted = True
                     _hang_up(handler.connection)
             while self._running and not cut_short():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._guard.wait(min(left, POLL_INTERVAL))
-            return sum(handler.busy for handler in self._handlers)  # not the idle ones still closing
+            # not the idle or half-sent ones still closing
+            return sum(handler.busy and not handler.evicted for handler in self._handlers)
 
     def track(self, handler: Handler) -> None:
         with self._guard:
@@ -436,10 +447,23 @@ class _Serving(ThreadingHTTPServer):
         refused), and the serving loop comes back here after POLL_INTERVAL to notice a stop."""
         with self._guard:
             if self._running >= self.max_connections:
+                self._hang_up_stalled()
                 self._guard.wait(POLL_INTERVAL)
                 if self._running >= self.max_connections:
                     raise BlockingIOError(errno.EAGAIN, "serving as many connections as allowed")
         return self._accept()
+
+    def _hang_up_stalled(self) -> None:
+        """With every slot taken, a connection that has sat idle, or sent part of a request's head,
+        for STALLED_HEAD seconds gives its slot up (as a web server closes idle keep-alive
+        connections when it runs out): else a few clients trickling header bytes, who need no token
+        for that, would lock out every client that has one. Called under the guard."""
+        now = time.monotonic()
+        for handler in self._handlers:
+            since = handler.waiting_since
+            if since is not None and now - since > STALLED_HEAD and not handler.evicted:
+                handler.evicted = True
+                _hang_up(handler.connection)
 
     def _accept(self):
         return self.socket.accept()

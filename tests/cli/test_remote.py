@@ -648,7 +648,7 @@ TARGET = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": B
     ("POST", "/containers", {"id": "c1", "spec": ["not", "a", "spec"]}, "spec"),
     ("POST", "/containers", {"id": "c1", "runtime": "runc"}, "runtime"),
     ("POST", "/leases", {"id": "l1", "temporary": "yes"}, "temporary"),
-    ("POST", "/leases", {"id": "l1", "ownerPid": "1"}, "ownerPid"),
+    ("POST", "/leases", {"id": "l1", "expiresAt": "tomorrow"}, "expiresAt"),  # ownerPid is the server's to set
     ("POST", f"/content/blobs/{BLOB}/lease", {"namespace": "default"}, "id"),
     ("PATCH", f"/content/blobs/{BLOB}", {"labels": ["a=b"]}, "labels"),
     ("POST", "/gc", {"only": "images"}, "only"),
@@ -1090,3 +1090,46 @@ def test_a_chunked_upload_may_say_chunked_as_http_allows(served, tmp_path):
     answer = _raw(served, head, then=b"2\r\nhi\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert Remote(served, tmp_path).ok("content", "ls", "-q").lines == ["sha256:" + hashlib.sha256(b"hi").hexdigest()]
+
+
+def test_clients_trickling_a_request_head_give_their_slots_up_to_waiting_ones(tmp_path, sockdir, monkeypatch):
+    """With the connection cap, a few clients sending one header byte now and then (no token
+    needed for that) held every slot, and a client with the token waited for ever. Their half
+    requests are never run, and a stopping server does not count them as in progress."""
+    from dist_tool.remote import server as server_module
+    from dist_tool.remote.client import Client, RemoteLeaseManager
+    from dist_tool.session import Session
+    from dist_tool.store.api import Lease
+
+    monkeypatch.setattr(server_module, "STALLED_HEAD", 0.5)
+    address = f"unix://{sockdir}/slow.sock"
+    with in_process_server(address, lambda ns: Session(root=tmp_path / "root", state=tmp_path / "state",
+                                                       namespace=ns)) as srv:
+        srv.max_connections = 2
+        leases = RemoteLeaseManager(Client(address))
+        leases.create(Lease("keep"))
+        leases.client.close()
+        trickling = []
+        for _ in range(2):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(10)
+            sock.connect(address[len("unix://"):])
+            sock.sendall(b"DELETE /v1/leases/keep HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and no more
+            trickling.append(sock)
+        time.sleep(0.2)  # both are being served: the next client waits in the listen queue
+        started = time.monotonic()
+        assert leases.get("keep").id == "keep"  # answered once the stalled heads gave their slots up
+        assert time.monotonic() - started < 5
+        for sock in trickling:
+            assert sock.recv(1024) == b""  # hung up without an answer: its DELETE never ran
+            sock.close()
+        leases.client.close()
+        assert [lease.id for lease in leases.list()] == ["keep"]
+        leases.client.close()
+        half = socket.socket(socket.AF_UNIX)
+        half.connect(address[len("unix://"):])
+        half.sendall(b"GET /v1/version HTTP/1.1\r\nX-Slow: ")
+        time.sleep(0.2)
+        srv.shutdown()
+        assert srv.stop(grace=0) == 0  # a half-sent head is no request in progress
+        half.close()
