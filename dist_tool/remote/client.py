@@ -406,6 +406,9 @@ class RemoteWriter:
         self._upload.send(data)
         self.offset += len(data)
 
+    def check_room(self, size: int) -> None:
+        """The server checks its own disk when the upload opens with an expected size."""
+
     def commit(self, size: int | None = None, digest: str | None = None,
                labels: Mapping[str, str] | None = None) -> str:
         self._closed = True

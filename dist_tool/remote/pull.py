@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dist_tool import oci, platforms, reference
-from dist_tool.errors import DataError, NotFound
+from dist_tool.errors import DataError, NotFound, Unavailable
 from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress
@@ -227,6 +227,10 @@ class _Fetcher:
                     self.result.resumed[desc.digest] = resumed
                 self.progress.start(label, desc.size)
                 try:
+                    try:
+                        w.check_room(desc.size)  # the registry's word for its size: checked before a byte
+                    except Unavailable as e:
+                        raise Unavailable("blob", desc.digest, e.why) from None
                     if w.offset < desc.size:  # a pull killed after the last byte left it whole: just verify
                         self._transfer(w, desc, label)
                 except DataError:

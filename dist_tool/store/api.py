@@ -56,6 +56,11 @@ class Writer(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def check_room(self, size: int) -> None:
+        """Unavailable when a blob of ``size`` bytes would not fit, from ``offset`` on, in the
+        free space of the store's file system: refused before a byte is written."""
+        ...
+
     def commit(self, size: int | None = None, digest: str | None = None,
                labels: Mapping[str, str] | None = None) -> str:
         """Verifies size and digest, then makes the blob visible by an atomic rename.

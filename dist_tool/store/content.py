@@ -168,6 +168,15 @@ class LocalWriter:
             raise
         self._closed = False
 
+    def check_room(self, size: int) -> None:
+        """Refuses, before a byte is written, a blob larger than the free space: a small archive
+        whose header claims gigabytes (a gzip bomb), or a registry's descriptor that does, would
+        otherwise fill the disk every process shares before its digest could be found wrong."""
+        needed = size - self.offset
+        free = shutil.disk_usage(self.store.ingest_dir).free
+        if needed > free:
+            raise Unavailable("ingest", self.ref, f"needs {needed} bytes and the store's file system has {free} free")
+
     def _write_small(self, name: str, text: str) -> None:
         with open(os.path.join(self.dir, name), "w") as f:
             f.write(text)
@@ -607,7 +616,7 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
             return digest  # type: ignore[return-value]
         if size is not None:
             try:
-                _check_room(store, ref, size - w.offset)
+                w.check_room(size)
             except Unavailable:
                 if w.offset == 0 or not keep_partial:
                     w.abort()  # nothing of it was written: it leaves no ingest behind
@@ -618,15 +627,6 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
             if not keep_partial and not w._closed:
                 w.abort()
             raise
-
-
-def _check_room(store: LocalContentStore, ref: str, needed: int) -> None:
-    """Refuses, before a byte is written, a blob larger than the free space: a small archive whose
-    header claims gigabytes (a gzip bomb) would otherwise fill the disk every process shares
-    before its digest could be found wrong."""
-    free = shutil.disk_usage(store.ingest_dir).free
-    if needed > free:
-        raise Unavailable("ingest", ref, f"needs {needed} bytes and the store's file system has {free} free")
 
 
 def _copy_resuming(w: LocalWriter, stream: BinaryIO, size: int | None, digest: str | None,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Dist, need, store_fingerprint
+from helpers import Dist, need, sans_allocations, store_fingerprint
 from registry_support import REGISTRY_BIN, Facade, Registry, TokenServer, htpasswd_auth
 
 pytestmark = [
@@ -697,3 +697,30 @@ def test_a_token_refused_for_the_mount_source_falls_back_to_an_upload(token_regi
     assert len(puts) == 2, token_registry.requests(mark)  # config and layer, uploaded
     dist.ok("pull", "--plain-http", "--no-unpack", *user, ref)
     assert tree_digests(dist, ref) == tree_digests(src, "docker.io/library/small:1")
+
+
+def test_a_layer_larger_than_the_free_space_is_refused_before_a_byte(facade, dist):
+    """The registry's descriptor says how big a layer is: a pull wrote until the disk was full
+    (for every process on it) before finding out."""
+    import hashlib
+
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "c" * 64]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    huge = "sha256:" + "d" * 64
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": config_digest, "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": huge, "size": 300 << 40}]}).encode()
+    facade.canned["/huge/manifests/1"] = ("application/vnd.oci.image.manifest.v1+json", manifest)
+    facade.canned[f"/huge/blobs/{config_digest}"] = ("application/octet-stream", config)
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    result = dist("pull", "--plain-http", "--progress", "none", f"{facade.addr}/huge:1")
+    assert result.code == 1
+    assert one_error(result).startswith(f"dist: error: blob {huge}: needs {300 << 40} bytes and the store's file "
+                                        "system has ")
+    assert not any(f"/blobs/{huge}" in path for _, path, _ in facade.log)
+    assert dist.ok("content", "active", "-q").lines == [] and dist.ok("leases", "-q").lines == []
+    assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
