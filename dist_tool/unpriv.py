@@ -23,7 +23,7 @@ IS_ROOT = os.geteuid() == 0
 _UID = os.geteuid()
 
 
-def widen(path: str, st: os.stat_result | None = None) -> int | None:
+def widen(path: str, st: os.stat_result | None = None, before=None) -> int | None:
     """Gives the owner of ``path`` (not followed) what it needs to get in: u+rwx on a directory, u+r
     on anything else but a symlink. ``st`` is its lstat when the caller has it. Returns the mode
     to restore, or None when nothing changed (as root; an entry that already allows it, or that
@@ -36,6 +36,8 @@ def widen(path: str, st: os.stat_result | None = None) -> int | None:
     if st.st_mode & need == need or st.st_uid != _UID or stat.S_ISLNK(st.st_mode):
         return None
     mode = stat.S_IMODE(st.st_mode)
+    if before is not None:
+        before(path, mode)  # told first: a record of the mode must outlive a kill during the chmod
     os.chmod(path, mode | need, follow_symlinks=False)
     return mode
 
@@ -52,27 +54,64 @@ class Widened:
 
     ``tree``: the walk is of that tree, which others may walk too (a committed snapshot's, copied
     by each snapshot made on it). Without root, the directory holding it is then flock'd for the
-    ``with``, so that no walker ever takes another's widened modes for the image's.
+    ``with``, so that no walker ever takes another's widened modes for the image's; and each mode
+    is written to a journal there (``widened``) before it changes, so that a walker killed
+    mid-walk (SIGKILL, OOM) leaves the next one, under the same lock, the modes to put back.
     """
+
+    JOURNAL = "widened"
 
     def __init__(self, tree: str | None = None) -> None:
         self.modes: dict[str, int] = {}
         self.tree = tree
         self._lock: int | None = None
+        self._journal = None
 
     def __call__(self, path: str, st: os.stat_result | None = None) -> bool:
         """``widen(path, st)``, remembering the first mode seen; True when it changed something."""
         if IS_ROOT:
             return False
-        mode = widen(path, st)
+        mode = widen(path, st, self._note if self._lock is not None else None)
         if mode is None:
             return False
         self.modes.setdefault(path, mode)
         return True
 
+    def _note(self, path: str, mode: int) -> None:
+        if self._journal is None:
+            self._journal = open(self._journal_path(), "a", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+        self._journal.write(f"{mode:o} {path}\n")
+        self._journal.flush()  # in the page cache: what a killed process leaves for the next walker
+
+    def _journal_path(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.tree)), self.JOURNAL)
+
     def restore(self) -> None:
         modes, self.modes = self.modes, {}
         restore(modes)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            os.unlink(self._journal_path())
+
+    def _replay(self) -> None:
+        """Puts back the modes a killed walker of this tree had widened (its journal)."""
+        try:
+            with open(self._journal_path(), encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return
+        left: dict[str, int] = {}
+        for line in lines:
+            mode, _, path = line.partition(" ")
+            if path and path not in left:  # the first record of a path holds its own mode
+                left[path] = int(mode, 8)
+        for path in sorted(left, key=lambda p: p.count("/"), reverse=True):
+            try:
+                os.chmod(path, left[path], follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since
+        os.unlink(self._journal_path())
 
     def __enter__(self) -> Widened:
         if self.tree is not None and not IS_ROOT:
@@ -84,6 +123,7 @@ class Widened:
                 return self  # nothing there to walk
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                self._replay()
             except BaseException:
                 os.close(fd)
                 raise

@@ -200,3 +200,31 @@ def test_unpack_as_nobody_keeps_modes_and_removes_cleanly(nobody: Nobody, layers
     native = nobody.home / "root" / "snapshots" / "native"
     leftovers = [str(p.relative_to(native)) for p in native.rglob("*")] if native.exists() else []
     assert sorted(leftovers) in ([], ["staging"], ["staging", "trash"], ["trash"])
+
+
+def test_a_walker_killed_mid_walk_leaves_the_modes_to_put_back(nobody: Nobody) -> None:
+    """A native copy killed (SIGKILL, OOM) while a committed snapshot's 0000 directory was opened
+    up left it 0700 for good, and every later container took 0700 for the image's mode."""
+    tree = nobody.home / "snap" / "fs"
+    (tree / "closed").mkdir(parents=True)
+    for path in (nobody.home / "snap", tree, tree / "closed"):
+        os.chown(path, NOBODY, NOBODY)
+    (tree / "closed").chmod(0o000)
+    killed = ("import os, sys\n"
+              "from dist_tool.unpriv import Widened\n"
+              "walk = Widened(sys.argv[1]).__enter__()\n"
+              "assert walk(sys.argv[1] + '/closed')\n"
+              "os._exit(9)  # killed before it could put the mode back\n")
+    next_walk = ("import sys\n"
+                 "from dist_tool.unpriv import Widened\n"
+                 "with Widened(sys.argv[1]):\n"
+                 "    pass\n")
+    for code, status in ((killed, 9), (next_walk, 0)):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": nobody.pythonpath}
+        run = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", nobody.python,
+                              "-c", code, str(tree)], env=env, cwd=nobody.home, capture_output=True, text=True)
+        assert run.returncode == status, run.stderr
+        if status == 9:
+            assert stat.S_IMODE((tree / "closed").stat().st_mode) == 0o700  # what the kill left
+    assert stat.S_IMODE((tree / "closed").stat().st_mode) == 0o000
+    assert not (nobody.home / "snap" / "widened").exists()
