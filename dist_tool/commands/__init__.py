@@ -146,10 +146,14 @@ class DefaultLsGroup(LazySubcommandGroup):
     def _check_implied_ls(self, ctx: Any, args: list[str]) -> None:
         """Every word of an implied ``ls`` is a flag (ls takes no option with a value) or a filter:
         ``dist images -q rm NAME`` listed nothing and removed nothing, with exit 0."""
+        ls = self.get_command(ctx, "ls")
+        flags = {"-h", "--help"}.union(*(getattr(p, "opts", ()) for p in ls.params)) if ls else set()
         for word in args:
             if word == "--":
                 return
             if word.startswith("-"):
+                if word not in flags:
+                    return  # not one of ls's (`dist images -n NS`): click names the option itself
                 continue
             if word in self.declared:
                 ctx.fail(f"options go after the subcommand: dist {ctx.info_name} {word} [OPTIONS]")

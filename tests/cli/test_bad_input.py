@@ -228,6 +228,7 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     (["leases", "-q", "delete", "x"], 2, "dist: error: No such command 'delete'."),
     (["images", "--json", "busybox"], 2, "dist: error: No such command 'busybox'."),
     (["images", "name~=x", "busybox"], 2, "dist: error: No such command 'busybox'."),
+    (["images", "-n", "foo"], 2, "dist: error: No such option: -n"),  # a global option after the group
     ([], 2, "dist: error: Missing command."),  # global options but no command
 ], ids=lambda v: v if isinstance(v, int) else None)
 def test_usage_and_lookup_errors(dist, imported, tmp_path, args, code, line):
