@@ -491,7 +491,7 @@ def test_a_bad_name_inside_an_archive_is_its_content_and_name_overrides_it(dist,
     archive = tmp_path / "upper.tar"
     _docker_archive_tagged(archive, "UPPER:1")
     result = dist("images", "import", "--no-unpack", str(archive))
-    assert result.code == 1, result.stderr  # bad content (SPEC), not a bad command line
+    assert result.code == 2, result.stderr  # SPEC: an entry with no usable name is exit 2, naming it
     assert_one_error(result, "manifest.json[0]")
     assert store_fingerprint(dist.root) == before
     dist.ok("images", "import", "--no-unpack", "--name", "fixed:1", str(archive))
