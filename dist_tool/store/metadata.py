@@ -239,13 +239,16 @@ class Metadata:
             with translated(self.path):
                 self._conn = self._connect()
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise Unavailable("metadata", self.path,
-                                  f"schema version {version} is newer than this dist ({SCHEMA_VERSION})")
+            self._refuse_newer(version)
             if version < SCHEMA_VERSION:
                 with self.write():
                     pass  # write() migrates inside its transaction
         return self._conn
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise Unavailable("metadata", self.path,
+                              f"schema version {version} is newer than this dist ({SCHEMA_VERSION})")
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(self.root, exist_ok=True)
@@ -325,7 +328,11 @@ class Metadata:
                 if self._conn is None:
                     self._conn = self._connect()
                 conn = self._conn
-                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                # A newer dist's tables may hold references this one cannot see: its gc would sweep
+                # what they keep. Writes are refused as reads are.
+                self._refuse_newer(version)
+                if version < SCHEMA_VERSION:
                     # Migrations commit on their own: a failing caller must not roll the schema back.
                     conn.execute("BEGIN IMMEDIATE")
                     try:

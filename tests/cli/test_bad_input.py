@@ -807,3 +807,23 @@ def test_sigterm_undoes_an_import_as_ctrl_c_does(dist, tmp_path):
         importing.stderr.close()
     assert dist.ok("content", "active", "-q").lines == [] and dist.ok("leases", "-q").lines == []
     assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
+
+
+def test_a_store_from_a_newer_dist_is_refused_for_writes_and_gc_too(dist, imported, busybox_rootfs):
+    """Reads were refused, but import, rmi, gc and leases create wrote to it: a newer dist's tables
+    may keep blobs this one cannot see, and its gc would have swept them."""
+    import sqlite3
+
+    from dist_tool.store.metadata import SCHEMA_VERSION
+
+    db = sqlite3.connect(dist.root / "metadata.db")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    before = store_fingerprint(dist.root)
+    for args in (["images"], ["images", "import", "--rootfs", str(busybox_rootfs), "--name", "new"],
+                 ["rmi", imported.name], ["gc"], ["leases", "create", "--id", "l"], ["namespaces", "create", "n"]):
+        result = dist(*args)
+        assert result.code == 1, args
+        assert result.stderr.endswith(f"schema version 99 is newer than this dist ({SCHEMA_VERSION})\n"), args
+    assert store_fingerprint(dist.root) == before
