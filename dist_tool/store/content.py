@@ -20,6 +20,7 @@ one whose files are being deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -381,6 +382,8 @@ class LocalContentStore:
             if key.startswith(REMOVED_PREFIX):
                 continue
             d = os.path.join(self.ingest_dir, key)
+            if os.path.islink(d):  # not an ingest of ours (gc removes the link, never what it names)
+                continue
             try:
                 ref = _read_text(os.path.join(d, "ref"))
                 started = float(_read_text(os.path.join(d, "started")))
@@ -436,13 +439,18 @@ class LocalContentStore:
         young = time.time() - UNNAMED_INGEST_GRACE
         for key in keys:
             d = os.path.join(self.ingest_dir, key)
+            try:
+                st = os.lstat(d)  # never followed: a link here must not lead gc out of the store
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):  # a symlink or a file is no ingest of ours: the entry goes
+                with contextlib.suppress(OSError):
+                    os.unlink(d)
+                continue
             if key.startswith(REMOVED_PREFIX):
                 shutil.rmtree(d, ignore_errors=True)
                 continue
-            try:
-                if key in named or not stat.S_ISDIR((st := os.stat(d)).st_mode) or st.st_mtime > young:
-                    continue
-            except OSError:
+            if key in named or st.st_mtime > young:
                 continue
             lock = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
             try:

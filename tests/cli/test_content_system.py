@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import store_fingerprint
@@ -228,3 +229,21 @@ def test_an_ingest_of_a_present_blob_with_the_wrong_size_is_refused(dist):
     assert dist.ok("content", "ingest", "--ref", "r3", "--expected-digest", sha(data), "--expected-size",
                    str(len(data)), input=b"").lines == [sha(data)]  # as ctr: present is done, unread
     assert dist.ok("content", "active", "-q").lines == []
+
+
+def test_gc_never_follows_a_link_in_the_ingest_area(dist, tmp_path):
+    """A symlink under content/ingest made gc create a lock file wherever it pointed (/etc/lock),
+    and a renamed-away one stayed for good."""
+    dist.ok("images")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    old = time.time() - 3600
+    os.utime(outside, (old, old))
+    ingest = dist.root / "content" / "ingest"
+    (ingest / "x").symlink_to(outside)
+    (ingest / ".removed-y").symlink_to(outside)
+    (ingest / "junk").write_text("not an ingest")
+    assert dist.ok("content", "active", "-q").lines == []
+    dist.ok("gc")
+    assert list(outside.iterdir()) == []
+    assert sorted(p.name for p in ingest.iterdir()) == []
