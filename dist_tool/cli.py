@@ -120,10 +120,12 @@ def main_callback(
                                           help="Print the version.")] = False,
 ) -> None:
     from dist_tool.session import Session, default_root, default_state
-    from dist_tool.validate import identifier
+    from dist_tool.validate import identifier, utf8
 
     identifier("namespace", namespace)
     for option, value in (("root", root), ("state", state)):
+        # Mount options, runc's config.json and the shim's socket hold these paths as text.
+        utf8(f"--{option}", value or "")
         # An empty DIST_ROOT means the default, as an unset one; an empty --root "$R" is a script's
         # unset variable, and taking the system store for it would act on the wrong images.
         if value == "" and getattr(ctx.get_parameter_source(option), "name", "") == "COMMANDLINE":

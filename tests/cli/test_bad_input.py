@@ -212,6 +212,9 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     (["leases", "create", "--id", "bad id"], 2, "dist: error: lease id bad id: "),
     (["leases", "create", "--expires", "soon"], 2, "dist: error: duration soon: "),
     (["-n", "bad/ns", "images"], 2, "dist: error: namespace bad/ns: "),
+    # Paths that are no text: an internal error, and a run --rm left its container behind.
+    (["--state", "/tmp/st\udcfe", "task", "ls"], 2, "dist: error: --state /tmp/st\\udcfe: is not valid UTF-8"),
+    (["--root", "/tmp/r\udcff", "info"], 2, "dist: error: --root /tmp/r\\udcff: is not valid UTF-8"),
     (["container", "info", "a b"], 2, "dist: error: container id a b: "),
     (["container", "rm", "-f", "a b"], 2, "dist: error: container id a b: "),
     (["container", "label", "../x", "a=b"], 2, "dist: error: container id ../x: "),
