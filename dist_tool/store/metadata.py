@@ -211,11 +211,20 @@ def translated(path: str) -> Iterator[None]:
     except sqlite3.Error as e:
         code = getattr(e, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
-        if primary in _SQLITE_DAMAGED:
+        if primary in _SQLITE_DAMAGED or _tables_unlike_the_schema(e):
             raise DataError("store", path, f"{e} (the metadata database is damaged)") from e
         if primary in _SQLITE_UNAVAILABLE:
             raise Unavailable("store", path, str(e)) from e
         raise
+
+
+def _tables_unlike_the_schema(e: sqlite3.Error) -> bool:
+    """A table or column missing, or one a migration would make already there: the database's
+    tables are not what its schema version says (dropped or altered by hand), not a bug of ours,
+    which the tests would meet first."""
+    text = str(e)
+    return isinstance(e, sqlite3.OperationalError) and (
+        text.startswith(("no such table", "no such column")) or text.endswith("already exists"))
 
 
 class Metadata:

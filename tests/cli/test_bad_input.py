@@ -830,3 +830,20 @@ def test_a_store_from_a_newer_dist_is_refused_for_writes_and_gc_too(dist, import
         assert result.code == 1, args
         assert result.stderr.endswith(f"schema version 99 is newer than this dist ({SCHEMA_VERSION})\n"), args
     assert store_fingerprint(dist.root) == before
+
+
+@pytest.mark.parametrize("damage", ["DROP TABLE images", "PRAGMA user_version = 1"],
+                         ids=["table-dropped", "version-lowered"])
+def test_tables_unlike_the_schema_version_are_a_damaged_store_not_a_bug(dist, imported, damage):
+    """'internal error: OperationalError: no such table: images', or '... table snapshots already
+    exists' from the migrations a lowered version reran."""
+    import sqlite3
+
+    db = sqlite3.connect(dist.root / "metadata.db")
+    db.execute(damage)
+    db.commit()
+    db.close()
+    for args in (["images"], ["gc"]):
+        result = dist(*args)
+        assert result.code == 1 and result.stderr.startswith(f"dist: error: store {dist.root / 'metadata.db'}: ")
+        assert result.stderr.endswith(" (the metadata database is damaged)\n"), result.stderr
