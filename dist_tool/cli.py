@@ -243,6 +243,10 @@ def run() -> None:
     if not gc.isenabled():  # launch.run() imported us with collection off: start-up is over
         gc.freeze()
         gc.enable()
+    if sys.stdout.errors == "strict" and sys.stdout.encoding.lower().replace("-", "") != "utf8":
+        # An ASCII stdout (PYTHONIOENCODING=ascii, LC_ALL=C without UTF-8 mode) and a label "värde"
+        # made every table an internal error; shown escaped instead, as stderr already shows it.
+        sys.stdout.reconfigure(errors="backslashreplace")
     status = main()
     for stream in (sys.stdout, sys.stderr):
         try:

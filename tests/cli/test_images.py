@@ -535,3 +535,12 @@ def test_a_name_pinned_to_a_digest_must_name_its_target(dist, imported):
     assert result.code == 2 and result.stderr == (
         f"dist: error: image name docker.io/library/pinned@{wrong}: names digest {wrong}, but its target is {digest}\n")
     assert dist.ok("images", "tag", imported.name, f"pinned@{digest}").lines == [f"docker.io/library/pinned@{digest}"]
+
+
+def test_a_label_an_ascii_stdout_cannot_hold_is_shown_escaped(dist, imported):
+    """PYTHONIOENCODING=ascii (or LC_ALL=C without Python's UTF-8 mode): an internal error."""
+    dist.ok("images", "label", imported.name, "k=värde✓")
+    result = dist.ok("images", env={"PYTHONIOENCODING": "ascii"})
+    assert "k=v\\xe4rde\\u2713" in result.stdout
+    listed = dist.ok("images", "--json", env={"PYTHONIOENCODING": "ascii"}).json
+    assert listed[0]["labels"] == {"k": "värde✓"}
