@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,9 +54,13 @@ def default_snapshotter(root: str | None = None) -> str:
         pass
     name = "overlayfs" if _overlay_mounts(base) else "native"
     tmp = f"{cache}.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{name} {device}\n")
-    os.replace(tmp, cache)
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{name} {device}\n")
+        os.replace(tmp, cache)
+    except OSError:  # only a cache (something else is at its path): probed again next time
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return name
 
 

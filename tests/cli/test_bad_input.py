@@ -847,3 +847,16 @@ def test_tables_unlike_the_schema_version_are_a_damaged_store_not_a_bug(dist, im
         result = dist(*args)
         assert result.code == 1 and result.stderr.startswith(f"dist: error: store {dist.root / 'metadata.db'}: ")
         assert result.stderr.endswith(" (the metadata database is damaged)\n"), result.stderr
+
+
+def test_a_snapshotter_cache_that_cannot_be_written_is_only_a_cache(dist):
+    """A directory at snapshots/default-snapshotter made every command fail, each leaving a
+    default-snapshotter.PID file behind."""
+    dist.ok("info")
+    cache = dist.root / "snapshots" / "default-snapshotter"
+    cache.unlink()
+    cache.mkdir()
+    for _ in range(2):
+        assert dist.ok("info", "--json").json["snapshotter"] in ("overlayfs", "native")
+    assert sorted(p.name for p in cache.parent.iterdir() if p.name.startswith("default-snapshotter")) == [
+        "default-snapshotter"]
