@@ -132,6 +132,11 @@ def main_callback(
             from dist_tool.errors import InvalidArgument
 
             raise InvalidArgument(f"--{option}", "", "must not be empty")
+    if address and ctx.invoked_subcommand != "serve":  # serve ignores it: it opens the store itself
+        # A malformed one is a usage error whatever the command, served or not.
+        from dist_tool.remote.wire import parse_address
+
+        parse_address(address)
     ctx.obj = Session(root=root or default_root(), state=state or default_state(), namespace=namespace,
                       snapshotter_name=snapshotter, address=address, debug=debug)
     ctx.call_on_close(ctx.obj.close)

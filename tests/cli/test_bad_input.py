@@ -215,6 +215,9 @@ def test_truncated_gzip_archive(dist, umoci_image, tmp_path):
     # Paths that are no text: an internal error, and a run --rm left its container behind.
     (["--state", "/tmp/st\udcfe", "task", "ls"], 2, "dist: error: --state /tmp/st\\udcfe: is not valid UTF-8"),
     (["--root", "/tmp/r\udcff", "info"], 2, "dist: error: --root /tmp/r\\udcff: is not valid UTF-8"),
+    # A malformed address was "not served over --address" (1, and 125 from run) for some commands.
+    (["--address", "bogus", "info"], 2, "dist: error: address bogus: expected unix:///PATH or tcp://HOST:PORT"),
+    (["--address", "bogus", "run", "busybox", "x"], 2, "dist: error: address bogus: expected unix:///PATH"),
     (["container", "info", "a b"], 2, "dist: error: container id a b: "),
     (["container", "rm", "-f", "a b"], 2, "dist: error: container id a b: "),
     (["container", "label", "../x", "a=b"], 2, "dist: error: container id ../x: "),
