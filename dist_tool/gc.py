@@ -242,6 +242,10 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
             for ns, lease_id in expired:
                 conn.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, lease_id))
                 conn.execute("DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?", (ns, lease_id))
+            if only is None:
+                # Rows of no lease (written before leases were checked) would pass to a later lease of that ID.
+                conn.execute("DELETE FROM lease_resources WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE "
+                             "l.namespace = lease_resources.namespace AND l.id = lease_resources.lease_id)")
             conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d, _ in result.blobs])
 
             def remove_files(_conn) -> None:

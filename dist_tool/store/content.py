@@ -31,7 +31,8 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
-from dist_tool.store.api import ContentInfo, IngestStatus
+from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
+from dist_tool.store.leases import add_resource_row, require_lease
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
 from dist_tool.validate import decimal, utf8
@@ -346,6 +347,8 @@ class LocalContentStore:
         target = self.blob_path(digest)
         now = time.time()
         with self.meta.write() as conn:
+            if lease is not None:
+                require_lease(conn, lease)  # removed meanwhile: not committed, resumable by its ref
             present = conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if not present:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -358,16 +361,15 @@ class LocalContentStore:
             elif labels:
                 self._merge_labels(conn, digest, labels, now)
             if lease is not None:
-                conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
-                             "VALUES (?, ?, 'content', ?)", (lease[0], lease[1], digest))
+                add_resource_row(conn, lease, LeaseResource("content", digest))
 
     def add_to_lease(self, digest: str, lease: tuple[str, str]) -> bool:
-        """Protects an already-present blob with ``lease``; False when the blob is absent."""
+        """Protects an already-present blob with ``lease``; False when the blob is absent, NotFound
+        when the lease is."""
         with self.meta.write() as conn:
             if conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is None:
                 return False
-            conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
-                         "VALUES (?, ?, 'content', ?)", (lease[0], lease[1], digest))
+            add_resource_row(conn, lease, LeaseResource("content", digest))
             return True
 
     # -------------------------------------------------------------- IngestManager

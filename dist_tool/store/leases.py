@@ -66,11 +66,7 @@ class SqliteLeaseManager:
 
     def add_resource(self, lease_id: str, resource: LeaseResource) -> None:
         with self.meta.write() as conn:
-            if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?",
-                            (self.namespace, lease_id)).fetchone() is None:
-                raise NotFound("lease", lease_id, "not found")  # a resource of no lease would keep nothing
-            conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
-                         "VALUES (?, ?, ?, ?)", (self.namespace, lease_id, resource.kind, resource.id))
+            add_resource_row(conn, (self.namespace, lease_id), resource)
 
     def resources(self, lease_id: str) -> list[LeaseResource]:
         with self.meta.read() as conn:
@@ -80,6 +76,19 @@ class SqliteLeaseManager:
 
     def temporary(self, purpose: str) -> AbstractContextManager[tuple[str, str]]:
         return operation_lease(self, purpose)
+
+
+def require_lease(conn, lease: tuple[str, str]) -> None:
+    """NotFound unless ``lease`` (namespace, id) exists, in the caller's transaction: a resource
+    recorded for no lease keeps nothing, and would be inherited by a later lease of that ID."""
+    if conn.execute("SELECT 1 FROM leases WHERE namespace = ? AND id = ?", lease).fetchone() is None:
+        raise NotFound("lease", lease[1], "not found")
+
+
+def add_resource_row(conn, lease: tuple[str, str], resource: LeaseResource) -> None:
+    require_lease(conn, lease)
+    conn.execute("INSERT OR IGNORE INTO lease_resources (namespace, lease_id, kind, resource) "
+                 "VALUES (?, ?, ?, ?)", (*lease, resource.kind, resource.id))
 
 
 def delete_rows(conn, namespace: str, lease_id: str) -> bool:

@@ -148,3 +148,40 @@ def test_lease_protects_a_present_blob(store):
     digest = store.ingest("r1", io.BytesIO(b"x"))
     assert store.add_to_lease(digest, ("default", "l1")) is True
     assert store.add_to_lease(digest_of(b"absent"), ("default", "l1")) is False
+
+
+def test_a_blob_is_never_added_to_a_lease_that_does_not_exist(store, tmp_path):
+    """Rows were written for any lease ID: for one never made, or one removed while its ingest ran,
+    and a later lease of that ID inherited them (gc then kept the blobs)."""
+    from dist_tool.store.api import Lease
+    from dist_tool.store.leases import SqliteLeaseManager
+
+    leases = SqliteLeaseManager(Metadata(str(tmp_path / "root")), "default")
+    digest = store.ingest("present", io.BytesIO(b"present"))
+    with pytest.raises(NotFound):
+        store.add_to_lease(digest, ("default", "never-made"))
+    leases.create(Lease("gone"))
+    with store.writer("late", lease=("default", "gone")) as w:
+        w.write(b"written while its lease was removed")
+        leases.delete("gone")
+        with pytest.raises(NotFound):
+            w.commit()
+    assert [i.digest for i in store.list()] == [digest]  # not committed: still resumable by its ref
+    leases.create(Lease("gone"))
+    assert leases.resources("gone") == []
+    leases.meta.close()
+
+
+def test_gc_drops_resource_rows_of_no_lease(tmp_path):
+    from dist_tool.session import Session
+
+    s = Session(root=str(tmp_path / "root"), state=str(tmp_path / "state"))
+    digest = s.content.ingest("r", io.BytesIO(b"kept by no one"))
+    with s.meta.write() as conn:  # what stores before this check could hold
+        conn.execute("INSERT INTO lease_resources (namespace, lease_id, kind, resource) VALUES "
+                     "('default', 'never-made', 'content', ?)", (digest,))
+    s.collect_garbage()
+    with s.meta.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM lease_resources").fetchone()[0] == 0
+    assert s.content.list() == []
+    s.close()
