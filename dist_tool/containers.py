@@ -196,8 +196,12 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
 
     tasks.forget(session, container_id)  # what an earlier container of this ID may have left
     snapshotter = session.snapshotter  # first: an unknown --snapshotter is no fault of the image's files
-    rootfs = image_rootfs(session, image)
-    spec = generate_spec(session, container_id, rootfs, options, checked)
+    try:
+        rootfs = image_rootfs(session, image)
+        spec = generate_spec(session, container_id, rootfs, options, checked)  # may read its layers
+    except NotFound:
+        _refuse_removed(session, image)  # an rmi since the lookup: "incomplete" would blame the store
+        raise
     _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
                        snapshotter=snapshotter.name, snapshot_key=container_id,

@@ -45,6 +45,31 @@ def test_image_labels_keep_only_what_a_label_can_hold():
     assert containers.image_labels({}) == {}
 
 
+def test_a_create_that_loses_to_rmi_before_its_spec_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
+    """The same race a step earlier: the image's config or its layers (read for /etc/passwd) gone
+    said "incomplete: ... is not in the content store", blaming the store."""
+    from dist_tool.errors import NotFound
+
+    root = tmp_path / "root"
+    Dist(root).ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
+    s = Session(root=str(root), state=str(tmp_path / "state"))
+    looked_up = containers.image_rootfs
+
+    def after_an_rmi(session, image):
+        session.images.delete(IMG)
+        session.collect_garbage()
+        return looked_up(session, image)
+
+    monkeypatch.setattr(containers, "image_rootfs", after_an_rmi)
+    try:
+        with pytest.raises(NotFound) as failed:
+            containers.create(s, IMG, "c1", containers.CreateOptions())
+        assert str(failed.value) == f"image {IMG}: removed or replaced while the container was being created"
+        assert [c.id for c in s.containers.list()] == []
+    finally:
+        s.close()
+
+
 def test_a_create_that_loses_to_rmi_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
     """An rmi whose gc takes a layer mid-unpack fails the create: by the image's name, not by
     the blob or parent snapshot it happened to miss."""
