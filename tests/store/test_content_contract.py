@@ -144,10 +144,17 @@ def test_read_blob_is_bounded(store):
         store.read_blob(digest, 100)
 
 
-def test_lease_protects_a_present_blob(store):
+def test_lease_protects_a_present_blob(store, tmp_path):
+    from dist_tool.store.api import Lease
+    from dist_tool.store.leases import SqliteLeaseManager
+
+    leases = SqliteLeaseManager(Metadata(str(tmp_path / "root")), "default")
+    leases.create(Lease("l1"))
     digest = store.ingest("r1", io.BytesIO(b"x"))
     assert store.add_to_lease(digest, ("default", "l1")) is True
     assert store.add_to_lease(digest_of(b"absent"), ("default", "l1")) is False
+    assert [r.id for r in leases.resources("l1")] == [digest]
+    leases.meta.close()
 
 
 def test_a_blob_is_never_added_to_a_lease_that_does_not_exist(store, tmp_path):
