@@ -45,14 +45,26 @@ def test_image_labels_keep_only_what_a_label_can_hold():
     assert containers.image_labels({}) == {}
 
 
-def test_a_create_that_loses_to_rmi_before_its_spec_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
-    """The same race a step earlier: the image's config or its layers (read for /etc/passwd) gone
-    said "incomplete: ... is not in the content store", blaming the store."""
+def _create_losing_to_rmi(tmp_path: Path, umoci_image) -> None:
+    """A create of an imported, not unpacked image, made while (a hook of the caller's) an rmi
+    wins the race: it fails by the image's name and leaves no container."""
     from dist_tool.errors import NotFound
 
     root = tmp_path / "root"
     Dist(root).ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
     s = Session(root=str(root), state=str(tmp_path / "state"))
+    try:
+        with pytest.raises(NotFound) as failed:
+            containers.create(s, IMG, "c1", containers.CreateOptions())
+        assert str(failed.value) == f"image {IMG}: removed or replaced while the container was being created"
+        assert [c.id for c in s.containers.list()] == []
+    finally:
+        s.close()
+
+
+def test_a_create_that_loses_to_rmi_before_its_spec_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
+    """The same race a step earlier: the image's config or its layers (read for /etc/passwd) gone
+    said "incomplete: ... is not in the content store", blaming the store."""
     looked_up = containers.image_rootfs
 
     def after_an_rmi(session, image):
@@ -61,13 +73,7 @@ def test_a_create_that_loses_to_rmi_before_its_spec_names_the_image(tmp_path: Pa
         return looked_up(session, image)
 
     monkeypatch.setattr(containers, "image_rootfs", after_an_rmi)
-    try:
-        with pytest.raises(NotFound) as failed:
-            containers.create(s, IMG, "c1", containers.CreateOptions())
-        assert str(failed.value) == f"image {IMG}: removed or replaced while the container was being created"
-        assert [c.id for c in s.containers.list()] == []
-    finally:
-        s.close()
+    _create_losing_to_rmi(tmp_path, umoci_image)
 
 
 def test_a_create_that_loses_to_rmi_names_the_image(tmp_path: Path, umoci_image, monkeypatch):
@@ -76,19 +82,9 @@ def test_a_create_that_loses_to_rmi_names_the_image(tmp_path: Path, umoci_image,
     from dist_tool import unpack
     from dist_tool.errors import NotFound
 
-    root = tmp_path / "root"
-    Dist(root).ok("images", "import", "--no-unpack", str(umoci_image.oci_archive))
-    s = Session(root=str(root), state=str(tmp_path / "state"))
-
     def rmi_wins(session, target, **kw):
         session.images.delete(IMG)
         raise NotFound("blob", "sha256:" + "0" * 64, "not found")
 
     monkeypatch.setattr(unpack, "unpack_target", rmi_wins)
-    try:
-        with pytest.raises(NotFound) as failed:
-            containers.create(s, IMG, "c1", containers.CreateOptions())
-        assert str(failed.value) == f"image {IMG}: removed or replaced while the container was being created"
-        assert [c.id for c in s.containers.list()] == []
-    finally:
-        s.close()
+    _create_losing_to_rmi(tmp_path, umoci_image)
