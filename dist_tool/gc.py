@@ -13,11 +13,11 @@ remembers the first parent of each node, so the same pass that decides what
 to keep can explain why (``dist gc --explain``).
 
 Mark and the deletion of records run in one metadata write transaction.
-Files go once it has committed, still under the lock: blob files are
-unlinked (as cheap as the rename a trash step would need, and no concurrent
-writer can re-commit a digest whose file is about to go) and snapshot
-directories renamed into the trash, which is emptied after the lock is
-released with directories no record names. Records first, files after: a
+Files go once it has committed, still under the lock: blob files and snapshot
+directories are renamed into their trash (a rename is instant; the unlink of
+a gigabyte blob held the lock for a third of a second), and the trash is
+emptied after the lock is released, with directories no record names. A
+writer committing a digest again meanwhile finds its path free. Records first, files after: a
 crash in between leaves only files no record names, which the next
 collection removes, never a record whose file is gone.
 Ingests whose writer is gone are removed afterwards, each under its own lock.
@@ -252,13 +252,15 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
                 for node in result.snapshots:
                     janitor.trash(node[2], graph.snapshots[node][1])
                 for digest, _ in result.blobs:  # the files of record-less blobs among them
-                    content.remove_file(digest)
+                    content.trash_file(digest)
                 if only is None:
                     content.remove_stale_temporaries()
                     if sync_layout_index is not None:
                         sync_layout_index(conn)
 
             meta.on_commit(remove_files)
+    if not dry_run:
+        content.empty_trash()  # the blob files, unlinked now the lock is released
     if only is None:
         result.directories = janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
     elif result.snapshots and not dry_run:

@@ -280,6 +280,7 @@ class LocalContentStore:
         self.layout = os.path.join(root, "content")
         self.blobs_dir = os.path.join(self.layout, "blobs")
         self.ingest_dir = os.path.join(self.layout, "ingest")
+        self.trash_dir = os.path.join(self.layout, "trash")  # blob files on their way out (see trash_file)
         self.meta = meta
         self._initialized = False
 
@@ -480,14 +481,31 @@ class LocalContentStore:
                 raise NotFound("blob", digest, "not found")
             # After COMMIT, still under the lock: a crash in between leaves a file no record
             # names (gc removes it), never a record without its file.
-            self.meta.on_commit(lambda _conn: self.remove_file(digest))
+            self.meta.on_commit(lambda _conn: self.trash_file(digest))
+        self.empty_trash()
 
-    def remove_file(self, digest: str) -> None:
-        """Unlinks a blob's file; callers hold the write lock (unlink is fast; see gc)."""
+    def trash_file(self, digest: str) -> None:
+        """Moves a blob's file out of the layout into the trash, under the write lock: a rename is
+        instant whatever the size, where the unlink of a gigabyte file holds the lock for a large
+        part of a second. ``empty_trash`` unlinks it once the lock is released. A writer committing
+        the same digest meanwhile finds the path free, as after an unlink."""
+        os.makedirs(self.trash_dir, exist_ok=True)
         try:
-            os.unlink(self.blob_path(digest))
+            os.rename(self.blob_path(digest), os.path.join(
+                self.trash_dir, f"{digest.replace(':', '-')}.{os.getpid()}.{time.monotonic_ns()}"))
         except FileNotFoundError:
             pass
+
+    def empty_trash(self) -> None:
+        """Unlinks what ``trash_file`` moved, outside the lock; also what a killed process left
+        there (nothing but garbage is ever put there, so anyone may empty it)."""
+        try:
+            names = os.listdir(self.trash_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.trash_dir, name))
 
     def update_labels(self, digest: str, labels: Mapping[str, str]) -> ContentInfo:
         now = time.time()
@@ -589,12 +607,14 @@ def _size_or_zero(entry: os.DirEntry) -> int:
 
 
 def create_layout(layout: str) -> None:
-    """An empty OCI image layout with an ingest area; idempotent (``oci-layout`` is written last)."""
+    """An empty OCI image layout with an ingest area and a trash; idempotent (``oci-layout`` is
+    written last)."""
     marker = os.path.join(layout, "oci-layout")
     if os.path.exists(marker):
         return
     os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
     os.makedirs(os.path.join(layout, "ingest"), exist_ok=True)
+    os.makedirs(os.path.join(layout, "trash"), exist_ok=True)
     if not os.path.exists(os.path.join(layout, "index.json")):
         write_layout_index(layout, [])
     _atomic_write(marker, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())

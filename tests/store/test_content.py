@@ -276,3 +276,31 @@ def test_a_writer_resuming_a_ref_while_gc_removes_it_keeps_its_own_files(store, 
     digest = writer.commit()
     assert store.read_blob(digest, 100) == b"fresh" and digest == digest_of(b"fresh")
     assert os.listdir(store.ingest_dir) == []
+
+
+def test_blob_files_are_unlinked_after_the_write_lock_is_released(tmp_path, monkeypatch):
+    """The unlink of a gigabyte blob held the lock for a third of a second (a concurrent label
+    waited); under the lock a blob's file is now only renamed into the trash."""
+    from dist_tool.session import Session
+    from dist_tool.store import content as content_module
+
+    s = Session(root=str(tmp_path / "root"), state=str(tmp_path / "state"))
+    gone = s.content.ingest("a", io.BytesIO(b"collected by gc"))
+    deleted = s.content.ingest("b", io.BytesIO(b"deleted by content rm"))
+    leftover = tmp_path / "root" / "content" / "trash" / "left-by-a-killed-gc"
+    leftover.write_bytes(b"x")
+    unlinked: list[tuple[str, int]] = []
+    unlink = os.unlink
+
+    def watched(path, *args, **kwargs):
+        if "/content/" in str(path):
+            unlinked.append((os.path.basename(str(path)), s.meta._write_depth))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(content_module.os, "unlink", watched)
+    s.content.delete(deleted)
+    s.collect_garbage()
+    assert [depth for _, depth in unlinked] == [0] * len(unlinked) and len(unlinked) >= 3
+    assert os.listdir(tmp_path / "root" / "content" / "trash") == []
+    assert s.content.list() == [] and not s.content.exists(gone)
+    s.close()
