@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 
 from dist_tool import validate
-from dist_tool.errors import DataError, InvalidArgument, Unavailable
+from dist_tool.errors import DataError, InvalidArgument
 from dist_tool.oci import Descriptor
 from dist_tool.remote import wire
 from dist_tool.remote.wire import Fields
@@ -234,12 +234,7 @@ def _ingest_write(h, s, q, ref):
         elif offset > w.offset:
             raise DataError("ingest", ref, f"holds {w.offset} bytes, the upload starts at {offset}")
         if expected is not None:
-            try:
-                w.check_room(expected.size)
-            except Unavailable:
-                if w.offset == 0:
-                    w.abort()  # nothing of it is written: no ingest stays behind
-                raise
+            w.check_room(expected.size)
         while chunk := body.read(COPY_CHUNK):
             w.write(chunk)
         commit = body.trailers.get(wire.COMMIT_TRAILER.lower())

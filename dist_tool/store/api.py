@@ -58,7 +58,8 @@ class Writer(Protocol):
 
     def check_room(self, size: int) -> None:
         """Unavailable when a blob of ``size`` bytes would not fit, from ``offset`` on, in the
-        free space of the store's file system: refused before a byte is written."""
+        free space of the store's file system: refused before a byte is written (an ingest with
+        nothing written yet is discarded with the refusal)."""
         ...
 
     def commit(self, size: int | None = None, digest: str | None = None,

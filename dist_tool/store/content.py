@@ -32,7 +32,7 @@ from typing import BinaryIO
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
-from dist_tool.store.leases import add_resource_row, require_lease
+from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels
 from dist_tool.validate import decimal, utf8
@@ -173,10 +173,13 @@ class LocalWriter:
     def check_room(self, size: int) -> None:
         """Refuses, before a byte is written, a blob larger than the free space: a small archive
         whose header claims gigabytes (a gzip bomb), or a registry's descriptor that does, would
-        otherwise fill the disk every process shares before its digest could be found wrong."""
+        otherwise fill the disk every process shares before its digest could be found wrong.
+        An ingest with nothing written yet goes with the refusal: it leaves no trace."""
         needed = size - self.offset
         free = shutil.disk_usage(self.store.ingest_dir).free
         if needed > free:
+            if self.offset == 0:
+                self.abort()
             raise Unavailable("ingest", self.ref, f"needs {needed} bytes and the store's file system has {free} free")
 
     def _write_small(self, name: str, text: str) -> None:
@@ -348,8 +351,8 @@ class LocalContentStore:
         target = self.blob_path(digest)
         now = time.time()
         with self.meta.write() as conn:
-            if lease is not None:
-                require_lease(conn, lease)  # removed meanwhile: not committed, resumable by its ref
+            if lease is not None:  # first: a lease removed meanwhile stops the commit before the rename
+                add_resource_row(conn, lease, LeaseResource("content", digest))
             present = conn.execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if not present:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -361,8 +364,6 @@ class LocalContentStore:
                     (digest, size, dump_labels(labels or {}), now, now))
             elif labels:
                 self._merge_labels(conn, digest, labels, now)
-            if lease is not None:
-                add_resource_row(conn, lease, LeaseResource("content", digest))
 
     def add_to_lease(self, digest: str, lease: tuple[str, str]) -> bool:
         """Protects an already-present blob with ``lease``; False when the blob is absent, NotFound
@@ -644,14 +645,9 @@ def ingest_stream(store: LocalContentStore, ref: str, stream: BinaryIO, *, size:
             if size is not None and (held := store.info(digest).size) != size:  # type: ignore[arg-type]
                 raise DataError("blob", digest, f"is present with {held} bytes, not the {size} expected")
             return digest  # type: ignore[return-value]
-        if size is not None:
-            try:
-                w.check_room(size)
-            except Unavailable:
-                if w.offset == 0 or not keep_partial:
-                    w.abort()  # nothing of it was written: it leaves no ingest behind
-                raise
         try:
+            if size is not None:
+                w.check_room(size)
             return _copy_resuming(w, stream, size, digest, labels, progress)
         except BaseException:
             if not keep_partial and not w._closed:
