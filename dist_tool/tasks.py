@@ -259,14 +259,12 @@ def start_foreground(session, container_id: str, *, null_io: bool = False, recor
         raise
     try:
         shim.start()  # undoes what it did (runtime state, mounts) whatever it raises
-    except RuntimeFailure as e:
+    except BaseException as e:
         shutil.rmtree(cfg["dir"], ignore_errors=True)
-        raise TaskFailed("task", container_id, e.message, status=e.status) from None
-    except OSError as e:
-        shutil.rmtree(cfg["dir"], ignore_errors=True)
-        raise TaskFailed("task", container_id, str(e)) from None
-    except BaseException:
-        shutil.rmtree(cfg["dir"], ignore_errors=True)
+        if isinstance(e, RuntimeFailure):
+            raise TaskFailed("task", container_id, e.message, status=e.status) from None
+        if isinstance(e, OSError):
+            raise TaskFailed("task", container_id, str(e)) from None
         raise
     return shim.serve()
 
