@@ -42,11 +42,15 @@ def widen(path: str, st: os.stat_result | None = None, before=None) -> int | Non
     return mode
 
 
-def restore(modes: dict[str, int]) -> None:
+def restore(modes: dict[str, int], removed_ok: bool = False) -> None:
     """Puts back the modes ``widen`` returned (path -> mode), deepest path first: a directory is
-    closed only once nothing below it needs it open."""
+    closed only once nothing below it needs it open. ``removed_ok``: a path gone since is skipped."""
     for path in sorted(modes, key=lambda p: p.count("/"), reverse=True):
-        os.chmod(path, modes[path], follow_symlinks=False)
+        try:
+            os.chmod(path, modes[path], follow_symlinks=False)
+        except FileNotFoundError:
+            if not removed_ok:
+                raise
 
 
 class Widened:
@@ -106,11 +110,7 @@ class Widened:
             mode, _, path = line.partition(" ")
             if path and path not in left:  # the first record of a path holds its own mode
                 left[path] = int(mode, 8)
-        for path in sorted(left, key=lambda p: p.count("/"), reverse=True):
-            try:
-                os.chmod(path, left[path], follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # removed since
+        restore(left, removed_ok=True)  # a killed walker's paths may have been removed since
         os.unlink(self._journal_path())
 
     def __enter__(self) -> Widened:
