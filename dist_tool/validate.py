@@ -14,6 +14,7 @@ from dist_tool.errors import InvalidArgument
 IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$", re.ASCII)
 IDENTIFIER_MAX = 76
 LABEL_MAX_BYTES = 4096
+DECIMAL_MAX_DIGITS = 640  # the lowest limit PYTHONINTMAXSTRDIGITS may set on int()
 
 _DIGEST_RE = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)", re.ASCII)
 _DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -35,8 +36,13 @@ _DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
 
 def decimal(text: str) -> int | None:
     """The value of a string of ASCII digits, else None. ``str.isdigit`` also takes "²" and "١",
-    which ``int`` refuses, and ``int`` alone takes " 1", "+1" and "1_0"."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    which ``int`` refuses, and ``int`` alone takes " 1", "+1" and "1_0". A value of more digits
+    than ``int`` converts (its guard against quadratic time, 4300 by default) is None too: no
+    count, id, port or offset is that long, and its ValueError would be an internal error."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"  # leading zeros count against int's limit too
+    return int(digits) if len(digits) <= DECIMAL_MAX_DIGITS else None
 
 
 def utf8(kind: str, value: str) -> str:

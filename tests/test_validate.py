@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dist_tool import validate
@@ -280,3 +280,15 @@ def test_an_error_shows_a_long_value_cut_short_on_its_one_line():
     assert shown == f"label {long[:256]}… (4102 characters): must be at most 4096 bytes"
     reference = "x/" + "a" * 253
     assert str(InvalidArgument("reference", reference, "bad")) == f"reference {reference}: bad"
+
+
+@example("1" * 5000)  # int() refuses over 4300 digits: that ValueError was an internal error
+@example("0" * 5000 + "7")
+@given(st.text("0123456789", min_size=1, max_size=700))
+def test_decimal_of_any_length_is_its_value_or_none(text: str):
+    value = validate.decimal(text)
+    if len(text.lstrip("0")) <= validate.DECIMAL_MAX_DIGITS:
+        assert value == int(text.lstrip("0") or "0")
+    else:
+        assert value is None
+

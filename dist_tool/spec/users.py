@@ -99,7 +99,7 @@ def check_format(user: str) -> str:
     for part in (name, group):
         if part and (":" in part or any(c.isspace() for c in part)):
             raise InvalidArgument("user", user, "expected UID[:GID] or NAME[:GROUP]")
-        if decimal(part) is not None and _number(part) is None:
+        if part.isascii() and part.isdigit() and _number(part) is None:  # decimal() has no value for 5000 digits
             raise InvalidArgument("user", user, f"{part} is out of range")
     return user
 
