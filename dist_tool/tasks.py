@@ -362,7 +362,8 @@ def parse_signal(text: str) -> int:
     number = decimal(text)
     if number is not None and 0 < number < signal.NSIG:
         return number
-    name = text.upper().removeprefix("SIG")
+    # str.upper makes "ſ" an S and "ı" an I, but "ſigkıll" is no signal's name
+    name = text.upper().removeprefix("SIG") if text.isascii() else ""
     try:
         return int(signal.Signals["SIG" + name])
     except KeyError:

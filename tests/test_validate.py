@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -292,3 +294,34 @@ def test_decimal_of_any_length_is_its_value_or_none(text: str):
     else:
         assert value is None
 
+
+_SIGNAL_NAMES = sorted(s.name for s in signal.Signals)
+
+
+@example("1" * 5000)
+@example("SIGRTMIN+" + "1" * 5000)
+@example("\u017figkill")  # "ſ".upper() is "S": a name str.upper makes ASCII is still no signal's
+@example("sig\u0131nt")
+@given(st.one_of(st.text(max_size=12), st.text("0123456789", max_size=30),
+                 st.builds(lambda p, s: p + s, st.sampled_from(["SIG", "sig", "RTMIN+", "SIGRTMAX-", "Sig"]),
+                           st.text(max_size=8))))
+def test_parse_signal_is_a_number_from_1_to_64_or_invalid_argument(text: str):
+    from dist_tool.tasks import parse_signal
+
+    try:
+        number = parse_signal(text)
+    except InvalidArgument:
+        return
+    assert 1 <= number < signal.NSIG
+    assert text.isascii()  # only ASCII digits and names, whatever str.upper makes of other letters
+    if validate.decimal(text) is None and not text.upper().removeprefix("SIG").startswith(("RTMIN+", "RTMAX-")):
+        assert "SIG" + text.upper().removeprefix("SIG") in _SIGNAL_NAMES
+
+
+@given(st.sampled_from(_SIGNAL_NAMES), st.booleans(), st.booleans())
+def test_every_signal_name_round_trips(name: str, prefixed: bool, lower: bool):
+    from dist_tool.tasks import parse_signal
+
+    text = name if prefixed else name.removeprefix("SIG")
+    number = parse_signal(text.lower() if lower else text)
+    assert number == signal.Signals[name] and parse_signal(str(number)) == number
