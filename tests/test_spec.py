@@ -8,6 +8,8 @@ import os
 import tarfile
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from dist_tool import spec as S
 from dist_tool.errors import DataError, InvalidArgument, NotFound
@@ -441,3 +443,88 @@ def test_dir_layers_follow_overlay_rules(tmp_path):
     assert reader.read("/etc/group", 100) is None
     os.setxattr(upper / "etc", "trusted.overlay.opaque", b"y")
     assert reader.read("/etc/hosts", 100) is None
+
+
+# ---------------------------------------------------------------- properties of the option parsers
+
+_env_keys = st.text(st.characters(blacklist_characters="=\0", blacklist_categories=("Cs",)), min_size=1, max_size=10)
+_env_values = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=10)
+
+
+@given(st.lists(st.tuples(_env_keys, _env_values), max_size=4))
+def test_env_pairs_parse_back_to_their_key_and_value(pairs):
+    assert S.parse_env([f"{k}={v}" for k, v in pairs]) == pairs
+
+
+@example(["\udcff=1"])  # a non-UTF-8 argument: the spec held a surrogate, runc other bytes
+@example(["K=\udcff"])
+@given(st.lists(st.text(max_size=12), max_size=3))
+def test_parse_env_gives_utf8_pairs_or_invalid_argument(pairs):
+    try:
+        parsed = S.parse_env(pairs)
+    except InvalidArgument:
+        return
+    for (key, value), pair in zip(parsed, pairs, strict=True):
+        assert key and f"{key}={value}" == pair and "\0" not in pair
+        pair.encode()
+
+
+_mount_keys = st.sampled_from(["type", "src", "source", "dst", "destination", "target", "options", "bogus", ""])
+_mount_texts = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.tuples(_mount_keys, st.sampled_from(["=", "", "=="]),
+                       st.one_of(st.sampled_from(["/", "/tmp", "/proc", "bind", "tmpfs", "proc", "ro:rbind", "//x",
+                                                  "/a/../proc", "rel", "/x\0", "/x\udcff"]),
+                                 st.text(max_size=6))),
+             min_size=1, max_size=5).map(lambda items: ",".join(k + e + v for k, e, v in items)),
+)
+
+
+@example("type=tmpfs,dst=/x\udcff")  # a non-UTF-8 destination was kept as a surrogate
+@example("type=tmpfs,dst=/x\0")  # runc refuses a NUL at start, long after create said yes
+@given(_mount_texts)
+def test_parse_mount_gives_a_whole_mount_or_a_dist_error(text: str):
+    try:
+        mount = S.parse_mount(text)
+    except (InvalidArgument, NotFound):
+        return
+    assert set(mount) == {"type", "source", "destination", "options"}
+    assert mount["type"] and mount["source"]
+    assert mount["destination"].startswith("/") and mount["destination"] != "/"
+    assert mount["destination"] == S.clean_path(mount["destination"])
+    assert (mount["destination"] == "/proc") <= (mount["type"] == "proc")
+    if mount["type"] == "bind":
+        assert mount["source"].startswith("/") and {"bind", "rbind"} & set(mount["options"])
+    for value in [mount["type"], mount["source"], mount["destination"], *mount["options"]]:
+        assert "\0" not in value
+        value.encode()
+
+
+_segments = st.from_regex(r"[a-z0-9_.-]{1,6}", fullmatch=True).filter(lambda s: s not in (".", ".."))
+
+
+@given(st.sampled_from(["tmpfs", "proc", "sysfs", "mqueue"]), st.lists(_segments, min_size=1, max_size=3),
+       st.lists(st.from_regex(r"[a-z0-9=]{1,6}", fullmatch=True), max_size=3), st.booleans())
+def test_a_mount_formatted_parses_back(mount_type: str, path: list[str], options: list[str], with_source: bool):
+    dest = "/" + "/".join(path)
+    if dest == "/proc" and mount_type != "proc":
+        return
+    text = f"type={mount_type},dst={dest}" + (",src=none" if with_source else "")
+    text += f",options={':'.join(options)}" if options else ""
+    assert S.parse_mount(text) == {"destination": dest, "type": mount_type,
+                                   "source": "none" if with_source else mount_type, "options": options}
+
+
+@given(st.lists(_mount_texts, max_size=3))
+def test_parse_mounts_destinations_are_unique(texts):
+    try:
+        mounts = S.parse_mounts(texts)
+    except (InvalidArgument, NotFound):
+        return
+    destinations = [m["destination"] for m in mounts]
+    assert len(destinations) == len(set(destinations))
+
+
+@given(st.none() | st.text(max_size=10))
+def test_parse_entrypoint_is_one_executable_none_or_cleared(value):
+    assert S.parse_entrypoint(value) == (None if value is None else [value] if value else [])

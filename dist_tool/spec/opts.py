@@ -21,6 +21,7 @@ from dist_tool.errors import DataError, InvalidArgument, NotFound
 from dist_tool.spec import users
 from dist_tool.spec.base import SpecContext, SpecOpt
 from dist_tool.spec.defaults import DEFAULT_PATH
+from dist_tool.validate import utf8
 
 HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")  # shared read-only with --net-host (containerd's WithHost*)
 _MOUNT_KEYS = {"type": "type", "src": "source", "source": "source", "dst": "destination",
@@ -38,6 +39,7 @@ def parse_env(pairs: Iterable[str]) -> list[tuple[str, str]]:
             raise InvalidArgument("env", pair, "expected KEY=VALUE")
         if "\0" in pair:
             raise InvalidArgument("env", pair.replace("\0", "\\0"), "contains a NUL byte")
+        utf8("env", pair)  # as surrogates in the spec, runc would set other bytes than were given
         out.append((key, value))
     return out
 
@@ -61,6 +63,9 @@ def parse_mount(text: str) -> dict:
     is among its options. The destination must be absolute; a bind source must be an
     absolute path that exists (NotFound otherwise).
     """
+    utf8("mount", text)  # as surrogates in the spec, runc would read other bytes than were given
+    if "\0" in text:
+        raise InvalidArgument("mount", text.replace("\0", "\\0"), "contains a NUL byte")
     fields: dict[str, str] = {}
     for item in text.split(","):
         key, eq, value = item.partition("=")
