@@ -7,6 +7,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dist_tool.errors import DataError, InvalidArgument, Unavailable
 from dist_tool.remote.auth import (
@@ -190,3 +192,54 @@ def test_refused_tokens_and_basic_without_credentials():
     assert basic.answer(parse_challenges(['Basic realm="x"']), ("s",)) is True
     assert basic.header(("other",)) == {"Authorization": Credentials("u", "p").basic()}
     assert basic.answer(parse_challenges(['Basic realm="x"']), ("s",)) is False  # refused twice: give up
+
+
+# ---------------------------------------------------------------- properties: a registry's headers
+
+_schemes = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,8}", fullmatch=True)
+_param_names = st.from_regex(r"[a-z0-9_.-]{1,8}", fullmatch=True)
+# any text but a line break, which no header value holds (RFC 9110 5.5)
+_param_values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _challenge(scheme: str, params: dict[str, str]) -> str:
+    return " ".join([scheme, ", ".join(f"{k}={_quoted(v)}" for k, v in params.items())]).rstrip()
+
+
+@given(st.lists(st.tuples(_schemes, st.dictionaries(_param_names, _param_values, max_size=4)), max_size=3),
+       st.booleans())
+def test_challenges_formatted_parse_back_with_params_unescaped(challenges, one_header: bool):
+    """Several challenges in one header or one a header; quotes, backslashes and commas inside
+    quoted values come back as they were before escaping."""
+    texts = [_challenge(s, p) for s, p in challenges]
+    headers = [", ".join(texts)] if one_header else texts
+    parsed = parse_challenges([h for h in headers if h])
+    assert [(c.scheme, dict(c.params)) for c in parsed] == [(s.lower(), p) for s, p in challenges]
+
+
+@given(st.lists(st.text(max_size=40), max_size=3))
+def test_any_header_parses_to_challenges_without_raising(headers):
+    for challenge in parse_challenges(headers):
+        assert challenge.scheme and challenge.scheme == challenge.scheme.lower()
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in challenge.params.items())
+
+
+@given(st.text(st.characters(blacklist_characters=":"), min_size=1, max_size=10), st.text(max_size=10))
+def test_user_and_password_parse_back(user: str, password: str):
+    asked: list[str] = []
+    assert parse_user(f"{user}:{password}", asked.append) == Credentials(user, password) and asked == []
+    assert parse_user(user, lambda name: f"typed for {name}") == Credentials(user, f"typed for {user}")
+
+
+@given(st.text(max_size=12))
+def test_parse_user_gives_credentials_or_invalid_argument(text: str):
+    try:
+        creds = parse_user(text, lambda name: "pw")
+    except InvalidArgument:
+        assert not text.partition(":")[0]
+        return
+    assert creds.username and ":" not in creds.username
