@@ -36,10 +36,13 @@ def parse_address(address: str) -> tuple[str, str | tuple[str, int]]:
         return "unix", path
     if address.startswith("tcp://"):
         host, sep, raw_port = address[len("tcp://"):].rpartition(":")
+        if host.startswith("[") and host.endswith("]"):  # an IPv6 address: [::1]
+            host = host[1:-1]
         port = decimal(raw_port)
-        if not sep or not host or port is None or not 0 < port < 65536:
+        # strip("[]") made "[]" an empty host and "]h[" the host h
+        if not sep or not host or "[" in host or "]" in host or port is None or not 0 < port < 65536:
             raise InvalidArgument("address", address, "expected tcp://HOST:PORT")
-        return "tcp", (host.strip("[]"), port)
+        return "tcp", (host, port)
     raise InvalidArgument("address", address, "expected unix:///PATH or tcp://HOST:PORT")
 
 
