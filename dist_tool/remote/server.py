@@ -103,6 +103,30 @@ class ChunkedBody:
         return data
 
 
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # then decimal(): digits int() reads, as many as it reads
+
+
+def parse_range(ranged: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte of a blob of ``size`` bytes that a client's ``Range`` header asks
+    for: ``bytes=START-``, ``bytes=START-END`` (an END past the blob is its last byte) or
+    ``bytes=-SUFFIX`` (the last SUFFIX bytes). None when it starts past the blob (RFC 9110
+    15.5.17: unsatisfiable, as any range of an empty blob is)."""
+    m = _RANGE.fullmatch(ranged.strip())
+    first, last = (m.group(1), m.group(2)) if m else ("", "")
+    start, end = decimal(first), decimal(last)  # None for "" and for more digits than int reads
+    if (not first and not last) or (first and start is None) or (last and end is None):
+        raise InvalidArgument("range", ranged, "expected bytes=START-[END]")
+    if start is not None:
+        end = size - 1 if end is None else min(end, size - 1)
+    else:
+        start, end = max(0, size - end), size - 1  # type: ignore[operator]
+    if start >= size:
+        return None
+    if end < start:
+        raise InvalidArgument("range", ranged, "ends before it starts")
+    return start, end
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -343,20 +367,11 @@ class Handler(BaseHTTPRequestHandler):
             ranged = self.headers.get("Range")
             status = 200
             if ranged:
-                m = re.fullmatch(r"bytes=(\d*)-(\d*)", ranged.strip())
-                if not m or (not m.group(1) and not m.group(2)):
-                    raise InvalidArgument("range", ranged, "expected bytes=START-[END]")
-                if m.group(1):
-                    start = int(m.group(1))
-                    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-                else:
-                    start, end = max(0, size - int(m.group(2))), size - 1
-                if start >= size:  # RFC 9110 15.5.17: unsatisfiable (any range of an empty blob is)
+                span = parse_range(ranged, size)
+                if span is None:
                     self._range_not_satisfiable(ranged, size)
                     return
-                if end < start:
-                    raise InvalidArgument("range", ranged, "ends before it starts")
-                status = 206
+                (start, end), status = span, 206
             length = max(0, end - start + 1)
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")

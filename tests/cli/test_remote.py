@@ -628,9 +628,12 @@ def test_request_bodies_that_are_not_objects_are_400_not_500(served, body):
     assert answer.split(b" ", 2)[1] == b"400", answer
 
 
-def test_a_range_that_ends_before_it_starts_is_refused(served, tmp_path):
+@pytest.mark.parametrize("ranged", ["bytes=5-2", "bytes=" + "1" * 5000 + "-", "bytes=0-" + "9" * 5000],
+                         ids=["ends-before-start", "start-too-long", "end-too-long"])
+def test_a_range_that_ends_before_it_starts_or_is_no_number_is_refused(served, tmp_path, ranged):
+    """5000 digits were int()'s ValueError: a 500 "internal error" for the client's mistake."""
     digest = Remote(served, tmp_path).ok("content", "ingest", "--ref", "r", input=b"x" * 1000).lines[0]
-    answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=5-2\r\n\r\n".encode())
+    answer = _raw(served, f"GET /v1/content/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: {ranged}\r\n\r\n".encode())
     assert answer.split(b" ", 2)[1] == b"400", answer
 
 

@@ -3,10 +3,12 @@ a ``Range`` header are text dist does not control; properties of their parsers."
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dist_tool.errors import InvalidArgument
+from dist_tool.remote.server import parse_range
 from dist_tool.remote.wire import parse_address
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True)
@@ -45,3 +47,48 @@ def test_any_address_is_unix_or_tcp_or_invalid(address: str):
         host, port = where
         assert kind == "tcp" and host and "[" not in host and "]" not in host and 0 < port < 65536
 
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6))
+def test_a_range_is_within_the_blob(size: int, first: int, last: int):
+    try:
+        span = parse_range(f"bytes={first}-{last}", size)
+    except InvalidArgument:
+        assert last < first
+        return
+    if span is None:
+        assert first >= size
+        return
+    assert span == (first, min(last, size - 1))
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6))
+def test_open_ended_and_suffix_ranges(size: int, n: int):
+    assert parse_range(f"bytes={n}-", size) == ((n, size - 1) if n < size else None)
+    suffix = parse_range(f"bytes=-{n}", size)
+    if n == 0 or size == 0:
+        assert suffix is None  # RFC 9110: a suffix of 0 bytes, any range of an empty blob
+    else:
+        assert suffix == (size - min(n, size), size - 1)
+
+
+@example("bytes=" + "1" * 5000 + "-", 10)
+@example("bytes=0-" + "9" * 5000, 10)
+@example("bytes=\u0661-", 10)  # \d took Arabic-Indic digits, which int() reads (http.server passes none)
+@given(st.one_of(st.text(max_size=20),
+                 st.builds(lambda t: "bytes=" + t, st.text("0123456789-, \u0661\u00b2", max_size=12))),
+       st.integers(0, 1000))
+def test_any_range_header_is_a_span_none_or_invalid(ranged: str, size: int):
+    try:
+        span = parse_range(ranged, size)
+    except InvalidArgument:
+        return
+    if span is not None:
+        start, end = span
+        assert 0 <= start <= end < size
+        assert ranged.strip().isascii()
+
+
+@pytest.mark.parametrize("ranged", ["bytes=-", "bytes=1-2,4-5", "items=0-1", "bytes=a-", ""])
+def test_malformed_ranges_are_invalid(ranged: str):
+    with pytest.raises(InvalidArgument, match="expected bytes=START"):
+        parse_range(ranged, 10)
