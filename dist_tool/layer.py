@@ -687,7 +687,8 @@ def _pax_ns(text: str | None) -> int | None:
     negative = text.startswith("-")
     seconds, _, fraction = text[negative:].partition(".")
     whole = decimal(seconds)
-    if whole is None or (fraction and decimal(fraction) is None):
+    # only the fraction's digits matter, not its value: decimal() has none for 700 of them
+    if whole is None or (fraction and not (fraction.isascii() and fraction.isdigit())):
         return None
     value = whole * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
     return -value if negative else value

@@ -301,3 +301,10 @@ def test_implied_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert [(dest / p).stat().st_mode & 0o7777 for p in ("a", "a/b")] == [0o755, 0o755]
+
+
+def test_a_pax_time_with_a_long_fraction_keeps_its_nanoseconds(tmp_path: Path) -> None:
+    """Only nine digits of a fraction count; decimal() has no value for 700 digits, and the time
+    fell back to tarfile's float, which rounds the nanoseconds away."""
+    apply(tmp_path, [file("m", b"x", pax_headers={"mtime": "1600000000." + "123456789" * 80})])
+    assert (tmp_path / "m").lstat().st_mtime_ns == 1_600_000_000_123_456_789
