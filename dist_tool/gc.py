@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from dist_tool import oci
 from dist_tool.errors import DistError, NotFound, keep_going
 from dist_tool.oci import Descriptor
-from dist_tool.store.api import Lease
+from dist_tool.store.api import GC_ROOT_LABEL, Lease
 from dist_tool.store.limits import MAX_MANIFEST_BYTES
 from dist_tool.walk import ChildrenCache, children
 
 Node = tuple[str, ...]  # ("image", ns, name) | ("lease", ns, id) | ("content", digest) | ...
 SnapshotNode = tuple[str, str, str, str]  # ("snapshot", namespace, snapshotter, key)
-GC_ROOT_LABEL = "containerd.io/gc.root"
 GC_REF_CONTENT_LABEL = "containerd.io/gc.ref.content"  # the key itself, or followed by ".<anything>"
 
 

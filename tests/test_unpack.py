@@ -527,11 +527,10 @@ def test_a_hand_made_active_snapshot_under_a_chain_id_fails_the_import(tmp_path:
 # ------------------------------------------------------------------------------ kill -9
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
-def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snapshotter: str) -> None:
+def _kill_9_mid_unpack(tmp_path: Path, snapshotter: str, *dist_args: str):
+    """``dist [dist_args] images import`` of a one-layer image of 12,000 files, killed while its
+    layer is being written (its extract snapshot exists and fills); returns the image."""
     import signal
-    import sqlite3
     import time
 
     count = 12_000
@@ -539,7 +538,7 @@ def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snaps
     members += [file(f"d{i % 40}/f{i}", b"%d" % i * 200) for i in range(count)]
     image = oci_archive(tmp_path / "many.tar", [layer(members)])
     root = tmp_path / "root"
-    argv = [sys.executable, "-m", "dist_tool", "--root", str(root), "--state", str(tmp_path / "st"),
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(root), "--state", str(tmp_path / "st"), *dist_args,
             "--snapshotter", snapshotter, "images", "import", "--progress", "none", str(image.archive)]
     stderr = tmp_path / "import.stderr"
     with stderr.open("wb") as err:
@@ -557,6 +556,17 @@ def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snaps
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    return image
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snapshotter: str) -> None:
+    import sqlite3
+
+    count = 12_000
+    image = _kill_9_mid_unpack(tmp_path, snapshotter)
+    root = tmp_path / "root"
     dist = Dist(root)
     left = dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json
     assert [i["kind"] for i in left] == ["active"] and left[0]["key"].startswith("extract-")
@@ -576,6 +586,33 @@ def test_kill_9_during_unpack_leaves_no_committed_snapshot(tmp_path: Path, snaps
     assert all(not any(p.iterdir()) for p in (base / "staging", base / "trash") if p.exists())
     with sqlite3.connect(root / "metadata.db") as conn:
         assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_a_killed_unpack_does_not_keep_its_namespace(tmp_path: Path) -> None:
+    """What a killed unpack left (an extract snapshot under its dead lease) kept ``namespaces rm``
+    from removing the namespace until a gc, though nothing can keep it; a hand-made snapshot still
+    does, and the refusal changes nothing."""
+    dist = Dist(tmp_path / "root")
+    dist.ok("namespaces", "create", "team")
+    _kill_9_mid_unpack(tmp_path, "native", "-n", "team")
+    [left] = dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "ls", "--json").json
+    assert left["kind"] == "active" and left["key"].startswith("extract-")
+    assert dist.ok("-n", "team", "images", "-q").lines == []
+    dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "prepare", "mine")
+    before = store_fingerprint(dist.root)
+    refused = dist("namespaces", "rm", "team")
+    assert (refused.code, refused.stderr.strip()) == (4, "dist: error: namespace team: not empty: it still holds "
+                                                         "snapshots")
+    assert store_fingerprint(dist.root) == before
+    dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "rm", "mine")
+    assert dist.ok("namespaces", "rm", "team").lines == ["team"]
+    assert dist.ok("namespaces", "ls", "-q").lines == []
+    base = tmp_path / "root" / "snapshots" / "native"
+    assert [p.name for p in base.iterdir() if p.name.isdigit()] == []
+    assert all(not any(p.iterdir()) for p in (base / "staging", base / "trash") if p.exists())
+    removed = dist.ok("gc", "--json").json["removed"]
+    assert (removed["snapshots"], removed["leases"], removed["directories"]) == ([], [], [])
 
 
 def _extracting(root: Path, snapshotter: str) -> Path | None:

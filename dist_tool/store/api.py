@@ -28,6 +28,9 @@ from dist_tool.store.records import (  # noqa: F401 - the records are part of th
     Usage,
 )
 
+# A snapshot or blob with this label is a root of garbage collection by itself (containerd's).
+GC_ROOT_LABEL = "containerd.io/gc.root"
+
 # ---------------------------------------------------------------- content
 
 

@@ -8,8 +8,10 @@ from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Namespace
 from dist_tool.store.leases import drop_expired
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
+from dist_tool.store.snapshots import drop_unkept
 
 # Every table whose rows belong to a namespace; a namespace holding any row cannot be removed.
+# Snapshots come last: only a namespace without the others can hold snapshots nothing keeps.
 NAMESPACED_TABLES = ("images", "leases", "containers", "snapshots")
 
 
@@ -73,6 +75,10 @@ class SqliteNamespaceStore:
             # has expired holds nothing any more (gc would delete it).
             drop_expired(conn, name)
             for table in NAMESPACED_TABLES:
+                if table == "snapshots" and table in tables:
+                    # Reached only without images, containers and leases, so what a killed unpack
+                    # left is garbage nobody can use (or see as the user's): gone as gc would take it.
+                    drop_unkept(self.meta, conn, name)
                 if table in tables and conn.execute(
                         f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1", (name,)).fetchone():
                     raise Conflict("namespace", name, f"not empty: it still holds {table}")

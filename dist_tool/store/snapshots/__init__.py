@@ -32,7 +32,7 @@ from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.proc import alive, process_start
-from dist_tool.store.api import Mount, SnapshotInfo, Staged, Usage
+from dist_tool.store.api import GC_ROOT_LABEL, Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.unpriv import Widened
 from dist_tool.validate import decimal, utf8
@@ -440,6 +440,45 @@ def _container_using(conn, namespace: str, snapshotter: str, key: str) -> str | 
     row = conn.execute("SELECT id FROM containers WHERE namespace = ? AND snapshotter = ? AND snapshot_key = ? "
                        "LIMIT 1", (namespace, snapshotter, key)).fetchone()
     return row[0] if row else None
+
+
+def drop_unkept(meta: Metadata, conn, namespace: str) -> list[str]:
+    """Deletes the namespace's snapshots that nothing keeps, in the caller's write transaction,
+    which has found the namespace without images, containers and live leases: what is left of a
+    killed unpack. So the only roots among them are snapshots labelled ``containerd.io/gc.root``
+    (made by hand), which stay with the parents under them; the rest is what the next gc would
+    remove. As in ``remove``, the directories go into the trash once the transaction commits and
+    are deleted after the lock is released. Returns the keys deleted."""
+    rows = conn.execute("SELECT snapshotter, key, parent, id, labels FROM snapshots WHERE namespace = ? "
+                        "ORDER BY snapshotter, key", (namespace,)).fetchall()
+    parents = {(sn, key): parent for sn, key, parent, _, _ in rows}
+    kept: set[tuple[str, str]] = set()
+    for sn, key, _, _, labels in rows:
+        if GC_ROOT_LABEL not in load_labels(labels):
+            continue
+        cursor = key
+        while cursor is not None and (sn, cursor) in parents and (sn, cursor) not in kept:
+            kept.add((sn, cursor))
+            cursor = parents[(sn, cursor)]
+    unkept = [(sn, key, snapshot_id) for sn, key, _, snapshot_id, _ in rows if (sn, key) not in kept]
+    conn.executemany("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
+                     [(namespace, sn, key) for sn, key, _ in unkept])
+    trashed: list[str] = []
+
+    def to_trash(_conn) -> None:
+        for sn, _, snapshot_id in unkept:
+            path = SnapshotDirs(meta.root, sn).trash(snapshot_id)
+            if path:
+                trashed.append(path)
+
+    def delete_trashed() -> None:
+        for path in trashed:
+            remove_tree(path)
+
+    if unkept:
+        meta.on_commit(to_trash)
+        meta.after_release(delete_trashed)
+    return [key for _, key, _ in unkept]
 
 
 class SnapshotJanitor:
