@@ -615,6 +615,31 @@ def test_a_killed_unpack_does_not_keep_its_namespace(tmp_path: Path) -> None:
     assert (removed["snapshots"], removed["leases"], removed["directories"]) == ([], [], [])
 
 
+@pytest.mark.slow
+def test_a_killed_import_into_a_fresh_namespace_is_named_by_rm_and_gone_after_gc(tmp_path: Path) -> None:
+    """An operation creates no namespace, so a killed import into a new one leaves its lease and
+    extract snapshot under a name ``namespaces ls`` does not show: ``namespaces rm`` says what
+    they are and what removes them, and gc leaves no row naming it."""
+    import sqlite3
+
+    dist = Dist(tmp_path / "root")
+    _kill_9_mid_unpack(tmp_path, "native", "-n", "fresh")
+    assert dist.ok("namespaces", "ls", "-q").lines == []
+    assert [s["key"][:8] for s in dist.ok("-n", "fresh", "--snapshotter", "native", "snapshot", "ls",
+                                          "--json").json] == ["extract-"]
+    unlisted = dist("namespaces", "rm", "fresh")
+    assert (unlisted.code, unlisted.stderr.strip()) == (
+        3, "dist: error: namespace fresh: not found (only an unfinished or killed operation's records name it: "
+           "`dist gc` removes a killed one's)")
+    dist.ok("gc")
+    with sqlite3.connect(tmp_path / "root" / "metadata.db") as conn:
+        assert {table: conn.execute(f"SELECT count(*) FROM {table} WHERE namespace = 'fresh'").fetchone()[0]
+                for table in ("images", "leases", "lease_resources", "snapshots", "containers")} == dict.fromkeys(
+            ("images", "leases", "lease_resources", "snapshots", "containers"), 0)
+    gone = dist("namespaces", "rm", "fresh")
+    assert (gone.code, gone.stderr.strip()) == (3, "dist: error: namespace fresh: not found")
+
+
 def _extracting(root: Path, snapshotter: str) -> Path | None:
     import sqlite3
 

@@ -19,6 +19,16 @@ def _namespace(row) -> Namespace:
     return Namespace(row[0], load_labels(row[1]), row[2], row[3])
 
 
+def _unlisted(conn, tables: set[str], name: str) -> str:
+    """Why rows may name a namespace that does not exist: an operation's lease and snapshots
+    create none (the image or container it makes does), so a killed one's stay unlisted until gc."""
+    for table in NAMESPACED_TABLES:
+        if table in tables and conn.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1",
+                                            (name,)).fetchone():
+            return " (only an unfinished or killed operation's records name it: `dist gc` removes a killed one's)"
+    return ""
+
+
 class SqliteNamespaceStore:
     def __init__(self, meta: Metadata) -> None:
         self.meta = meta
@@ -68,9 +78,9 @@ class SqliteNamespaceStore:
 
     def delete(self, name: str) -> None:
         with self.meta.write() as conn:
-            if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is None:
-                raise NotFound("namespace", name, "not found")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if conn.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound("namespace", name, "not found" + _unlisted(conn, tables, name))
             # SPEC: namespaces rm sees only user leases and those of running work; a lease that
             # has expired holds nothing any more (gc would delete it).
             drop_expired(conn, name)
