@@ -71,8 +71,10 @@ class GcResult:
     leases: list[tuple[str, str]] = field(default_factory=list)
     ingests: list[str] = field(default_factory=list)
     snapshots: list[SnapshotNode] = field(default_factory=list)
-    # Snapshot directories no record names, and staging directories of killed unpacks (ROOT-relative).
+    # Snapshot directories no record names, staging directories of killed unpacks and what killed
+    # removals left in the trash (ROOT-relative), and the bytes of disk they held.
     directories: list[str] = field(default_factory=list)
+    directory_bytes: int = 0
     dry_run: bool = False
     # Manifests and indexes a root reaches that cannot be read: what they reference is unknown,
     # so nothing was swept (blobs and snapshots); expired leases and dead ingests still go.
@@ -80,7 +82,9 @@ class GcResult:
 
     @property
     def bytes_freed(self) -> int:
-        return sum(size for _, size in self.blobs)
+        """The blobs' sizes and the leftover directories' disk usage (snapshots are not measured:
+        a writable one would have to be walked under the write lock)."""
+        return sum(size for _, size in self.blobs) + self.directory_bytes
 
     def to_json(self) -> dict:
         return {"dryRun": self.dry_run,
@@ -235,6 +239,9 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
         result.leases = sorted(expired)
         result.snapshots = sorted(n for n in graph.snapshots
                                   if sweep and n not in marked and (only is None or n[3] in only))
+        # Before this collection trashes the snapshots it removes: what is there already is what
+        # killed removals left, which emptying the trash removes too, so it is reported.
+        leftovers = janitor.trash_entries() if only is None else []
         if not dry_run:
             for node in result.snapshots:
                 conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?", node[1:])
@@ -261,7 +268,10 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
     if not dry_run:
         content.empty_trash()  # the blob files, unlinked now the lock is released
     if only is None:
-        result.directories = janitor.sweep(dry_run=dry_run)  # crash leftovers; empties the trash outside the lock
+        # Crash leftovers; empties the trash outside the lock.
+        swept = janitor.sweep(dry_run=dry_run, leftovers=leftovers)
+        result.directories = [path for path, _ in swept]
+        result.directory_bytes = sum(size for _, size in swept)
     elif result.snapshots and not dry_run:
         janitor.empty_trash()
     if only is None:

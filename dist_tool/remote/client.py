@@ -554,11 +554,14 @@ def collect_garbage(client: Client, dry_run: bool = False, only: set[str] | None
 
     raw = client.request("POST", "/gc", {"dryRun": dry_run, "only": sorted(only) if only is not None else None})
     removed = raw["removed"]
-    return GcResult(blobs=[(b["digest"], b["size"]) for b in removed["content"]],
+    blobs = [(b["digest"], b["size"]) for b in removed["content"]]
+    return GcResult(blobs=blobs,
                     leases=[(x["namespace"], x["id"]) for x in removed["leases"]],
                     ingests=list(removed["ingests"]),
                     snapshots=[("snapshot", x["namespace"], x["snapshotter"], x["key"]) for x in removed["snapshots"]],
                     directories=list(removed.get("directories") or []),
+                    # bytesFreed is the blobs' sizes plus the directories' disk usage.
+                    directory_bytes=max(0, raw.get("bytesFreed", 0) - sum(size for _, size in blobs)),
                     dry_run=raw["dryRun"], unreadable=list(raw.get("unreadable") or []))
 
 

@@ -285,6 +285,46 @@ def test_rm_removes_record_and_snapshot(bb):
     assert bb("c", "rm", "-f", "web").code == 0
 
 
+@pytest.mark.slow
+def test_gc_dry_run_reports_the_trash_a_killed_rm_left_as_gc_then_removes_it(bb):
+    """``container rm`` renames the snapshot's directory into the trash, then deletes it: killed in
+    between, it left a tree that ``gc`` removed without a word and ``gc --dry-run`` never showed."""
+    import signal
+    import sqlite3
+
+    bb.ok("c", "create", "busybox", "web")
+    with sqlite3.connect(bb.root / "metadata.db") as conn:
+        snapshotter, snapshot_id = conn.execute("SELECT snapshotter, id FROM snapshots WHERE key = 'web'").fetchone()
+    written = bb.root / "snapshots" / snapshotter / str(snapshot_id) / "fs" / "srv"
+    written.mkdir(exist_ok=True)
+    for i in range(12_000):  # what a task wrote: enough that the delete is slow to finish
+        (written / f"f{i}").write_bytes(b"x" * 5000)
+    chain = [s["key"] for s in snapshots(bb) if s["kind"] == "committed"]
+    bb.ok("rmi", "busybox")  # the chain now goes with the container, in the same gc as the trash
+    trash = bb.root / "snapshots" / snapshotter / "trash"
+    rm = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
+                           "c", "rm", "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    try:
+        while not (trash.exists() and os.listdir(trash)):
+            assert rm.poll() is None and time.monotonic() < deadline
+    finally:
+        rm.send_signal(signal.SIGKILL)
+        rm.wait()
+    [left] = os.listdir(trash)
+    assert ls(bb) == []
+    dry = bb.ok("gc", "--dry-run", "--json").json
+    assert dry["removed"]["directories"] == [f"snapshots/{snapshotter}/trash/{left}"]
+    assert [s["key"] for s in dry["removed"]["snapshots"]] == chain
+    assert dry["bytesFreed"] >= 12_000 * 5000 and os.listdir(trash) == [left]
+    text = bb.ok("gc", "--dry-run").lines
+    assert f"would remove leftover directory snapshots/{snapshotter}/trash/{left}" in text
+    assert text[-1].endswith(f"in {len(dry['removed']['content'])} blobs (and {len(chain)} snapshots, "
+                             "1 directories)")
+    done = bb.ok("gc", "--json").json
+    assert {**done, "dryRun": True} == dry and os.listdir(trash) == []
+
+
 def test_a_containers_snapshot_cannot_be_committed_away(bb):
     bb.ok("c", "create", "busybox", "web")
     r = bb("snapshot", "commit", "saved", "web")

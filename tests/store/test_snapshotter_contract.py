@@ -250,8 +250,8 @@ def test_janitor_removes_crash_leftovers_only(sn) -> None:
     live = Path(sn.dirs.new_staging())  # ours: this process is alive
     janitor = SnapshotJanitor(sn.root, sn.meta)
     leftovers = [f"snapshots/{sn.name}/{orphan.name}", f"snapshots/{sn.name}/staging/{dead.name}"]
-    assert janitor.sweep(dry_run=True) == leftovers and orphan.exists()
-    assert janitor.sweep() == leftovers
+    assert [path for path, _ in janitor.sweep(dry_run=True)] == leftovers and orphan.exists()
+    assert [path for path, _ in janitor.sweep()] == leftovers
     assert not orphan.exists() and not dead.exists() and live.exists()
     assert os.path.isdir(sn.dirs.path(keep)) and os.listdir(sn.dirs.trash_dir) == []
 

@@ -499,15 +499,25 @@ class SnapshotJanitor:
         for name in SNAPSHOTTERS:
             SnapshotDirs(self.root, name).empty_trash()
 
-    def sweep(self, dry_run: bool = False) -> list[str]:
-        """The directories removed (or, with ``dry_run``, to be removed), relative to ROOT:
-        ``snapshots/<snapshotter>/<id>`` without a record, ``…/staging/<entry>`` of dead writers."""
+    def trash_entries(self) -> list[str]:
+        """What is in every snapshotter's trash, ROOT-relative (``snapshots/<snapshotter>/trash/<entry>``).
+        Called under the write lock before this process trashes anything, it is what killed
+        removals left (a ``container rm`` between its rename and its delete), which ``sweep``
+        then reports and removes with the rest."""
+        return sorted(f"snapshots/{name}/trash/{entry}" for name in SNAPSHOTTERS
+                      for entry in _listdir(SnapshotDirs(self.root, name).trash_dir))
+
+    def sweep(self, dry_run: bool = False, leftovers: list[str] | None = None) -> list[tuple[str, int]]:
+        """(path, bytes of disk) of each directory removed (or, with ``dry_run``, to be removed),
+        ROOT-relative: ``snapshots/<snapshotter>/<id>`` without a record, ``…/staging/<entry>`` of
+        dead writers, and ``leftovers`` (``trash_entries``, which emptying the trash removes). The
+        bytes are measured outside the lock: nothing else writes to any of them."""
         base = os.path.join(self.root, "snapshots")
         try:
             names = sorted(n for n in os.listdir(base) if n in SNAPSHOTTERS)
         except FileNotFoundError:
-            return []
-        found: list[str] = []
+            names = []
+        found: list[tuple[str, str | None]] = []  # (ROOT-relative path, where it is now)
         with self.meta.write() as conn:
             for name in names:
                 dirs = SnapshotDirs(self.root, name)
@@ -515,23 +525,26 @@ class SnapshotJanitor:
                 for entry in os.listdir(dirs.base):
                     snapshot_id = decimal(entry)
                     if snapshot_id is not None and snapshot_id not in known:
-                        found.append(f"snapshots/{name}/{entry}")
-                        if not dry_run:
-                            dirs.trash(snapshot_id)
+                        rel = f"snapshots/{name}/{entry}"
+                        found.append((rel, os.path.join(self.root, rel) if dry_run else dirs.trash(snapshot_id)))
                 for entry in _listdir(dirs.staging):
                     pid, _, rest = entry.partition(".")
                     start = rest.rpartition(".")[0]
                     writer = decimal(pid)
                     if writer is not None and alive(writer, start):
                         continue
-                    found.append(f"snapshots/{name}/staging/{entry}")
+                    where = os.path.join(dirs.staging, entry)
                     if not dry_run:
                         os.makedirs(dirs.trash_dir, exist_ok=True)
-                        os.rename(os.path.join(dirs.staging, entry),
-                                  os.path.join(dirs.trash_dir, f"staging.{entry}"))
+                        trashed = os.path.join(dirs.trash_dir, f"staging.{entry}")
+                        os.rename(where, trashed)
+                        where = trashed
+                    found.append((f"snapshots/{name}/staging/{entry}", where))
+        found += [(rel, os.path.join(self.root, rel)) for rel in leftovers or ()]
+        measured = sorted((rel, disk_usage(where).size if where else 0) for rel, where in found)
         if not dry_run:
             self.empty_trash()
-        return found
+        return measured
 
 
 def _listdir(path: str) -> list[str]:
