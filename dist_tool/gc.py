@@ -236,6 +236,11 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
                 result.blobs.append((digest, size))
         if only is None:  # files no record names (by hand, or a crash): reported with the rest
             result.blobs += content.orphan_files(graph.present)
+        swept_blobs = list(result.blobs)  # the blobs whose records and files this collection removes
+        if only is None:
+            # Blob files a killed removal left in the trash, which emptying it unlinks: reported
+            # too, though their digests may name a blob committed again since, which stays.
+            result.blobs += content.trash_leftovers()
         result.leases = sorted(expired)
         result.snapshots = sorted(n for n in graph.snapshots
                                   if sweep and n not in marked and (only is None or n[3] in only))
@@ -252,12 +257,12 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
                 # Rows of no lease (written before leases were checked) would pass to a later lease of that ID.
                 conn.execute("DELETE FROM lease_resources WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE "
                              "l.namespace = lease_resources.namespace AND l.id = lease_resources.lease_id)")
-            conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d, _ in result.blobs])
+            conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d, _ in swept_blobs])
 
             def remove_files(_conn) -> None:
                 for node in result.snapshots:
                     janitor.trash(node[2], graph.snapshots[node][1])
-                for digest, _ in result.blobs:  # the files of record-less blobs among them
+                for digest, _ in swept_blobs:  # the files of record-less blobs among them
                     content.trash_file(digest)
                 if only is None:
                     content.remove_stale_temporaries()

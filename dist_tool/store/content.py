@@ -497,6 +497,25 @@ class LocalContentStore:
         except FileNotFoundError:
             pass
 
+    def trash_leftovers(self) -> list[tuple[str, int]]:
+        """(digest, size) of each blob file in the trash, in name order: what a process killed
+        between ``trash_file`` and ``empty_trash`` left. Called under the write lock before this
+        process trashes anything; garbage collection reports them, and ``empty_trash`` unlinks
+        them (with anything else there)."""
+        try:
+            names = sorted(os.listdir(self.trash_dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            digest = name.partition(".")[0].replace("-", ":", 1)
+            try:
+                size = os.lstat(os.path.join(self.trash_dir, name)).st_size
+            except FileNotFoundError:
+                continue
+            out.append((digest, size))
+        return out
+
     def empty_trash(self) -> None:
         """Unlinks what ``trash_file`` moved, outside the lock; also what a killed process left
         there (nothing but garbage is ever put there, so anyone may empty it)."""

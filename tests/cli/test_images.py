@@ -264,6 +264,21 @@ def test_gc_reports_blob_files_no_record_names(dist, imported):
     assert dist.ok("images", "check", "--json").json[0]["complete"] is True
 
 
+def test_gc_reports_blob_files_a_killed_removal_left_in_the_trash(dist, imported):
+    """A gc or rmi killed between moving a blob's file into content/trash and unlinking it left a
+    file the next gc unlinked without a word; the dry run did not show it. Now both list it with
+    its size, and a blob of that digest committed again meanwhile stays."""
+    left = dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.4242.17"
+    left.write_bytes(b"x" * 3000)
+    dry = dist.ok("gc", "--dry-run", "--json").json
+    assert dry["removed"]["content"] == [{"digest": imported.config_digest, "size": 3000}]
+    assert dry["bytesFreed"] == 3000 and left.exists()
+    assert f"would remove blob {imported.config_digest} (2.9 KiB)" in dist.ok("gc", "--dry-run").lines
+    assert dist.ok("gc", "--json").json == {**dry, "dryRun": False}
+    assert not left.exists() and dist.ok("images", "check", "--json").json[0]["complete"] is True
+    assert dist("content", "verify").code == 0
+
+
 def test_what_is_no_blob_under_blobs_is_left_alone(dist, imported):
     """A directory named like a blob made every gc and rmi fail with 'Is a directory' (the rmi
     having deleted the image); a stray file not named like a digest was reported as a blob."""
