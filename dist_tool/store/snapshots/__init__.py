@@ -516,7 +516,7 @@ class SnapshotJanitor:
         try:
             names = sorted(n for n in os.listdir(base) if n in SNAPSHOTTERS)
         except FileNotFoundError:
-            names = []
+            return []  # no snapshot was ever made, so none was trashed either
         found: list[tuple[str, str | None]] = []  # (ROOT-relative path, where it is now)
         with self.meta.write() as conn:
             for name in names:
@@ -541,10 +541,19 @@ class SnapshotJanitor:
                         where = trashed
                     found.append((f"snapshots/{name}/staging/{entry}", where))
         found += [(rel, os.path.join(self.root, rel)) for rel in leftovers or ()]
-        measured = sorted((rel, disk_usage(where).size if where else 0) for rel, where in found)
+        measured = sorted((rel, _disk_bytes(where)) for rel, where in found)
         if not dry_run:
             self.empty_trash()
         return measured
+
+
+def _disk_bytes(path: str | None) -> int:
+    """What a leftover holds, for the report only: one that cannot be read all through counts 0
+    rather than fail the collection that removes it."""
+    try:
+        return disk_usage(path).size if path else 0
+    except OSError:
+        return 0
 
 
 def _listdir(path: str) -> list[str]:
