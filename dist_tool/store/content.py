@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
+from dist_tool.proc import process_start
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
 from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
@@ -501,14 +502,19 @@ class LocalContentStore:
         """(digest, size) of each blob file in the trash, in name order: what a process killed
         between ``trash_file`` and ``empty_trash`` left. Called under the write lock before this
         process trashes anything; garbage collection reports them, and ``empty_trash`` unlinks
-        them (with anything else there)."""
+        them (with anything else there). A file whose remover still runs is its own to report:
+        one between its commit and its ``empty_trash``."""
         try:
             names = sorted(os.listdir(self.trash_dir))
         except FileNotFoundError:
             return []
         out = []
         for name in names:
-            digest = name.partition(".")[0].replace("-", ":", 1)
+            stem, _, rest = name.partition(".")
+            remover = decimal(rest.partition(".")[0])
+            if remover is not None and remover != os.getpid() and process_start(remover) is not None:
+                continue
+            digest = stem.replace("-", ":", 1)
             try:
                 size = os.lstat(os.path.join(self.trash_dir, name)).st_size
             except FileNotFoundError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -268,7 +269,7 @@ def test_gc_reports_blob_files_a_killed_removal_left_in_the_trash(dist, imported
     """A gc or rmi killed between moving a blob's file into content/trash and unlinking it left a
     file the next gc unlinked without a word; the dry run did not show it. Now both list it with
     its size, and a blob of that digest committed again meanwhile stays."""
-    left = dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.4242.17"
+    left = dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.{_dead_pid()}.17"
     left.write_bytes(b"x" * 3000)
     dry = dist.ok("gc", "--dry-run", "--json").json
     assert dry["removed"]["content"] == [{"digest": imported.config_digest, "size": 3000}]
@@ -277,6 +278,27 @@ def test_gc_reports_blob_files_a_killed_removal_left_in_the_trash(dist, imported
     assert dist.ok("gc", "--json").json == {**dry, "dryRun": False}
     assert not left.exists() and dist.ok("images", "check", "--json").json[0]["complete"] is True
     assert dist("content", "verify").code == 0
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_gc_leaves_a_running_removers_trash_for_it_to_report(dist, imported):
+    """A blob file a removal that still runs moved into the trash (between its commit and its
+    unlink) is that removal's to report: a concurrent gc's report must not claim it too."""
+    with subprocess.Popen(["sleep", "30"]) as remover:
+        try:
+            name = f"{imported.config_digest.replace(':', '-')}.{remover.pid}.17"
+            (dist.root / "content" / "trash" / name).write_bytes(b"x" * 3000)
+            dry = dist.ok("gc", "--dry-run", "--json").json
+            assert dry["removed"]["content"] == [] and dry["bytesFreed"] == 0
+        finally:
+            remover.kill()
+    assert dist.ok("gc", "--dry-run", "--json").json["removed"]["content"] == [
+        {"digest": imported.config_digest, "size": 3000}]
 
 
 def test_what_is_no_blob_under_blobs_is_left_alone(dist, imported):
