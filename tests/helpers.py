@@ -68,7 +68,8 @@ def store_fingerprint(root: Path) -> dict:
     if root.exists():
         for path in sorted(root.rglob("*")):
             rel = str(path.relative_to(root))
-            if rel.startswith("metadata.db") or rel.endswith(".lock") or "/ingest" in f"/{rel}":
+            # metadata.reserve: room kept for a full disk, given up and made again as space goes and comes
+            if rel.startswith(("metadata.db", "metadata.reserve")) or rel.endswith(".lock") or "/ingest" in f"/{rel}":
                 continue
             if path.is_file():
                 files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -45,6 +45,7 @@ cannot reach a user; bytes never stream while the lock is held.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -57,6 +58,13 @@ from dist_tool.errors import DataError, DistError, InvalidArgument, Unavailable
 
 WRITE_LOCK_TIMEOUT = 120.0  # seconds; transactions are milliseconds, so this only trips on a hung peer
 BUSY_TIMEOUT_MS = 60_000
+# Room kept for the metadata on a full disk (``ROOT/metadata.reserve``). Every run makes SQLite's
+# 32 KiB ``-shm`` and grows the ``-wal``, so on a disk with no free block even ``dist images`` fails,
+# and ``rmi`` or ``gc``, which would free space, cannot commit. The reserve is given up as soon as
+# less than its size is free, and made again once there is room for several times its size.
+RESERVE_NAME = "metadata.reserve"
+RESERVE_BYTES = 1 << 20
+RESERVE_REMADE_ABOVE = 4 * RESERVE_BYTES
 
 
 class Migration(NamedTuple):
@@ -239,6 +247,41 @@ class Metadata:
         self._after_release: list[Callable[[], None]] = []
         self._lock = None
         self._thread_lock = threading.RLock()
+        self.reserve_path = os.path.join(root, RESERVE_NAME)
+
+    # -------------------------------------------------------------- the space reserve
+
+    def mind_reserve(self, may_make: bool) -> None:
+        """Gives up the reserve when less than its size is free, so that this run's SQLite files
+        (and an ``rmi`` or ``gc`` that frees space) find room; with ``may_make`` (a writer, under
+        the write lock) makes it again when the disk has room to spare. Best effort: a reserve
+        that cannot be made is no error, the disk simply has none."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError:  # no root yet (made by the connect that follows) or not a directory
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < RESERVE_BYTES:
+            # No lock: an unlink is atomic, and a reader on a full disk needs the room as much.
+            with contextlib.suppress(OSError):
+                os.unlink(self.reserve_path)
+        elif may_make and free >= RESERVE_REMADE_ABOVE and not os.path.exists(self.reserve_path):
+            self._make_reserve()
+
+    def _make_reserve(self) -> None:
+        # Made aside and renamed: a reserve is whole or absent. The write lock keeps makers apart,
+        # so one name for the file aside will do (a killed maker's is truncated by the next).
+        aside = f"{self.reserve_path}.tmp"
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)  # blocks allocated, not a sparse file
+            finally:
+                os.close(fd)
+            os.rename(aside, self.reserve_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(aside)
 
     # -------------------------------------------------------------- connection
 
@@ -261,6 +304,7 @@ class Metadata:
 
     def _connect(self) -> sqlite3.Connection:
         os.makedirs(self.root, exist_ok=True)
+        self.mind_reserve(may_make=False)  # SQLite makes its -shm on opening: 32 KiB it may not find
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -334,6 +378,7 @@ class Metadata:
                 raise Unavailable("store", self.root, "timed out waiting for the write lock" if wait
                                   else "another process is writing") from None
             try:
+                self.mind_reserve(may_make=True)
                 if self._conn is None:
                     self._conn = self._connect()
                 conn = self._conn

@@ -1,0 +1,59 @@
+"""Issue 2: a full disk and a broken store environment. An operator frees space with dist itself,
+a failed write leaves the store as it was, and every failure is one line naming the path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import Dist
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 24 MiB tmpfs (no blocks reserved for root, unlike ext4), unmounted in the finalizer."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Writes a file that takes every free block of ``disk`` but ``leave`` bytes' worth."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 64 << 10, 4 << 10):
+            try:
+                while free_bytes(disk) - chunk >= leave:
+                    os.write(fd, bytes(chunk))
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    assert free_bytes(disk) <= leave + (4 << 10)
+    return filler
+
+
+def free_bytes(disk: Path) -> int:
+    st = os.statvfs(disk)
+    return st.f_bavail * st.f_frsize
+
+
+def test_a_full_disk_still_lists_removes_and_collects(small_disk, busybox_rootfs):
+    """SQLite makes its -shm (32 KiB) on every open and grows its -wal on every write: with no
+    free block even ``dist images`` failed ('disk I/O error'), and nothing could free space."""
+    dist = Dist(small_disk / "root")
+    dist.ok("images", "import", "--rootfs", str(busybox_rootfs), "--name", "dk-bb")
+    fill(small_disk)
+    assert free_bytes(small_disk) == 0
+    assert dist.ok("images", "-q").lines == ["docker.io/library/dk-bb:latest"]
+    dist.ok("rmi", "dk-bb")
+    dist.ok("gc")
+    assert dist.ok("images", "-q").lines == []
+    assert free_bytes(small_disk) > 1 << 20  # the layer's blob and its unpacked snapshot are gone
