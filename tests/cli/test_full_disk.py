@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import Dist
+from helpers import Dist, sans_allocations, store_fingerprint
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")]
 
@@ -57,3 +57,31 @@ def test_a_full_disk_still_lists_removes_and_collects(small_disk, busybox_rootfs
     dist.ok("gc")
     assert dist.ok("images", "-q").lines == []
     assert free_bytes(small_disk) > 1 << 20  # the layer's blob and its unpacked snapshot are gone
+
+
+def test_an_import_that_fills_the_disk_leaves_the_store_as_it_was(small_disk, busybox_rootfs, tmp_path):
+    """With just room for the layer's blob, the disk filled at the next write (the config, the
+    manifest, SQLite's log, the unpack): the clean-up, itself a write, failed and left blob rows,
+    files and the operation's leases behind. Tried at several fill levels past the blob's size."""
+    import shutil
+
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    (rootfs / "random").write_bytes(os.urandom(3 << 20))  # incompressible: the layer's blob is ~4 MiB
+    source = Dist(tmp_path / "source")
+    source.ok("images", "import", "--rootfs", str(rootfs), "--name", "dk-big")
+    source.ok("images", "export", str(tmp_path / "big.tar"), "dk-big")
+    layer_size = max(blob["size"] for blob in source.ok("content", "ls", "--json").json)
+
+    dist = Dist(small_disk / "root")
+    dist.ok("images", "import", "--rootfs", str(busybox_rootfs), "--name", "dk-bb")
+    before = sans_allocations(store_fingerprint(dist.root))
+    for room in range(layer_size + (32 << 10), layer_size + (320 << 10), 32 << 10):
+        filler = fill(small_disk, leave=room)
+        result = dist("images", "import", "--progress", "none", str(tmp_path / "big.tar"))
+        assert result.code == 1, result.stderr
+        assert sans_allocations(store_fingerprint(dist.root)) == before, (room, result.stderr)
+        filler.unlink()
+        assert dist.ok("leases", "ls", "-q").lines == [], room
+        assert dist.ok("content", "active", "-q").lines == [], room
+        assert dist.ok("gc", "--dry-run").stdout == "would free 0 B in 0 blobs\n", room
