@@ -156,6 +156,7 @@ class LocalWriter:
         self.lease = lease
         self.dir = os.path.join(store.ingest_dir, _ingest_key(ref))
         self._lock = _lock_ingest(self.dir, ref, wait)
+        fresh = not os.path.exists(os.path.join(self.dir, "data"))
         try:
             self._write_small("ref", ref)
             if not os.path.exists(os.path.join(self.dir, "started")):
@@ -167,7 +168,10 @@ class LocalWriter:
             self._data = open(os.path.join(self.dir, "data"), "ab+")
             self.offset = self._rehash_existing()
         except BaseException:
-            self._lock.release()
+            if fresh:  # nothing of a killed writer's to resume: what this one began goes (a full disk)
+                _remove_locked(self.dir, self._lock)
+            else:
+                self._lock.release()
             raise
         self._closed = False
 
@@ -184,8 +188,11 @@ class LocalWriter:
             raise Unavailable("ingest", self.ref, f"needs {needed} bytes and the store's file system has {free} free")
 
     def _write_small(self, name: str, text: str) -> None:
-        with open(os.path.join(self.dir, name), "w") as f:
-            f.write(text)
+        try:
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(text)
+        except OSError as e:  # ENOSPC comes from the flush at close, an error that names no file
+            raise self._write_error(e, name) from None
 
     def _rehash_existing(self) -> int:
         """Resumes the hash over bytes a previous (killed) writer left, in bounded chunks."""
@@ -219,10 +226,10 @@ class LocalWriter:
         self._hash.update(data)
         self.offset += len(data)
 
-    def _write_error(self, e: OSError) -> Unavailable:
+    def _write_error(self, e: OSError, name: str = "data") -> Unavailable:
         """A failed write to the ingest (a full disk) is the store's, named as such: the stream
         being read, an archive or a registry, is not to blame."""
-        return Unavailable("ingest", self.ref, f"{e.strerror or e} (writing {os.path.join(self.dir, 'data')})")
+        return Unavailable("ingest", self.ref, f"{e.strerror or e} (writing {os.path.join(self.dir, name)})")
 
     def commit(self, size: int | None = None, digest: str | None = None,
                labels: Mapping[str, str] | None = None) -> str:
@@ -731,10 +738,15 @@ def write_layout_index(layout: str, images: Iterable[tuple[str, Descriptor]]) ->
 
 def _atomic_write(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk fails the flush, whose error names no file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise Unavailable("file", path, f"{e.strerror or e} (writing {tmp})") from None
     os.replace(tmp, path)
 
 

@@ -208,8 +208,9 @@ _SQLITE_DAMAGED = frozenset({11, 26})
 
 @contextmanager
 def translated(path: str) -> Iterator[None]:
-    """SQLite's errors of the environment as dist's: ``store PATH: database or disk is full``
-    (Unavailable), ``... database disk image is malformed`` (DataError). Others, an error in
+    """SQLite's errors of the environment as dist's, naming the path at fault when one can be found
+    (``_what_is_wrong``): ``store PATH: no space left on device`` (Unavailable), ``... database
+    disk image is malformed`` (DataError). Others, an error in
     dist's own SQL, go on as they are: an internal error with its traceback under --debug.
     A parameter SQLite cannot take as text is an argument's fault: InvalidArgument."""
     try:
@@ -222,8 +223,30 @@ def translated(path: str) -> Iterator[None]:
         if primary in _SQLITE_DAMAGED or _tables_unlike_the_schema(e):
             raise DataError("store", path, f"{e} (the metadata database is damaged)") from e
         if primary in _SQLITE_UNAVAILABLE:
-            raise Unavailable("store", path, str(e)) from e
+            which, why = _what_is_wrong(path, primary) or (path, str(e))
+            raise Unavailable("store", which, why) from e
         raise
+
+
+# SQLite says "unable to open database file", "attempt to write a readonly database" or "disk I/O
+# error" whatever the cause, and Python's sqlite3 does not pass on the errno: the cause is found by
+# looking at the files and their file system, once SQLite has failed.
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 3, 8, 10, 13, 14
+
+
+def _what_is_wrong(path: str, primary: int) -> tuple[str, str] | None:
+    """``(which, why)`` naming the path at fault and the fault, or None when nothing looks wrong
+    (SQLite's own words are then the best there is). Busy and locked are not looked into."""
+    if primary not in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN):
+        return None
+    try:
+        fs = os.statvfs(os.path.dirname(path))
+    except OSError:
+        return None
+    # FULL may also be max_page_count, IOERR any failed read or write: the disk must say it is full.
+    if primary in (_SQLITE_FULL, _SQLITE_IOERR) and fs.f_bavail * fs.f_frsize < RESERVE_BYTES:
+        return path, "no space left on device"
+    return None
 
 
 def _tables_unlike_the_schema(e: sqlite3.Error) -> bool:

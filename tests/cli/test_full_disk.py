@@ -3,6 +3,7 @@ a failed write leaves the store as it was, and every failure is one line naming 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_an_import_that_fills_the_disk_leaves_the_store_as_it_was(small_disk, bu
         assert dist.ok("leases", "ls", "-q").lines == [], room
         assert dist.ok("content", "active", "-q").lines == [], room
         assert dist.ok("gc", "--dry-run").stdout == "would free 0 B in 0 blobs\n", room
+
+
+def test_no_space_is_one_line_naming_the_file(small_disk):
+    """An ingest's small files (ref, started) fail at the flush, whose OSError names no file:
+    'I/O error: [Errno 28] ...' came out. SQLite says 'disk I/O error' when it cannot make its
+    -shm: with the reserve already spent, that is the disk being full, and says so."""
+    dist = Dist(small_disk / "root")
+    dist.ok("leases", "create", "--id", "dk-before")
+    fill(small_disk)
+    result = dist("content", "ingest", "--ref", "dk-r", input=b"hello")
+    key = hashlib.sha256(b"dk-r").hexdigest()
+    assert (result.code, result.stderr) == (1, f"dist: error: ingest dk-r: No space left on device (writing "
+                                               f"{dist.root / 'content' / 'ingest' / key / 'ref'})\n")
+    assert os.listdir(dist.root / "content" / "ingest") == []  # nothing of it to resume: nothing left
+    os.unlink(dist.root / "metadata.reserve")  # spent: what was freed filled up again
+    fill(small_disk)
+    for args in (["images"], ["leases", "create", "--id", "dk-after"]):
+        result = dist(*args)
+        assert (result.code, result.stderr) == (
+            1, f"dist: error: store {dist.root / 'metadata.db'}: no space left on device\n"), args
