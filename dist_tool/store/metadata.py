@@ -209,8 +209,8 @@ _SQLITE_DAMAGED = frozenset({11, 26})
 @contextmanager
 def translated(path: str) -> Iterator[None]:
     """SQLite's errors of the environment as dist's, naming the path at fault when one can be found
-    (``_what_is_wrong``): ``store PATH: no space left on device`` (Unavailable), ``... database
-    disk image is malformed`` (DataError). Others, an error in
+    (``_what_is_wrong``): ``store PATH: no space left on device``, ``store ROOT: read-only file
+    system`` (Unavailable), ``... database disk image is malformed`` (DataError). Others, an error in
     dist's own SQL, go on as they are: an internal error with its traceback under --debug.
     A parameter SQLite cannot take as text is an argument's fault: InvalidArgument."""
     try:
@@ -231,6 +231,8 @@ def translated(path: str) -> Iterator[None]:
 # SQLite says "unable to open database file", "attempt to write a readonly database" or "disk I/O
 # error" whatever the cause, and Python's sqlite3 does not pass on the errno: the cause is found by
 # looking at the files and their file system, once SQLite has failed.
+_SQLITE_FILES = (("", "the metadata database"), ("-wal", "SQLite's write-ahead log"),
+                 ("-shm", "SQLite's shared-memory index"))
 _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 3, 8, 10, 13, 14
 
 
@@ -239,10 +241,29 @@ def _what_is_wrong(path: str, primary: int) -> tuple[str, str] | None:
     (SQLite's own words are then the best there is). Busy and locked are not looked into."""
     if primary not in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN):
         return None
+    import stat
+
+    for suffix, role in _SQLITE_FILES:
+        try:
+            mode = os.lstat(path + suffix).st_mode
+        except OSError:
+            continue  # absent (SQLite makes the -wal and -shm), or the directory is the fault
+        if not stat.S_ISREG(mode):
+            kind = "directory" if stat.S_ISDIR(mode) else "symbolic link" if stat.S_ISLNK(mode) else "special file"
+            return path + suffix, f"is a {kind}, not a file ({role})"
+    root = os.path.dirname(path)
     try:
-        fs = os.statvfs(os.path.dirname(path))
+        fs = os.statvfs(root)
     except OSError:
         return None
+    if fs.f_flag & os.ST_RDONLY:
+        return root, "read-only file system (dist writes its metadata there, even to read it)"
+    if not os.access(root, os.W_OK | os.X_OK, effective_ids=True):
+        return root, (f"directory not writable by uid {os.geteuid()} (dist makes the metadata "
+                      "database's -wal and -shm files there, even to read it)")
+    for suffix, role in _SQLITE_FILES:
+        if os.path.exists(path + suffix) and not os.access(path + suffix, os.R_OK | os.W_OK, effective_ids=True):
+            return path + suffix, f"not readable and writable by uid {os.geteuid()} ({role})"
     # FULL may also be max_page_count, IOERR any failed read or write: the disk must say it is full.
     if primary in (_SQLITE_FULL, _SQLITE_IOERR) and fs.f_bavail * fs.f_frsize < RESERVE_BYTES:
         return path, "no space left on device"

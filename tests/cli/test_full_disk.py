@@ -106,3 +106,51 @@ def test_no_space_is_one_line_naming_the_file(small_disk):
         result = dist(*args)
         assert (result.code, result.stderr) == (
             1, f"dist: error: store {dist.root / 'metadata.db'}: no space left on device\n"), args
+
+
+@pytest.fixture
+def broken_store(request, busybox_rootfs):
+    """A store with an image, then broken as ``request.param`` says; yields (how to run dist on
+    it, the path the error must name, why). Under /tmp, not tmp_path (0700): nobody must reach it."""
+    import shutil
+    import sys
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="dk-broken-"))
+    top.chmod(0o755)
+    store = top / "store"
+    Dist(store).ok("images", "import", "--no-unpack", "--rootfs", str(busybox_rootfs), "--name", "dk-bb")
+    root, prefix, mounted = store, [], None
+    if request.param == "read-only-mount":
+        root = mounted = top / "ro"
+        root.mkdir()
+        subprocess.run(["mount", "--bind", "-o", "ro", str(store), str(root)], check=True)
+        which, why = root, "read-only file system (dist writes its metadata there, even to read it)"
+    elif request.param == "root-not-writable":
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        which, why = root, ("directory not writable by uid 65534 (dist makes the metadata database's -wal and -shm"
+                            " files there, even to read it)")
+    else:
+        (store / "metadata.db-wal").mkdir()
+        which, why = store / "metadata.db-wal", "is a directory, not a file (SQLite's write-ahead log)"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, sys.executable, "-m", "dist_tool", "--root", str(root), "--state",
+                               str(top / "state"), *args], capture_output=True, text=True)
+
+    yield run, which, why
+    if mounted is not None:
+        subprocess.run(["umount", str(mounted)], check=True)
+    shutil.rmtree(top)
+
+
+@pytest.mark.parametrize("broken_store", ["read-only-mount", "root-not-writable", "wal-is-a-directory"],
+                         indirect=True)
+def test_a_store_sqlite_cannot_open_is_named_with_what_is_wrong(broken_store):
+    """SQLite said only 'unable to open database file' or 'attempt to write a readonly database'."""
+    run, which, why = broken_store
+    for args in (["images"], ["content", "ls"]):
+        result = run(*args)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"dist: error: store {which}: {why}\n")
+    result = run("rmi", "dk-bb")  # a writer meets the write lock's file first on a read-only root
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and str(which) in result.stderr, result.stderr
