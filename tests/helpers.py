@@ -171,3 +171,25 @@ def build_umoci_image(base: Path, busybox_rootfs: Path) -> UmociImage:
     return UmociImage(layout, oci_archive, docker_archive, name, manifest, mdesc["digest"],
                       manifest["config"]["digest"], [x["digest"] for x in manifest["layers"]],
                       config["rootfs"]["diff_ids"], packed)
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Writes a file that takes every free block of ``disk`` but ``leave`` bytes' worth."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 64 << 10, 4 << 10):
+            try:
+                while free_bytes(disk) - chunk >= leave:
+                    os.write(fd, bytes(chunk))
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    assert free_bytes(disk) <= leave + (4 << 10)
+    return filler
+
+
+def free_bytes(disk: Path) -> int:
+    st = os.statvfs(disk)
+    return st.f_bavail * st.f_frsize

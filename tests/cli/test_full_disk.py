@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import Dist, sans_allocations, store_fingerprint
+from helpers import Dist, fill, free_bytes, sans_allocations, store_fingerprint
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")]
 
@@ -22,28 +22,6 @@ def small_disk(tmp_path: Path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=True)
-
-
-def fill(disk: Path, leave: int = 0) -> Path:
-    """Writes a file that takes every free block of ``disk`` but ``leave`` bytes' worth."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for chunk in (1 << 20, 64 << 10, 4 << 10):
-            try:
-                while free_bytes(disk) - chunk >= leave:
-                    os.write(fd, bytes(chunk))
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    assert free_bytes(disk) <= leave + (4 << 10)
-    return filler
-
-
-def free_bytes(disk: Path) -> int:
-    st = os.statvfs(disk)
-    return st.f_bavail * st.f_frsize
 
 
 def test_a_full_disk_still_lists_removes_and_collects(small_disk, busybox_rootfs):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import BUSYBOX, Dist, make_busybox_rootfs
+from helpers import BUSYBOX, Dist, fill, make_busybox_rootfs
 from layerkit import file, layer, oci_archive, overlay_supported
 
 pytestmark = [
@@ -806,30 +806,58 @@ def test_a_closed_stdout_is_dev_null_not_a_crash(bb):
     assert (r.returncode, r.stderr) == (0, b"")
 
 
-def test_an_exit_the_full_store_would_not_take_is_kept_and_recorded_later(tmp_path):
-    """A task that filled the store's disk exited 7; its shim could not write lastExit, and every
-    'task wait' after it said the container never ran a task (exit 3). The shim keeps the exit in
-    STATE; once there is room again, wait returns it and the store has it."""
+@pytest.fixture
+def small_store(tmp_path):
+    """A store on an 8 MiB tmpfs holding busybox, its STATE on another file system (as /run is)."""
     small = tmp_path / "small"
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
     try:
         d = Dist(small / "root")
-        d.state = tmp_path / "state"  # a tmpfs the store's disk does not share, as /run
+        d.state = tmp_path / "state"
         d.ok("images", "import", "--rootfs", str(make_busybox_rootfs(tmp_path / "rootfs")), "--name", "busybox",
              "--config-cmd", "/bin/sh", "--progress", "none")
-        r = d("run", "busybox", "filler", "--", "sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64; exit 7",
-              timeout=TIMEOUT)
-        assert r.code == 7, r.stderr
-        assert "recording lastExit of filler" in r.stderr  # the shim's log: the store refused it
-        for big in (small / "root" / "snapshots").rglob("big"):
-            big.unlink()
-        assert d("task", "wait", "filler", timeout=TIMEOUT).stdout.strip() == "7"
-        assert d.ok("container", "info", "filler", "--json").json["lastExit"]["status"] == 7
-        assert not list(d.state.rglob(".exit-*"))  # recorded: nothing kept any more
-        d.ok("container", "rm", "filler")
+        yield d
     finally:
         subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+FILL_AND_EXIT_7 = "dd if=/dev/zero of=/big bs=1M count=64; exit 7"
+
+
+def test_a_task_that_fills_the_store_disk_has_its_exit_recorded(small_store):
+    """The shim records lastExit at once on a disk the task filled: whatever room its SQLite files
+    need is there, since the store gives its reserve up (README: a full disk). Without the reserve
+    this depended on what the shim's connection had already made, and the exit was at times only
+    kept in STATE (the next test)."""
+    d = small_store
+    assert d("run", "busybox", "filler", "--", "sh", "-c", FILL_AND_EXIT_7, timeout=TIMEOUT).code == 7
+    assert d.ok("container", "info", "filler", "--json").json["lastExit"]["status"] == 7
+    assert not list(d.state.rglob(".exit-*"))
+
+
+def test_an_exit_the_full_store_would_not_take_is_kept_and_recorded_later(small_store):
+    """A task that filled the store's disk exited 7; its shim could not write lastExit, and every
+    'task wait' after it said the container never ran a task (exit 3). The shim keeps the exit in
+    STATE; once there is room again, wait returns it and the store has it. The reserve is spent
+    first (a disk that filled, was given the reserve and filled again), so nothing can be written."""
+    d = small_store
+    disk = d.root.parent
+    filler = fill(disk)
+    d.ok("images", "-q")  # gives the reserve up
+    assert not (d.root / "metadata.reserve").exists()
+    os.unlink(filler)
+    fill(disk, leave=512 << 10)  # room to create the container, not to make the reserve again
+    r = d("run", "busybox", "filler", "--", "sh", "-c", FILL_AND_EXIT_7, timeout=TIMEOUT)
+    assert r.code == 7, r.stderr
+    assert "recording lastExit of filler" in r.stderr  # the shim's log: the store refused it
+    os.unlink(filler)
+    for big in (d.root / "snapshots").rglob("big"):
+        big.unlink()
+    assert d("task", "wait", "filler", timeout=TIMEOUT).stdout.strip() == "7"
+    assert d.ok("container", "info", "filler", "--json").json["lastExit"]["status"] == 7
+    assert not list(d.state.rglob(".exit-*"))  # recorded: nothing kept any more
+    d.ok("container", "rm", "filler")
 
 
 def test_a_kept_exit_goes_with_its_container_and_never_reaches_a_new_one(bb, tmp_path):
