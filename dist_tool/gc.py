@@ -271,7 +271,9 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
 
             meta.on_commit(remove_files)
     if not dry_run:
-        content.empty_trash()  # the blob files, unlinked now the lock is released
+        # The blob files, unlinked now the lock is released; a full collection also unlinks what
+        # killed removals left (reported above), a partial one only its own.
+        content.empty_trash(everything=only is None)
     if only is None:
         # Crash leftovers; empties the trash outside the lock.
         swept = janitor.sweep(dry_run=dry_run, leftovers=leftovers)

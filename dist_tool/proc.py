@@ -3,6 +3,8 @@ the pid is recycled. Pure stdlib; the shim imports this too."""
 
 from __future__ import annotations
 
+import os
+
 
 def process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
@@ -20,3 +22,29 @@ def process_start(pid: int) -> str | None:
 
 def alive(pid: int | None, start: str | None) -> bool:
     return pid is not None and start is not None and process_start(pid) == start
+
+
+_own_mark: str | None = None
+
+
+def own_mark() -> str:
+    """``PID.START`` of this process. Put into the name of what it moves into a trash, after the
+    name's first dot-separated part, it lets another process tell the entries of a removal still
+    running (``marked_alive``) from those a killed one left, and this one find its own."""
+    global _own_mark
+    if _own_mark is None:
+        _own_mark = f"{os.getpid()}.{process_start(os.getpid())}"
+    return _own_mark
+
+
+def marked_alive(name: str) -> bool:
+    """Whether ``BASE.PID.START[.MORE]`` was made by a process that still runs (this one too)."""
+    parts = name.split(".")
+    pid = parts[1] if len(parts) > 2 else ""
+    if not (pid.isascii() and pid.isdigit() and len(pid) < 12):
+        return False
+    return alive(int(pid), parts[2])
+
+
+def marked_by_me(name: str) -> bool:
+    return name.split(".")[1:3] == own_mark().split(".")

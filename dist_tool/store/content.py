@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
-from dist_tool.proc import process_start
+from dist_tool.proc import marked_alive, marked_by_me, own_mark, process_start
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
 from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
@@ -501,7 +501,7 @@ class LocalContentStore:
         os.makedirs(self.trash_dir, exist_ok=True)
         try:
             os.rename(self.blob_path(digest), os.path.join(
-                self.trash_dir, f"{digest.replace(':', '-')}.{os.getpid()}.{time.monotonic_ns()}"))
+                self.trash_dir, f"{digest.replace(':', '-')}.{own_mark()}.{time.monotonic_ns()}"))
         except FileNotFoundError:
             pass
 
@@ -517,11 +517,9 @@ class LocalContentStore:
             return []
         out = []
         for name in names:
-            stem, _, rest = name.partition(".")
-            remover = decimal(rest.partition(".")[0])
-            if remover is not None and remover != os.getpid() and process_start(remover) is not None:
+            if marked_alive(name):
                 continue
-            digest = stem.replace("-", ":", 1)
+            digest = name.partition(".")[0].replace("-", ":", 1)
             try:
                 size = os.lstat(os.path.join(self.trash_dir, name)).st_size
             except FileNotFoundError:
@@ -529,14 +527,16 @@ class LocalContentStore:
             out.append((digest, size))
         return out
 
-    def empty_trash(self) -> None:
-        """Unlinks what ``trash_file`` moved, outside the lock; also what a killed process left
-        there (nothing but garbage is ever put there, so anyone may empty it)."""
+    def empty_trash(self, everything: bool = False) -> None:
+        """Unlinks what ``trash_file`` moved, outside the lock. With ``everything`` (a full gc,
+        which has reported them: ``trash_leftovers``), also what killed processes left there."""
         try:
             names = os.listdir(self.trash_dir)
         except FileNotFoundError:
             return
         for name in names:
+            if not everything and not marked_by_me(name):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.trash_dir, name))
 
@@ -585,8 +585,6 @@ class LocalContentStore:
     def remove_stale_temporaries(self) -> int:
         """Removes what a killed writer of ``index.json`` or ``oci-layout`` left (``NAME.tmp.PID``
         of a process that is gone); returns how many. Call under the write lock."""
-        from dist_tool.proc import process_start
-
         removed = 0
         try:
             names = os.listdir(self.layout)

@@ -287,18 +287,38 @@ def _dead_pid() -> int:
 
 
 def test_gc_leaves_a_running_removers_trash_for_it_to_report(dist, imported):
-    """A blob file a removal that still runs moved into the trash (between its commit and its
-    unlink) is that removal's to report: a concurrent gc's report must not claim it too."""
+    """A blob file or snapshot tree a removal that still runs moved into the trash (between its
+    commit and its delete) is that removal's: a concurrent gc listed it as a killed one's
+    leftover, with whatever part of a tree being deleted it happened to measure."""
+    from dist_tool.proc import process_start
+
     with subprocess.Popen(["sleep", "30"]) as remover:
         try:
-            name = f"{imported.config_digest.replace(':', '-')}.{remover.pid}.17"
-            (dist.root / "content" / "trash" / name).write_bytes(b"x" * 3000)
+            mark = f"{remover.pid}.{process_start(remover.pid)}"
+            (dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.{mark}.17").write_bytes(
+                b"x" * 3000)
+            tree = dist.root / "snapshots" / "overlayfs" / "trash" / f"9.{mark}.ab"
+            tree.mkdir(parents=True)
+            (tree / "f").write_bytes(b"y" * 5000)
             dry = dist.ok("gc", "--dry-run", "--json").json
-            assert dry["removed"]["content"] == [] and dry["bytesFreed"] == 0
+            assert dry["removed"]["content"] == dry["removed"]["directories"] == [] and dry["bytesFreed"] == 0
         finally:
             remover.kill()
-    assert dist.ok("gc", "--dry-run", "--json").json["removed"]["content"] == [
-        {"digest": imported.config_digest, "size": 3000}]
+    removed = dist.ok("gc", "--dry-run", "--json").json["removed"]
+    assert removed["content"] == [{"digest": imported.config_digest, "size": 3000}]
+    assert removed["directories"] == [f"snapshots/overlayfs/trash/{tree.name}"]
+
+
+def test_content_rm_empties_only_its_own_trash_and_gc_reports_the_rest(dist, imported):
+    """``content rm`` (which runs no collection) unlinked everything in the trash, so what a
+    killed removal left there went without the report the dry run had promised. It now empties
+    only what it moved there; the next gc reports the rest and removes it."""
+    left = dist.root / "content" / "trash" / f"{imported.layer_digests[0].replace(':', '-')}.{_dead_pid()}.0.17"
+    left.write_bytes(b"x" * 3000)
+    dist.ok("content", "rm", imported.config_digest)
+    assert os.listdir(dist.root / "content" / "trash") == [left.name]
+    assert {"digest": imported.layer_digests[0], "size": 3000} in dist.ok("gc", "--json").json["removed"]["content"]
+    assert not left.exists()
 
 
 def test_what_is_no_blob_under_blobs_is_left_alone(dist, imported):

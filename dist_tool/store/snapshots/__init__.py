@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from dist_tool.proc import alive, process_start
+from dist_tool.proc import alive, marked_alive, marked_by_me, own_mark, process_start
 from dist_tool.store.api import GC_ROOT_LABEL, Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.unpriv import Widened
@@ -126,19 +126,20 @@ class SnapshotDirs:
     def trash(self, snapshot_id: int) -> str | None:
         """Moves a snapshot's directory into the trash (call under the write lock)."""
         os.makedirs(self.trash_dir, exist_ok=True)
-        target = os.path.join(self.trash_dir, f"{snapshot_id}.{os.urandom(4).hex()}")
+        target = os.path.join(self.trash_dir, f"{snapshot_id}.{own_mark()}.{os.urandom(4).hex()}")
         try:
             os.rename(self.path(snapshot_id), target)
         except FileNotFoundError:
             return None
         return target
 
-    def empty_trash(self) -> int:
-        """Deletes everything in the trash (outside the write lock); returns how many entries."""
+    def empty_trash(self, everything: bool = False) -> int:
+        """Deletes what this process moved into the trash (outside the write lock) or, with
+        ``everything`` (a full gc, which has reported the rest), all of it; returns how many."""
         from dist_tool.trees import remove_trees
 
         try:
-            names = os.listdir(self.trash_dir)
+            names = [n for n in os.listdir(self.trash_dir) if everything or marked_by_me(n)]
         except FileNotFoundError:
             return 0
         remove_trees(os.path.join(self.trash_dir, name) for name in names)
@@ -494,10 +495,11 @@ class SnapshotJanitor:
         """Moves a removed snapshot's directory into the trash (under the write lock)."""
         SnapshotDirs(self.root, snapshotter).trash(snapshot_id)
 
-    def empty_trash(self) -> None:
-        """Deletes what is in every snapshotter's trash (outside the write lock)."""
+    def empty_trash(self, everything: bool = False) -> None:
+        """Deletes what this process moved into every snapshotter's trash (outside the write
+        lock), or with ``everything`` all that is there."""
         for name in SNAPSHOTTERS:
-            SnapshotDirs(self.root, name).empty_trash()
+            SnapshotDirs(self.root, name).empty_trash(everything)
 
     def trash_entries(self) -> list[str]:
         """What is in every snapshotter's trash, ROOT-relative (``snapshots/<snapshotter>/trash/<entry>``).
@@ -505,7 +507,7 @@ class SnapshotJanitor:
         removals left (a ``container rm`` between its rename and its delete), which ``sweep``
         then reports and removes with the rest."""
         return sorted(f"snapshots/{name}/trash/{entry}" for name in SNAPSHOTTERS
-                      for entry in _listdir(SnapshotDirs(self.root, name).trash_dir))
+                      for entry in _listdir(SnapshotDirs(self.root, name).trash_dir) if not marked_alive(entry))
 
     def sweep(self, dry_run: bool = False, leftovers: list[str] | None = None) -> list[tuple[str, int]]:
         """(path, bytes of disk) of each directory removed (or, with ``dry_run``, to be removed),
@@ -536,14 +538,14 @@ class SnapshotJanitor:
                     where = os.path.join(dirs.staging, entry)
                     if not dry_run:
                         os.makedirs(dirs.trash_dir, exist_ok=True)
-                        trashed = os.path.join(dirs.trash_dir, f"staging.{entry}")
+                        trashed = os.path.join(dirs.trash_dir, f"staging.{own_mark()}.{entry}")
                         os.rename(where, trashed)
                         where = trashed
                     found.append((f"snapshots/{name}/staging/{entry}", where))
         found += [(rel, os.path.join(self.root, rel)) for rel in leftovers or ()]
         measured = sorted((rel, _disk_bytes(where)) for rel, where in found)
         if not dry_run:
-            self.empty_trash()
+            self.empty_trash(everything=True)
         return measured
 
 
