@@ -63,8 +63,9 @@ BUSY_TIMEOUT_MS = 60_000
 # and ``rmi`` or ``gc``, which would free space, cannot commit. The reserve is given up as soon as
 # less than its size is free, and made again once there is room for several times its size.
 RESERVE_NAME = "metadata.reserve"
-RESERVE_BYTES = 1 << 20
-RESERVE_REMADE_ABOVE = 4 * RESERVE_BYTES
+RESERVE_BYTES = 1 << 20  # the least it holds; it grows with the database (``Metadata.reserve_size``)
+RESERVE_MAX_BYTES = 256 << 20
+RESERVE_REMADE_TIMES = 4  # made (or grown) only once this many times its size is free
 
 
 class Migration(NamedTuple):
@@ -295,31 +296,55 @@ class Metadata:
 
     # -------------------------------------------------------------- the space reserve
 
+    def reserve_size(self) -> int:
+        """What the reserve should hold: room for a transaction that rewrites every page of the
+        database into the ``-wal`` (a gc deleting tens of thousands of rows does nearly that:
+        20,000 blob rows needed more than 1 MiB), a quarter more for pages a spilling cache
+        writes twice, and the ``-shm``; in whole MiB, at least one."""
+        try:
+            database = os.stat(self.path).st_size
+        except OSError:
+            database = 0
+        need = database + database // 4 + (64 << 10)
+        return min(RESERVE_MAX_BYTES, max(RESERVE_BYTES, -(-need // RESERVE_BYTES) * RESERVE_BYTES))
+
     def mind_reserve(self, may_make: bool) -> None:
-        """Gives up the reserve when less than its size is free, so that this run's SQLite files
+        """Gives up the reserve when less than it holds is free, so that this run's SQLite files
         (and an ``rmi`` or ``gc`` that frees space) find room; with ``may_make`` (a writer, under
-        the write lock) makes it again when the disk has room to spare. Best effort: a reserve
-        that cannot be made is no error, the disk simply has none."""
+        the write lock) makes it again, or larger as the database grew, when the disk has room
+        to spare. Best effort: a reserve that cannot be made is no error, the disk has none."""
         try:
             st = os.statvfs(self.root)
         except OSError:  # no root yet (made by the connect that follows) or not a directory
             return
         free = st.f_bavail * st.f_frsize
-        if free < RESERVE_BYTES:
-            # No lock: an unlink is atomic, and a reader on a full disk needs the room as much.
-            with contextlib.suppress(OSError):
-                os.unlink(self.reserve_path)
-        elif may_make and free >= RESERVE_REMADE_ABOVE and not os.path.exists(self.reserve_path):
-            self._make_reserve()
+        try:
+            held = os.stat(self.reserve_path).st_size
+        except OSError:
+            held = 0
+        if free < max(held, RESERVE_BYTES):
+            # No lock: an unlink is atomic, and a reader on a full disk needs the room as much. A
+            # killed maker's file aside is given up too; a running maker's rename then fails.
+            for path in (self.reserve_path, self._reserve_aside):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        elif may_make:
+            wanted = self.reserve_size()
+            if held < wanted and free >= RESERVE_REMADE_TIMES * wanted:
+                self._make_reserve(wanted)
 
-    def _make_reserve(self) -> None:
-        # Made aside and renamed: a reserve is whole or absent. The write lock keeps makers apart,
-        # so one name for the file aside will do (a killed maker's is truncated by the next).
-        aside = f"{self.reserve_path}.tmp"
+    @property
+    def _reserve_aside(self) -> str:
+        return f"{self.reserve_path}.tmp"
+
+    def _make_reserve(self, size: int) -> None:
+        # Made aside and renamed (over a smaller one): a reserve is whole or absent. The write lock
+        # keeps makers apart, so one name for the file aside will do.
+        aside = self._reserve_aside
         try:
             fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)  # blocks allocated, not a sparse file
+                os.posix_fallocate(fd, 0, size)  # blocks allocated, not a sparse file
             finally:
                 os.close(fd)
             os.rename(aside, self.reserve_path)

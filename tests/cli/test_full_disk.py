@@ -17,9 +17,17 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="mo
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 24 MiB tmpfs (no blocks reserved for root, unlike ext4), unmounted in the finalizer."""
-    disk = tmp_path / "disk"
+    yield from _tmpfs(tmp_path / "disk", "24m")
+
+
+@pytest.fixture
+def disk_64m(tmp_path: Path):
+    yield from _tmpfs(tmp_path / "disk", "64m")
+
+
+def _tmpfs(disk: Path, size: str):
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=True)
 
@@ -36,6 +44,39 @@ def test_a_full_disk_still_lists_removes_and_collects(small_disk, busybox_rootfs
     dist.ok("gc")
     assert dist.ok("images", "-q").lines == []
     assert free_bytes(small_disk) > 1 << 20  # the layer's blob and its unpacked snapshot are gone
+
+
+def test_the_reserve_grows_with_the_database_so_a_big_gc_cleans_a_full_disk(disk_64m):
+    """One gc deleting 20,000 blob rows writes more than 1 MiB of -wal: with a fixed 1 MiB reserve
+    it failed 'no space left on device' on a full disk, and so did every gc after it."""
+    import sqlite3
+
+    dist = Dist(disk_64m / "root")
+    dist.ok("leases", "create", "--id", "dk-l")  # makes the database (and a 1 MiB reserve)
+    conn = sqlite3.connect(dist.root / "metadata.db")
+    with conn:  # rows of no file, as a crash or a hand leaves: garbage to a gc
+        conn.executemany("INSERT INTO blobs (digest, size, labels, created_at, updated_at) VALUES (?, 1, '{}', 0, 0)",
+                         [(f"sha256:{i:064x}",) for i in range(20_000)])
+    conn.close()
+    dist.ok("leases", "rm", "dk-l")  # a writer: grows the reserve to the database's size
+    reserve, database = (dist.root / "metadata.reserve").stat().st_size, (dist.root / "metadata.db").stat().st_size
+    assert reserve > database > 1 << 20
+    fill(disk_64m)
+    result = dist.ok("gc", "--json").json
+    assert len(result["removed"]["content"]) == 20_000
+    assert dist.ok("content", "ls", "-q").lines == []
+
+
+def test_a_killed_reserve_makers_file_is_given_up_too(small_disk, busybox_rootfs):
+    """A writer killed while making the reserve leaves ``metadata.reserve.tmp``: on a full disk
+    that MiB was never given up, and every command failed 'no space left on device'."""
+    dist = Dist(small_disk / "root")
+    dist.ok("images", "import", "--rootfs", str(busybox_rootfs), "--name", "dk-bb")
+    os.rename(dist.root / "metadata.reserve", dist.root / "metadata.reserve.tmp")
+    fill(small_disk)
+    assert dist.ok("images", "-q").lines == ["docker.io/library/dk-bb:latest"]
+    assert not (dist.root / "metadata.reserve.tmp").exists()
+    dist.ok("rmi", "dk-bb")
 
 
 def test_an_import_that_fills_the_disk_leaves_the_store_as_it_was(small_disk, busybox_rootfs, tmp_path):
