@@ -601,10 +601,12 @@ def test_a_killed_unpack_does_not_keep_its_namespace(tmp_path: Path) -> None:
     assert dist.ok("-n", "team", "images", "-q").lines == []
     dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "prepare", "mine")
     before = store_fingerprint(dist.root)
+    snapshots = dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "ls", "--json").json
     refused = dist("namespaces", "rm", "team")
     assert (refused.code, refused.stderr.strip()) == (4, "dist: error: namespace team: not empty: it still holds "
                                                          "snapshots")
-    assert store_fingerprint(dist.root) == before
+    assert store_fingerprint(dist.root) == before  # the files; the records:
+    assert dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "ls", "--json").json == snapshots
     dist.ok("-n", "team", "--snapshotter", "native", "snapshot", "rm", "mine")
     assert dist.ok("namespaces", "rm", "team").lines == ["team"]
     assert dist.ok("namespaces", "ls", "-q").lines == []
@@ -629,8 +631,8 @@ def test_a_killed_import_into_a_fresh_namespace_is_named_by_rm_and_gone_after_gc
                                           "--json").json] == ["extract-"]
     unlisted = dist("namespaces", "rm", "fresh")
     assert (unlisted.code, unlisted.stderr.strip()) == (
-        3, "dist: error: namespace fresh: not found (only an unfinished or killed operation's records name it: "
-           "`dist gc` removes a killed one's)")
+        3, "dist: error: namespace fresh: not found (only an unfinished or killed operation's records name it; "
+           "garbage collection removes a killed one's)")
     dist.ok("gc")
     with sqlite3.connect(tmp_path / "root" / "metadata.db") as conn:
         assert {table: conn.execute(f"SELECT count(*) FROM {table} WHERE namespace = 'fresh'").fetchone()[0]

@@ -25,7 +25,8 @@ def _unlisted(conn, tables: set[str], name: str) -> str:
     for table in NAMESPACED_TABLES:
         if table in tables and conn.execute(f"SELECT 1 FROM {table} WHERE namespace = ? LIMIT 1",
                                             (name,)).fetchone():
-            return " (only an unfinished or killed operation's records name it: `dist gc` removes a killed one's)"
+            return (" (only an unfinished or killed operation's records name it; garbage collection"
+                    " removes a killed one's)")
     return ""
 
 

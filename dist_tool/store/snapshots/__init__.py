@@ -444,24 +444,17 @@ def _container_using(conn, namespace: str, snapshotter: str, key: str) -> str | 
 
 
 def drop_unkept(meta: Metadata, conn, namespace: str) -> list[str]:
-    """Deletes the namespace's snapshots that nothing keeps, in the caller's write transaction,
-    which has found the namespace without images, containers and live leases: what is left of a
-    killed unpack. So the only roots among them are snapshots labelled ``containerd.io/gc.root``
-    (made by hand), which stay with the parents under them; the rest is what the next gc would
-    remove. As in ``remove``, the directories go into the trash once the transaction commits and
-    are deleted after the lock is released. Returns the keys deleted."""
-    rows = conn.execute("SELECT snapshotter, key, parent, id, labels FROM snapshots WHERE namespace = ? "
+    """Deletes the namespace's snapshots when nothing keeps any of them, in the caller's write
+    transaction, which has found the namespace without images, containers and live leases: they
+    are what is left of a killed unpack. The only roots that could remain are snapshots labelled
+    ``containerd.io/gc.root`` (made by hand); with one of them the namespace is not empty and
+    nothing is deleted. As in ``remove``, the directories go into the trash once the transaction
+    commits and are deleted after the lock is released. Returns the keys deleted."""
+    rows = conn.execute("SELECT snapshotter, key, id, labels FROM snapshots WHERE namespace = ? "
                         "ORDER BY snapshotter, key", (namespace,)).fetchall()
-    parents = {(sn, key): parent for sn, key, parent, _, _ in rows}
-    kept: set[tuple[str, str]] = set()
-    for sn, key, _, _, labels in rows:
-        if GC_ROOT_LABEL not in load_labels(labels):
-            continue
-        cursor = key
-        while cursor is not None and (sn, cursor) in parents and (sn, cursor) not in kept:
-            kept.add((sn, cursor))
-            cursor = parents[(sn, cursor)]
-    unkept = [(sn, key, snapshot_id) for sn, key, _, snapshot_id, _ in rows if (sn, key) not in kept]
+    if any(GC_ROOT_LABEL in load_labels(labels) for *_, labels in rows):
+        return []
+    unkept = [(sn, key, snapshot_id) for sn, key, snapshot_id, _ in rows]
     conn.executemany("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?",
                      [(namespace, sn, key) for sn, key, _ in unkept])
     trashed: list[str] = []
