@@ -113,13 +113,17 @@ def parse_range(ranged: str, size: int) -> tuple[int, int] | None:
     15.5.17: unsatisfiable, as any range of an empty blob is)."""
     m = _RANGE.fullmatch(ranged.strip())
     first, last = (m.group(1), m.group(2)) if m else ("", "")
-    start, end = decimal(first), decimal(last)  # None for "" and for more digits than int reads
-    if (not first and not last) or (first and start is None) or (last and end is None):
+    if not first and not last:
         raise InvalidArgument("range", ranged, "expected bytes=START-[END]")
-    if start is not None:
+    # None for "", and for more digits than int reads: a number past any blob's size, so a START
+    # that long is unsatisfiable, an END that long the blob's end and a SUFFIX that long all of it.
+    start, end = decimal(first), decimal(last)
+    if first:
+        if start is None:
+            return None
         end = size - 1 if end is None else min(end, size - 1)
     else:
-        start, end = max(0, size - end), size - 1  # type: ignore[operator]
+        start, end = (0 if end is None else max(0, size - end)), size - 1
     if start >= size:
         return None
     if end < start:
