@@ -3,8 +3,6 @@ the pid is recycled. Pure stdlib; the shim imports this too."""
 
 from __future__ import annotations
 
-import os
-
 
 def process_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
@@ -33,7 +31,9 @@ def own_mark() -> str:
     running (``marked_alive``) from those a killed one left, and this one find its own."""
     global _own_mark
     if _own_mark is None:
-        _own_mark = f"{os.getpid()}.{process_start(os.getpid())}"
+        from posix import getpid  # not os: the shim imports this module, and os costs it memory
+
+        _own_mark = f"{getpid()}.{process_start(getpid())}"
     return _own_mark
 
 
@@ -48,3 +48,9 @@ def marked_alive(name: str) -> bool:
 
 def marked_by_me(name: str) -> bool:
     return name.split(".")[1:3] == own_mark().split(".")
+
+
+def mine_to_remove(name: str, everything: bool) -> bool:
+    """Whether a trash entry is this process's to delete: its own, or with ``everything`` (a full
+    gc, which has reported them) also a killed process's, never one a running remover will delete."""
+    return marked_by_me(name) or (everything and not marked_alive(name))

@@ -103,6 +103,28 @@ def test_shim_starts_on_stdlib_alone() -> None:
     assert third_party == [], f"the shim's start loads {third_party}"
 
 
+SHIM_BARE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import dist_tool.shim.__main__, dist_tool.shim.server, dist_tool.shim.execs, dist_tool.shim.console
+import dist_tool.proc  # what main() imports once it has its config
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_the_shim_does_without_os() -> None:
+    """The shim is a ``python -I -S`` (no site, so no ``os``), one per running task: its memory is
+    a target (issue 5). Importing ``os`` there (through dist_tool.proc) cost each shim ~0.2 MB of
+    RSS and pushed its PSS over 3.5 MB; it uses ``posix`` instead."""
+    root = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", SHIM_BARE, root], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "dist_tool.proc" in loaded  # the control: the module that brought os in is there
+    assert not {"os", "posixpath", "stat"} & set(loaded)
+
+
 def test_a_group_converts_only_the_subcommand_it_runs():
     from dist_tool import cli
 
