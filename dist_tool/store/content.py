@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
-from dist_tool.proc import marked_alive, marked_by_me, own_mark, process_start
+from dist_tool.proc import marked_alive, mine_to_remove, own_mark, process_start
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
 from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
@@ -529,13 +529,14 @@ class LocalContentStore:
 
     def empty_trash(self, everything: bool = False) -> None:
         """Unlinks what ``trash_file`` moved, outside the lock. With ``everything`` (a full gc,
-        which has reported them: ``trash_leftovers``), also what killed processes left there."""
+        which has reported them: ``trash_leftovers``), also what killed processes left there; what
+        a removal still running moved is left to it."""
         try:
             names = os.listdir(self.trash_dir)
         except FileNotFoundError:
             return
         for name in names:
-            if not everything and not marked_by_me(name):
+            if not mine_to_remove(name, everything):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.trash_dir, name))

@@ -302,6 +302,8 @@ def test_gc_leaves_a_running_removers_trash_for_it_to_report(dist, imported):
             (tree / "f").write_bytes(b"y" * 5000)
             dry = dist.ok("gc", "--dry-run", "--json").json
             assert dry["removed"]["content"] == dry["removed"]["directories"] == [] and dry["bytesFreed"] == 0
+            assert dist.ok("gc", "--json").json == {**dry, "dryRun": False}
+            assert tree.exists() and len(os.listdir(dist.root / "content" / "trash")) == 1  # left to it
         finally:
             remover.kill()
     removed = dist.ok("gc", "--dry-run", "--json").json["removed"]

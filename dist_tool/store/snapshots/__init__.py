@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from dist_tool.proc import alive, marked_alive, marked_by_me, own_mark, process_start
+from dist_tool.proc import alive, marked_alive, mine_to_remove, own_mark, process_start
 from dist_tool.store.api import GC_ROOT_LABEL, Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.unpriv import Widened
@@ -134,12 +134,13 @@ class SnapshotDirs:
         return target
 
     def empty_trash(self, everything: bool = False) -> int:
-        """Deletes what this process moved into the trash (outside the write lock) or, with
-        ``everything`` (a full gc, which has reported the rest), all of it; returns how many."""
+        """Deletes what this process moved into the trash (outside the write lock) and, with
+        ``everything`` (a full gc, which has reported them), what killed ones left; what a removal
+        still running moved is left to it. Returns how many."""
         from dist_tool.trees import remove_trees
 
         try:
-            names = [n for n in os.listdir(self.trash_dir) if everything or marked_by_me(n)]
+            names = [n for n in os.listdir(self.trash_dir) if mine_to_remove(n, everything)]
         except FileNotFoundError:
             return 0
         remove_trees(os.path.join(self.trash_dir, name) for name in names)
