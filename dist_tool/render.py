@@ -110,7 +110,13 @@ def printable(text: str) -> str:
     clear the screen or break a table's row."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    # A byte that is not UTF-8 reaches Python as a surrogate (U+DC80-U+DCFF): shown as the byte
+    # the user typed or the file held, \xff, not as the surrogate's \udcff.
+    return f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else repr(c)[1:-1]
 
 
 def _lookup(record: Mapping[str, Any], path: str) -> Any:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dist_tool.render import Col, Renderer, iec, labels_text, rfc3339, short_digest
+from dist_tool.render import Col, Renderer, iec, labels_text, printable, rfc3339, short_digest
 
 
 def render_records(records, columns, **kwargs) -> str:
@@ -114,3 +114,18 @@ def test_forced_bars_print_nothing_until_there_is_something_to_show():
         bars.update("layer sha256:abc", 10)
         bars.done("layer sha256:abc")
     assert "layer sha256:abc" in err.getvalue()
+
+
+@given(st.binary(max_size=40))
+def test_printable_shows_a_byte_that_is_not_utf8_as_the_byte(raw: bytes):
+    """A name, label or path that is not UTF-8 reaches dist as surrogates: errors and progress
+    showed '\\udcff' where the user had typed (or the archive held) the byte 0xff."""
+    shown = printable(raw.decode("utf-8", "surrogateescape"))
+    assert shown.isprintable()
+    if all(c.isprintable() for c in raw.decode("utf-8", "ignore")):
+        assert shown == raw.decode("utf-8", "backslashreplace")
+
+
+def test_printable_escapes_what_a_terminal_acts_on():
+    assert printable("a\nb\x1b[2J\udcfe") == "a\\nb\\x1b[2J\\xfe"
+    assert printable("plain") == "plain"
