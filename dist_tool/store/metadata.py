@@ -61,11 +61,11 @@ BUSY_TIMEOUT_MS = 60_000
 # Room kept for the metadata on a full disk (``ROOT/metadata.reserve``). Every run makes SQLite's
 # 32 KiB ``-shm`` and grows the ``-wal``, so on a disk with no free block even ``dist images`` fails,
 # and ``rmi`` or ``gc``, which would free space, cannot commit. The reserve is given up as soon as
-# less than its size is free, and made again once there is room for several times its size.
+# less than its size is free, and made again (as large as leaves several times its size free).
 RESERVE_NAME = "metadata.reserve"
 RESERVE_BYTES = 1 << 20  # the least it holds; it grows with the database (``Metadata.reserve_size``)
 RESERVE_MAX_BYTES = 256 << 20
-RESERVE_REMADE_TIMES = 4  # made (or grown) only once this many times its size is free
+RESERVE_REMADE_TIMES = 4  # made (or grown) only to a size of which this many times is free
 
 
 class Migration(NamedTuple):
@@ -329,9 +329,13 @@ class Metadata:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         elif may_make:
-            wanted = self.reserve_size()
-            if held < wanted and free >= RESERVE_REMADE_TIMES * wanted:
-                self._make_reserve(wanted)
+            # As large as the database wants, or as many whole MiB as leave the disk three times
+            # that to spare: a disk with no room for the full size still gets a smaller reserve
+            # (at least 1 MiB, enough for small transactions), rather than none at all.
+            fits = free // RESERVE_REMADE_TIMES // RESERVE_BYTES * RESERVE_BYTES
+            size = min(self.reserve_size(), fits)
+            if size >= RESERVE_BYTES and held < size:
+                self._make_reserve(size)
 
     @property
     def _reserve_aside(self) -> str:

@@ -67,6 +67,34 @@ def test_the_reserve_grows_with_the_database_so_a_big_gc_cleans_a_full_disk(disk
     assert dist.ok("content", "ls", "-q").lines == []
 
 
+def test_a_disk_short_of_room_for_the_full_reserve_still_gets_a_smaller_one(small_disk):
+    """With a 2 MiB database the reserve wants 3 MiB, and was made only once 12 MiB were free: on
+    a small disk with 8 MiB free none was made again after a full disk had taken it, and at the
+    next full disk ``images``, ``leases rm`` and ``gc`` all failed 'no space left on device'."""
+    import sqlite3
+
+    dist = Dist(small_disk / "root")
+    dist.ok("leases", "create", "--id", "dk-l")
+    conn = sqlite3.connect(dist.root / "metadata.db")
+    with conn:  # live leases (no expiry): rows no gc removes, so the database stays this large
+        conn.executemany("INSERT INTO leases (namespace, id, labels, created_at) VALUES ('default', ?, ?, 0)",
+                         [(f"dk-{i:06d}", '{"k": "' + "v" * 40 + '"}') for i in range(16_000)])
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert (dist.root / "metadata.db").stat().st_size > 1_700_000  # so the reserve wants 3 MiB
+    filler = fill(small_disk)
+    dist.ok("images", "-q")  # gives the reserve up
+    assert not (dist.root / "metadata.reserve").exists()
+    filler.unlink()
+    fill(small_disk, leave=8 << 20)
+    dist.ok("leases", "rm", "dk-l")  # a writer, with room for a 2 MiB reserve but not a 3 MiB one
+    assert (dist.root / "metadata.reserve").stat().st_size == 2 << 20
+    fill(small_disk)
+    assert dist.ok("images", "-q").lines == []
+    dist.ok("leases", "rm", "dk-000001")
+    dist.ok("gc")
+
+
 def test_a_killed_reserve_makers_file_is_given_up_too(small_disk, busybox_rootfs):
     """A writer killed while making the reserve leaves ``metadata.reserve.tmp``: on a full disk
     that MiB was never given up, and every command failed 'no space left on device'."""
