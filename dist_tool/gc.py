@@ -240,13 +240,13 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
         if only is None:
             # Blob files a killed removal left in the trash, which emptying it unlinks: reported
             # too, though their digests may name a blob committed again since, which stays.
-            result.blobs += content.trash_leftovers()
+            result.blobs += content.trash_leftovers(claim=not dry_run)
         result.leases = sorted(expired)
         result.snapshots = sorted(n for n in graph.snapshots
                                   if sweep and n not in marked and (only is None or n[3] in only))
         # Before this collection trashes the snapshots it removes: what is there already is what
         # killed removals left, which emptying the trash removes too, so it is reported.
-        leftovers = janitor.trash_entries() if only is None else []
+        leftovers = janitor.trash_entries(claim=not dry_run) if only is None else []
         if not dry_run:
             for node in result.snapshots:
                 conn.execute("DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?", node[1:])
@@ -271,9 +271,9 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
 
             meta.on_commit(remove_files)
     if not dry_run:
-        # The blob files, unlinked now the lock is released; a full collection also unlinks what
-        # killed removals left (reported above), a partial one only its own.
-        content.empty_trash(everything=only is None)
+        # The blob files, unlinked now the lock is released, with what killed removals left (a
+        # full collection has claimed and reported those above).
+        content.empty_trash()
     if only is None:
         # Crash leftovers; empties the trash outside the lock.
         swept = janitor.sweep(dry_run=dry_run, leftovers=leftovers)

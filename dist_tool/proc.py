@@ -50,7 +50,13 @@ def marked_by_me(name: str) -> bool:
     return name.split(".")[1:3] == own_mark().split(".")
 
 
-def mine_to_remove(name: str, everything: bool) -> bool:
-    """Whether a trash entry is this process's to delete: its own, or with ``everything`` (a full
-    gc, which has reported them) also a killed process's, never one a running remover will delete."""
-    return marked_by_me(name) or (everything and not marked_alive(name))
+def claimed(name: str) -> str:
+    """``name`` with this process's mark put after its first part. A full gc renames what a killed
+    removal left to it (under the write lock, after reporting it): a second gc then takes it for a
+    running removal's and neither reports nor deletes it again; this one deletes it as its own.
+    A mark already there is replaced, so that gcs killed one after another do not lengthen the
+    name past NAME_MAX (255 bytes; a sha512 entry is 170 already)."""
+    parts = name.split(".")
+    if len(parts) > 3 and parts[1].isascii() and parts[1].isdigit():  # BASE.PID.START.REST
+        return ".".join([parts[0], own_mark(), *parts[3:]])
+    return f"{parts[0]}.{own_mark()}.{name.partition('.')[2]}"

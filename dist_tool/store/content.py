@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
-from dist_tool.proc import marked_alive, mine_to_remove, own_mark, process_start
+from dist_tool.proc import claimed, marked_alive, marked_by_me, own_mark, process_start
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
 from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
@@ -505,12 +505,13 @@ class LocalContentStore:
         except FileNotFoundError:
             pass
 
-    def trash_leftovers(self) -> list[tuple[str, int]]:
+    def trash_leftovers(self, claim: bool = False) -> list[tuple[str, int]]:
         """(digest, size) of each blob file in the trash, in name order: what a process killed
         between ``trash_file`` and ``empty_trash`` left. Called under the write lock before this
-        process trashes anything; garbage collection reports them, and ``empty_trash`` unlinks
-        them (with anything else there). A file whose remover still runs is its own to report:
-        one between its commit and its ``empty_trash``."""
+        process trashes anything; garbage collection reports them and, with ``claim``, renames
+        them to carry its own mark (``claimed``), so that its ``empty_trash`` unlinks them and a
+        concurrent gc neither reports nor unlinks them again. A file whose remover still runs is
+        its own to report: one between its commit and its ``empty_trash``."""
         try:
             names = sorted(os.listdir(self.trash_dir))
         except FileNotFoundError:
@@ -520,23 +521,25 @@ class LocalContentStore:
             if marked_alive(name):
                 continue
             digest = name.partition(".")[0].replace("-", ":", 1)
+            path = os.path.join(self.trash_dir, name)
             try:
-                size = os.lstat(os.path.join(self.trash_dir, name)).st_size
+                size = os.lstat(path).st_size
+                if claim:
+                    os.rename(path, os.path.join(self.trash_dir, claimed(name)))
             except FileNotFoundError:
                 continue
             out.append((digest, size))
         return out
 
-    def empty_trash(self, everything: bool = False) -> None:
-        """Unlinks what ``trash_file`` moved, outside the lock. With ``everything`` (a full gc,
-        which has reported them: ``trash_leftovers``), also what killed processes left there; what
-        a removal still running moved is left to it."""
+    def empty_trash(self) -> None:
+        """Unlinks what this process moved into the trash (``trash_file``, and a gc's
+        ``trash_leftovers``), outside the lock; what other processes moved is theirs."""
         try:
             names = os.listdir(self.trash_dir)
         except FileNotFoundError:
             return
         for name in names:
-            if not mine_to_remove(name, everything):
+            if not marked_by_me(name):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.trash_dir, name))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
+import time
 
 import pytest
 from helpers import store_fingerprint
@@ -321,6 +323,48 @@ def test_content_rm_empties_only_its_own_trash_and_gc_reports_the_rest(dist, imp
     assert os.listdir(dist.root / "content" / "trash") == [left.name]
     assert {"digest": imported.layer_digests[0], "size": 3000} in dist.ok("gc", "--json").json["removed"]["content"]
     assert not left.exists()
+
+
+def test_two_gcs_report_and_delete_a_killed_removals_tree_once(dist, imported):
+    """A tree a killed removal left in the trash was reported by every gc that started while
+    another was deleting it (outside the lock), and both unlinked it at once. The gc that reports
+    it now takes it under the lock (renamed to carry its own mark): a second one leaves it."""
+    import signal
+
+    tree = dist.root / "snapshots" / "overlayfs" / "trash" / f"9.{_dead_pid()}.0.ab"
+    (tree / "d").mkdir(parents=True)
+    for i in range(20_000):
+        (tree / "d" / str(i)).touch()
+    first = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(dist.root), "--state",
+                              str(dist.state), "gc", "--json"], stdout=subprocess.PIPE,
+                             env={**os.environ, "DIST_NAMESPACE": "default"})
+    # Caught deleting, its lock released: remove_trees's unlinking threads are its only threads.
+    deadline = time.monotonic() + 60
+    while len(os.listdir(f"/proc/{first.pid}/task")) < 2:
+        assert first.poll() is None and time.monotonic() < deadline
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = dist.ok("gc", "--json", timeout=60).json
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out, _ = first.communicate(timeout=60)
+    assert json.loads(out)["removed"]["directories"] == [f"snapshots/overlayfs/trash/{tree.name}"]
+    assert second["removed"]["directories"] == [] and second["bytesFreed"] == 0
+    assert os.listdir(tree.parent) == []
+
+
+def test_a_leftover_claimed_by_gcs_killed_one_after_another_keeps_its_name_short():
+    """Each full gc renames a killed removal's entry to carry its mark; it added its mark to the
+    old one, so a few gcs killed in a row made a sha512 entry's name longer than NAME_MAX and
+    every later gc failed on it. The claim replaces the old mark."""
+    from dist_tool.proc import claimed, own_mark
+
+    dead = f"{_dead_pid()}.0"
+    for name in (f"sha512-{'ab' * 64}.{dead}.123456789", f"9.{dead}.ab", f"staging.{dead}.77.12.cd"):
+        once = claimed(name)
+        assert once.split(".")[1:3] == own_mark().split(".") and once.split(".")[3:] == name.split(".")[3:]
+        assert claimed(once.replace(own_mark(), dead)) == once
+    assert claimed("9.ab") == f"9.{own_mark()}.ab"  # an older store's name: the mark is put in
 
 
 def test_what_is_no_blob_under_blobs_is_left_alone(dist, imported):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from dist_tool.proc import alive, marked_alive, mine_to_remove, own_mark, process_start
+from dist_tool.proc import alive, claimed, marked_alive, marked_by_me, own_mark, process_start
 from dist_tool.store.api import GC_ROOT_LABEL, Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.unpriv import Widened
@@ -133,14 +133,14 @@ class SnapshotDirs:
             return None
         return target
 
-    def empty_trash(self, everything: bool = False) -> int:
-        """Deletes what this process moved into the trash (outside the write lock) and, with
-        ``everything`` (a full gc, which has reported them), what killed ones left; what a removal
-        still running moved is left to it. Returns how many."""
+    def empty_trash(self) -> int:
+        """Deletes what this process moved into the trash (outside the write lock), with what a
+        gc claimed (``SnapshotJanitor.trash_entries``); what other processes moved is theirs.
+        Returns how many."""
         from dist_tool.trees import remove_trees
 
         try:
-            names = [n for n in os.listdir(self.trash_dir) if mine_to_remove(n, everything)]
+            names = [n for n in os.listdir(self.trash_dir) if marked_by_me(n)]
         except FileNotFoundError:
             return 0
         remove_trees(os.path.join(self.trash_dir, name) for name in names)
@@ -489,21 +489,36 @@ class SnapshotJanitor:
         """Moves a removed snapshot's directory into the trash (under the write lock)."""
         SnapshotDirs(self.root, snapshotter).trash(snapshot_id)
 
-    def empty_trash(self, everything: bool = False) -> None:
-        """Deletes what this process moved into every snapshotter's trash (outside the write
-        lock), or with ``everything`` all that is there."""
+    def empty_trash(self) -> None:
+        """Deletes what this process moved into (or claimed in) every snapshotter's trash, outside
+        the write lock."""
         for name in SNAPSHOTTERS:
-            SnapshotDirs(self.root, name).empty_trash(everything)
+            SnapshotDirs(self.root, name).empty_trash()
 
-    def trash_entries(self) -> list[str]:
-        """What is in every snapshotter's trash, ROOT-relative (``snapshots/<snapshotter>/trash/<entry>``).
-        Called under the write lock before this process trashes anything, it is what killed
-        removals left (a ``container rm`` between its rename and its delete), which ``sweep``
-        then reports and removes with the rest."""
-        return sorted(f"snapshots/{name}/trash/{entry}" for name in SNAPSHOTTERS
-                      for entry in _listdir(SnapshotDirs(self.root, name).trash_dir) if not marked_alive(entry))
+    def trash_entries(self, claim: bool = False) -> list[tuple[str, str]]:
+        """(ROOT-relative path, where it is now) of what is in every snapshotter's trash
+        (``snapshots/<snapshotter>/trash/<entry>``). Called under the write lock before this
+        process trashes anything, it is what killed removals left (a ``container rm`` between its
+        rename and its delete), which ``sweep`` then reports and removes with the rest. With
+        ``claim`` each is renamed to carry this process's mark (``claimed``): a concurrent gc
+        then leaves it to this one rather than report and delete it too."""
+        out = []
+        for name in SNAPSHOTTERS:
+            trash_dir = SnapshotDirs(self.root, name).trash_dir
+            for entry in _listdir(trash_dir):
+                if marked_alive(entry):
+                    continue
+                where = os.path.join(trash_dir, entry)
+                if claim:
+                    try:
+                        os.rename(where, os.path.join(trash_dir, claimed(entry)))
+                    except FileNotFoundError:
+                        continue
+                    where = os.path.join(trash_dir, claimed(entry))
+                out.append((f"snapshots/{name}/trash/{entry}", where))
+        return sorted(out)
 
-    def sweep(self, dry_run: bool = False, leftovers: list[str] | None = None) -> list[tuple[str, int]]:
+    def sweep(self, dry_run: bool = False, leftovers: list[tuple[str, str]] | None = None) -> list[tuple[str, int]]:
         """(path, bytes of disk) of each directory removed (or, with ``dry_run``, to be removed),
         ROOT-relative: ``snapshots/<snapshotter>/<id>`` without a record, ``…/staging/<entry>`` of
         dead writers, and ``leftovers`` (``trash_entries``, which emptying the trash removes). The
@@ -536,10 +551,10 @@ class SnapshotJanitor:
                         os.rename(where, trashed)
                         where = trashed
                     found.append((f"snapshots/{name}/staging/{entry}", where))
-        found += [(rel, os.path.join(self.root, rel)) for rel in leftovers or ()]
+        found += leftovers or []
         measured = sorted((rel, _disk_bytes(where)) for rel, where in found)
         if not dry_run:
-            self.empty_trash(everything=True)
+            self.empty_trash()
         return measured
 
 
