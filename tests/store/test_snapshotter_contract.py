@@ -256,6 +256,24 @@ def test_janitor_removes_crash_leftovers_only(sn) -> None:
     assert os.path.isdir(sn.dirs.path(keep)) and os.listdir(sn.dirs.trash_dir) == []
 
 
+def test_a_crash_leftover_an_install_moves_aside_is_left_for_gc_to_report(sn) -> None:
+    """A directory at the id an install is handed (a process killed between its rename and COMMIT)
+    went into the trash with the installer's mark, which the installer never deletes: every gc
+    took it for a running removal's and neither reported nor removed it while the installer ran."""
+    base(sn)
+    next_id = sn.meta.connection().execute("SELECT last_id FROM snapshot_ids WHERE snapshotter = ?",
+                                           (sn.name,)).fetchone()[0] + 1
+    (Path(sn.dirs.path(next_id)) / "fs").mkdir(parents=True)
+    sn.prepare("next", "base")
+    janitor = SnapshotJanitor(sn.root, sn.meta)
+    [(rel, _)] = janitor.trash_entries()
+    assert rel.startswith(f"snapshots/{sn.name}/trash/{next_id}.")
+    with sn.meta.write():
+        leftovers = janitor.trash_entries(claim=True)
+    assert [path for path, _ in janitor.sweep(leftovers=leftovers)] == [rel]
+    assert os.listdir(sn.dirs.trash_dir) == [] and [i.key for i in sn.list()] == ["base", "next"]
+
+
 def test_version_1_database_upgrades(tmp_path: Path) -> None:
     """A store written before snapshots existed (schema version 1) opens and gains the table."""
     root = tmp_path / "old"

@@ -123,10 +123,13 @@ class SnapshotDirs:
         os.mkdir(path, 0o711)
         return path
 
-    def trash(self, snapshot_id: int) -> str | None:
-        """Moves a snapshot's directory into the trash (call under the write lock)."""
+    def trash(self, snapshot_id: int, mine: bool = True) -> str | None:
+        """Moves a snapshot's directory into the trash (call under the write lock). Without
+        ``mine`` it carries no process's mark: this process will not delete it, the next full gc
+        reports and removes it as any crash leftover."""
         os.makedirs(self.trash_dir, exist_ok=True)
-        target = os.path.join(self.trash_dir, f"{snapshot_id}.{own_mark()}.{os.urandom(4).hex()}")
+        mark = own_mark() if mine else "left"
+        target = os.path.join(self.trash_dir, f"{snapshot_id}.{mark}.{os.urandom(4).hex()}")
         try:
             os.rename(self.path(snapshot_id), target)
         except FileNotFoundError:
@@ -319,8 +322,11 @@ class LocalSnapshotter:
                     self.meta.ensure_namespace(conn, self.namespace, now)
                 snapshot_id = allocate_id(conn, self.name)
                 # A crash between the rename and COMMIT leaves <id> with no row, and the id is handed
-                # out again (its counter rolled back too): whatever is there is garbage.
-                self.dirs.trash(snapshot_id)
+                # out again (its counter rolled back too): whatever is there is garbage, a crash
+                # leftover for the next gc to report. Marked as this process's it was hidden from
+                # every gc for as long as this one ran (a foreground run), and this one never
+                # deletes it.
+                self.dirs.trash(snapshot_id, mine=False)
                 os.rename(staged.path, self.dirs.path(snapshot_id))
                 conn.execute("INSERT INTO snapshots (namespace, snapshotter, key, id, parent, kind, labels, "
                              "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
