@@ -31,7 +31,8 @@ from typing import BinaryIO
 
 from dist_tool.errors import Conflict, DataError, InvalidArgument, NotFound, Unavailable
 from dist_tool.oci import ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT_VERSION, Descriptor
-from dist_tool.proc import claimed, marked_alive, marked_by_me, own_mark, process_start
+from dist_tool.proc import own_mark, process_start
+from dist_tool.store import trash
 from dist_tool.store.api import ContentInfo, IngestStatus, LeaseResource
 from dist_tool.store.leases import add_resource_row
 from dist_tool.store.limits import COPY_CHUNK
@@ -506,43 +507,25 @@ class LocalContentStore:
             pass
 
     def trash_leftovers(self, claim: bool = False) -> list[tuple[str, int]]:
-        """(digest, size) of each blob file in the trash, in name order: what a process killed
-        between ``trash_file`` and ``empty_trash`` left. Called under the write lock before this
-        process trashes anything; garbage collection reports them and, with ``claim``, renames
-        them to carry its own mark (``claimed``), so that its ``empty_trash`` unlinks them and a
-        concurrent gc neither reports nor unlinks them again. A file whose remover still runs is
-        its own to report: one between its commit and its ``empty_trash``."""
-        try:
-            names = sorted(os.listdir(self.trash_dir))
-        except FileNotFoundError:
-            return []
+        """(digest, size) of each blob file in the trash whose remover is gone (``trash.leftovers``):
+        what a process killed between ``trash_file`` and ``empty_trash`` left. Called under the
+        write lock before this process trashes anything; garbage collection reports them and,
+        with ``claim``, takes them for its ``empty_trash`` to unlink."""
         out = []
-        for name in names:
-            if marked_alive(name):
-                continue
-            digest = name.partition(".")[0].replace("-", ":", 1)
-            path = os.path.join(self.trash_dir, name)
+        for name, path in trash.leftovers(self.trash_dir, claim):
             try:
                 size = os.lstat(path).st_size
-                if claim:
-                    os.rename(path, os.path.join(self.trash_dir, claimed(name)))
             except FileNotFoundError:
                 continue
-            out.append((digest, size))
+            out.append((name.partition(".")[0].replace("-", ":", 1), size))
         return out
 
     def empty_trash(self) -> None:
         """Unlinks what this process moved into the trash (``trash_file``, and a gc's
         ``trash_leftovers``), outside the lock; what other processes moved is theirs."""
-        try:
-            names = os.listdir(self.trash_dir)
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not marked_by_me(name):
-                continue
+        for path in trash.own_entries(self.trash_dir):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.trash_dir, name))
+                os.unlink(path)
 
     def update_labels(self, digest: str, labels: Mapping[str, str]) -> ContentInfo:
         now = time.time()

@@ -31,7 +31,8 @@ import time
 from collections.abc import Mapping
 
 from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from dist_tool.proc import alive, claimed, marked_alive, marked_by_me, own_mark, process_start
+from dist_tool.proc import alive, own_mark, process_start
+from dist_tool.store import trash
 from dist_tool.store.api import GC_ROOT_LABEL, Mount, SnapshotInfo, Staged, Usage
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.unpriv import Widened
@@ -142,12 +143,9 @@ class SnapshotDirs:
         Returns how many."""
         from dist_tool.trees import remove_trees
 
-        try:
-            names = [n for n in os.listdir(self.trash_dir) if marked_by_me(n)]
-        except FileNotFoundError:
-            return 0
-        remove_trees(os.path.join(self.trash_dir, name) for name in names)
-        return len(names)
+        paths = trash.own_entries(self.trash_dir)
+        remove_trees(paths)
+        return len(paths)
 
 
 def allocate_id(conn, snapshotter: str) -> int:
@@ -508,21 +506,8 @@ class SnapshotJanitor:
         rename and its delete), which ``sweep`` then reports and removes with the rest. With
         ``claim`` each is renamed to carry this process's mark (``claimed``): a concurrent gc
         then leaves it to this one rather than report and delete it too."""
-        out = []
-        for name in SNAPSHOTTERS:
-            trash_dir = SnapshotDirs(self.root, name).trash_dir
-            for entry in _listdir(trash_dir):
-                if marked_alive(entry):
-                    continue
-                where = os.path.join(trash_dir, entry)
-                if claim:
-                    try:
-                        os.rename(where, os.path.join(trash_dir, claimed(entry)))
-                    except FileNotFoundError:
-                        continue
-                    where = os.path.join(trash_dir, claimed(entry))
-                out.append((f"snapshots/{name}/trash/{entry}", where))
-        return sorted(out)
+        return sorted((f"snapshots/{name}/trash/{entry}", where) for name in SNAPSHOTTERS
+                      for entry, where in trash.leftovers(SnapshotDirs(self.root, name).trash_dir, claim))
 
     def sweep(self, dry_run: bool = False, leftovers: list[tuple[str, str]] | None = None) -> list[tuple[str, int]]:
         """(path, bytes of disk) of each directory removed (or, with ``dry_run``, to be removed),
