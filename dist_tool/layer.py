@@ -48,7 +48,7 @@ from dist_tool.fsattrs import clear_xattrs
 from dist_tool.rootpath import MissingPath, NotDirectory, PathError, Root, clean, join
 from dist_tool.tarstream import CHUNK
 from dist_tool.unpriv import widen
-from dist_tool.validate import decimal
+from dist_tool.validate import decimal, digits
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -688,7 +688,7 @@ def _pax_ns(text: str | None) -> int | None:
     seconds, _, fraction = text[negative:].partition(".")
     whole = decimal(seconds)
     # only the fraction's digits matter, not its value: decimal() has none for 700 of them
-    if whole is None or (fraction and not (fraction.isascii() and fraction.isdigit())):
+    if whole is None or (fraction and not digits(fraction)):
         return None
     value = whole * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
     return -value if negative else value

@@ -34,15 +34,20 @@ _DURATION_UNITS = {
 _DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
+def digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only, however many: ``str.isdigit`` also takes "²" and "١"."""
+    return text.isascii() and text.isdigit()
+
+
 def decimal(text: str) -> int | None:
-    """The value of a string of ASCII digits, else None. ``str.isdigit`` also takes "²" and "١",
-    which ``int`` refuses, and ``int`` alone takes " 1", "+1" and "1_0". A value of more digits
-    than ``int`` converts (its guard against quadratic time, 4300 by default) is None too: no
-    count, id, port or offset is that long, and its ValueError would be an internal error."""
-    if not (text.isascii() and text.isdigit()):
+    """The value of a string of ASCII digits (``digits``), else None: ``int`` alone also takes
+    " 1", "+1" and "1_0". A value of more digits than ``int`` converts (its guard against
+    quadratic time, 4300 by default) is None too: no count, id, port or offset is that long, and
+    its ValueError would be an internal error."""
+    if not digits(text):
         return None
-    digits = text.lstrip("0") or "0"  # leading zeros count against int's limit too
-    return int(digits) if len(digits) <= DECIMAL_MAX_DIGITS else None
+    significant = text.lstrip("0") or "0"  # leading zeros count against int's limit too
+    return int(significant) if len(significant) <= DECIMAL_MAX_DIGITS else None
 
 
 def utf8(kind: str, value: str) -> str:

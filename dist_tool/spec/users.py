@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument, NotFound
-from dist_tool.validate import decimal
+from dist_tool.validate import decimal, digits
 
 # containerd reads these whole with no bound; one is kept against a hostile image, far above the
 # ~9 MB of an /etc/passwd of 200,000 users
@@ -99,7 +99,7 @@ def check_format(user: str) -> str:
     for part in (name, group):
         if part and (":" in part or any(c.isspace() for c in part)):
             raise InvalidArgument("user", user, "expected UID[:GID] or NAME[:GROUP]")
-        if part.isascii() and part.isdigit() and _number(part) is None:  # decimal() has no value for 5000 digits
+        if digits(part) and _number(part) is None:  # decimal() has no value for 5000 digits
             raise InvalidArgument("user", user, f"{part} is out of range")
     return user
 
