@@ -193,3 +193,10 @@ def fill(disk: Path, leave: int = 0) -> Path:
 def free_bytes(disk: Path) -> int:
     st = os.statvfs(disk)
     return st.f_bavail * st.f_frsize
+
+
+def dead_pid() -> int:
+    """A pid whose process has just exited and been reaped: what a killed writer's records name."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid

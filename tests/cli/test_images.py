@@ -10,7 +10,7 @@ import tarfile
 import time
 
 import pytest
-from helpers import store_fingerprint
+from helpers import dead_pid, store_fingerprint
 
 IMAGE_KEYS = {"name", "target", "size", "complete", "uniqueSize", "unpackedSize", "platforms", "labels",
               "createdAt", "updatedAt"}
@@ -271,7 +271,7 @@ def test_gc_reports_blob_files_a_killed_removal_left_in_the_trash(dist, imported
     """A gc or rmi killed between moving a blob's file into content/trash and unlinking it left a
     file the next gc unlinked without a word; the dry run did not show it. Now both list it with
     its size, and a blob of that digest committed again meanwhile stays."""
-    left = dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.{_dead_pid()}.17"
+    left = dist.root / "content" / "trash" / f"{imported.config_digest.replace(':', '-')}.{dead_pid()}.17"
     left.write_bytes(b"x" * 3000)
     dry = dist.ok("gc", "--dry-run", "--json").json
     assert dry["removed"]["content"] == [{"digest": imported.config_digest, "size": 3000}]
@@ -280,12 +280,6 @@ def test_gc_reports_blob_files_a_killed_removal_left_in_the_trash(dist, imported
     assert dist.ok("gc", "--json").json == {**dry, "dryRun": False}
     assert not left.exists() and dist.ok("images", "check", "--json").json[0]["complete"] is True
     assert dist("content", "verify").code == 0
-
-
-def _dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
 
 
 def test_gc_leaves_a_running_removers_trash_for_it_to_report(dist, imported):
@@ -317,7 +311,7 @@ def test_content_rm_empties_only_its_own_trash_and_gc_reports_the_rest(dist, imp
     """``content rm`` (which runs no collection) unlinked everything in the trash, so what a
     killed removal left there went without the report the dry run had promised. It now empties
     only what it moved there; the next gc reports the rest and removes it."""
-    left = dist.root / "content" / "trash" / f"{imported.layer_digests[0].replace(':', '-')}.{_dead_pid()}.0.17"
+    left = dist.root / "content" / "trash" / f"{imported.layer_digests[0].replace(':', '-')}.{dead_pid()}.0.17"
     left.write_bytes(b"x" * 3000)
     dist.ok("content", "rm", imported.config_digest)
     assert os.listdir(dist.root / "content" / "trash") == [left.name]
@@ -331,7 +325,7 @@ def test_two_gcs_report_and_delete_a_killed_removals_tree_once(dist, imported):
     it now takes it under the lock (renamed to carry its own mark): a second one leaves it."""
     import signal
 
-    tree = dist.root / "snapshots" / "overlayfs" / "trash" / f"9.{_dead_pid()}.0.ab"
+    tree = dist.root / "snapshots" / "overlayfs" / "trash" / f"9.{dead_pid()}.0.ab"
     (tree / "d").mkdir(parents=True)
     for i in range(20_000):
         (tree / "d" / str(i)).touch()
@@ -359,7 +353,7 @@ def test_a_leftover_claimed_by_gcs_killed_one_after_another_keeps_its_name_short
     every later gc failed on it. The claim replaces the old mark."""
     from dist_tool.proc import claimed, own_mark
 
-    dead = f"{_dead_pid()}.0"
+    dead = f"{dead_pid()}.0"
     for name in (f"sha512-{'ab' * 64}.{dead}.123456789", f"9.{dead}.ab", f"staging.{dead}.77.12.cd"):
         once = claimed(name)
         assert once.split(".")[1:3] == own_mark().split(".") and once.split(".")[3:] == name.split(".")[3:]
@@ -612,14 +606,11 @@ def test_a_reader_never_waits_for_a_writer_to_repair_the_layout_index(dist, impo
 def test_gc_repairs_the_layout_index_a_crash_left_behind(dist, imported):
     """A kill -9 between an image change's COMMIT and the rewrite of index.json (which follows it)
     leaves the file behind the records, and its temporary in place; gc puts both right."""
-    import subprocess
 
     layout = dist.root / "content"
     good = (layout / "index.json").read_text()
     (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    stale = layout / f"index.json.tmp.{dead.pid}"
+    stale = layout / f"index.json.tmp.{dead_pid()}"
     stale.write_text("half")
     mine = layout / f"index.json.tmp.{os.getpid()}"  # a live writer's is left alone
     mine.write_text("in progress")

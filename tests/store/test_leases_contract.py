@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import dead_pid
 from remote_support import Served
 
 from dist_tool.errors import AlreadyExists, NotFound
@@ -77,14 +78,6 @@ def test_namespaces_isolate(make_leases):
         two.get("l1")
 
 
-def _dead_pid() -> int:
-    import subprocess
-
-    done = subprocess.Popen(["true"])
-    done.wait()
-    return done.pid
-
-
 def _lease_of_a_killed_operation(leases) -> None:
     """An operation's lease, "dead-work", whose process died before it could delete it. Through
     dist serve the owner is whoever the server sees on the socket: a client process that died."""
@@ -93,7 +86,7 @@ def _lease_of_a_killed_operation(leases) -> None:
     import sys
 
     if isinstance(leases, SqliteLeaseManager):
-        leases.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"), operation=True)
+        leases.create(Lease("dead-work", owner_pid=dead_pid(), owner_start="1"), operation=True)
         return
     client = ("import os, sys\n"
               "from dist_tool.remote.client import Client, RemoteLeaseManager\n"
@@ -117,7 +110,7 @@ def test_a_killed_operations_lease_does_not_keep_its_namespace(tmp_path):
 
     meta = Metadata(str(tmp_path / "root"))
     team = SqliteLeaseManager(meta, "team")
-    team.create(Lease("dead-work", owner_pid=_dead_pid(), owner_start="1"))
+    team.create(Lease("dead-work", owner_pid=dead_pid(), owner_start="1"))
     team.add_resource("dead-work", LeaseResource("content", "sha256:" + "0" * 64))
     namespaces = SqliteNamespaceStore(meta)
     namespaces.delete("team")
