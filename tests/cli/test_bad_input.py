@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import sans_allocations, store_fingerprint
+from helpers import fill, sans_allocations, store_fingerprint, tmpfs
 from layerkit import write_layout
 
 from dist_tool.trees import remove_trees
@@ -410,15 +410,11 @@ def test_a_layer_that_fills_the_disk_fails_on_one_line_and_frees_it(tmp_path):
     """A gzip bomb (a small blob expanding to more than the disk holds) is contained: the import
     fails naming the layer, and everything it wrote is removed, the extracted files first."""
     import gzip
-    import subprocess
 
     from helpers import Dist
     from layerkit import layer, oci_archive
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "48m") as disk:
         info = tarfile.TarInfo("zeros")
         info.size = 96 << 20
         bomb, diff_id = io.BytesIO(), hashlib.sha256()
@@ -440,8 +436,6 @@ def test_a_layer_that_fills_the_disk_fails_on_one_line_and_frees_it(tmp_path):
         assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
         assert dist.ok("leases", "ls", "-q").lines == [] and len(dist.ok("snapshot", "ls", "-q").lines) == 1
         assert os.statvfs(disk).f_bavail >= free_before - 64  # a few blocks of SQLite's WAL at most
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 
@@ -552,34 +546,20 @@ def test_archives_compressed_as_docker_load_accepts_them(dist, umoci_image, tmp_
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
 def test_a_full_or_damaged_metadata_database_is_a_one_line_store_error(tmp_path: Path) -> None:
     """SQLite's own failures (a full disk, a damaged file) name the database, never 'internal error'."""
-    import subprocess
 
     from helpers import Dist
 
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "2m") as small:
         dist = Dist(small / "root")
         dist.ok("content", "ingest", "--ref", "r", input=b"first")
         dist.ok("leases", "create", "--id", "before")
-        filler = small / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # every free block: SQLite cannot grow its log
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        filler = fill(small)  # every free block: SQLite cannot grow its log
         result = dist("leases", "create", "--id", "one-too-many", "--label", "x=" + "y" * 4000)
         assert result.code == 1
         assert_one_error(result, f"dist: error: store {small / 'root' / 'metadata.db'}: ")
         assert "internal error" not in result.stderr
         filler.unlink()
         assert dist.ok("leases", "ls", "-q").lines == ["before"]
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=True)
     damaged = tmp_path / "damaged"
     Dist(damaged).ok("leases", "create", "--id", "x")
     os.truncate(damaged / "metadata.db", 5000)
@@ -643,14 +623,10 @@ def test_empty_or_ignored_option_values_are_usage_errors(dist, args, error):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
 def test_a_full_disk_during_an_import_is_the_stores_error_not_the_archives(tmp_path: Path, umoci_image) -> None:
-    import subprocess
 
     from helpers import Dist
 
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "1m") as small:
         dist = Dist(small / "root")
         dist.ok("images")
         assert umoci_image.oci_archive.stat().st_size > 1 << 20
@@ -659,8 +635,6 @@ def test_a_full_disk_during_an_import_is_the_stores_error_not_the_archives(tmp_p
         assert_one_error(result, "bytes and the store's file system has")  # known before writing
         assert "dist: error: archive" not in result.stderr and "internal error" not in result.stderr
         assert dist.ok("images", "-q").lines == []
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=True)
 
 
 def test_an_archive_header_larger_than_a_mebibyte_is_refused_not_read(dist, tmp_path):

@@ -9,27 +9,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import Dist, fill, free_bytes, sans_allocations, store_fingerprint
+from helpers import Dist, fill, free_bytes, sans_allocations, store_fingerprint, tmpfs
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")]
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 24 MiB tmpfs (no blocks reserved for root, unlike ext4), unmounted in the finalizer."""
-    yield from _tmpfs(tmp_path / "disk", "24m")
+    with tmpfs(tmp_path / "disk", "24m") as disk:
+        yield disk
 
 
 @pytest.fixture
 def disk_64m(tmp_path: Path):
-    yield from _tmpfs(tmp_path / "disk", "64m")
-
-
-def _tmpfs(disk: Path, size: str):
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=True)
+    with tmpfs(tmp_path / "disk", "64m") as disk:
+        yield disk
 
 
 def test_a_full_disk_still_lists_removes_and_collects(small_disk, busybox_rootfs):

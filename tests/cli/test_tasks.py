@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import BUSYBOX, Dist, fill, make_busybox_rootfs
+from helpers import BUSYBOX, Dist, fill, make_busybox_rootfs, tmpfs
 from layerkit import file, layer, oci_archive, overlay_supported
 
 pytestmark = [
@@ -809,17 +809,12 @@ def test_a_closed_stdout_is_dev_null_not_a_crash(bb):
 @pytest.fixture
 def small_store(tmp_path):
     """A store on an 8 MiB tmpfs holding busybox, its STATE on another file system (as /run is)."""
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)], check=True)
-    try:
+    with tmpfs(tmp_path / "small", "8m") as small:
         d = Dist(small / "root")
         d.state = tmp_path / "state"
         d.ok("images", "import", "--rootfs", str(make_busybox_rootfs(tmp_path / "rootfs")), "--name", "busybox",
              "--config-cmd", "/bin/sh", "--progress", "none")
         yield d
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=True)
 
 
 FILL_AND_EXIT_7 = "dd if=/dev/zero of=/big bs=1M count=64; exit 7"
