@@ -66,9 +66,12 @@ def report_collection(s: "Session", result: Any) -> None:
     if result.unreadable:
         report_unreadable(s, result.unreadable[:1])
     elif result.blobs:
+        from boltons.strutils import cardinalize
+
         from dist_tool.render import iec
 
-        s.render.err.write(f"freed {len(result.blobs)} blobs, {iec(result.bytes_freed)}\n")
+        count = len(result.blobs)
+        s.render.err.write(f"freed {count} {cardinalize('blob', count)}, {iec(result.bytes_freed)}\n")
 
 
 def word_placeholders(command: Any) -> None:

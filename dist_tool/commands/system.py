@@ -54,10 +54,15 @@ def gc(ctx: typer.Context,
     for directory in result.directories:
         s.render.line(f"{verb} leftover directory {directory}")
     report_unreadable(s, result.unreadable)
-    also = [f"{len(result.snapshots)} snapshots"] if result.snapshots else []
-    also += [f"{len(result.directories)} directories"] if result.directories else []
+    from boltons.strutils import cardinalize
+
+    def counted(word: str, items: list) -> str:
+        return f"{len(items)} {cardinalize(word, len(items))}"
+
+    also = [counted("snapshot", result.snapshots)] if result.snapshots else []
+    also += [counted("directory", result.directories)] if result.directories else []
     s.render.line(f"{'would free' if dry_run else 'freed'} {iec(result.bytes_freed)} "
-                  f"in {len(result.blobs)} blobs" + (f" (and {', '.join(also)})" if also else ""))
+                  f"in {counted('blob', result.blobs)}" + (f" (and {', '.join(also)})" if also else ""))
 
 
 def _explanations(s, reports: list[dict], json_: bool) -> None:

@@ -262,6 +262,7 @@ def test_gc_reports_blob_files_no_record_names(dist, imported):
     dry = dist.ok("gc", "--dry-run", "--json").json
     assert dry["removed"]["content"] == [{"digest": "sha256:" + "ab" * 32, "size": 1000}]
     assert dry["bytesFreed"] == 1000 and orphan.exists()
+    assert dist.ok("gc", "--dry-run").lines[-1] == "would free 1000 B in 1 blob"
     done = dist.ok("gc", "--json").json
     assert done["bytesFreed"] == 1000 and not orphan.exists()
     assert dist.ok("images", "check", "--json").json[0]["complete"] is True
