@@ -62,8 +62,9 @@ def _long_options(command, ctx) -> list[str]:
 
 
 def _typer_placeholders(text: str) -> list[str]:
-    """typer 0.28's own placeholders (``<str>``, ``{image}``), which dist's help replaces by words."""
-    return re.findall(r"<(?:str|int|float|bool|path|file|choice)>|\{[a-z_]+\}", text)
+    """typer 0.28's own placeholders (``<str>``, ``{image}``, ``{IMAGE}`` for a required argument in
+    a usage line), which dist's help replaces by the words its man pages use."""
+    return re.findall(r"<(?:str|int|float|bool|path|file|choice)>|\{[A-Za-z_. -]+\}", text)
 
 
 def _expected_names(command, ctx) -> list[str]:
@@ -129,7 +130,7 @@ def test_placeholders_are_words_through_entry_point(tmp_path: Path) -> None:
     create_help = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(tmp_path / "root"),
                                   "container", "create", "--help"], capture_output=True, text=True, env=ENV,
                                  timeout=60)
-    assert "dist container create [OPTIONS] {IMAGE} {ID} [-- ARG...]" in create_help.stdout
+    assert "dist container create [OPTIONS] IMAGE ID [-- ARG...]" in create_help.stdout
     assert "-e, --env ENV" in create_help.stdout and "--runtime RUNTIME" in create_help.stdout
     for result in (root_help, create_help):
         assert result.returncode == 0 and not _typer_placeholders(result.stdout), result.stdout

@@ -4,7 +4,7 @@
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,6 +86,18 @@ def word_placeholders(command: Any) -> None:
             param.metavar = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
         else:
             param.metavar = (param.name or "value").upper() + ("..." if param.nargs == -1 else "")
+    for param in command.params:
+        if type(param) is TyperArgument:
+            param.__class__ = PlainArgument
+
+
+class PlainArgument(TyperArgument):
+    """A required argument as click, ctr and the man pages write it in a usage line (``IMAGE``),
+    not as typer 0.28 does (``{IMAGE}``)."""
+
+    def make_metavar(self, ctx: Any, *, usage: bool = False) -> str:
+        word = super().make_metavar(ctx, usage=usage)
+        return word[1:-1] if usage and self.required and word.startswith("{") else word
 
 
 class LazySubcommandGroup(TyperGroup):
