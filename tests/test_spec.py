@@ -377,10 +377,24 @@ def tar_reader(*layers) -> rootfs.RootfsReader:
     ([[("other/passwd", "file", b"o"), ("etc", "sym", "/other")]], "/etc/passwd", b"o"),
     ([[("etc/real", "file", b"h"), ("etc/passwd", "hard", "etc/real")]], "/etc/passwd", b"h"),
     ([[("etc/passwd", "dir", None)]], "/etc/passwd", None),
+    ([[("etc/x", "file", b"first"), ("etc/x", "file", b"second"), ("etc/passwd", "hard", "etc/x")]],
+     "/etc/passwd", b"second"),
+    ([[("etc/x", "file", b"first"), ("etc/passwd", "hard", "etc/x"), ("etc/x", "file", b"second")]],
+     "/etc/passwd", b"first"),
+    ([[("etc/passwd", "file", b"itself"), ("etc/passwd", "hard", "etc/passwd")]], "/etc/passwd", b"itself"),
 ], ids=["one", "upper-wins", "whiteout", "opaque", "merged-dirs", "parent-whiteout", "symlink", "symlink-dotdot",
-        "symlink-out", "dir-symlink", "hardlink", "is-dir"])
+        "symlink-out", "dir-symlink", "hardlink", "is-dir", "hardlink-to-a-path-named-twice",
+        "hardlink-keeps-its-targets-bytes", "hardlink-to-itself"])
 def test_tar_layers(layers, path, expected):
     assert tar_reader(*layers).read(path, 1024) == expected
+
+
+def test_a_path_named_twice_in_a_layer_is_its_last_member_as_unpacking_makes_it():
+    """The first member's bytes were kept (a wanted file) and the second's, too large to keep,
+    was never read: a create before unpacking resolved users from the passwd file it replaced."""
+    big = b"bob:x:7:7::/:\n" + b"#" * (2 << 20) + b"\n"
+    reader = tar_reader([("etc/passwd", "file", b"bob:x:1:1::/:\n"), ("etc/passwd", "file", big)])
+    assert reader.read("/etc/passwd", 4 << 20) == big
 
 
 def test_symlink_loop_is_an_error():

@@ -214,6 +214,11 @@ class TarLayer:
 
     Only the metadata of members is kept, plus the bytes of the members named in ``want``
     (up to ``want_limit``); any other file is read by a second pass.
+
+    Members apply in order, as unpacking applies them: a path named twice is its last member,
+    and a hard link holds the bytes its target had when the link came (a file put at the target
+    later does not change it). So each path is mapped to the ordinal of the member whose bytes it
+    holds, and only that member's bytes are ever returned.
     """
 
     def __init__(self, provider, digest: str, want: Iterable[str] = (), want_limit: int = 1 << 20) -> None:
@@ -222,7 +227,8 @@ class TarLayer:
         self.want = {split(w) for w in want}
         self.want_limit = want_limit
         self._index: dict[Parts, tuple[str, str]] | None = None
-        self._data: dict[Parts, bytes] = {}
+        self._source: dict[Parts, int | None] = {}  # path -> ordinal of the member whose bytes it holds
+        self._data: dict[int, bytes] = {}  # ordinal -> bytes
 
     def _members(self):
         import tarfile
@@ -241,7 +247,9 @@ class TarLayer:
         if self._index is not None:
             return self._index
         index: dict[Parts, tuple[str, str]] = {}
-        for tar, m in self._members():
+        source = self._source
+        holders: dict[int, int] = {}  # ordinal -> how many paths hold its bytes
+        for ordinal, (tar, m) in enumerate(self._members()):
             parts = split(m.name)
             if not parts:
                 continue
@@ -254,6 +262,16 @@ class TarLayer:
             if base.startswith(WHITEOUT_PREFIX):
                 index[parts[:-1] + (base[len(WHITEOUT_PREFIX):],)] = ("whiteout", "")
                 continue
+            # What a hard link holds is taken before its own path lets go: a link to itself (which
+            # unpacking leaves as it is) keeps the bytes it had.
+            held = source.get(split(m.linkname)) if m.islnk() else None
+            if held is not None:
+                holders[held] += 1
+            replaced = source.pop(parts, None)
+            if replaced is not None:
+                holders[replaced] -= 1
+                if not holders[replaced]:
+                    self._data.pop(replaced, None)  # no path holds those bytes any more
             if m.isdir():
                 if index.get(parts, ("",))[0] != "opaque":
                     index[parts] = ("dir", "")
@@ -261,10 +279,13 @@ class TarLayer:
                 index[parts] = ("symlink", m.linkname)
             elif m.islnk():
                 index[parts] = ("hardlink", m.linkname)
+                source[parts] = held
             elif m.isreg():
                 index[parts] = ("file", "")
+                source[parts] = ordinal
+                holders[ordinal] = 1
                 if parts in self.want and m.size <= self.want_limit:
-                    self._data[parts] = tar.extractfile(m).read()
+                    self._data[ordinal] = tar.extractfile(m).read()
             else:
                 index[parts] = ("other", "")
         self._index = index
@@ -281,18 +302,18 @@ class TarLayer:
         return self._scan()[parts][1]
 
     def read(self, parts: Parts, limit: int) -> bytes:
-        kind, target = self._scan()[parts]
-        source = split(target) if kind == "hardlink" else parts
-        if source not in self._data:
-            for tar, m in self._members():
-                if split(m.name) == source and m.isreg():
+        self._scan()
+        ordinal = self._source.get(parts)
+        if ordinal is None:  # a hard link to no file of this layer (unpacking refuses it too)
+            raise DataError("file", "/" + "/".join(parts), f"missing from layer {self.digest}")
+        if ordinal not in self._data:
+            for i, (tar, m) in enumerate(self._members()):
+                if i == ordinal:
                     if m.size > limit:
                         raise DataError("file", "/" + "/".join(parts), f"larger than the {limit}-byte limit")
-                    self._data[source] = tar.extractfile(m).read()
+                    self._data[ordinal] = tar.extractfile(m).read()
                     break
-        if source not in self._data:
-            raise DataError("file", "/" + "/".join(parts), f"missing from layer {self.digest}")
-        data = self._data[source]
+        data = self._data[ordinal]
         if len(data) > limit:
             raise DataError("file", "/" + "/".join(parts), f"larger than the {limit}-byte limit")
         return data
