@@ -19,6 +19,7 @@ it is written and where the root's symlinks take it), a ``cwd`` it will create, 
 ``Unseen``, and ``check`` then leaves the verdict to the runtime (``shim.runc.classify``), as it
 does for what it cannot read. So ``check`` refuses only commands the runtime would refuse too;
 it does not see a missing ELF interpreter, a bad ``#!`` line or the process user's permissions.
+An argument list and environment that execve(2) refuses (E2BIG) is 126 whatever the command.
 """
 
 from __future__ import annotations
@@ -74,11 +75,39 @@ def check(root: str, process: dict, hidden: Iterable[str] = ()) -> None:
     args = process.get("args") or []
     if not args or not isinstance(args[0], str) or not args[0]:
         return  # the runtime's own complaint
+    too_long = _too_long(args, process.get("env") or [], process.get("rlimits") or [])
+    if too_long:
+        raise CannotRun(args[0], too_long, NOT_INVOKABLE)
     try:
         resolve(root, args[0], cwd=process.get("cwd") or "/", path=path_of(process.get("env") or []),
                 hidden=hidden)
     except (Unseen, OSError):
         return
+
+
+def _too_long(args: list, env: list, rlimits: list) -> str | None:
+    """Why execve(2) certainly fails with E2BIG (runc's init then says so on the task's stderr and
+    the task exits 1), or None. The kernel's rules (fs/exec.c): one string of more than 32 pages
+    with its NUL, or the strings and their pointers past a quarter of the stack limit (at most
+    6 MiB, at least 32 pages). The limit is the process's RLIMIT_STACK: the spec's, else the one
+    this process passes down through the runtime. The runtime adds to the environment (HOME) and
+    the kernel counts the file name too, so what passes here may still fail, never the reverse."""
+    import resource
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    strings = [s.encode("utf-8", "surrogateescape") for s in (*args, *env) if isinstance(s, str)]
+    if any(len(s) + 1 > 32 * page for s in strings):
+        return f"argument list too long (one argument or variable is over {32 * page} bytes)"
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    for rlimit in rlimits:
+        if isinstance(rlimit, dict) and rlimit.get("type") == "RLIMIT_STACK" and isinstance(rlimit.get("soft"), int):
+            stack = rlimit["soft"]
+    limit = 6 << 20 if stack == resource.RLIM_INFINITY else min(6 << 20, stack // 4)
+    limit = max(limit, 32 * page)
+    size = sum(len(s) + 1 for s in strings) + 8 * (len(args) + len(env))
+    if size > limit:
+        return f"argument list too long ({size} bytes of arguments and environment, over the {limit}-byte limit)"
+    return None
 
 
 def path_of(env: Iterable[str]) -> str:

@@ -3,7 +3,9 @@ never outside it. A plain directory stands for the root; no runtime, no root pri
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -139,3 +141,32 @@ def test_nothing_outside_the_root_is_looked_at(root, tmp_path):
     assert X.resolve(str(link), "/usr/bin/env") == "/bin/busybox"
     with pytest.raises(CannotRun):
         X.resolve(str(link), "/bin/host")
+
+
+def _execve_errno(args: list[str], env: list[str]) -> int | None:
+    """What the kernel says to this argument list and environment (a host binary runs it)."""
+    try:
+        subprocess.run(args, env=dict(e.split("=", 1) for e in env), check=True)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+@pytest.mark.parametrize("args", [
+    ["/bin/true", "x" * (32 * os.sysconf("SC_PAGE_SIZE"))],  # one string over 32 pages with its NUL
+    ["/bin/true", *["x" * 1000] * 7000],  # an image Cmd of 7 MB: past 6 MiB, the most any stack allows
+], ids=["one-string", "all-strings"])
+def test_an_argument_list_execve_refuses_is_126_before_the_runtime(root, args):
+    """runc's init met E2BIG after the runtime had started: its line on the task's stderr and
+    exit 1, not dist's line and 126."""
+    env = ["PATH=/bin"]
+    assert _execve_errno(args, env) == errno.E2BIG
+    with pytest.raises(CannotRun) as e:
+        X.check(str(root), {"args": ["sh", *args[1:]], "env": env, "cwd": "/"})
+    assert e.value.status == 126 and e.value.why.startswith("argument list too long")
+
+
+def test_an_argument_list_the_kernel_takes_is_not_refused(root):
+    args = ["/bin/true", "x" * (32 * os.sysconf("SC_PAGE_SIZE") - 1), *["x" * 1000] * 500]
+    assert _execve_errno(args, ["PATH=/bin"]) is None
+    X.check(str(root), {"args": ["sh", *args[1:]], "env": ["PATH=/bin"], "cwd": "/"})
