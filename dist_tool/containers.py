@@ -102,7 +102,7 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
     return {"labels": labels, "env": spec.parse_env(options.env),
             "cwd": spec.check_cwd(options.cwd) if options.cwd is not None else None,
             "mounts": spec.parse_mounts(options.mounts),
-            "entrypoint": spec.parse_entrypoint(options.entrypoint)}
+            "entrypoint": spec.parse_entrypoint(options.entrypoint), "args": spec.check_args(options.args)}
 
 
 def _runtime_config(config: dict) -> dict:

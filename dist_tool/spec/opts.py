@@ -53,7 +53,14 @@ def clean_path(path: str) -> str:
 def check_cwd(cwd: str) -> str:
     if not cwd.startswith("/") or "\0" in cwd:
         raise InvalidArgument("cwd", cwd, "must be an absolute path")
+    utf8("cwd", cwd)  # as a surrogate in the spec, runc would make and enter another directory
     return clean_path(cwd)
+
+
+def check_args(args: Iterable[str]) -> list[str]:
+    """The ``-- ARG...`` as given; one that is not UTF-8 is exit 2 (in the spec's JSON runc would
+    read U+FFFD for its other bytes, and run or pass something else)."""
+    return [utf8("argument", arg) for arg in args]
 
 
 def parse_mount(text: str) -> dict:
@@ -108,7 +115,7 @@ def parse_entrypoint(value: str | None) -> list[str] | None:
     """``--entrypoint CMD``: one executable (docker's flag); ``''`` clears; None keeps the image's."""
     if value is None:
         return None
-    return [value] if value else []
+    return [utf8("entrypoint", value)] if value else []
 
 
 # ---------------------------------------------------------------- options

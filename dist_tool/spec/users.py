@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from dist_tool.errors import InvalidArgument, NotFound
-from dist_tool.validate import decimal, digits
+from dist_tool.validate import decimal, digits, utf8
 
 # containerd reads these whole with no bound; one is kept against a hostile image, far above the
 # ~9 MB of an /etc/passwd of 200,000 users
@@ -93,6 +93,7 @@ def parse_group(data: bytes | None) -> list[GroupEntry]:
 
 def check_format(user: str) -> str:
     """Checks ``UID[:GID]`` or ``NAME[:GROUP]`` without reading any file (usage errors first)."""
+    utf8("user", user)  # other bytes could match no name: the files are read as UTF-8
     name, sep, group = user.partition(":")
     if sep and (not name or not group):
         raise InvalidArgument("user", user, "expected UID[:GID] or NAME[:GROUP]")

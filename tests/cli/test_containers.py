@@ -201,8 +201,16 @@ def test_user_resolution_from_the_image_passwd(bb, user, expected):
     (("nothere", "web"), 3, "dist: error: image docker.io/library/nothere:latest: not found"),
     (("busybox", "web", "--user", "ghost"), 3, "dist: error: user ghost: no such user in the image's /etc/passwd"),
     (("busybox", "web", "--mount", "type=bind,src=/no/such/dir,dst=/x"), 3, None),
+    # Not UTF-8 (surrogates to Python): the spec's JSON would carry U+FFFD, and runc would enter,
+    # run or pass other bytes than were given.
+    (("busybox", "web", "--cwd", "/tmp/\udcff"), 2, "dist: error: cwd /tmp/\\xff: is not valid UTF-8"),
+    (("busybox", "web", "--", "/bin/echo", "\udcff"), 2, "dist: error: argument \\xff: is not valid UTF-8"),
+    (("busybox", "web", "--entrypoint", "/bin/\udcff"), 2,
+     "dist: error: entrypoint /bin/\\xff: is not valid UTF-8"),
+    (("busybox", "web", "--user", "\udcff"), 2, "dist: error: user \\xff: is not valid UTF-8"),
 ], ids=["trailing-dash", "77-chars", "double-dot", "label", "env", "cwd", "mount", "user-format", "runtime",
-        "no-image", "no-user", "no-mount-source"])
+        "no-image", "no-user", "no-mount-source", "cwd-not-utf8", "arg-not-utf8", "entrypoint-not-utf8",
+        "user-not-utf8"])
 def test_bad_create_exits_and_changes_nothing(bb, args, code, line):
     before = store_fingerprint(bb.root)
     r = bb("c", "create", *args)
