@@ -610,8 +610,11 @@ def exec_process(container: Container, args: Sequence[str], tty: bool) -> dict:
     """The OCI process of an exec: the container's (user, env, cwd, capabilities) with ``args``."""
     if not args:
         raise InvalidArgument("exec", container.id, "a command is required after --")
+    from dist_tool.validate import utf8
+
     process = json.loads(json.dumps((container.spec or {}).get("process") or {}))
-    process["args"] = list(args)
+    # Other bytes than UTF-8 would reach runc as U+FFFD: it would run or pass something else.
+    process["args"] = [utf8("argument", arg) for arg in args]
     process["terminal"] = tty
     if tty and not any(e.startswith("TERM=") for e in process.get("env", [])):
         process.setdefault("env", []).append("TERM=xterm")

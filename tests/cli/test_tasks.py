@@ -232,6 +232,15 @@ def test_exec_of_a_command_that_cannot_run_is_one_line(bb, command, status, why)
     bb.ok("c", "rm", "-f", "ex", timeout=TIMEOUT)
 
 
+def test_an_exec_argument_that_is_not_utf8_is_a_usage_error(bb):
+    """runc read it from JSON as U+FFFD: `echo` printed three other bytes than were given."""
+    bb.ok("run", "-d", "busybox", "ex", "--", "sleep", "30", timeout=TIMEOUT)
+    for detach in ([], ["-d"]):
+        r = bb("task", "exec", *detach, "ex", "--exec-id", "e", "--", "echo", "\udcff")
+        assert (r.code, r.stdout, r.stderr) == (2, "", "dist: error: argument \\xff: is not valid UTF-8\n")
+    bb.ok("c", "rm", "-f", "ex", timeout=TIMEOUT)
+
+
 def _runtime_that(tmp_path, name: str, on_start: str) -> dict:
     """DIST_RUNTIME: runc, except that ``run`` and ``create`` do ``on_start`` (shell) instead."""
     wrapper = tmp_path / name
