@@ -81,7 +81,7 @@ def check(root: str, process: dict, hidden: Iterable[str] = ()) -> None:
     try:
         resolve(root, args[0], cwd=process.get("cwd") or "/", path=path_of(process.get("env") or []),
                 hidden=hidden)
-    except (Unseen, OSError):
+    except (Unseen, OSError, ValueError):  # ValueError: a NUL byte, which no path holds (the runtime says so)
         return
 
 

@@ -130,6 +130,7 @@ def test_check_raises_only_when_certain(root):
     X.check(str(root), {"args": ["sh", "-c", "true"], "env": ["PATH=/bin"], "cwd": "/"})
     X.check(str(root), {**process, "env": ["PATH=/data"]}, hidden=["/data"])  # unseen: the runtime decides
     X.check(str(root), {"args": []})
+    X.check(str(root), {"args": ["/bin/s\0h"], "cwd": "/"})  # a container made before NULs were refused
     with pytest.raises(CannotRun):
         X.check(str(root), {"args": ["./passwd"], "cwd": "/etc"})
 

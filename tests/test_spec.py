@@ -134,7 +134,10 @@ def test_env(image_env, pairs, expected):
     ({"Cmd": "/bin/echo hi"}, "Cmd"), ({"Cmd": ["x"], "Env": "FOO=1"}, "Env"), ({"Entrypoint": [1]}, "Entrypoint"),
     ({"Cmd": ["x"], "WorkingDir": 7}, "WorkingDir"), ({"Cmd": ["x"], "User": 0}, "User"),
     ({"Cmd": ["x"], "Env": ["=bad"]}, "Env"),
-], ids=["cmd-string", "env-string", "entrypoint-number", "workdir-number", "user-number", "env-no-name"])
+    ({"Cmd": ["/bin/echo", "a\0b"]}, "Cmd"), ({"Entrypoint": ["/bin/ec\0ho"]}, "Entrypoint"),
+    ({"Cmd": ["x"], "WorkingDir": "/tmp\0x"}, "WorkingDir"), ({"Cmd": ["x"], "User": "ro\0ot"}, "User"),
+], ids=["cmd-string", "env-string", "entrypoint-number", "workdir-number", "user-number", "env-no-name",
+        "cmd-nul", "entrypoint-nul", "workdir-nul", "user-nul"])
 def test_a_malformed_image_config_is_refused_not_mangled(config, field):
     """A Cmd that was a string became one argument per character; an Env entry with no name
     made runc fail at start."""

@@ -140,6 +140,11 @@ def _merge_env(env: Sequence[str], overrides: Iterable[str]) -> list[str]:
     return list(out.values())
 
 
+# No C string holds one: runc could not exec such an argument or enter such a directory, and
+# dist's own lookups of it failed as an internal error.
+_NUL = "holds a NUL byte"
+
+
 def _config_strings(config: Mapping, field: str) -> list[str]:
     """A list-of-strings field of the image config (Env, Entrypoint, Cmd); null is empty."""
     value = config.get(field)
@@ -147,6 +152,8 @@ def _config_strings(config: Mapping, field: str) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DataError("image config", field, "is not a list of strings")
+    if any("\0" in v for v in value):
+        raise DataError("image config", field, _NUL)
     return value
 
 
@@ -156,6 +163,8 @@ def _config_string(config: Mapping, field: str) -> str:
         return ""
     if not isinstance(value, str):
         raise DataError("image config", field, "is not a string")
+    if "\0" in value:
+        raise DataError("image config", field, _NUL)
     return value
 
 
@@ -168,7 +177,7 @@ def with_image_config(config: Mapping | None) -> SpecOpt:
     def opt(ctx: SpecContext, spec: dict) -> None:
         env = _config_strings(config, "Env")
         for item in env:
-            if item.startswith("=") or "\0" in item:
+            if item.startswith("="):
                 raise DataError("image config", "Env", f"{item!r} is not NAME=VALUE")
         spec["process"]["env"] = _merge_env([DEFAULT_PATH], env)
         ctx.entrypoint = list(_config_strings(config, "Entrypoint"))
