@@ -46,6 +46,7 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
             tty.setraw(stdio[0])
         resize()
         sources = [master, stdio[0]]
+        last = b"\n"  # the last byte we copied in: ^D ends a line first, then the input
         while True:
             try:
                 ready = select.select(sources, [], [])[0]
@@ -66,10 +67,22 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
                 data = os.read(stdio[0], 65536)
                 if data:
                     os.write(master, data)
+                    last = data[-1:]
                 else:
                     sources.remove(stdio[0])
+                    if saved is None:  # a pipe or file, not our terminal: its end is the input's end
+                        _end_input(master, last)
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
             termios.tcsetattr(stdio[0], termios.TCSADRAIN, saved)
         os.close(master)
+
+
+def _end_input(master: int, last: bytes) -> None:
+    """The terminal's end of file (^D, as script(1) sends it, twice after a partial line), as the
+    shim gives a ``run -t`` task whose stdin ends (``Shim._end_input``)."""
+    try:
+        os.write(master, b"\x04" if last == b"\n" else b"\x04\x04")
+    except OSError:
+        pass

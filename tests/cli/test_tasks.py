@@ -789,6 +789,22 @@ def test_a_terminal_task_gets_stdin_from_anything_and_its_end(bb, tmp_path, sour
     assert r.stdout.rstrip().endswith(b"%d" % data.count(b"\n")), r.stdout
 
 
+@pytest.mark.parametrize("source", ["devnull", "pipe", "pipe-no-newline"])
+def test_a_terminal_exec_gets_the_end_of_its_stdin(bb, source):
+    """``task exec -t`` with stdin that is not a terminal: its end reaches the exec as the
+    terminal's end of file, as it reaches a ``run -t`` task; else ``cat`` waits forever."""
+    data = {"devnull": b"", "pipe": b"a\nb\n", "pipe-no-newline": b"a\nb"}[source]
+    bb.ok("run", "-d", "busybox", f"xin-{source}", "--", "sleep", "30")
+    argv = _argv(bb, "task", "exec", "-t", f"xin-{source}", "--exec-id", "w", "--", "wc", "-l")
+    if source == "devnull":
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT)
+    else:
+        r = subprocess.run(argv, input=data, capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(b"%d" % data.count(b"\n")), r.stdout
+    bb.ok("c", "rm", "-f", f"xin-{source}", timeout=TIMEOUT)
+
+
 def test_a_short_terminal_exec_leaves_its_task_running(bb):
     """The exec's terminal is closed as it exits; a stale event for it must not stop the shim."""
     bb.ok("run", "-d", "busybox", "tx", "--", "sleep", "30")
