@@ -519,7 +519,7 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
     except Unavailable:  # the shim lives but does not answer: it will not record this exit either
         shims.sigkill_recorded(os.path.join(path, "init.pid"))
         wait = min(timeout, UNANSWERED_SHIM_GRACE)
-    except (NotFound, TaskFailed):
+    except DistError:  # gone meanwhile, or the runtime refused the kill: the init is still ours to end
         shims.sigkill_recorded(os.path.join(path, "init.pid"))
     deadline = time.monotonic() + wait
     while shims.alive_task(session, container_id):

@@ -435,7 +435,12 @@ class Shim:
         except Refused as e:
             self.reply(conn, {"ok": False, "kind": e.kind, "error": e.message})
         except RuntimeFailure as e:
-            self.reply(conn, {"ok": False, "kind": "failed", "error": e.message, "status": e.status})
+            reply = {"ok": False, "kind": "failed", "error": e.message}
+            if req.get("op") == "exec":
+                # Only an exec's failure is a process's that could not start (proto): a status
+                # makes the CLI exit with it (125/126/127), where a failed pause or kill is 1.
+                reply["status"] = e.status
+            self.reply(conn, reply)
         except (ValueError, KeyError, TypeError) as e:
             self.reply(conn, {"ok": False, "kind": "invalid", "error": f"bad request: {e}"})
         except OSError as e:

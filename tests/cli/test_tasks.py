@@ -259,6 +259,22 @@ def test_a_runtime_interrupted_at_start_is_130_and_run_rm_leaves_nothing(bb, tmp
     assert bb("c", "info", "intr").code == 3
 
 
+def test_a_runtime_that_fails_a_pause_or_kill_is_exit_1_not_125(bb, tmp_path):
+    """125 is for the commands that pass a task's status through (SPEC); task pause, resume and
+    kill are not among them, so the runtime's refusal is the operation failing: 1."""
+    runtime = tmp_path / "unfreezable-runc"
+    runtime.write_text(f"#!/bin/sh\ncase \" $* \" in *\" pause \"*|*\" kill \"*) "
+                       f"echo 'cannot freeze' >&2; exit 1;; esac\nexec {shutil.which('runc')} \"$@\"\n")
+    runtime.chmod(0o755)
+    bb.ok("run", "-d", "busybox", "unfrozen", "--", "sleep", "30", env={"DIST_RUNTIME": str(runtime)})
+    r = bb("task", "pause", "unfrozen")
+    assert (r.code, r.stderr) == (1, "dist: error: task unfrozen: cannot freeze\n")
+    r = bb("task", "kill", "--all", "unfrozen")
+    assert (r.code, r.stderr) == (1, "dist: error: task unfrozen: cannot freeze\n")
+    assert tasks(bb)["unfrozen"]["status"] == "running"
+    bb.ok("c", "rm", "-f", "unfrozen", timeout=TIMEOUT)
+
+
 def test_an_interrupt_before_a_foreground_shim_serves_takes_its_claim_away(bb, monkeypatch):
     """^C or SIGTERM between the claim and the shim's start left the task directory naming dist
     itself as the shim, and the root filesystem mounted: run --rm's removal then waited for dist
