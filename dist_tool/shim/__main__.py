@@ -53,8 +53,15 @@ def write_pid(task_dir: str, pid: int, start: str) -> None:
 
 
 def _report(fd: int, message: dict) -> None:
-    posix.write(fd, dumps(message).encode() + b"\n")
-    posix.close(fd)
+    """Tells the waiting CLI. One that is gone (interrupted, killed) hears nothing, and a task
+    that started runs on under this shim all the same: dying here of its EPIPE would leave the
+    task running with nobody to reap it, record its exit or release it."""
+    try:
+        posix.write(fd, dumps(message).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        posix.close(fd)
 
 
 def _remove(task_dir: str) -> None:

@@ -275,6 +275,26 @@ def test_a_runtime_that_fails_a_pause_or_kill_is_exit_1_not_125(bb, tmp_path):
     bb.ok("c", "rm", "-f", "unfrozen", timeout=TIMEOUT)
 
 
+def test_a_detached_task_whose_cli_died_before_the_report_keeps_its_shim(bb, tmp_path):
+    """``run -d`` killed while its shim starts the task: the shim's report meets a closed pipe.
+    It died of that EPIPE (a traceback in shim.log) and left the task running with no shim."""
+    mark = tmp_path / "starting"
+    runtime = tmp_path / "slow-runc"
+    runtime.write_text(f"#!/bin/sh\ncase \" $* \" in *\" run \"*) touch {mark}; sleep 1;; esac\n"
+                       f"exec {shutil.which('runc')} \"$@\"\n")
+    runtime.chmod(0o755)
+    env = {**os.environ, "DIST_NAMESPACE": "default", "DIST_RUNTIME": str(runtime)}
+    with subprocess.Popen(_argv(bb, "run", "-d", "busybox", "unheard", "--", "sleep", "30"), env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as cli:
+        wait_for(mark.exists, "the runtime to be starting the task")
+        cli.kill()
+    wait_for((bb.state / "default" / "unheard" / "init.pid").exists, "the task to start")
+    time.sleep(0.5)  # the shim reports (to nobody) and serves
+    assert tasks(bb)["unheard"]["status"] == "running"
+    assert "Traceback" not in (bb.root / "tasks" / "default" / "unheard" / "shim.log").read_text()
+    bb.ok("c", "rm", "-f", "unheard", timeout=TIMEOUT)
+
+
 def test_an_interrupt_before_a_foreground_shim_serves_takes_its_claim_away(bb, monkeypatch):
     """^C or SIGTERM between the claim and the shim's start left the task directory naming dist
     itself as the shim, and the root filesystem mounted: run --rm's removal then waited for dist
