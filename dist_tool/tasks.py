@@ -688,6 +688,12 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         return int(shims.checked(container_id, client.receive())["status"])
     except ConnectionError:
         path = shims.task_dir(session, container_id)
+        # A killed shim's descriptors close (our end sees it) a moment before its process is
+        # gone: judged at once, a dying shim looked alive and its task stayed up with nobody to
+        # clean it up. So, as wait() does, give it that moment before asking.
+        deadline = time.monotonic() + SHIM_EXIT_WAIT
+        while os.path.isdir(path) and shims.shim_alive(path) and time.monotonic() < deadline:
+            time.sleep(0.005)
         if os.path.isdir(path) and not shims.shim_alive(path):
             shims.cleanup_dead(session, container_id)  # as any command that finds a dead shim does
             raise TaskFailed("task", container_id, "its shim died while the exec ran (cleaned up)") from None

@@ -560,6 +560,33 @@ def test_a_foreground_exec_whose_shim_dies_says_so_and_cleans_up(bb):
     bb.ok("c", "rm", "execdeath")
 
 
+def test_a_foreground_exec_sees_a_shim_that_dies_slowly_die(bb):
+    """The exec's connection ends as the killed shim's descriptors close, a moment before the
+    kernel shows its process gone. The exec judged the shim at once, took it for alive, said the
+    task "exited", and left the task running with a dead shim (and the exec holding our pipes).
+    Here shim.pid names a process that outlives the shim by half a second: that moment, longer."""
+    from dist_tool.proc import process_start
+
+    bb.ok("run", "-d", "busybox", "slowdeath", "--", "sleep", "1000")
+    shim = tasks(bb)["slowdeath"]["shimPid"]
+    execing = subprocess.Popen(_argv(bb, "task", "exec", "slowdeath", "--exec-id", "long", "--", "sleep", "1000"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(bb.ok("task", "ps", "slowdeath", "--json").json) >= 2, "the exec to run")
+        with subprocess.Popen(["sleep", "0.5"]) as dying:
+            pid_file = bb.state / "default" / "slowdeath" / "shim.pid"
+            (pid_file.parent / ".shim.pid.test").write_text(f"{dying.pid} {process_start(dying.pid)}\n")
+            os.rename(pid_file.parent / ".shim.pid.test", pid_file)
+            os.kill(shim, signal.SIGKILL)
+            out, err = execing.communicate(timeout=TIMEOUT)
+    finally:
+        execing.kill()
+    assert (execing.returncode, err) == (125, "dist: error: task slowdeath: its shim died while the exec ran"
+                                              " (cleaned up)\n")
+    assert_clean(bb)
+    bb.ok("c", "rm", "slowdeath")
+
+
 def test_every_waiter_of_a_task_whose_shim_died_gets_its_status(bb):
     """One waiter cleans up; the others must wait for it to record lastExit, not report that
     the container never ran a task."""
