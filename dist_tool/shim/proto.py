@@ -144,8 +144,11 @@ class Client:
 
         data = encode(message)
         if fds:
-            self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        else:
+            # sendmsg sends what the socket's buffer takes (a request bigger than ~200 KiB: an
+            # exec's long arguments or environment); the descriptors go with its first part.
+            data = data[self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                      array.array("i", fds))]):]
+        if data:
             self._sock.sendall(data)
 
     def receive(self) -> dict:

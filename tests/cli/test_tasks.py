@@ -541,6 +541,17 @@ def test_a_stopped_shim_is_listed_from_the_runtime_and_rm_force_removes_its_task
     assert bb("c", "info", "frozen").code == 3
 
 
+def test_a_foreground_exec_of_long_arguments_reaches_the_shim_whole(bb):
+    """Its request carries our stdio as descriptors: one sendmsg sent only what the socket's
+    buffer took, and the shim waited for the rest of the line until the exec timed out (125)."""
+    bb.ok("run", "-d", "busybox", "longargs", "--", "sleep", "30")
+    words = ["a" * 100_000] * 4  # 400 kB of arguments: twice a Unix socket's default buffer
+    r = bb("task", "exec", "longargs", "--exec-id", "l", "--", "sh", "-c", 'echo "$# ${#1}"', "x", *words,
+           timeout=TIMEOUT)
+    assert (r.code, r.stdout, r.stderr) == (0, "4 100000\n", "")
+    bb.ok("c", "rm", "-f", "longargs", timeout=TIMEOUT)
+
+
 def test_a_foreground_exec_whose_shim_dies_says_so_and_cleans_up(bb):
     bb.ok("run", "-d", "busybox", "execdeath", "--", "sleep", "1000")
     shim = tasks(bb)["execdeath"]["shimPid"]
