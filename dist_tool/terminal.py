@@ -45,33 +45,49 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
         if saved is not None:
             tty.setraw(stdio[0])
         resize()
-        sources = [master, stdio[0]]
-        last = b"\n"  # the last byte we copied in: ^D ends a line first, then the input
+        # Input waits in ``pending`` until the terminal takes it, and the master is read
+        # meanwhile: a blocking write of input the process is not reading, while its output (the
+        # echo of that input) filled the terminal, hung both of us (``exec -t -- cat < big``).
+        os.set_blocking(master, False)
+        pending = b""
+        reading = True
+        last = b"\n"  # the last byte copied in: ^D ends a line first, then the input
         while True:
+            readers = [master, stdio[0]] if reading and not pending else [master]
             try:
-                ready = select.select(sources, [], [])[0]
+                ready, writable, _ = select.select(readers, [master] if pending else [], [])
             except InterruptedError:
                 continue
             if master in ready:
                 try:
                     data = os.read(master, 65536)
+                except BlockingIOError:
+                    data = None
                 except OSError:
                     data = b""
-                if not data:
+                if data == b"":
                     return
                 try:
-                    os.write(stdio[1], data)
+                    if data:
+                        _write_all(stdio[1], data)
                 except BrokenPipeError:
                     return  # closing the master below hangs the terminal up
+            if writable:
+                try:
+                    pending = pending[os.write(master, pending):]
+                except BlockingIOError:
+                    pass
+                except OSError:  # the terminal is gone: nobody reads the rest
+                    pending = b""
             if stdio[0] in ready:
                 data = os.read(stdio[0], 65536)
                 if data:
-                    os.write(master, data)
-                    last = data[-1:]
+                    pending, last = data, data[-1:]
                 else:
-                    sources.remove(stdio[0])
-                    if saved is None:  # a pipe or file, not our terminal: its end is the input's end
-                        _end_input(master, last)
+                    reading = False
+                    if saved is None:  # a pipe or file, not our terminal: its end is the input's end,
+                        # the terminal's end of file (^D, as script(1) and the shim send it)
+                        pending = b"\x04" if last == b"\n" else b"\x04\x04"
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
@@ -79,10 +95,7 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
         os.close(master)
 
 
-def _end_input(master: int, last: bytes) -> None:
-    """The terminal's end of file (^D, as script(1) sends it, twice after a partial line), as the
-    shim gives a ``run -t`` task whose stdin ends (``Shim._end_input``)."""
-    try:
-        os.write(master, b"\x04" if last == b"\n" else b"\x04\x04")
-    except OSError:
-        pass
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -879,6 +879,19 @@ def test_a_terminal_exec_gets_the_end_of_its_stdin(bb, source):
     bb.ok("c", "rm", "-f", f"xin-{source}", timeout=TIMEOUT)
 
 
+def test_a_terminal_exec_takes_more_input_than_the_terminal_holds(bb):
+    """The CLI wrote input to the exec's terminal with a blocking write while not reading its
+    output: cat's echo and output filled the terminal, cat stopped reading, and both waited for
+    each other forever. run -t (the shim) never did; exec -t must not either."""
+    bb.ok("run", "-d", "busybox", "xbig", "--", "sleep", "30")
+    data = b"".join(b"%d\n" % i for i in range(100_000))  # 600 kB: far past a terminal's 4 kB
+    r = subprocess.run(_argv(bb, "task", "exec", "-t", "xbig", "--exec-id", "c", "--", "cat"), input=data,
+                       capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith(b"\n99999\r\n")
+    bb.ok("c", "rm", "-f", "xbig", timeout=TIMEOUT)
+
+
 def test_a_short_terminal_exec_leaves_its_task_running(bb):
     """The exec's terminal is closed as it exits; a stale event for it must not stop the shim."""
     bb.ok("run", "-d", "busybox", "tx", "--", "sleep", "30")
