@@ -210,7 +210,8 @@ class Shim:
         from dist_tool.shim.console import open_output
 
         posix.set_blocking(self.master, False)
-        if self.detached or self.stdio is None:
+        if self.detached or self.stdio is None or self.cfg.get("nullIO"):
+            # --null-io: no log then, so nowhere, as without -t; not the CLI's own stdout
             self.out = open_output(self.cfg.get("log"))
         else:
             self.out = self.stdio[1]

@@ -892,6 +892,15 @@ def test_a_terminal_exec_takes_more_input_than_the_terminal_holds(bb):
     bb.ok("c", "rm", "-f", "xbig", timeout=TIMEOUT)
 
 
+def test_null_io_discards_a_terminal_tasks_output_too(bb):
+    """--null-io sends stdio to /dev/null; with -t the shim still copied the terminal to ours."""
+    r = bb("run", "--rm", "--null-io", "busybox", "nullio", "--", "echo", "hi", timeout=TIMEOUT)
+    assert (r.code, r.stdout) == (0, "")
+    r = bb("run", "--rm", "-t", "--null-io", "busybox", "nullio-t", "--", "sh", "-c", "echo hi; exit 3",
+           timeout=TIMEOUT)
+    assert (r.code, r.stdout) == (3, "")
+
+
 def test_a_short_terminal_exec_leaves_its_task_running(bb):
     """The exec's terminal is closed as it exits; a stale event for it must not stop the shim."""
     bb.ok("run", "-d", "busybox", "tx", "--", "sleep", "30")
