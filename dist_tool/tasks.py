@@ -642,9 +642,22 @@ def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str],
     container = _task_container(session, container_id)
     process = exec_process(container, args, tty)
     _check_exec(session, container_id, process)
-    reply = shims.call(session, container_id, {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty,
-                                          "process": process}, timeout=60.0)
+    request = {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty, "process": process}
+    _check_request_size(exec_id, request)
+    reply = shims.call(session, container_id, request, timeout=60.0)
     return int(reply["pid"])
+
+
+def _check_request_size(exec_id: str, request: dict) -> None:
+    """InvalidArgument for an exec the shim would refuse as too long (``proto.MAX_LINE``): said
+    here, since the shim hangs up on the rest of the request, and a hang-up read as the task
+    having exited (exit 3, or 125 in the foreground) while it ran on."""
+    from dist_tool.shim import proto
+
+    size = len(proto.encode(request))
+    if size > proto.MAX_LINE:
+        raise InvalidArgument("exec", exec_id, f"its process (arguments and environment) is {size} bytes "
+                              f"of JSON, more than a shim takes ({proto.MAX_LINE})")
 
 
 def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str], tty: bool = False,
@@ -669,6 +682,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
             if size is not None:  # set by the runtime as it makes the pty: no race with the process
                 process["consoleSize"] = {"height": size[0], "width": size[1]}
         request = {"op": "exec", "exec": exec_id, "detach": False, "terminal": tty, "process": process}
+        _check_request_size(exec_id, request)
         shims.checked(container_id, client.call(request, () if tty else stdio))
         if not tty:
             def forward(signum: int, frame: object) -> None:

@@ -552,6 +552,21 @@ def test_a_foreground_exec_of_long_arguments_reaches_the_shim_whole(bb):
     bb.ok("c", "rm", "-f", "longargs", timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_an_exec_too_long_for_the_shim_is_a_usage_error_and_the_task_runs_on(bb, detach):
+    """Past the shim's 1 MiB request limit the shim hung up mid-request: -d said the task had
+    "exited" (3), the foreground exec "exited while the exec ran" (125); the task ran on."""
+    cid = f"toolong-{int(detach)}"
+    bb.ok("run", "-d", "busybox", cid, "--", "sleep", "30")
+    words = ["a" * 100_000] * 15  # 1.5 MB: under the kernel's 2 MB for arguments, over the shim's 1 MiB
+    r = bb("task", "exec", *(["-d"] if detach else []), cid, "--exec-id", "l", "--", "echo", *words,
+           timeout=TIMEOUT)
+    assert r.code == 2 and r.stderr.startswith("dist: error: exec l: its process (arguments and environment) is ")
+    assert r.stderr.endswith(" bytes of JSON, more than a shim takes (1048576)\n") and r.stdout == ""
+    assert tasks(bb)[cid]["status"] == "running"
+    bb.ok("c", "rm", "-f", cid, timeout=TIMEOUT)
+
+
 def test_a_foreground_exec_whose_shim_dies_says_so_and_cleans_up(bb):
     bb.ok("run", "-d", "busybox", "execdeath", "--", "sleep", "1000")
     shim = tasks(bb)["execdeath"]["shimPid"]
