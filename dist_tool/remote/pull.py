@@ -234,7 +234,7 @@ class _Fetcher:
                     if w.offset < desc.size:  # a pull killed after the last byte left it whole: just verify
                         self._transfer(w, desc, label)
                 except DataError:
-                    w.abort()  # a registry that sends too much or too little: keep none of it
+                    w.abort()  # a registry that sends more than the descriptor says: keep none of it
                     raise
                 except BaseException:
                     if w.offset == 0:
@@ -278,8 +278,10 @@ class _Fetcher:
                     return
                 failures += 1
                 if failures >= MAX_ATTEMPTS:
-                    raise DataError("blob", desc.digest, f"registry {self.repo.host} sent {w.offset} of "
-                                    f"{desc.size} bytes")
+                    # A body that breaks off short is a dropped connection, not a lie: what came
+                    # stays for the next pull to resume (the digest judges it at the commit).
+                    raise TransportFailure("blob", desc.digest, f"registry {self.repo.host} sent {w.offset} of "
+                                           f"{desc.size} bytes")
             if self.cancelled.is_set():
                 raise _Cancelled
             self.repo.registry._sleep(backoff(failures))

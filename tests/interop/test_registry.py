@@ -572,6 +572,38 @@ def test_a_pull_killed_half_way_resumes_without_refetching(registry, src, facade
     assert dist.ok("content", "active", "--json").json == []
 
 
+def test_a_pull_whose_blob_keeps_breaking_off_keeps_what_came_for_the_next(registry, src, facade, dist):
+    """Every GET of the layer breaks off after 256 KiB (the connection closes, the body short of
+    its Content-Length). The pull asks for the rest with Range each time and gives up after its
+    attempts; what came stays an ingest, as a killed pull's does, and the next pull asks only for
+    the rest. Taken for a lying registry, those bytes were thrown away (README: partial downloads
+    stay resumable ingests)."""
+    from dist_tool.remote.registry import MAX_ATTEMPTS
+
+    src.ok("push", "--plain-http", f"{registry.addr}/breaks:1", "big:1")
+    manifest = json.loads(src.ok("content", "get", image(src, "docker.io/library/big:1")["target"]["digest"]).stdout)
+    layer = manifest["layers"][0]
+    piece = 256 << 10
+    assert layer["size"] > MAX_ATTEMPTS * piece
+    facade.release.set()  # a stalled GET ends at once: its connection closes after `piece` bytes
+    facade.stall[layer["digest"]] = piece
+    failed = dist("pull", "--plain-http", "--no-unpack", "--progress", "none", f"{facade.addr}/breaks:1")
+    assert failed.code == 1
+    assert failed.stderr == (f"dist: error: blob {layer['digest']}: registry {facade.addr} sent "
+                             f"{MAX_ATTEMPTS * piece} of {layer['size']} bytes\n")
+    active = dist.ok("content", "active", "--json").json
+    assert [(a["ref"], a["offset"]) for a in active] == [(f"pull-{layer['digest']}", MAX_ATTEMPTS * piece)]
+    assert dist.ok("images", "-q").lines == []
+
+    del facade.stall[layer["digest"]]
+    first = len(facade.log)
+    dist.ok("pull", "--plain-http", "--no-unpack", f"{facade.addr}/breaks:1")
+    layer_gets = [rng for m, p, rng in facade.log[first:] if m == "GET" and p.endswith(layer["digest"])]
+    assert layer_gets == [f"bytes={MAX_ATTEMPTS * piece}-"]  # the config, collected with the failure, came again
+    assert tree_digests(dist, f"{facade.addr}/breaks:1") == tree_digests(src, "docker.io/library/big:1")
+    assert dist.ok("content", "active", "--json").json == []
+
+
 def _pushed_layer_left_in_an_ingest(registry, src, dist, name: str, keep: float) -> tuple[dict, bytes]:
     """Pushes big:1 as NAME and leaves the first ``keep`` of its layer in ``dist``'s ingest for
     that layer, as a pull killed there would; returns the layer's descriptor and bytes."""
