@@ -121,13 +121,26 @@ def from_docker_config(host: str, env: Mapping[str, str] | None = None) -> Crede
             return found
     auths = config.get("auths")
     if isinstance(auths, dict):
-        for key in keys:
+        # The exact keys first, then any key that names the host with another scheme or path
+        # ("https://host/", "http://host/v1/"), as docker's ConvertToHostname matches them.
+        hosts = DOCKER_HUB_HOSTS if host in DOCKER_HUB_HOSTS else {host}
+        others = [k for k in auths if isinstance(k, str) and k not in keys and config_key_host(k) in hosts]
+        for key in [*keys, *others]:
             entry = auths.get(key)
             if isinstance(entry, dict):
                 found = _from_auth_entry(entry, path, key)
                 if found is not None:
                     return found
     return None
+
+
+def config_key_host(key: str) -> str:
+    """The host a Docker config key names: without its scheme and anything from the first "/"."""
+    for scheme in ("https://", "http://"):
+        if key.startswith(scheme):
+            key = key[len(scheme):]
+            break
+    return key.split("/", 1)[0]
 
 
 def _from_auth_entry(entry: Mapping[str, object], path: str, key: str) -> Credentials | None:

@@ -71,6 +71,22 @@ def test_config_auths(tmp_path):
     assert from_docker_config("r.example", {"DOCKER_CONFIG": str(tmp_path / "none")}) is None
 
 
+@pytest.mark.parametrize("key", ["https://r.example:5000/", "http://r.example:5000/v1/", "r.example:5000/v2/",
+                                 "https://r.example:5000/v2/token"])
+def test_config_auths_keyed_by_the_host_with_any_scheme_or_path(tmp_path, key):
+    """docker finds these keys (ConvertToHostname: no scheme, nothing from the first "/")."""
+    env = _config(tmp_path, {"auths": {
+        "r.example:50000": {"auth": base64.b64encode(b"x:y").decode()},
+        key: {"auth": base64.b64encode(b"u:p").decode()}}})
+    assert from_docker_config("r.example:5000", env) == Credentials("u", "p")
+    assert from_docker_config("r.example", env) is None
+
+
+def test_config_auths_of_docker_hub_under_a_host_key(tmp_path):
+    env = _config(tmp_path, {"auths": {"https://index.docker.io/v1": {"auth": base64.b64encode(b"u:p").decode()}}})
+    assert from_docker_config("registry-1.docker.io", env) == Credentials("u", "p")
+
+
 @pytest.mark.parametrize(("text", "why"), [
     ('{"auths": {"r.example": {"auth": "c2VjcmV0"}', r"not valid JSON \(line 1, column 45\)"),
     ('["auths"]', "is not a JSON object"),
