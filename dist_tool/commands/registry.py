@@ -31,7 +31,12 @@ def _read_password(user: str) -> str:
         import getpass
 
         return getpass.getpass(f"Password for {user}: ")
-    return sys.stdin.readline().rstrip("\r\n")
+    line = sys.stdin.readline()
+    if not line:  # stdin ended before a line (</dev/null, a CI job): no password was given, not ""
+        from dist_tool.errors import InvalidArgument
+
+        raise InvalidArgument("--user", user, "no :PASS given and stdin ended before a password line")
+    return line.rstrip("\r\n")
 
 
 @pull_app.command("pull")

@@ -692,6 +692,19 @@ def test_basic_auth(basic_registry, src, dist, tmp_path):
     assert PASSWORD not in out.stderr + out.stdout
 
 
+def test_user_without_password_and_stdin_at_its_end_is_a_usage_error(basic_registry, src, dist):
+    """No password was given: sending "" got a misleading "credentials rejected" from the registry."""
+    ref = f"{basic_registry.addr}/private-stdin:1"
+    src.ok("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+    mark = basic_registry.mark()
+    ended = dist("pull", "--plain-http", "--no-unpack", "--user", USER, ref, input=b"")
+    assert ended.code == 2
+    assert one_error(ended) == f"dist: error: --user {USER}: no :PASS given and stdin ended before a password line"
+    assert basic_registry.requests(mark) == []  # asked for nothing
+    # a last line without its newline is the password
+    dist.ok("pull", "--plain-http", "--no-unpack", "--user", USER, ref, input=PASSWORD.encode())
+
+
 def test_token_auth(token_registry, src, dist):
     ref = f"{token_registry.addr}/tokens/app:1"
     tokens = token_registry.tokens
