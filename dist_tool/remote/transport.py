@@ -29,6 +29,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0
+EARLY_ANSWER_WAIT = 2.0  # seconds for an answer that came before a write of the request failed
 MAX_REDIRECTS = 10
 MAX_IDLE_PER_HOST = 16
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -137,6 +138,20 @@ class Response:
             conn.close()
 
 
+def _early_answer(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+    """The response a server sent before a write of the request failed, or None. Its connection
+    is not kept: the server stopped reading the request half-way."""
+    if conn.sock is None:
+        return None
+    try:
+        conn.sock.settimeout(EARLY_ANSWER_WAIT)  # an answer, if any, came before the write failed
+        raw = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+    raw.will_close = True
+    return raw
+
+
 class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         # An ASCII name as bytes: resolving a str would load the idna codec (~2 ms of start-up).
@@ -231,8 +246,16 @@ class Client:
                     raise TransportError(describe(e), tls=isinstance(e, ssl.SSLError), connecting=True,
                                          untrusted=isinstance(e, ssl.SSLCertVerificationError)) from None
             try:
-                conn.request(method, target, body=body, headers=headers)
-                raw = conn.getresponse()
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                except OSError:
+                    # A server may answer before it has read the body and stop reading it (a 413
+                    # for a layer too big, a 401): that answer is what happened, not the broken pipe.
+                    raw = _early_answer(conn)
+                    if raw is None:
+                        raise
+                else:
+                    raw = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 if reused and resendable and not fresh:

@@ -327,3 +327,67 @@ def test_backoff_takes_only_a_plain_number_of_seconds_from_the_registry(retry_af
     from dist_tool.remote.registry import backoff
 
     assert low <= backoff(1, retry_after) <= high
+
+
+class EarlyAnswerServer:
+    """A registry whose blob PUTs are answered 413 after the headers, the body unread, the
+    connection closed (a proxy's body size limit); POST opens an upload; counts the PUTs."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.puts = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn) -> None:
+        import time
+
+        with conn, conn.makefile("rb") as f:
+            while line := f.readline():
+                method = line.split()[0]
+                length = 0
+                while (header := f.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if method == b"PUT":
+                    self.puts += 1
+                    conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+                    time.sleep(0.05)
+                    return  # closed with the body unread: the client's writes fail
+                f.read(length)
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nLocation: /v2/r/blobs/uploads/u\r\nContent-Length: 0\r\n\r\n")
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def test_an_answer_before_the_body_was_read_is_the_answer_not_a_dropped_connection():
+    """The upload was sent five times and failed as "connection dropped": the 413 was lost."""
+    from dist_tool.errors import Unavailable
+    from dist_tool.oci import Descriptor
+    from dist_tool.remote.registry import Registry
+
+    server = EarlyAnswerServer()
+    size = 8 << 20
+    chunk = bytes(1 << 20)
+    try:
+        with Registry(f"127.0.0.1:{server.port}", plain_http=True, lookup=lambda host: None) as registry:
+            repo = registry.repository("r", "127.0.0.1/r:1", "pull,push")
+            desc = Descriptor("application/vnd.oci.image.layer.v1.tar", "sha256:" + "0" * 64, size)
+            with pytest.raises(Unavailable, match="answered 413 Request Entity Too Large$"):
+                repo.upload_blob(desc, lambda: (chunk for _ in range(size // len(chunk))))
+    finally:
+        server.stop()
+    assert server.puts == 1
