@@ -213,9 +213,12 @@ class _Pusher:
 
     def finish(self) -> None:
         """Waits for every upload; the first failure cancels the rest and is raised."""
-        from concurrent.futures import wait
+        from concurrent.futures import FIRST_EXCEPTION, wait
 
         try:
+            done, _ = wait(self._futures, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                self.cancelled.set()  # the others stop at their next chunk instead of sending it all
             wait(self._futures)
         except BaseException:
             self.cancelled.set()
