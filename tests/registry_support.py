@@ -139,6 +139,7 @@ class TokenServer:
     With the right basic credentials it grants the actions asked for; anonymously only ``pull``;
     with wrong credentials it answers 401. With ``refuse_many`` set, a request for more than one
     scope gets a 403 (an auth service that will not grant pull on another, private repository).
+    Repositories in ``pull_only`` are granted ``pull`` alone, whoever asks (someone else's).
     ``requests`` records (user, scopes) of each request.
     """
 
@@ -158,6 +159,7 @@ class TokenServer:
         self.x5c = base64.b64encode(der).decode()
         self.requests: list[tuple[str | None, list[str]]] = []
         self.refuse_many = False
+        self.pull_only: set[str] = set()
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         server = self
@@ -200,7 +202,8 @@ class TokenServer:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            granted = [a for a in actions.split(",") if user is not None or a == "pull"]
+            allowed = user is not None and name not in self.pull_only
+            granted = [a for a in actions.split(",") if a == "pull" or allowed]
             access.append({"type": kind, "name": name, "actions": granted})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}

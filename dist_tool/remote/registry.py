@@ -413,6 +413,17 @@ class Repository:
         # Refused access is about the reference the user named, whichever request met it.
         if status == 401:
             creds = "credentials rejected" if self.registry.auth.credentials() else "authentication required"
+            if creds == "credentials rejected":
+                # A token that the token server granted with fewer actions than asked (pull, not
+                # push: someone else's repository) comes back as insufficient_scope: the
+                # credentials were fine, the access is not theirs.
+                for challenge in parse_challenges(resp.headers.get_list("www-authenticate")):
+                    if challenge.params.get("error") == "insufficient_scope":
+                        scope = challenge.params.get("scope", "")
+                        scope = scope if re.fullmatch(r"[A-Za-z0-9_./:,-]{1,256}", scope) else "this access"
+                        creds = f"access denied: the credentials were accepted, but not for {scope}"
+                        detail = " (insufficient_scope)"
+                        break
             return Unavailable("image", self.display, f"401 Unauthorized from {self.host}: {creds}{detail}")
         if status == 403:
             return Unavailable("image", self.display, f"403 Forbidden from {self.host}: access denied{detail}")

@@ -843,3 +843,19 @@ def test_a_failed_upload_stops_the_others_of_the_push(src):
         reg.stop()
     assert failed.code == 1 and "answered 400 Bad Request" in one_error(failed)
     assert reg.read < size // 2 and took < 6, (reg.read, took)
+
+
+def test_a_push_the_token_does_not_allow_is_access_denied_not_rejected_credentials(token_registry, src):
+    """The token server accepted the credentials and granted pull only (someone else's repository):
+    the registry's insufficient_scope was reported as "credentials rejected"."""
+    tokens = token_registry.tokens
+    ref = f"{token_registry.addr}/theirs/app:1"
+    tokens.pull_only.add("theirs/app")
+    try:
+        denied = src("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+    finally:
+        tokens.pull_only.discard("theirs/app")
+    assert denied.code == 1
+    assert one_error(denied) == (f"dist: error: image {ref}: 401 Unauthorized from {token_registry.addr}: "
+                                 "access denied: the credentials were accepted, but not for "
+                                 "repository:theirs/app:pull,push (insufficient_scope)")
