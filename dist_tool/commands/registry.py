@@ -30,8 +30,14 @@ def _read_password(user: str) -> str:
     if sys.stdin.isatty():
         import getpass
 
-        return getpass.getpass(f"Password for {user}: ")
-    line = sys.stdin.readline()
+        try:
+            return getpass.getpass(f"Password for {user}: ")
+        except EOFError:  # ^D at the prompt: no password, as at the end of a pipe (^C is the interrupt)
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")  # the error's line after the prompt's
+            line = ""
+    else:
+        line = sys.stdin.readline()
     if not line:  # stdin ended before a line (</dev/null, a CI job): no password was given, not ""
         from dist_tool.errors import InvalidArgument
 

@@ -705,6 +705,40 @@ def test_user_without_password_and_stdin_at_its_end_is_a_usage_error(basic_regis
     dist.ok("pull", "--plain-http", "--no-unpack", "--user", USER, ref, input=PASSWORD.encode())
 
 
+def test_ctrl_d_at_the_password_prompt_is_the_same_usage_error(basic_registry, dist):
+    """^D at getpass's prompt ended dist with status 130 and no word, as if interrupted."""
+    import pty
+    import select
+
+    argv = [sys.executable, "-m", "dist_tool", "--root", str(dist.root), "--state", str(dist.state), "pull",
+            "--plain-http", "--no-unpack",
+            "--user", USER, f"{basic_registry.addr}/private:1"]
+    env = {**os.environ, "DIST_NAMESPACE": "default", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("DIST_ADDRESS", None)
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(argv[0], argv, env)
+    out = b""
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child is gone
+                    break
+                if not chunk:
+                    break
+                if b"Password for" not in out and b"Password for" in out + chunk:
+                    os.write(master, b"\x04")
+                out += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 2, out
+    assert f"dist: error: --user {USER}: no :PASS given and stdin ended before a password line".encode() in out
+
+
 def test_token_auth(token_registry, src, dist):
     ref = f"{token_registry.addr}/tokens/app:1"
     tokens = token_registry.tokens
