@@ -203,6 +203,9 @@ _PARAM_RE = re.compile(r'[\s,]*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"?|(
 _SCHEME_RE = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s|$|,)")
 
 
+_HEADER_TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what "Bearer TOKEN" may hold
+
+
 class Challenge(NamedTuple):
     scheme: str  # lowercase: "basic", "bearer"
     params: Mapping[str, str]
@@ -360,6 +363,10 @@ class Authorizer:
         value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value:
             raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent no token")
+        if not _HEADER_TOKEN_RE.fullmatch(value):
+            # A CR, LF or space cannot go into a header: http.client refused it with a ValueError
+            # that quoted the header, the token in it, on dist's error line.
+            raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent a token no header can carry")
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or not math.isfinite(lifetime) or lifetime < TOKEN_MIN_LIFETIME:
             lifetime = TOKEN_MIN_LIFETIME

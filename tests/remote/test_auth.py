@@ -259,3 +259,16 @@ def test_parse_user_gives_credentials_or_invalid_argument(text: str):
         assert not text.partition(":")[0]
         return
     assert creds.username and ":" not in creds.username
+
+
+@pytest.mark.parametrize("token", ["SECRET-1\r\nX-Injected: 1", "SECRET-1\n", "SECRET 1", "SECRET-\u00e91"])
+def test_a_token_no_header_can_carry_is_refused_without_showing_it(token):
+    """http.client refused the header with a ValueError that quoted it: "internal error: ValueError:
+    Invalid header value b'Bearer SECRET-1\\r\\n'" was dist's error line."""
+    def server(method, url, params, headers, form):
+        return 200, json.dumps({"token": token}).encode()
+
+    auth = Authorizer("r.example", server, None, lookup=lambda host: None)
+    with pytest.raises(Unavailable, match="sent a token no header can carry$") as caught:
+        auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("s",))
+    assert "SECRET" not in str(caught.value)
