@@ -55,7 +55,9 @@ class Credentials:
         return f"Credentials(username={self.username!r}, identity={self.identity})"
 
     def basic(self) -> str:
-        raw = f"{self.username}:{self.secret}".encode()
+        # The bytes the user gave: argv and stdin carry bytes that are not UTF-8 as surrogates,
+        # which a strict encode refused as an "internal error" naming a character of the password.
+        raw = f"{self.username}:{self.secret}".encode("utf-8", "surrogateescape")
         return "Basic " + base64.b64encode(raw).decode()
 
 

@@ -272,3 +272,10 @@ def test_a_token_no_header_can_carry_is_refused_without_showing_it(token):
     with pytest.raises(Unavailable, match="sent a token no header can carry$") as caught:
         auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("s",))
     assert "SECRET" not in str(caught.value)
+
+
+def test_a_password_that_is_not_utf8_is_sent_as_the_bytes_given():
+    """argv and stdin give such bytes as surrogates: basic() raised UnicodeEncodeError (an internal error)."""
+    password = b"pa\xffss".decode("utf-8", "surrogateescape")
+    creds = parse_user(f"alice:{password}", lambda user: pytest.fail("asked"))
+    assert base64.b64decode(creds.basic().removeprefix("Basic ")) == b"alice:pa\xffss"
