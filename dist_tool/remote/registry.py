@@ -489,19 +489,26 @@ def sources(labels: Mapping[str, str], domain: str) -> list[str]:
 def record_sources(session, digests: Iterable[str], domain: str, path: str) -> None:
     """Records that these blobs are in ``domain/path`` (for later cross-repository mounts);
     one write transaction, and none when every blob already says so."""
-    updates: dict[str, str] = {}
-    for digest in dict.fromkeys(digests):
-        try:
-            known = sources(session.content.info(digest).labels, domain)
-        except NotFound:
-            continue
-        if path not in known:
-            updates[digest] = ",".join([path, *known][:MAX_SOURCES])
-    if not updates:
+    unique = list(dict.fromkeys(digests))
+
+    def updates() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for digest in unique:
+            try:
+                known = sources(session.content.info(digest).labels, domain)
+            except NotFound:
+                continue
+            if path not in known:
+                found[digest] = ",".join([path, *known][:MAX_SOURCES])
+        return found
+
+    if not updates():
         return
     key = source_label(domain)
     with session.meta.write():
-        for digest, value in updates.items():
+        # Read again under the lock: another pull or push may have recorded its repository since,
+        # and a list made before would drop it.
+        for digest, value in updates().items():
             try:
                 session.content.update_labels(digest, {key: value})
             except NotFound:
