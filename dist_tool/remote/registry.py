@@ -35,7 +35,7 @@ from dist_tool.remote.auth import (
     parse_challenges,
     repository_scope,
 )
-from dist_tool.remote.transport import Client, Response, TransportError, origin
+from dist_tool.remote.transport import Client, Response, TransportError, origin, shown_origin
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
 from dist_tool.validate import decimal
 
@@ -213,8 +213,13 @@ class Registry:
         if form is not None:
             headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
         target = url + ("&" if "?" in url else "?") + urlencode(params) if params else url
-        with self.request(method, target, None, headers=headers, content=content) as resp:
-            return resp.status_code, read_limited(resp, MAX_TOKEN_BODY, "token", self.host)
+        try:
+            with self.request(method, target, None, headers=headers, content=content) as resp:
+                return resp.status_code, read_limited(resp, MAX_TOKEN_BODY, "token", self.host)
+        except TransportFailure as e:
+            # The token server is often another host: "registry H: connection refused" sent people
+            # to look at a registry that was up.
+            raise TransportFailure("registry", self.host, f"token server {shown_origin(url)}: {e.why}") from None
 
 
 class Repository:

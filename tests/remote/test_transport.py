@@ -391,3 +391,38 @@ def test_an_answer_before_the_body_was_read_is_the_answer_not_a_dropped_connecti
     finally:
         server.stop()
     assert server.puts == 1
+
+
+def test_a_token_server_that_cannot_be_reached_is_named_not_the_registry():
+    """"registry H: connection refused" sent people to a registry that was up."""
+    import socket
+
+    from dist_tool.remote.registry import Registry, TransportFailure
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens once it is closed
+
+    class Challenging(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None: ...
+
+        def do_HEAD(self) -> None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{dead}/token",service="s"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Challenging)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    host = f"127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with Registry(host, plain_http=True, lookup=lambda h: None, sleep=lambda s: None) as registry:
+            with pytest.raises(TransportFailure) as caught:
+                registry.repository("r", f"{host}/r:1").head_manifest("1")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert str(caught.value) == (f"registry {host}: token server http://127.0.0.1:{dead}: "
+                                 "connection refused after 2 attempts")
