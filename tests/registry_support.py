@@ -348,3 +348,45 @@ class Facade:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RawHTTPServer:
+    """An HTTP/1.1 server on loopback written on raw sockets, for what http.server will not do
+    (answer before reading a body, read a body slowly). A subclass answers each request in
+    ``answer(conn, body, method, target, length)``, reading its ``length`` body bytes from
+    ``body`` as it likes; a false return closes the connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def answer(self, conn, body, method: bytes, target: bytes, length: int) -> bool:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn) -> None:
+        with conn, conn.makefile("rb") as f:
+            try:
+                while line := f.readline():
+                    method, target = line.split()[:2]
+                    length = 0
+                    while (header := f.readline()) not in (b"\r\n", b""):
+                        name, _, value = header.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    if not self.answer(conn, f, method, target, length):
+                        return
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.sock.close()

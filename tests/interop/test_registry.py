@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Dist, need, sans_allocations, store_fingerprint
-from registry_support import REGISTRY_BIN, Facade, Registry, TokenServer, htpasswd_auth
+from registry_support import REGISTRY_BIN, Facade, RawHTTPServer, Registry, TokenServer, htpasswd_auth
 
 pytestmark = [
     pytest.mark.interop,
@@ -805,62 +805,34 @@ def test_a_layer_larger_than_the_free_space_is_refused_before_a_byte(facade, dis
     assert sans_allocations(store_fingerprint(dist.root)) == sans_allocations(before)
 
 
-class SlowRegistry:
+class SlowRegistry(RawHTTPServer):
     """A registry that has nothing, refuses the PUT of the blob ``refused`` with 400 at once and
     reads every other blob's PUT slowly (64 KiB per 0.1 s); counts the body bytes it read."""
 
     def __init__(self, refused: str) -> None:
-        import socket
-        import threading
-
         self.refused = refused
         self.read = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    def serve(self) -> None:
-        import threading
-
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-
-    def handle(self, conn) -> None:
-        with conn, conn.makefile("rb") as f:
-            try:
-                while line := f.readline():
-                    method, target = line.split()[:2]
-                    length = 0
-                    while (header := f.readline()) not in (b"\r\n", b""):
-                        name, _, value = header.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    if method == b"POST":
-                        answer = b"202 Accepted\r\nLocation: /v2/slow/blobs/uploads/u"
-                    elif method == b"PUT" and self.refused.encode() in target:
-                        answer = b"400 Bad Request"
-                    elif method == b"PUT":
-                        while length > 0:
-                            got = f.read(min(length, 64 << 10))
-                            if not got:
-                                return
-                            self.read += len(got)
-                            length -= len(got)
-                            time.sleep(0.1)
-                        answer = b"201 Created"
-                    else:
-                        answer = b"404 Not Found"
-                    f.read(length)
-                    conn.sendall(b"HTTP/1.1 " + answer + b"\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                return
-
-    def stop(self) -> None:
-        self.sock.close()
+    def answer(self, conn, body, method: bytes, target: bytes, length: int) -> bool:
+        if method == b"POST":
+            answer = b"202 Accepted\r\nLocation: /v2/slow/blobs/uploads/u"
+        elif method == b"PUT" and self.refused.encode() in target:
+            answer = b"400 Bad Request"
+        elif method == b"PUT":
+            while length > 0:
+                got = body.read(min(length, 64 << 10))
+                if not got:
+                    return False
+                self.read += len(got)
+                length -= len(got)
+                time.sleep(0.1)
+            answer = b"201 Created"
+        else:
+            answer = b"404 Not Found"
+        body.read(length)
+        conn.sendall(b"HTTP/1.1 " + answer + b"\r\nContent-Length: 0\r\n\r\n")
+        return True
 
 
 def test_a_failed_upload_stops_the_others_of_the_push(src):

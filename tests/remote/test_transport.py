@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from registry_support import RawHTTPServer
 
 from dist_tool.remote import transport
 from dist_tool.remote.registry import is_localhost
@@ -329,48 +330,26 @@ def test_backoff_takes_only_a_plain_number_of_seconds_from_the_registry(retry_af
     assert low <= backoff(1, retry_after) <= high
 
 
-class EarlyAnswerServer:
+class EarlyAnswerServer(RawHTTPServer):
     """A registry whose blob PUTs are answered 413 after the headers, the body unread, the
     connection closed (a proxy's body size limit); POST opens an upload; counts the PUTs."""
 
     def __init__(self) -> None:
-        import socket
-
         self.puts = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-
-    def handle(self, conn) -> None:
+    def answer(self, conn, body, method: bytes, target: bytes, length: int) -> bool:
         import time
 
-        with conn, conn.makefile("rb") as f:
-            while line := f.readline():
-                method = line.split()[0]
-                length = 0
-                while (header := f.readline()) not in (b"\r\n", b""):
-                    name, _, value = header.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                if method == b"PUT":
-                    self.puts += 1
-                    conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n"
-                                 b"Connection: close\r\n\r\n")
-                    time.sleep(0.05)
-                    return  # closed with the body unread: the client's writes fail
-                f.read(length)
-                conn.sendall(b"HTTP/1.1 202 Accepted\r\nLocation: /v2/r/blobs/uploads/u\r\nContent-Length: 0\r\n\r\n")
-
-    def stop(self) -> None:
-        self.sock.close()
+        if method == b"PUT":
+            self.puts += 1
+            conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+            time.sleep(0.05)
+            return False  # closed with the body unread: the client's writes fail
+        body.read(length)
+        conn.sendall(b"HTTP/1.1 202 Accepted\r\nLocation: /v2/r/blobs/uploads/u\r\nContent-Length: 0\r\n\r\n")
+        return True
 
 
 def test_an_answer_before_the_body_was_read_is_the_answer_not_a_dropped_connection():
