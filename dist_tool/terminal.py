@@ -33,6 +33,8 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
     import termios
     import tty
 
+    from dist_tool.shim.console import end_of_input, write_all
+
     def resize(*_: object) -> None:
         try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(stdio[0], termios.TIOCGWINSZ, b"\0" * 8))
@@ -69,7 +71,7 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
                     return
                 try:
                     if data:
-                        _write_all(stdio[1], data)
+                        write_all(stdio[1], data)
                 except BrokenPipeError:
                     return  # closing the master below hangs the terminal up
             if writable:
@@ -86,16 +88,10 @@ def attach(master: int, stdio: tuple[int, int, int]) -> None:
                 else:
                     reading = False
                     if saved is None:  # a pipe or file, not our terminal: its end is the input's end,
-                        # the terminal's end of file (^D, as script(1) and the shim send it)
-                        pending = b"\x04" if last == b"\n" else b"\x04\x04"
+                        # the terminal's end of file, as the shim sends it for a run -t
+                        pending = end_of_input(last)
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
             termios.tcsetattr(stdio[0], termios.TCSADRAIN, saved)
         os.close(master)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

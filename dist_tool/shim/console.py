@@ -1,6 +1,6 @@
 """A task's terminals, for the shim: the console socket on which the runtime hands over a pty
-master (``runc --console-socket``), and copying a terminal's output. Imported only by a shim
-whose task or exec has a terminal."""
+master (``runc --console-socket``), and copying to and from a terminal. Imported only by a shim
+whose task or exec has a terminal, and by the CLI's end of an ``exec -t`` (``dist_tool.terminal``)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,15 @@ def copy_out(master: int, out: int) -> bool:
         if not data:
             return False
         write_all(out, data)
+
+
+EOT = b"\x04"  # ^D: end of input for the terminal's reader, as script(1) sends it
+
+
+def end_of_input(last: bytes) -> bytes:
+    """What tells a terminal's reader its input has ended, after ``last`` was the last byte it
+    took: ^D at the start of a line; else twice, as the first only ends the partial line."""
+    return EOT if last == b"\n" else EOT + EOT
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -41,7 +41,6 @@ FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _
              _signal.SIGUSR2)
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
-EOT = b"\x04"  # ^D: end of input for the terminal's reader, as script(1) sends it
 
 
 class Conn:
@@ -318,8 +317,10 @@ class Shim:
         self.pending_in = self.pending_in[taken:]
 
     def _end_input(self) -> None:
+        from dist_tool.shim.console import end_of_input  # loaded already: a terminal task's
+
         try:
-            posix.write(self.master, EOT if self.last_in == b"\n" else EOT + EOT)
+            posix.write(self.master, end_of_input(self.last_in))
         except OSError:
             pass
 
