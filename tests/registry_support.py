@@ -141,6 +141,9 @@ class TokenServer:
     scope gets a 403 (an auth service that will not grant pull on another, private repository).
     Repositories in ``pull_only`` are granted ``pull`` alone, whoever asks (someone else's).
     ``requests`` records (user, scopes) of each request.
+
+    It has no OAuth2 endpoint: a POST gets ``post_status`` (http.server's 501 unless set), as
+    GCR's 404 or ACR's 400. A GET whose basic password is ``identity_token`` is the user's.
     """
 
     SERVICE = "dist-test"
@@ -160,6 +163,9 @@ class TokenServer:
         self.requests: list[tuple[str | None, list[str]]] = []
         self.refuse_many = False
         self.pull_only: set[str] = set()
+        self.post_status = 501
+        self.identity_token: str | None = None
+        self.posts = 0
         self.port = free_port()
         self.realm = f"http://127.0.0.1:{self.port}/token"
         server = self
@@ -174,7 +180,9 @@ class TokenServer:
                 header = self.headers.get("Authorization", "")
                 if header.startswith("Basic "):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-                    if (user, password) != (server.user, server.password):
+                    if server.identity_token is not None and password == server.identity_token:
+                        user = server.user
+                    elif (user, password) != (server.user, server.password):
                         server.requests.append((user, scopes))
                         self.send_response(401)
                         self.send_header("Content-Length", "0")
@@ -192,6 +200,13 @@ class TokenServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                server.posts += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(server.post_status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)

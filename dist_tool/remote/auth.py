@@ -32,6 +32,7 @@ TOKEN_MIN_LIFETIME = 60  # seconds, when a token server gives none (the distribu
 TOKEN_EARLY_EXPIRY = 10  # renew this long before a token expires
 MAX_DOCKER_CONFIG_BYTES = 1 << 20
 CLIENT_ID = "dist"
+TOKEN_USER = "<token>"  # the user name that stands for "no user, an identity token" (docker's helpers)
 
 
 class Credentials:
@@ -157,7 +158,7 @@ def _from_auth_entry(entry: Mapping[str, object], path: str, key: str) -> Creden
         if not colon:
             raise DataError("Docker config", path, f"auths[{key!r}].auth is not the base64 of USER:PASSWORD")
     if isinstance(token, str) and token:
-        return Credentials(str(user or "<token>"), token, identity=True)
+        return Credentials(str(user or TOKEN_USER), token, identity=True)
     if isinstance(user, str) and user and isinstance(password, str):
         return Credentials(user, password)
     return None
@@ -192,8 +193,8 @@ def call_helper(name: str, server: str) -> Credentials | None:
     user, secret = doc.get("Username"), doc.get("Secret")
     if not isinstance(secret, str) or not secret:
         return None
-    if user == "<token>":
-        return Credentials("<token>", secret, identity=True)
+    if user == TOKEN_USER:
+        return Credentials(TOKEN_USER, secret, identity=True)
     return Credentials(str(user or ""), secret)
 
 
@@ -295,6 +296,7 @@ class Authorizer:
         self._basic = False
         self._bearer: Mapping[str, str] | None = None  # the realm and service of the host's challenge
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._no_post = False  # the token server refused the OAuth2 POST: GET from then on
         self._lock = threading.RLock()
 
     def credentials(self) -> Credentials | None:
@@ -348,7 +350,15 @@ class Authorizer:
                     "scope": " ".join(scopes)}
             if service:
                 form["service"] = service
-            status, body = self._http("POST", realm, [], {}, form)
+            status, body = (0, b"") if self._no_post else self._http("POST", realm, [], {}, form)
+            if self._no_post or _post_unsupported(status, creds):
+                # A token server without the OAuth2 endpoint: the GET of the distribution token
+                # spec with the refresh token as the basic password, as containerd falls back
+                # (with no user name for an identity token alone, as containerd has none).
+                self._no_post = True
+                query += [("scope", s) for s in scopes]
+                basic = Credentials("" if creds.username == TOKEN_USER else creds.username, creds.secret).basic()
+                status, body = self._http("GET", realm, query, {"Authorization": basic}, None)
         else:
             query += [("scope", s) for s in scopes]
             headers = {"Authorization": creds.basic()} if creds is not None else {}
@@ -373,6 +383,16 @@ class Authorizer:
         if not isinstance(lifetime, int | float) or not math.isfinite(lifetime) or lifetime < TOKEN_MIN_LIFETIME:
             lifetime = TOKEN_MIN_LIFETIME
         return _Token(value, time.monotonic() + lifetime - TOKEN_EARLY_EXPIRY)
+
+
+def _post_unsupported(status: int, creds: Credentials) -> bool:
+    """Whether a token server's answer to the OAuth2 POST means "no such endpoint, use GET".
+
+    containerd's statuses (remotes/docker/authorizer.go, doAuth): 404 (GCR), 401 (Artifactory),
+    400 (ACR), and 405 only when the credentials name a user. Anything else (501, 5xx, 403) is
+    the token server's answer and is reported as such.
+    """
+    return status in (400, 401, 404) or (status == 405 and bool(creds.username) and creds.username != TOKEN_USER)
 
 
 def _origin(url: str) -> str:

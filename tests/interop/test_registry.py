@@ -755,6 +755,38 @@ def test_token_auth(token_registry, src, dist):
     assert image(dist, ref)["target"]["digest"] == image(src, "docker.io/library/small:1")["target"]["digest"]
 
 
+@pytest.mark.parametrize(("status", "user"), [(404, ""), (400, ""), (405, USER)])
+def test_an_identity_token_gets_its_token_by_get_from_a_token_server_without_post(
+        token_registry, src, dist, tmp_path, status, user):
+    """The OAuth2 POST refused as containerd expects of GCR (404), ACR (400) or a server that
+    knows the user (405): dist failed "token server answered 404" instead of asking by GET."""
+    tokens = token_registry.tokens
+    ref = f"{token_registry.addr}/identity/app:1"
+    src.ok("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {token_registry.addr: {
+        "identitytoken": "refresh-7q", **({"username": user, "password": ""} if user else {})}}}))
+    tokens.post_status, tokens.identity_token, tokens.posts = status, "refresh-7q", 0
+    tokens.requests.clear()
+    try:
+        out = dist.ok("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(tmp_path)})
+    finally:
+        tokens.post_status, tokens.identity_token = 501, None
+    assert tokens.posts == 1 and (USER, ["repository:identity/app:pull"]) in tokens.requests
+    assert "refresh-7q" not in out.stderr + out.stdout
+    assert image(dist, ref)["target"]["digest"] == image(src, "docker.io/library/small:1")["target"]["digest"]
+
+
+def test_an_identity_token_is_not_sent_by_get_when_the_post_fails_otherwise(token_registry, src, dist, tmp_path):
+    """501 (no such method) is not one of containerd's fallback statuses: it is the error."""
+    ref = f"{token_registry.addr}/identity/app:2"
+    src.ok("push", "--plain-http", "--user", f"{USER}:{PASSWORD}", ref, "small:1")
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {token_registry.addr: {"identitytoken": "r-8"}}}))
+    failed = dist("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(tmp_path)})
+    assert failed.code == 1
+    assert one_error(failed) == (f"dist: error: registry {token_registry.addr}: token server "
+                                 f"{token_registry.tokens.realm.rsplit('/', 1)[0]} answered 501")
+
+
 def test_a_token_refused_for_the_mount_source_falls_back_to_an_upload(token_registry, src, dist):
     """An auth service may refuse a token that adds pull on the source repository (private,
     or the label is stale): the push asks for its own repository's scope alone and uploads."""

@@ -196,6 +196,45 @@ def test_identity_tokens_use_the_oauth2_refresh_grant():
                     "scope": "s", "service": "reg"}
 
 
+class NoPostTokenServer(FakeTokenServer):
+    """A token server without the OAuth2 endpoint: a POST gets ``post_status``."""
+
+    def __init__(self, post_status: int):
+        super().__init__()
+        self.post_status = post_status
+
+    def __call__(self, method, url, params, headers, form):
+        if method == "POST":
+            self.calls.append((method, url, params, headers.get("Authorization"), form))
+            return self.post_status, b""
+        return super().__call__(method, url, params, headers, form)
+
+
+@pytest.mark.parametrize(("status", "user"), [(404, "<token>"), (401, "<token>"), (400, "<token>"), (405, "alice")])
+def test_identity_tokens_fall_back_to_get_where_the_token_server_has_no_post(status, user):
+    """containerd's statuses: 404 (GCR), 401 (Artifactory), 400 (ACR), 405 with a user name."""
+    server = NoPostTokenServer(status)
+    auth = Authorizer("r.example", server, Credentials(user, "refresh-me", identity=True))
+    auth.answer(parse_challenges(['Bearer realm="https://auth.example/token",service="reg"']), ("s",))
+    assert auth.header(("s",)) == {"Authorization": "Bearer t2"}
+    sent = "" if user == "<token>" else user
+    query = [("service", "reg"), ("scope", "s")]
+    assert [c[:4] for c in server.calls[1:]] == [("GET", "https://auth.example/token", query,
+                                                  Credentials(sent, "refresh-me").basic())]
+    assert auth.header(("other",)) == {"Authorization": "Bearer t3"}
+    assert [c[0] for c in server.calls] == ["POST", "GET", "GET"]  # no POST again once refused
+
+
+@pytest.mark.parametrize(("status", "user"), [(405, "<token>"), (501, "alice"), (403, "alice"), (500, "alice")])
+def test_identity_tokens_do_not_fall_back_on_other_answers(status, user):
+    server = NoPostTokenServer(status)
+    auth = Authorizer("r.example", server, Credentials(user, "refresh-me", identity=True))
+    with pytest.raises(Unavailable, match=f"token server https://auth.example answered {status}$|"
+                                          f"{status} from token server https://auth.example:") as caught:
+        auth.answer(parse_challenges(['Bearer realm="https://auth.example/token"']), ("s",))
+    assert [c[0] for c in server.calls] == ["POST"] and "refresh-me" not in str(caught.value)
+
+
 def test_refused_tokens_and_basic_without_credentials():
     auth = Authorizer("r.example", FakeTokenServer(status=401), Credentials("u", "secret-pw"),
                       lookup=lambda host: None)
