@@ -308,6 +308,11 @@ class Authorizer:
                 self._looked_up = True
             return self._found
 
+    def offered(self) -> bool:
+        """Whether credentials have gone out: as basic auth, or to a token server for a token."""
+        with self._lock:
+            return self._basic or (self._bearer is not None and self.credentials() is not None)
+
     def header(self, scopes: tuple[str, ...]) -> dict[str, str]:
         """The headers that authorize a request needing ``scopes`` (empty when anonymous so far)."""
         with self._lock:

@@ -417,12 +417,22 @@ class Repository:
             return NotFound(what, which, f"not found in registry {self.host}{detail}")
         # Refused access is about the reference the user named, whichever request met it.
         if status == 401:
-            creds = "credentials rejected" if self.registry.auth.credentials() else "authentication required"
-            if creds == "credentials rejected":
+            auth = self.registry.auth
+            creds = "credentials rejected" if auth.credentials() else "authentication required"
+            challenges = parse_challenges(resp.headers.get_list("www-authenticate"))
+            if auth.credentials() and not auth.offered():
+                # Credentials are sent only when a challenge asks for them: "rejected" sent people
+                # to check a password the registry never saw.
+                schemes = sorted({c.scheme for c in challenges if re.fullmatch(r"[a-z0-9_-]{1,32}", c.scheme)})
+                creds = ("no WWW-Authenticate challenge came with it, so the credentials were not offered "
+                         "(the registry refused anonymous access)" if not challenges else
+                         f"its challenge ({', '.join(schemes) or 'unreadable'}) is not one dist answers, "
+                         "so the credentials were not offered")
+            elif creds == "credentials rejected":
                 # A token that the token server granted with fewer actions than asked (pull, not
                 # push: someone else's repository) comes back as insufficient_scope: the
                 # credentials were fine, the access is not theirs.
-                for challenge in parse_challenges(resp.headers.get_list("www-authenticate")):
+                for challenge in challenges:
                     if challenge.params.get("error") == "insufficient_scope":
                         scope = challenge.params.get("scope", "")
                         scope = scope if re.fullmatch(r"[A-Za-z0-9_./:,-]{1,256}", scope) else "this access"

@@ -692,6 +692,25 @@ def test_basic_auth(basic_registry, src, dist, tmp_path):
     assert PASSWORD not in out.stderr + out.stdout
 
 
+def test_a_401_without_a_challenge_says_the_credentials_were_never_offered(registry, src, facade, dist, tmp_path):
+    """Nothing asked for the credentials, so none were sent; "credentials rejected" sent people to
+    check a password the registry never saw."""
+    ref = f"{facade.addr}/nochallenge:1"
+    src.ok("push", "--plain-http", f"{registry.addr}/nochallenge:1", "small:1")
+    facade.refuse["/nochallenge/"] = 401
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {facade.addr: {
+        "auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    expected = (f"dist: error: image {ref}: 401 Unauthorized from {facade.addr}: no WWW-Authenticate challenge "
+                "came with it, so the credentials were not offered (the registry refused anonymous access)")
+    for args, env in ((("--user", f"{USER}:{PASSWORD}"), None), ((), {"DOCKER_CONFIG": str(tmp_path)})):
+        failed = dist("pull", "--plain-http", "--no-unpack", *args, ref, env=env)
+        assert failed.code == 1 and one_error(failed) == expected
+        assert PASSWORD not in failed.stderr
+    anonymous = dist("pull", "--plain-http", "--no-unpack", ref, env={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert one_error(anonymous) == f"dist: error: image {ref}: 401 Unauthorized from {facade.addr}: " \
+                                   "authentication required"
+
+
 def test_user_without_password_and_stdin_at_its_end_is_a_usage_error(basic_registry, src, dist):
     """No password was given: sending "" got a misleading "credentials rejected" from the registry."""
     ref = f"{basic_registry.addr}/private-stdin:1"
