@@ -4,8 +4,9 @@ A reference is ``[domain/]path[:tag][@digest]``. Parsing applies Docker's
 normalisation, so ``busybox`` and ``docker.io/library/busybox:latest`` are the
 same image and every stored name is the long form:
 
-* the first component is the domain only when it contains ``.`` or ``:`` or is
-  ``localhost``; otherwise the domain is ``docker.io``;
+* the first component is the domain only when it contains ``.`` or ``:``, is
+  ``localhost``, or has an upper-case letter (a repository component cannot);
+  otherwise the domain is ``docker.io``;
 * ``index.docker.io`` is spelt ``docker.io``;
 * a one-component path on ``docker.io`` gets ``library/``;
 * a reference with neither tag nor digest gets the tag ``latest``.
@@ -139,7 +140,9 @@ def registry_host(ref: Reference) -> str:
 
 def _split_domain(name: str) -> tuple[str, str]:
     first, slash, rest = name.partition("/")
-    if not slash or not (first == "localhost" or "." in first or ":" in first):
+    # distribution/reference's splitDockerDomain: "Localhost/x" and "Reg/x" name hosts, as no
+    # repository component may hold an upper-case letter.
+    if not slash or not (first == "localhost" or "." in first or ":" in first or first != first.lower()):
         return DEFAULT_DOMAIN, name
     if first == _LEGACY_DOMAIN:
         first = DEFAULT_DOMAIN

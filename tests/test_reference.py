@@ -29,6 +29,10 @@ ACCEPTED = [
     ("busybox@" + DIGEST, "docker.io", "library/busybox", None, DIGEST),
     ("[::1]:5000/x", "[::1]:5000", "x", "latest", None),
     ("Example.COM/x", "Example.COM", "x", "latest", None),
+    ("Localhost:5000/x", "Localhost:5000", "x", "latest", None),
+    ("Localhost/x", "Localhost", "x", "latest", None),
+    ("LOCALHOST/a/b:1", "LOCALHOST", "a/b", "1", None),
+    ("Registry/x", "Registry", "x", "latest", None),
     ("localhost:5000", "docker.io", "library/localhost", "5000", None),
     ("a.b-c--e/f_g", "a.b-c--e", "f_g", "latest", None),
     ("x/a__b.c---d", "docker.io", "x/a__b.c---d", "latest", None),
@@ -57,6 +61,7 @@ REJECTED = [
     ("uppercase-path", "Foo/Bar", "lowercase"),
     ("uppercase-single", "Busybox", "lowercase"),
     ("uppercase-after-domain", "ghcr.io/Org/app", "lowercase"),
+    ("uppercase-after-upper-domain", "Reg/App", "lowercase"),
     ("space", "busy box", "invalid repository name"),
     ("leading-space", " busybox", "invalid repository name"),
     ("empty-tag", "busybox:", "invalid tag"),
@@ -148,6 +153,16 @@ def test_registry_host(ref: str, host: str):
     assert reference.registry_host(reference.parse(ref)) == host
 
 
+@pytest.mark.parametrize("ref", ["Localhost:5000/x", "LOCALHOST/x", "localHost:80/x", "localhost:5000/x"])
+def test_localhost_in_any_case_is_a_local_registry(ref: str):
+    """Plain HTTP after a failed TLS handshake is decided on the host name lowercased, as DNS has it."""
+    from dist_tool.remote.registry import Registry, is_localhost
+
+    host = reference.registry_host(reference.parse(ref))
+    assert host == ref.split("/")[0] and is_localhost(host)
+    assert Registry(host)._may_fall_back
+
+
 # --- properties ---------------------------------------------------------------
 
 _alnum = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
@@ -225,3 +240,29 @@ def test_normalize_is_idempotent(case):
         return
     assert reference.normalize(once) == once
     assert reference.is_full_reference(once)
+
+
+_upper_label = st.from_regex(r"[a-z0-9]{0,4}[A-Z][A-Za-z0-9]{0,4}", fullmatch=True)
+
+
+@given(_upper_label, path_components())
+def test_a_first_component_with_an_upper_case_letter_is_the_domain(first: str, path: str):
+    """distribution/reference: a repository component is lower case, so such a component is a host."""
+    ref = reference.parse(f"{first}/{path}")
+    assert (ref.domain, ref.path) == (first, path)
+
+
+@given(path_components(), path_components())
+def test_a_lower_case_first_component_without_dot_or_colon_is_a_docker_hub_path(first: str, path: str):
+    if first == "localhost" or "." in first:
+        return
+    ref = reference.parse(f"{first}/{path}")
+    assert (ref.domain, ref.path) == ("docker.io", f"{first}/{path}")
+
+
+@given(st.sampled_from(["localhost", "127.0.0.1", "[::1]"]), st.none() | st.integers(1, 65535), st.randoms())
+def test_a_local_host_is_local_in_any_case(host: str, port: int | None, rnd):
+    from dist_tool.remote.registry import is_localhost
+
+    spelt = "".join(c.upper() if rnd.random() < 0.5 else c for c in host) + (f":{port}" if port else "")
+    assert is_localhost(spelt)

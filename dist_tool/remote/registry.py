@@ -58,7 +58,8 @@ Body = bytes | Callable[[], Iterable[bytes | memoryview]] | None  # a callable g
 
 
 def is_localhost(host: str) -> bool:
-    """``localhost``, ``127.0.0.0/8`` and ``::1``, with or without a port."""
+    """``localhost`` (in any case: host names are), ``127.0.0.0/8`` and ``::1``, with or without a port."""
+    host = host.lower()
     if host.startswith("["):
         name = host[1:].split("]", 1)[0]
     else:

@@ -294,6 +294,8 @@ def test_pull_of_present_blobs_fetches_no_blob_and_localhost_falls_back_to_http(
     mark = registry.mark()
     dist.ok("pull", "--no-unpack", ref)  # HTTPS first; a localhost registry without TLS gets plain HTTP
     assert [r for r in registry.requests(mark) if "/blobs/" in r[1]] == []
+    # "Localhost" is a host (upper case is no repository's) and local in any case
+    dist.ok("pull", "--no-unpack", f"Localhost:{registry.port}/again:1")
 
 
 # ---------------------------------------------------------------- platforms
