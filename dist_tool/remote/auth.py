@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from dist_tool.errors import DataError, InvalidArgument, Unavailable
+from dist_tool.remote.transport import shown_origin
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -347,6 +348,7 @@ class Authorizer:
         realm = params["realm"]
         if not realm.startswith(("https://", "http://")):
             raise Unavailable("registry", self.host, "challenge names a token realm that is not an http(s) URL")
+        where = shown_origin(realm)  # for messages: a realm may carry user:pass@ and a query
         service = params.get("service")
         creds = self.credentials()
         query: list[tuple[str, str]] = [("service", service)] if service else []
@@ -370,20 +372,20 @@ class Authorizer:
             status, body = self._http("GET", realm, query, headers, None)
         if status in (401, 403):
             why = "rejected the credentials" if creds is not None else "requires credentials"
-            raise TokenRefused("registry", self.host, f"{status} from token server {_origin(realm)}: it {why}")
+            raise TokenRefused("registry", self.host, f"{status} from token server {where}: it {why}")
         if status != 200:
-            raise Unavailable("registry", self.host, f"token server {_origin(realm)} answered {status}")
+            raise Unavailable("registry", self.host, f"token server {where} answered {status}")
         try:
             doc = json.loads(body)
         except ValueError:
             doc = None
         value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value:
-            raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent no token")
+            raise Unavailable("registry", self.host, f"token server {where} sent no token")
         if not _HEADER_TOKEN_RE.fullmatch(value):
             # A CR, LF or space cannot go into a header: http.client refused it with a ValueError
             # that quoted the header, the token in it, on dist's error line.
-            raise Unavailable("registry", self.host, f"token server {_origin(realm)} sent a token no header can carry")
+            raise Unavailable("registry", self.host, f"token server {where} sent a token no header can carry")
         lifetime = doc.get("expires_in")
         if not isinstance(lifetime, int | float) or not math.isfinite(lifetime) or lifetime < TOKEN_MIN_LIFETIME:
             lifetime = TOKEN_MIN_LIFETIME
@@ -398,9 +400,3 @@ def _post_unsupported(status: int, creds: Credentials) -> bool:
     the token server's answer and is reported as such.
     """
     return status in (400, 401, 404) or (status == 405 and bool(creds.username) and creds.username != TOKEN_USER)
-
-
-def _origin(url: str) -> str:
-    """scheme://host of a URL, for messages (a realm's query could carry anything)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}" if sep else url.split("?", 1)[0]

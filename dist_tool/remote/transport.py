@@ -215,7 +215,7 @@ class Client:
                 method, body = ("HEAD" if method == "HEAD" else "GET"), None
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "content-type")}
             elif body is not None and not isinstance(body, bytes):
-                raise TransportError(f"redirected to {origin(target)} after the body was sent", retryable=False)
+                raise TransportError(f"redirected to {shown_origin(target)} after the body was sent", retryable=False)
             url = target
         raise TransportError(f"more than {MAX_REDIRECTS} redirects (the last to {shown_origin(url)})",
                              retryable=False)
@@ -314,8 +314,9 @@ def origin(url: str) -> str:
 
 
 def shown_origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL as it was written, for messages: never its user info,
-    path or query, where a signed blob URL carries its credentials."""
+    """``scheme://host[:port]`` of a URL as it was written, for messages: never its user info
+    (``https://user:pass@auth.example/token``), path or query, where a signed blob URL carries
+    its credentials. Every URL dist prints goes through here."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{host}" if host else f"a {parts.scheme}: URL"

@@ -249,6 +249,25 @@ def test_refused_tokens_and_basic_without_credentials():
     assert basic.answer(parse_challenges(['Basic realm="x"']), ("s",)) is False  # refused twice: give up
 
 
+@pytest.mark.parametrize(("status", "body", "why"), [
+    (401, b"", "401 from token server https://auth.example:8443: it rejected the credentials"),
+    (500, b"", "token server https://auth.example:8443 answered 500"),
+    (200, b"{}", "token server https://auth.example:8443 sent no token"),
+    (200, b'{"token": "a b"}', "token server https://auth.example:8443 sent a token no header can carry"),
+], ids=["refused", "answered", "no-token", "bad-token"])
+def test_a_realm_with_user_info_is_shown_without_it(status, body, why):
+    """A realm may carry user:pass@ (a token service's own credentials): messages showed them."""
+    def server(method, url, params, headers, form):
+        return status, body
+
+    auth = Authorizer("r.example", server, Credentials("u", "p"))
+    realm = "https://svc-user:realm-Secret9@auth.example:8443/token?x=1"
+    with pytest.raises(Unavailable) as caught:
+        auth.answer(parse_challenges([f'Bearer realm="{realm}"']), ("s",))
+    assert str(caught.value) == f"registry r.example: {why}"
+    assert "realm-Secret9" not in str(caught.value) and "svc-user" not in str(caught.value)
+
+
 # ---------------------------------------------------------------- properties: a registry's headers
 
 _schemes = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,8}", fullmatch=True)

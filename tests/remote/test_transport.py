@@ -405,3 +405,14 @@ def test_a_token_server_that_cannot_be_reached_is_named_not_the_registry():
         httpd.server_close()
     assert str(caught.value) == (f"registry {host}: token server http://127.0.0.1:{dead}: "
                                  "connection refused after 2 attempts")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:pass@auth.example/token", "https://auth.example"),
+    ("http://u%40x:p@ss@Host.example:8080/a?b=c", "http://Host.example:8080"),
+    ("https://:secret@[::1]:5000/", "https://[::1]:5000"),
+    ("https://user@auth.example", "https://auth.example"),
+    ("https://auth.example/p@th", "https://auth.example"),
+])
+def test_shown_origin_never_shows_user_info_path_or_query(url, shown):
+    assert transport.shown_origin(url) == shown
