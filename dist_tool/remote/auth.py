@@ -32,6 +32,8 @@ HELPER_TIMEOUT = 30.0  # seconds for a docker-credential-* helper
 TOKEN_MIN_LIFETIME = 60  # seconds, when a token server gives none (the distribution spec's default)
 TOKEN_EARLY_EXPIRY = 10  # renew this long before a token expires
 MAX_DOCKER_CONFIG_BYTES = 1 << 20
+# Go's base64.StdEncoding, once CR and LF are dropped: whole groups of four, padding only at the end.
+_GO_BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 CLIENT_ID = "dist"
 TOKEN_USER = "<token>"  # the user name that stands for "no user, an identity token" (docker's helpers)
 
@@ -152,10 +154,16 @@ def _from_auth_entry(entry: Mapping[str, object], path: str, key: str) -> Creden
     user, password = entry.get("username"), entry.get("password")
     encoded = entry.get("auth")
     if isinstance(encoded, str) and encoded:
-        try:
-            user, colon, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            colon = ""
+        # Go's base64 decoder (docker's decodeAuth) skips CR and LF wherever they are, so a value
+        # wrapped at 76 columns works there; any other character outside the alphabet does not,
+        # nor does padding past the last group, which Python's decoder lets by.
+        unwrapped = encoded.replace("\r", "").replace("\n", "")
+        colon = ""
+        if _GO_BASE64_RE.fullmatch(unwrapped):
+            try:
+                user, colon, password = base64.b64decode(unwrapped, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                colon = ""
         if not colon:
             raise DataError("Docker config", path, f"auths[{key!r}].auth is not the base64 of USER:PASSWORD")
     if isinstance(token, str) and token:

@@ -101,6 +101,36 @@ def test_a_broken_config_is_an_error_that_shows_no_secret(tmp_path, text, why):
     assert "c2VjcmV0" not in str(caught.value) and "secret" not in str(caught.value)
 
 
+def test_an_auth_wrapped_with_line_breaks_is_read_as_go_reads_it(tmp_path):
+    """base64 tools wrap at 76 columns; Go's decoder, which docker uses, skips CR and LF."""
+    user, password = "robot$ci-builder", "p" * 80
+    encoded = base64.encodebytes(f"{user}:{password}".encode()).decode()  # wrapped at 76, ends in "\n"
+    assert "\n" in encoded.rstrip("\n")
+    for auth in (encoded, encoded.replace("\n", "\r\n"), "\n" + encoded.replace("=", "\n=")):
+        env = _config(tmp_path, {"auths": {"r.example": {"auth": auth}}})
+        assert from_docker_config("r.example", env) == Credentials(user, password)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40), st.lists(st.integers(0, 80), max_size=4),
+       st.sampled_from(["\n", "\r\n", "\r"]))
+def test_line_breaks_anywhere_in_an_auth_are_skipped(tmp_path_factory, password, cuts, br):
+    encoded = base64.b64encode(f"u:{password}".encode()).decode()
+    for cut in sorted({min(c, len(encoded)) for c in cuts}, reverse=True):
+        encoded = encoded[:cut] + br + encoded[cut:]
+    env = _config(tmp_path_factory.mktemp("cfg"), {"auths": {"r.example": {"auth": encoded}}})
+    assert from_docker_config("r.example", env) == Credentials("u", password)
+
+
+@pytest.mark.parametrize("auth", [" dTpw", "dTpw ", "dT\tpw", "dTp", "dTpw=", "dTpw==", "dT=p", "dTpw\x00"],
+                         ids=["space-before", "space-after", "tab", "no-padding", "extra-padding", "extra-padding-2",
+                              "padding-inside", "nul"])
+def test_an_auth_is_not_read_more_loosely_than_go_reads_it(tmp_path, auth):
+    """Only CR and LF are skipped ("dTpw" is base64 of "u:p")."""
+    env = _config(tmp_path, {"auths": {"r.example": {"auth": auth}}})
+    with pytest.raises(DataError, match=r"auth is not the base64 of USER:PASSWORD"):
+        from_docker_config("r.example", env)
+
+
 def test_an_unreadable_config_is_an_error(tmp_path):
     (tmp_path / "config.json").mkdir()
     with pytest.raises(Unavailable, match="^Docker config .*: Is a directory"):
