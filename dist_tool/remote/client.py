@@ -41,6 +41,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0  # a gc or a verify of a large blob answers only when done
 UPLOAD_CHUNK = 1024 * 1024
 TOKEN_FILE_ENV = "DIST_TOKEN_FILE"
+MAX_TOKEN_FILE = 4096  # a token is one header value; http.server refuses header lines past 64 KiB
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -80,13 +81,24 @@ def read_token_file(path: str) -> str:
     """The token in ``path`` (``--token-file``, ``DIST_TOKEN_FILE``), surrounding blanks removed.
     It travels in an HTTP header: a blank, a second line or a control character inside it could
     never be sent, so such a file is refused here, by the server and by every client alike."""
+    import stat
+
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            token = f.read().strip()
+        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero would be read until memory ran out
+                raise InvalidArgument("token file", path, "is not a regular file")
+            data = f.read(MAX_TOKEN_FILE + 1)
     except FileNotFoundError:
         raise NotFound("token file", path, "no such file") from None
-    except OSError as e:  # unreadable, a directory: the path is wrong, not missing
+    except IsADirectoryError as e:  # open() refused it before; os.open lets fstat see it
+        raise InvalidArgument("token file", path, e.strerror) from None
+    except OSError as e:  # unreadable: the path is wrong, not missing
         raise InvalidArgument("token file", path, e.strerror or "cannot read") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise InvalidArgument("token file", path, f"is larger than {MAX_TOKEN_FILE} bytes")
+    token = data.decode("utf-8", errors="replace").strip()
     if not all("!" <= c <= "~" for c in token):
         raise InvalidArgument("token file", path, "the token must be one word of printable ASCII")
     return token

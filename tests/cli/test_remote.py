@@ -811,6 +811,27 @@ def test_a_token_that_no_header_can_carry_is_refused_by_server_and_client(tmp_pa
     assert result.code == 2 and "internal error" not in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_token_file_that_is_no_small_file_is_refused_by_server_and_client(tmp_path, kind):
+    """A FIFO with no writer hung dist serve (and every client) in open(); /dev/zero was read
+    until memory ran out; a token longer than any header line started a server no client could
+    authenticate to."""
+    token = tmp_path / "token"
+    if kind == "fifo":
+        os.mkfifo(token, 0o600)
+        why = "is not a regular file"
+    else:
+        token.write_text("a" * 70_000)
+        token.chmod(0o600)
+        why = "is larger than 4096 bytes"
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    for result in (run_dist("serve", "--address", address, "--token-file", str(token), root=tmp_path / "root",
+                            timeout=20),
+                   run_dist("--address", address, "images", root=tmp_path / "root", timeout=20,
+                            env={"DIST_TOKEN_FILE": str(token)})):
+        assert (result.code, result.stderr) == (2, f"dist: error: token file {token}: {why}\n")
+
+
 def test_a_tcp_address_in_use_is_a_conflict_as_a_live_unix_socket_is(tmp_path):
     token = tmp_path / "token"
     token.write_text("t" * 24)
