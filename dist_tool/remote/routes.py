@@ -47,8 +47,14 @@ def _checked_image(image):
 
 
 def _checked_container(container: Container) -> Container:
+    """A snapshotter the store does not have made a record that ``container rm`` (even -f) could
+    never remove: it looks the snapshotter up to remove the container's snapshot."""
+    from dist_tool.store.snapshots import SNAPSHOTTERS
+
     identifier("container id", container.id)
     validate.labels(container.labels)
+    if container.snapshotter and container.snapshotter not in SNAPSHOTTERS:
+        raise InvalidArgument("snapshotter", container.snapshotter, f"unknown: choose {' or '.join(SNAPSHOTTERS)}")
     return container
 
 

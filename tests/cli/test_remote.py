@@ -879,6 +879,26 @@ def test_the_server_checks_values_as_the_cli_does(served, tmp_path, method, path
     assert remote.ok("content", "active", "-q").lines == []
 
 
+def test_a_container_record_names_a_snapshotter_the_store_has(served, tmp_path):
+    """A raw client stored a container whose snapshotter was "../y": the server's own `container rm`,
+    -f too, failed on it with "snapshotter ../y: unknown", so nothing could remove the record."""
+    import json
+
+    def send(method, path, body):
+        data = json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        return _raw(served, head + data).split(b" ", 2)[1]
+
+    record = {"id": "c1", "image": "docker.io/library/x:1", "snapshotter": "overlayfs", "snapshotKey": "c1"}
+    assert send("POST", "/v1/containers", {**record, "id": "c2", "snapshotter": "../y"}) == b"400"
+    assert send("POST", "/v1/containers", record) == b"201"
+    assert send("PATCH", "/v1/containers/c1", {"container": {**record, "snapshotter": "../y"},
+                                                "fieldpaths": ["snapshot"]}) == b"400"
+    local = Dist(served.root)
+    assert local("container", "ls", "-q").lines == ["c1"]
+    assert local("container", "rm", "c1").code == 0
+
+
 def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
     import json
 
