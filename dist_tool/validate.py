@@ -34,6 +34,19 @@ _DURATION_UNITS = {
 _DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
+# 9999-12-31T23:59:59Z: the last second RFC 3339 can write, far past any lease the CLI can make
+# (now + the longest duration, in 2262).
+TIMESTAMP_MAX = 253402300799.0
+
+
+def timestamp(what: str, which: str, value: float) -> float:
+    """A time a client sends (seconds since the epoch), as every listing can print it: a finite
+    number from 1970 to year 9999. Past that, rendering failed with "timestamp out of range"."""
+    if not 0 <= value <= TIMESTAMP_MAX:  # NaN is neither
+        raise InvalidArgument(what, which, f"{value!r} is not a time between 1970 and 9999")
+    return value
+
+
 def digits(text: str) -> bool:
     """Whether ``text`` is ASCII digits only, however many: ``str.isdigit`` also takes "²" and "١"."""
     return text.isascii() and text.isdigit()

@@ -306,6 +306,8 @@ def _leases_create(h, s, q):
     lease: Lease = wire.lease_from(body)
     identifier("lease id", lease.id)
     validate.labels(lease.labels)
+    if lease.expires_at is not None:  # 1e308 made every `leases ls`, local ones too, an internal error
+        validate.timestamp("lease", "expiresAt", lease.expires_at)
     operation = Fields(body, "lease").get("temporary", bool, False)
     if operation:
         lease = _owned_by_the_client(h, lease)

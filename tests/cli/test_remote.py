@@ -899,6 +899,22 @@ def test_a_container_record_names_a_snapshotter_the_store_has(served, tmp_path):
     assert local("container", "rm", "c1").code == 0
 
 
+@pytest.mark.parametrize("expires", [1e308, float("inf"), float("nan"), -1.0])
+def test_a_lease_expires_at_a_time_every_listing_can_print(served, expires):
+    """A raw client's lease expiring at 1e308 made `dist leases ls`, local and remote, fail with
+    "internal error: OverflowError: timestamp out of range for platform time_t"."""
+    from dist_tool.errors import InvalidArgument
+    from dist_tool.remote.client import Client
+
+    client = Client(served.address)
+    try:
+        with pytest.raises(InvalidArgument, match="expiresAt"):
+            client.request("POST", "/leases", {"id": "far", "expiresAt": expires})
+    finally:
+        client.close()
+    assert Dist(served.root).ok("leases", "ls", "-q").lines == []
+
+
 def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
     import json
 
