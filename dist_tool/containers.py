@@ -15,7 +15,6 @@ never picks an implementation.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -25,7 +24,6 @@ from dist_tool.oci import Descriptor
 from dist_tool.store.api import Container, Image
 
 DEFAULT_RUNTIME = "io.containerd.runc.v2"
-_RUNTIME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", re.ASCII)
 TASK_KILL_WAIT = 10.0  # seconds `rm -f` waits for a killed task's shim to exit
 
 
@@ -95,8 +93,7 @@ def _check_options(container_id: str, options: CreateOptions) -> dict:
 
     validate.identifier("container id", container_id)
     labels = validate.label_args(options.labels)
-    if not options.runtime or not _RUNTIME_RE.fullmatch(options.runtime):
-        raise InvalidArgument("runtime", options.runtime, "expected a name such as io.containerd.runc.v2")
+    validate.runtime_name(options.runtime)
     if options.user is not None:
         spec.users.check_format(options.user)
     return {"labels": labels, "env": spec.parse_env(options.env),

@@ -34,6 +34,16 @@ _DURATION_UNITS = {
 _DURATION_MAX_SECONDS = (2**63 - 1) / 1e9
 
 
+_RUNTIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*", re.ASCII)
+
+
+def runtime_name(name: str) -> str:
+    """A container's runtime: ``io.containerd.runc.v2`` and the like."""
+    if not _RUNTIME_RE.fullmatch(name):
+        raise InvalidArgument("runtime", name, "expected a name such as io.containerd.runc.v2")
+    return name
+
+
 # 9999-12-31T23:59:59Z: the last second RFC 3339 can write, far past any lease the CLI can make
 # (now + the longest duration, in 2262).
 TIMESTAMP_MAX = 253402300799.0

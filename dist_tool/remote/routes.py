@@ -48,13 +48,19 @@ def _checked_image(image):
 
 def _checked_container(container: Container) -> Container:
     """A snapshotter the store does not have made a record that ``container rm`` (even -f) could
-    never remove: it looks the snapshotter up to remove the container's snapshot."""
+    never remove: it looks the snapshotter up to remove the container's snapshot. A lastExit that
+    is not ``{"status": int, "exitedAt": time}`` made ``container info`` an internal error."""
     from dist_tool.store.snapshots import SNAPSHOTTERS
 
     identifier("container id", container.id)
     validate.labels(container.labels)
+    validate.runtime_name(container.runtime_name)
     if container.snapshotter and container.snapshotter not in SNAPSHOTTERS:
         raise InvalidArgument("snapshotter", container.snapshotter, f"unknown: choose {' or '.join(SNAPSHOTTERS)}")
+    if container.last_exit is not None:
+        last_exit = Fields(container.last_exit, "container.lastExit")
+        last_exit.get("status", int)
+        validate.timestamp("container.lastExit", "exitedAt", last_exit.get("exitedAt", (int, float)))
     return container
 
 

@@ -915,6 +915,33 @@ def test_a_lease_expires_at_a_time_every_listing_can_print(served, expires):
     assert Dist(served.root).ok("leases", "ls", "-q").lines == []
 
 
+@pytest.mark.parametrize("change, field", [
+    ({"lastExit": {"status": 3, "exitedAt": 1e300}}, "exitedAt"),
+    ({"lastExit": {"status": "x", "exitedAt": "y"}}, "status"),
+    ({"lastExit": {"status": 3}}, "exitedAt"),
+    ({"runtime": {"name": "../../bin/sh"}}, "runtime"),
+], ids=["exited-too-late", "mistyped", "no-exit-time", "runtime-name"])
+def test_a_container_record_holds_what_the_cli_can_show(served, change, field):
+    """Each was stored as sent, and `container info` then failed with an internal OverflowError or
+    TypeError; a runtime named "../../bin/sh" is one no `container create` accepts."""
+    from dist_tool.errors import InvalidArgument
+    from dist_tool.remote.client import Client
+
+    record = {"id": "c1", "image": "docker.io/library/x:1", "snapshotter": "overlayfs", "snapshotKey": "c1"}
+    client = Client(served.address)
+    try:
+        client.request("POST", "/containers", record)
+        with pytest.raises(InvalidArgument, match=field):
+            client.request("POST", "/containers", {**record, "id": "c2", **change})
+        with pytest.raises(InvalidArgument, match=field):
+            client.request("PATCH", "/containers/c1", {"container": {**record, **change}})
+    finally:
+        client.close()
+    local = Dist(served.root)
+    assert local("container", "ls", "-q").lines == ["c1"]
+    assert local.ok("container", "info", "c1", "--json").json["lastExit"] is None
+
+
 def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
     import json
 
