@@ -50,6 +50,11 @@ STALLED_HEAD = 10.0  # seconds idle or mid-head after which a full server takes 
 MAX_CONNECTIONS = 512  # served at once; more wait in the listen queue until one ends
 DESCRIPTORS_PER_CONNECTION = 8  # its socket and its Session's database files, with room to spare
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_REFUSALS = {  # http.server's limits, in the words a client's user can act on
+    414: "its line is longer than 65536 bytes (too long a filter or name to send)",
+    431: "a header is longer than 65536 bytes, or there are more than 100",
+    501: "no route has this method in API v1",
+}
 
 
 class _Dropped(Exception):
@@ -184,6 +189,22 @@ class Handler(BaseHTTPRequestHandler):
         ``dist content get D | consumer``), which may pause for longer than a request may take:
         an authorized transfer gets TRANSFER_TIMEOUT per read or write instead."""
         self.connection.settimeout(TRANSFER_TIMEOUT)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line or header too long, a method no route has)
+        in the JSON every other error travels in: its HTML page reached the client as "dist serve:
+        HTTP 414", which named neither the request nor what was wrong with it."""
+        from http import HTTPStatus
+
+        why = _REFUSALS.get(code) or message or HTTPStatus(code).phrase
+        data = json.dumps(wire.error_body(InvalidArgument("request", "", why))).encode()
+        self.log_error("code %d, message %s", code, message)
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers_closing(True)  # what follows a refused head cannot be told from a request
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         if self.server.debug:

@@ -942,6 +942,17 @@ def test_a_container_record_holds_what_the_cli_can_show(served, change, field):
     assert local.ok("container", "info", "c1", "--json").json["lastExit"] is None
 
 
+def test_what_http_server_refuses_itself_is_a_json_error_naming_the_request(served, tmp_path):
+    """A filter past the 64 KiB request line got http.server's HTML 414 page, which the client
+    printed as "dist serve: HTTP 414"; a HEAD got an HTML page a client could not read either."""
+    result = Remote(served, tmp_path)("images", "ls", "labels.a==" + "a" * 70_000)
+    assert (result.code, result.stderr) == (2, "dist: error: request: its line is longer than 65536 bytes "
+                                               "(too long a filter or name to send)\n")
+    answer = _raw(served, b"OPTIONS /v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.split(b" ", 2)[1] == b"501" and b"Content-Type: application/json" in answer, answer
+    assert Remote(served, tmp_path).ok("images", "-q").lines == []  # and it keeps serving
+
+
 def test_a_resource_for_a_lease_that_does_not_exist_is_not_found(served):
     import json
 
