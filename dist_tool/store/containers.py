@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Container
 from dist_tool.store.metadata import Metadata, dump_labels, load_labels, merge_map
 from dist_tool.validate import identifier
@@ -87,7 +87,8 @@ class SqliteContainerStore:
     def create(self, container: Container) -> Container:
         """Inserts the record with ``createdAt = updatedAt = now``.
 
-        Raises InvalidArgument for a malformed ID, AlreadyExists when the namespace holds the ID.
+        Raises InvalidArgument for a malformed ID, AlreadyExists when the namespace holds the ID,
+        Conflict when another container's record names its snapshot.
         """
         identifier("container id", container.id)
         if not container.image:
@@ -97,6 +98,7 @@ class SqliteContainerStore:
             if conn.execute("SELECT 1 FROM containers WHERE namespace = ? AND id = ?",
                             (self.namespace, container.id)).fetchone():
                 raise AlreadyExists("container", container.id, "already exists")
+            self._refuse_shared_snapshot(conn, container)
             self.meta.ensure_namespace(conn, self.namespace, now)
             conn.execute(f"INSERT INTO containers (namespace, {_COLUMNS}) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -109,8 +111,9 @@ class SqliteContainerStore:
         ``labels``, ``labels.KEY`` (absent in ``container`` removes it), ``extensions``,
         ``extensions.KEY``, ``lastExit``; all of them when none are named.
 
-        ``updatedAt`` becomes now; ``createdAt`` never changes. Raises NotFound, and
-        InvalidArgument for an unknown field path.
+        ``updatedAt`` becomes now; ``createdAt`` never changes. Raises NotFound,
+        InvalidArgument for an unknown field path, and Conflict for a snapshot another
+        container's record names.
         """
         for path in fieldpaths:
             base = path.split(".", 1)[0]
@@ -147,6 +150,7 @@ class SqliteContainerStore:
                     fields["extensions"] = merge_map(fields["extensions"], container.extensions, path,
                                                       "extensions")
             merged = Container(container.id, created_at=cur.created_at, **fields)
+            self._refuse_shared_snapshot(conn, merged)
             conn.execute("UPDATE containers SET image = ?, runtime_name = ?, runtime_options = ?, spec = ?, "
                          "snapshotter = ?, snapshot_key = ?, labels = ?, extensions = ?, created_at = ?, "
                          "updated_at = ?, last_exit = ? WHERE namespace = ? AND id = ?",
@@ -163,6 +167,19 @@ class SqliteContainerStore:
                 raise NotFound("container", container_id, "not found")
 
     # -------------------------------------------------------------- internals
+
+    def _refuse_shared_snapshot(self, conn, container: Container) -> None:
+        """One snapshot, one container: ``container rm`` removes the record, then the snapshot,
+        which the snapshotter refuses while another record names it. Two records naming one
+        snapshot (a ``dist serve`` client can write any record) could then never be removed."""
+        if not container.snapshot_key:
+            return
+        other = conn.execute("SELECT id FROM containers WHERE namespace = ? AND snapshotter = ? AND snapshot_key = ? "
+                             "AND id != ? LIMIT 1", (self.namespace, container.snapshotter, container.snapshot_key,
+                                                     container.id)).fetchone()
+        if other:
+            raise Conflict("container", container.id,
+                           f"snapshot {container.snapshot_key} belongs to container {other[0]}")
 
     @staticmethod
     def _row(c: Container, created: float, updated: float) -> tuple:

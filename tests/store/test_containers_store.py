@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dist_tool.errors import AlreadyExists, InvalidArgument, NotFound
+from dist_tool.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from dist_tool.store.api import Container
 from dist_tool.store.containers import SqliteContainerStore
 from dist_tool.store.metadata import Metadata
@@ -169,6 +169,20 @@ def test_update_without_field_paths_replaces_every_mutable_field(store):
                                  snapshotter="native", snapshot_key="k2"))
     assert (got.image, got.runtime_name, got.snapshotter, got.snapshot_key, got.labels, got.spec) == \
         ("docker.io/library/alpine:3", "io.containerd.runsc.v1", "native", "k2", {}, {})
+
+
+def test_a_snapshot_belongs_to_one_container(store):
+    """A dist serve client stored a second record naming container web's snapshot; then `container
+    rm` failed on both ("snapshot web: in use by container ..."), and nothing could remove either."""
+    store.create(container("web"))
+    with pytest.raises(Conflict, match="belongs to container web"):
+        store.create(container("evil", snapshot_key="web"))
+    store.create(container("db"))
+    with pytest.raises(Conflict, match="belongs to container web"):
+        store.update(container("db", snapshot_key="web"), "snapshot")
+    assert [(c.id, c.snapshot_key) for c in store.list()] == [("db", "db"), ("web", "web")]
+    store.update(container("web", labels={"a": "1"}))  # its own snapshot: no conflict with itself
+    store.create(container("native-web", snapshotter="native", snapshot_key="web"))  # another snapshotter's
 
 
 def test_delete_removes_only_that_record(store):
