@@ -203,6 +203,8 @@ def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
         manifest = json.loads(scan.docker_manifest or b"")
     except ValueError:
         raise DataError("archive", "manifest.json", "not valid JSON") from None
+    except RecursionError:  # json's decoder recurses once per level: [[[[… is a hostile document
+        raise DataError("archive", "manifest.json", "JSON nested too deeply") from None
     if not isinstance(manifest, list):
         raise DataError("archive", "manifest.json", "not a JSON list")
     entries = []

@@ -148,6 +148,8 @@ def decode_json(data: bytes, what: str, which: str = "") -> dict[str, Any]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(what, which, f"not valid JSON ({e.__class__.__name__})") from None
+    except RecursionError:  # json's decoder recurses once per level: [[[[… is a hostile document
+        raise DataError(what, which, "JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise DataError(what, which, "not a JSON object")
     return doc

@@ -118,6 +118,17 @@ def case_unusable_name(img, layout):
     set_index(layout, [{**_manifest_desc(img), "annotations": {"io.containerd.image.name": "AR-BAD TAG"}}])
 
 
+def case_index_nested_deeply(img, layout):
+    (layout / "index.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+
+
+def case_manifest_nested_deeply(img, layout):
+    data = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+    digest = put_blob(layout, data)
+    set_index(layout, [named({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                              "size": len(data)})])
+
+
 BAD_ARCHIVES = [
     ("index-not-json", case_not_json_index, 1, "index.json"),
     ("manifest-not-json", case_manifest_not_json, 1, "not valid JSON"),
@@ -128,6 +139,8 @@ BAD_ARCHIVES = [
     ("index-contains-itself", case_index_contains_itself, 1, "digest mismatch"),
     ("no-usable-name", case_no_name, 2, "--name"),
     ("unusable-name", case_unusable_name, 2, "has no usable name ('AR-BAD TAG': "),  # was exit 1
+    ("index-nested-deeply", case_index_nested_deeply, 1, "archive index.json: JSON nested too deeply"),
+    ("manifest-nested-deeply", case_manifest_nested_deeply, 1, ": JSON nested too deeply"),  # was RecursionError
 ]
 
 
@@ -837,3 +850,27 @@ def test_a_snapshotter_cache_that_cannot_be_written_is_only_a_cache(dist):
         assert dist.ok("info", "--json").json["snapshotter"] in ("overlayfs", "native")
     assert sorted(p.name for p in cache.parent.iterdir() if p.name.startswith("default-snapshotter")) == [
         "default-snapshotter"]
+
+
+def _docker_archive_with_manifest(archive: Path, out: Path, manifest: bytes) -> Path:
+    """``archive`` (a docker-save tar) with its manifest.json replaced by ``manifest``."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            if member.name.lstrip("./") == "manifest.json":
+                continue
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        dst.addfile(info, io.BytesIO(manifest))
+    return out
+
+
+def test_a_docker_manifest_nested_too_deeply_is_bad_content(dist, imported, tmp_path):
+    """json's decoder recurses per level: a manifest.json of [[[[… was an internal RecursionError."""
+    archive = _docker_archive_with_manifest(imported.docker_archive, tmp_path / "deep.tar",
+                                            b"[" * 100_000 + b"]" * 100_000)
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--no-unpack", str(archive))
+    assert result.code == 1, result.stderr
+    assert_one_error(result, "archive manifest.json: JSON nested too deeply")
+    assert store_fingerprint(dist.root) == before
