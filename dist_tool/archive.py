@@ -212,10 +212,15 @@ def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
         if not isinstance(item, dict) or not isinstance(item.get("Config"), str) \
                 or not isinstance(item.get("Layers"), list):
             raise DataError("archive", f"manifest.json[{i}]", "needs Config and Layers")
+        # Typed as docker load types them: a RepoTags string was iterated into one-letter names.
+        tags = item.get("RepoTags") or []
+        for key, value in (("Layers", item["Layers"]), ("RepoTags", tags)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise DataError("archive", f"manifest.json[{i}] {key}", "not a list of strings")
         config = _docker_file(scan, item["Config"], f"manifest.json[{i}] Config")
         layers = []
         for layer_path in item["Layers"]:
-            digest, size = _docker_file(scan, str(layer_path), f"manifest.json[{i}] layer")
+            digest, size = _docker_file(scan, layer_path, f"manifest.json[{i}] layer")
             layers.append(Descriptor(_layer_type(session.content, digest), digest, size))
         doc = {"schemaVersion": 2, "mediaType": oci.MEDIA_DOCKER_MANIFEST,
                "config": Descriptor(oci.MEDIA_DOCKER_CONFIG, *config).to_json(),
@@ -225,7 +230,6 @@ def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
                                lease=lease)
         scan.added.add(digest)
         target = Descriptor(oci.MEDIA_DOCKER_MANIFEST, digest, len(data))
-        tags = [t for t in item.get("RepoTags") or [] if isinstance(t, str)]
         where = f"manifest.json[{i}]"
         if tags:
             entries.extend(_Entry(target, t, where) for t in tags)

@@ -874,3 +874,23 @@ def test_a_docker_manifest_nested_too_deeply_is_bad_content(dist, imported, tmp_
     assert result.code == 1, result.stderr
     assert_one_error(result, "archive manifest.json: JSON nested too deeply")
     assert store_fingerprint(dist.root) == before
+
+
+@pytest.mark.parametrize("field,value", [
+    ("RepoTags", "docker.io/library/one:1"),  # was iterated: the name "-" of its one-letter "names"
+    ("RepoTags", {"docker.io/library/one:1": 1}),  # was imported under the key's name
+    ("RepoTags", ["docker.io/library/one:1", 7]),  # the 7 was dropped without a word
+    ("Layers", [{"digest": "sha256:00"}]),  # was named by its Python repr
+], ids=["tags-string", "tags-object", "tags-number", "layers-object"])
+def test_docker_manifest_fields_of_the_wrong_type_are_named(dist, imported, tmp_path, field, value):
+    with tarfile.open(imported.docker_archive) as src:
+        entry = json.loads(src.extractfile("manifest.json").read())[0]
+    entry[field] = value
+    archive = _docker_archive_with_manifest(imported.docker_archive, tmp_path / "typed.tar",
+                                            json.dumps([entry]).encode())
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--no-unpack", str(archive))
+    assert result.code == 1, result.stderr
+    assert_one_error(result, f"archive manifest.json[0] {field}: not a list of strings")
+    assert store_fingerprint(dist.root) == before
+    assert "docker.io/library/one:1" not in dist.ok("images", "-q").lines
