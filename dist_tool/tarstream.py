@@ -38,11 +38,16 @@ def strict_tarinfo():
         def fromtarfile(cls, tar):
             offset = tar.offset
             try:
-                return super().fromtarfile(tar)
+                info = super().fromtarfile(tar)
             except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as e:
                 if offset == 0:
                     raise  # tarfile's own "not a tar archive"
                 raise tarfile.ReadError(f"{e} at byte {offset}") from None
+            if info.size < 0:
+                # tarfile takes a PAX size of -1 (or a negative base-256 one) and reads the member's
+                # data as the next headers: members GNU tar and Go's archive/tar never see (both refuse).
+                raise tarfile.ReadError(f"a member's size is negative ({info.size}) at byte {offset}")
+            return info
 
         def _proc_member(self, tar):
             # tarfile reads a PAX or GNU long-name header whole into memory: bound it, as Go's

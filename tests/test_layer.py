@@ -242,6 +242,21 @@ def test_a_damaged_header_after_the_first_is_an_error_not_the_end(tmp_path: Path
         apply_layer(io.BytesIO(blob), str(tmp_path), whiteouts="delete", what="sha256:x")
 
 
+def _negative_size(first: bool) -> bytes:
+    """A member whose PAX size is -1 and whose data (as GNU tar and Go's archive/tar count it) holds
+    a tar header for "hidden": tarfile alone takes that data as the next member."""
+    hidden = layer([file("hidden", b"abc")])[:-1024]  # no end marker: the archive goes on after it
+    info, _ = file("smuggler", hidden, pax_headers={"size": "-1"})
+    return layer([*([] if first else [file("a", b"a")]), (info, hidden), file("after", b"z")])
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-member", "mid-layer"])
+def test_a_negative_member_size_is_refused_not_read_as_headers(tmp_path: Path, first: bool) -> None:
+    with pytest.raises(DataError, match=r"^layer sha256:x: .*a member's size is negative \(-1\) at byte"):
+        apply_layer(io.BytesIO(_negative_size(first)), str(tmp_path), whiteouts="delete", what="sha256:x")
+    assert not (tmp_path / "hidden").exists()
+
+
 def test_a_layer_may_end_on_a_block_boundary_without_the_end_marker(tmp_path: Path) -> None:
     result = apply_layer(io.BytesIO(_damaged(cut=2048)), str(tmp_path), whiteouts="delete")
     assert result.entries == 2 and sorted(os.listdir(tmp_path)) == ["a", "b"]
