@@ -551,7 +551,10 @@ class _Applier:
 
     def _opaque(self, dir_parts: tuple[str, ...]) -> None:
         if self.overlay:
-            rel = self.root.resolve_dir(dir_parts, create=True) if dir_parts else ""
+            # Through _parent, which waits for the writers when it must look on disk: a file of this
+            # layer still pending at the path was missed, a directory made there, and the writer's
+            # EEXIST blamed the file's member.
+            rel = self._parent(dir_parts + (OPAQUE,)) if dir_parts else ""
             os.setxattr(self.root.full(rel), OVERLAY_OPAQUE_XATTR, b"y", follow_symlinks=False)
             return
         try:

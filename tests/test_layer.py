@@ -194,6 +194,17 @@ def test_writer_threads_keep_the_members_order(tmp_path: Path, writers: int) -> 
     assert (tmp_path / "many" / "299").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.skipif(bool(NO_OVERLAY), reason=str(NO_OVERLAY))
+@pytest.mark.parametrize("writers", [0, 1, 4])
+def test_an_opaque_marker_under_a_pending_file_is_named_as_the_member_at_fault(tmp_path: Path, writers: int) -> None:
+    """The opaque marker did not wait for the writers: it made a directory where the file was still
+    pending, and the writer's EEXIST was reported as "member f: File exists"."""
+    with pytest.raises(DataError) as caught:
+        apply_layer(io.BytesIO(layer([file("f", b"x"), opaque("f")])), str(tmp_path), whiteouts="overlay",
+                    what="sha256:x", writers=writers)
+    assert str(caught.value) == "layer sha256:x: member f/.wh..wh..opq: f is not a directory"
+
+
 @pytest.mark.parametrize(("blob", "error"), [
     (b"", None),
     (b"\0" * 1024, None),
