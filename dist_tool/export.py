@@ -45,8 +45,10 @@ def export_archive(session, dest: str, names: Sequence[str], *, platform: str | 
     matcher = platforms.matcher(platforms.parse(platform)) if platform else None
     exported: list[tuple[str, Descriptor]] = []
     blobs: dict[str, int] = {}
-    for raw in names:
-        image = session.images.get(reference.normalize(raw))
+    for raw in dict.fromkeys(reference.normalize(n) for n in names):
+        # Each name once ("a" and "docker.io/library/a:latest" are one): an index that listed an
+        # image twice was "more than one image" to skopeo's oci-archive: without a name.
+        image = session.images.get(raw)
         target = _export_target(session, image, platform, matcher, cache, present) if matcher else image.target
         missing: list[Descriptor] = []
         handler = skip_missing(children(session.content, cache), present.__contains__, missing)

@@ -91,6 +91,21 @@ def test_export_is_read_by_skopeo_and_umoci_with_digests_unchanged(dist, importe
     assert len(json.loads(stat.stdout)["history"]) >= 1
 
 
+def test_an_image_named_twice_is_exported_once_for_skopeo(dist, imported, tmp_path):
+    """skopeo's oci-archive: without a name refused an index listing one image twice."""
+    out = tmp_path / "twice.tar"
+    short = imported.name.removeprefix("docker.io/library/")
+    dist.ok("images", "export", str(out), imported.name, short, imported.name)
+    digest = subprocess.run(["skopeo", "inspect", "--format", "{{.Digest}}", f"oci-archive:{out}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    assert digest == imported.manifest_digest
+    with tarfile.open(out) as tar:
+        index = json.loads(tar.extractfile("index.json").read())
+        docker = json.loads(tar.extractfile("manifest.json").read())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [imported.name]
+    assert [entry["RepoTags"] for entry in docker] == [[imported.name]]
+
+
 def test_export_reimports_identically(dist, imported, tmp_path):
     out = tmp_path / "round.tar"
     dist.ok("images", "export", str(out), imported.name)
