@@ -43,6 +43,8 @@ class _Scan:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # member path → (digest, size)
     links: dict[str, str] = field(default_factory=dict)  # member path → path it links to
     added: set[str] = field(default_factory=set)  # digests this import committed
+    # every member stored as a blob, a member listed twice under one name included (files keeps its last)
+    stored: set[str] = field(default_factory=set)
 
 
 def _member_path(name: str) -> str:
@@ -116,12 +118,14 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
             elif (digest := _blob_digest(path)) is not None:
                 _ingest_member(content, tar, member, digest, f"import-{digest}", lease, scan, progress)
                 scan.files[path] = (digest, member.size)
+                scan.stored.add(digest)
             elif _is_docker_blob(path):
                 # Named by a hash of the path: a member name may hold any byte but NUL, and a ref must
                 # be one line of UTF-8.
                 ref = f"import-{pid}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
                 digest = _ingest_member(content, tar, member, None, ref, lease, scan, progress)
                 scan.files[path] = (digest, member.size)
+                scan.stored.add(digest)
     except (tarfile.ReadError, EOFError) as e:
         raise DataError("archive", source, f"truncated or corrupt tar ({_tar_why(e)})") from None
     except RecursionError:  # tarfile reads each extended header of a chain by recursion
@@ -351,9 +355,10 @@ def import_archive(session, source: str | None, *, name: str | None = None, plat
 
 def _unreferenced(session, scan: _Scan, named: list[tuple[str, Descriptor]]) -> set[str]:
     """Members that looked like blobs but that no imported image references (a stray file in
-    blobs/, a docker-save leftover), stored only because the stream is read in order. Best
-    effort, like ``collect_added``: the import has succeeded, and ``dist gc`` finds the rest."""
-    stored = {digest for digest, _ in scan.files.values()} & scan.added
+    blobs/, a docker-save leftover, the first of two members of one name), stored only because the
+    stream is read in order. Best effort, like ``collect_added``: the import has succeeded, and
+    ``dist gc`` finds the rest."""
+    stored = scan.stored & scan.added
     if not stored:
         return set()
     present = session.content.present()

@@ -352,6 +352,27 @@ def test_members_nothing_references_are_not_kept(dist, umoci_image, tmp_path, ki
     assert dist.ok("content", "active", "-q").lines == []
 
 
+def test_a_docker_member_listed_twice_keeps_only_the_copy_imported(dist, umoci_image, tmp_path):
+    """The stream is read in order, so the last member of a name is the one the archive means; the
+    earlier copy was stored too, and left behind when the import succeeded."""
+    config = umoci_image.config_digest.split(":")[1] + ".json"  # where skopeo's docker-archive keeps it
+    junk = b'{"a copy": "the archive replaces"}'
+    out = tmp_path / "twice.tar"
+    with tarfile.open(umoci_image.docker_archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            if member.name == config:
+                info = tarfile.TarInfo(config)
+                info.size = len(junk)
+                dst.addfile(info, io.BytesIO(junk))
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    assert junk in out.read_bytes()
+    dist.ok("images", "import", "--no-unpack", str(out))
+    stored = set(dist.ok("content", "ls", "-q").lines)
+    assert "sha256:" + hashlib.sha256(junk).hexdigest() not in stored
+    assert umoci_image.config_digest in stored
+    assert len(stored) == 2 + len(umoci_image.layer_digests)  # manifest, config, layers: nothing else
+
+
 def _gzip_tar_of(rootfs: Path) -> bytes:
     import gzip
 
