@@ -581,14 +581,18 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 def _layer_from_tar(session, rootfs: str, lease, progress) -> tuple[Descriptor, str]:
     """Stores the tar as it is, checking while it streams that it really is a tar."""
-    with open(rootfs, "rb") as raw:
-        head = raw.read(6)
+    try:
+        opened = open(rootfs, "rb")
+    except OSError as e:
+        raise DataError("rootfs", rootfs, e.strerror or str(e)) from None
+    with opened:
+        raw = compression.PeekReader(opened)  # not seek: a pipe (<(zcat …), /dev/stdin) cannot
+        head = raw.peek(6)
         if head.startswith(_BZIP2_MAGIC) or head.startswith(_XZ_MAGIC):  # no layer media type holds them
             packer = "bzip2" if head.startswith(_BZIP2_MAGIC) else "xz"
             raise DataError("rootfs", rootfs, f"{packer}-compressed: a layer is a plain, gzip or zstd tar "
                             f"(decompress it first: {packer} -d)")
         kind = compression.detect(head[:4])
-        raw.seek(0)
         stored = compression.HashingReader(raw)
         tee = _TeeToWriter(stored)
         with session.content.writer(f"import-{os.getpid()}-rootfs", lease=lease) as w, _aborting(w):

@@ -54,6 +54,25 @@ def test_rootfs_import_from_a_directory_and_a_tar(dist, busybox_rootfs, tmp_path
     assert bb2["complete"] is True
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_a_rootfs_tar_read_from_a_pipe_is_the_same_layer_as_from_its_file(dist, busybox_rootfs, tmp_path, packed):
+    """It was read, then seeked back to its start: "I/O error: File or stream is not seekable." of
+    --rootfs /dev/stdin or <(zcat rootfs.tar.gz), naming neither the rootfs nor the pipe."""
+    import gzip
+    import subprocess
+
+    tar = tmp_path / "rootfs.tar"
+    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+    if packed:
+        tar.write_bytes(gzip.compress(tar.read_bytes(), mtime=0))
+    dist.ok("images", "import", "--rootfs", str(tar), "--name", "file", "--no-unpack")
+    dist.ok("images", "import", "--rootfs", "/dev/stdin", "--name", "pipe", input=tar.read_bytes())
+    layers = [json.loads(dist.ok("content", "get", images(dist)[f"docker.io/library/{name}:latest"]["target"]
+                                 ["digest"]).stdout)["layers"] for name in ("file", "pipe")]
+    assert layers[0] == layers[1] and len(layers[0]) == 1
+    assert dist.ok("content", "active", "-q").lines == []
+
+
 @pytest.mark.parametrize("packer", ["bzip2", "xz"])
 def test_a_rootfs_tar_in_a_compression_no_layer_holds_is_refused_by_name(dist, tmp_path, packer):
     """It said 'not a tar archive (invalid header)' of a good tar.bz2."""
