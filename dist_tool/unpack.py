@@ -190,7 +190,10 @@ class _Job:
                 self.snapshotter.empty(key)
             except (OSError, DistError):
                 pass
-        for key in reversed(self.active + self.committed):
+        # Children before parents: the active snapshots are the leaves (a native one's parent is the
+        # last layer committed), then the chain from its top. A parent first is refused as in use, and
+        # was left behind.
+        for key in [*reversed(self.active), *reversed(self.committed)]:
             try:
                 self.snapshotter.remove(key)
             except Exception:  # noqa: BLE001, S112 - see the docstring (gone, in use, or worse)

@@ -307,6 +307,24 @@ def test_failed_unpack_leaves_nothing(tmp_path: Path, snapshotter: str) -> None:
 
 
 @pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_a_failed_unpack_for_a_container_leaves_no_layer_below_it(tmp_path: Path, snapshotter: str) -> None:
+    """Outside an import nothing collects after the unpack: its own undo removed the committed base
+    before the active layer above it, was refused (in use), and left the base (native)."""
+    good = [directory("etc"), file("etc/motd", b"hi")]
+    image = oci_archive(tmp_path / "bad.tar", [layer(good), layer([file("../escape", b"x")])])
+    dist = Dist(tmp_path / "root")
+    [name] = dist.ok("images", "import", "--no-unpack", str(image.archive)).lines
+    result = dist("--snapshotter", snapshotter, "container", "create", name, "c1", "--", "/bin/true")
+    assert result.code == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dist: error: layer {image.layer_digests[1]}: member ../escape: path climbs out of the root (..)")
+    assert dist.ok("--snapshotter", snapshotter, "snapshot", "ls", "--json").json == []
+    assert dist.ok("container", "ls", "-q").stdout == "" and dist.ok("leases", "-q").stdout == ""
+    base = tmp_path / "root" / "snapshots" / snapshotter
+    assert [p for p in base.iterdir() if p.name.isdigit()] == []
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
 def test_diff_id_mismatch_stores_nothing(tmp_path: Path, snapshotter: str) -> None:
     tar = layer([file("f", b"data")])
     image = oci_archive(tmp_path / "lie.tar", [tar], diff_ids=["sha256:" + "0" * 64])
