@@ -225,7 +225,8 @@ def _docker_entries(session, scan: _Scan, lease) -> list[_Entry]:
         layers = []
         for layer_path in item["Layers"]:
             digest, size = _docker_file(scan, layer_path, f"manifest.json[{i}] layer")
-            layers.append(Descriptor(_layer_type(session.content, digest), digest, size))
+            layers.append(Descriptor(_layer_type(session.content, digest, f"manifest.json[{i}] {layer_path}"),
+                                     digest, size))
         doc = {"schemaVersion": 2, "mediaType": oci.MEDIA_DOCKER_MANIFEST,
                "config": Descriptor(oci.MEDIA_DOCKER_CONFIG, *config).to_json(),
                "layers": [d.to_json() for d in layers]}
@@ -253,9 +254,15 @@ def _docker_file(scan: _Scan, path: str, where: str) -> tuple[str, int]:
     raise DataError("archive", where, f"references {path}, which the archive does not hold")
 
 
-def _layer_type(content, digest: str) -> str:
+def _layer_type(content, digest: str, where: str) -> str:
     with content.open_blob(digest) as f:
-        kind = compression.detect(f.read(4))
+        head = f.read(6)
+    if head.startswith(_BZIP2_MAGIC) or head.startswith(_XZ_MAGIC):
+        # No layer media type holds them: typed as a plain tar, such an image imported with --no-unpack
+        # and failed at its first use as "not a tar archive (invalid header)".
+        packer = "bzip2" if head.startswith(_BZIP2_MAGIC) else "xz"
+        raise DataError("layer", digest, f"{packer}-compressed ({where}): a layer is a plain, gzip or zstd tar")
+    kind = compression.detect(head[:4])
     return {"gzip": oci.MEDIA_DOCKER_LAYER_GZIP, "zstd": oci.MEDIA_OCI_LAYER_ZSTD}.get(kind, oci.MEDIA_DOCKER_LAYER)
 
 

@@ -915,3 +915,33 @@ def test_docker_manifest_fields_of_the_wrong_type_are_named(dist, imported, tmp_
     assert_one_error(result, f"archive manifest.json[0] {field}: not a list of strings")
     assert store_fingerprint(dist.root) == before
     assert "docker.io/library/one:1" not in dist.ok("images", "-q").lines
+
+
+@pytest.mark.parametrize("packer", ["bzip2", "xz"])
+def test_a_docker_archive_layer_in_a_compression_no_layer_holds_is_refused_at_import(dist, imported, tmp_path,
+                                                                                     packer):
+    """dist types a docker-save layer by its first bytes: a bzip2 or xz one was typed a plain tar, so
+    --no-unpack imported an image whose every use failed with "not a tar archive (invalid header)"."""
+    import bz2
+    import lzma
+
+    with tarfile.open(imported.docker_archive) as src:
+        entry = json.loads(src.extractfile("manifest.json").read())[0]
+        first = entry["Layers"][0]
+        packed = (bz2.compress if packer == "bzip2" else lzma.compress)(src.extractfile(first).read())
+    out = tmp_path / "packed.tar"
+    with tarfile.open(imported.docker_archive) as src, tarfile.open(out, "w") as dst:
+        for member in src:
+            if member.name == first:
+                info = tarfile.TarInfo(first)
+                info.size = len(packed)
+                dst.addfile(info, io.BytesIO(packed))
+            else:
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--no-unpack", str(out))
+    assert result.code == 1, result.stderr
+    digest = "sha256:" + hashlib.sha256(packed).hexdigest()
+    assert_one_error(result, f"layer {digest}: {packer}-compressed (manifest.json[0] {first}): a layer is a plain, "
+                             "gzip or zstd tar")
+    assert store_fingerprint(dist.root) == before
