@@ -28,7 +28,7 @@ from dist_tool.gc import collect_added
 from dist_tool.oci import Descriptor
 from dist_tool.progress import NullProgress, item_label
 from dist_tool.store.api import Image
-from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, TAR_BUFSIZE
+from dist_tool.store.limits import COPY_CHUNK, MAX_ARCHIVE_JSON_BYTES, MAX_ARCHIVE_LINK_BYTES, TAR_BUFSIZE
 from dist_tool.tarstream import strict_tarinfo
 from dist_tool.unpack import unpack_under
 from dist_tool.walk import ChildrenCache, reachable, require_present
@@ -42,6 +42,7 @@ class _Scan:
     docker_manifest: bytes | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # member path → (digest, size)
     links: dict[str, str] = field(default_factory=dict)  # member path → path it links to
+    link_bytes: int = 0  # the length of the names in links, bounded
     added: set[str] = field(default_factory=set)  # digests this import committed
     # every member stored as a blob, a member listed twice under one name included (files keeps its last)
     stored: set[str] = field(default_factory=set)
@@ -108,6 +109,10 @@ def _scan(session, stream, source: str, lease: tuple[str, str], progress, scan: 
                 target = member.linkname if member.islnk() else posixpath.join(posixpath.dirname(path),
                                                                              member.linkname)
                 scan.links[path] = _member_path(target)
+                scan.link_bytes += len(path) + len(scan.links[path])
+                if scan.link_bytes > MAX_ARCHIVE_LINK_BYTES:
+                    raise DataError("archive", source, f"the names of its links exceed {MAX_ARCHIVE_LINK_BYTES} "
+                                    "bytes")
                 continue
             if not member.isfile():
                 continue

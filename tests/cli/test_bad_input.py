@@ -945,3 +945,25 @@ def test_a_docker_archive_layer_in_a_compression_no_layer_holds_is_refused_at_im
     assert_one_error(result, f"layer {digest}: {packer}-compressed (manifest.json[0] {first}): a layer is a plain, "
                              "gzip or zstd tar")
     assert store_fingerprint(dist.root) == before
+
+
+def test_the_names_of_an_archives_links_are_bounded(dist, tmp_path):
+    """Links are held by name until manifest.json is read: a 7 MB gzip of a million symlink headers
+    held 1 GB. Past the bound the archive is refused while it streams."""
+    import gzip
+
+    bound = 8 * 1024 * 1024  # store.limits.MAX_ARCHIVE_LINK_BYTES
+    archive = tmp_path / "links.tar.gz"
+    target = "t" * (100 * 1024)
+    with gzip.open(archive, "wb") as gz, tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(bound // len(target) + 2):
+            info = tarfile.TarInfo(f"{i}/layer.tar")
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    assert archive.stat().st_size < 1 << 20
+    dist.ok("images")
+    before = store_fingerprint(dist.root)
+    result = dist("images", "import", "--progress", "none", str(archive))
+    assert result.code == 1, result.stderr
+    assert_one_error(result, f"archive {archive}: the names of its links exceed {bound} bytes")
+    assert store_fingerprint(dist.root) == before
