@@ -57,6 +57,19 @@ def strict_tarinfo():
                                         f"at byte {self.offset}")
             return super()._proc_member(tar)
 
+        def _proc_pax(self, tar):
+            if self.type != tarfile.XGLTYPE:
+                return super()._proc_pax(tar)
+            # A global header's records are skipped, as Go's archive/tar (an entry of its own) and
+            # containerd (which ignores that entry) skip them: tarfile applied them to the members
+            # after it, so a global size=0 read the next member's data as headers, smuggling in
+            # members containerd never sees.
+            tar.fileobj.read(self._block(self.size))
+            try:
+                return self.fromtarfile(tar)
+            except tarfile.HeaderError as e:
+                raise tarfile.SubsequentHeaderError(str(e)) from None
+
     _META_TYPES = frozenset((tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                              tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK))
     return StrictTarInfo

@@ -268,6 +268,21 @@ def test_a_negative_member_size_is_refused_not_read_as_headers(tmp_path: Path, f
     assert not (tmp_path / "hidden").exists()
 
 
+@pytest.mark.parametrize("records", [{"size": "0"}, {"path": "etc/passwd"}], ids=["size", "path"])
+def test_a_global_header_applies_to_no_member(tmp_path: Path, records: dict) -> None:
+    """Go's archive/tar returns a global header as an entry of its own and containerd ignores it;
+    tarfile applied its records to the members after it: size=0 read "smuggler"'s data as headers,
+    unpacking a "hidden" containerd never sees; path=… renamed every member."""
+    hidden = layer([file("hidden", b"abc")])[:-1024]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers=records) as tar:
+        for info, data in [file("smuggler", hidden, pax_headers={"mtime": "1.5"}), file("after", b"z")]:
+            tar.addfile(info, io.BytesIO(data))
+    apply_layer(io.BytesIO(out.getvalue()), str(tmp_path), whiteouts="delete", what="sha256:x")
+    assert sorted(os.listdir(tmp_path)) == ["after", "smuggler"]
+    assert (tmp_path / "smuggler").read_bytes() == hidden and (tmp_path / "after").read_bytes() == b"z"
+
+
 def test_a_layer_may_end_on_a_block_boundary_without_the_end_marker(tmp_path: Path) -> None:
     result = apply_layer(io.BytesIO(_damaged(cut=2048)), str(tmp_path), whiteouts="delete")
     assert result.entries == 2 and sorted(os.listdir(tmp_path)) == ["a", "b"]
