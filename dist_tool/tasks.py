@@ -148,11 +148,14 @@ def _claim(session, container: Container, **options) -> dict:
         tmp = os.path.join(base, f".new-{container.id}-{os.getpid()}-{time.monotonic_ns()}")
         os.mkdir(tmp)
         try:
-            cfg = _bundle(session, container, tmp, **options)
+            try:
+                cfg = _bundle(session, container, tmp, **options)
+            except NotFound:  # a `container rm` since we read it took the snapshot: name the container
+                _still_there(session, container)
+                raise
             with open(os.path.join(tmp, "shim.pid"), "w") as f:
                 f.write(f"{os.getpid()} {process_start(os.getpid())}\n")
             os.rename(tmp, final)
-            return cfg
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # the container has a task directory
@@ -160,10 +163,28 @@ def _claim(session, container: Container, **options) -> dict:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        else:
+            try:
+                _still_there(session, container)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)  # unclaim: nothing is mounted or started yet
+                raise
+            return cfg
         if shims.shim_alive(final):
             raise Conflict("task", container.id, "already exists")
         shims.cleanup_dead(session, container.id)
     raise Conflict("task", container.id, "already exists")
+
+
+def _still_there(session, container: Container) -> None:
+    """NotFound unless ``container`` is still the container of its ID. A ``container rm`` checks
+    for a claimed task inside its write transaction; this check is made in one too, after the
+    claim, so of an rm and a start that read the container at once exactly one wins: the rm saw
+    the claim and refused, or we see the container gone (and not a later one of the same ID)."""
+    with session.transaction():
+        current = session.containers.get(container.id)
+    if current.created_at != container.created_at:
+        raise NotFound("container", container.id, "not found (removed while its task was starting)")
 
 
 def _mount_checked(cfg: dict, container: Container) -> None:

@@ -319,6 +319,45 @@ def test_an_interrupt_before_a_foreground_shim_serves_takes_its_claim_away(bb, m
     bb.ok("c", "rm", "-f", "claimed", timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize("when", ["before-bundle", "after-bundle"])
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_a_container_rm_after_a_start_read_the_container_makes_the_start_not_find_it(bb, monkeypatch, when,
+                                                                                     detach):
+    """rm between start's read of the container and its claim saw no task and removed the container:
+    start then failed on the snapshot it had read ("snapshot ... not found") or on the mount or
+    runc's mkdir in a root that was gone (125). The start now finds the container gone (3)."""
+    from dist_tool import shims, tasks
+    from dist_tool.errors import NotFound
+    from dist_tool.session import Session
+
+    cid = f"rmrace-{when}-{int(detach)}"
+    bb.ok("c", "create", "busybox", cid, "--", "sleep", "30")
+    bundle = tasks._bundle
+
+    def bundle_with_rm(*args, **kwargs):
+        if when == "before-bundle":
+            bb.ok("c", "rm", cid)
+        cfg = bundle(*args, **kwargs)
+        if when == "after-bundle":
+            bb.ok("c", "rm", cid)
+        return cfg
+
+    monkeypatch.setattr(tasks, "_bundle", bundle_with_rm)
+    session = Session(root=str(bb.root), state=str(bb.state))
+    try:
+        with pytest.raises(NotFound) as raised:
+            if detach:
+                tasks.start_detached(session, cid)
+            else:
+                tasks.start_foreground(session, cid)
+        assert (raised.value.what, raised.value.which) == ("container", cid)
+        assert not os.path.exists(shims.task_dir(session, cid))
+    finally:
+        session.close()
+    assert bb("c", "info", cid).code == 3
+    assert_clean(bb)
+
+
 def test_force_never_kills_the_cli_named_as_a_foreground_shim(tmp_path):
     from dist_tool import shims
     from dist_tool.proc import process_start
