@@ -311,18 +311,29 @@ def remove(session, container_ids: Sequence[str], force: bool = False):
 
 def _remove_one(session, container_id: str, force: bool) -> None:
     """Record and snapshot go in one transaction (the snapshot's files are deleted as it ends)."""
-    container = session.containers.get(container_id)
-    if task_alive(session, container_id):
-        if not force:
-            raise Conflict("container", container_id, "has a live task (kill it first, or use -f)")
-        kill_task(session, container_id)
-    with session.meta.write():
-        session.containers.delete(container_id)
-        if container.snapshot_key:
-            try:
-                session.snapshotter_named(container.snapshotter).remove(container.snapshot_key)
-            except NotFound:
-                pass  # already gone: the record was the last thing to remove
+    session.containers.get(container_id)  # NotFound before anything else
+    for _ in range(3):
+        if task_alive(session, container_id):
+            if not force:
+                raise Conflict("container", container_id, "has a live task (kill it first, or use -f)")
+            kill_task(session, container_id)
+        with session.meta.write():
+            # A start that read the container before us may have claimed its task since the look
+            # above: it checks the container again in a write transaction after its claim, so a
+            # claim seen here is one whose start will run (or clean up after itself), and one not
+            # seen is one whose start will find the container gone. Look again outside the lock.
+            if task_claimed(session, container_id):
+                continue
+            container = session.containers.get(container_id)
+            session.containers.delete(container_id)
+            if container.snapshot_key:
+                try:
+                    session.snapshotter_named(container.snapshotter).remove(container.snapshot_key)
+                except NotFound:
+                    pass  # already gone: the record was the last thing to remove
+            break
+    else:  # -f killed a task three times and a start claimed another each time
+        raise Conflict("container", container_id, "has a live task (a start keeps claiming one)")
     from dist_tool import tasks
 
     tasks.forget(session, container_id)  # the last detached run's log goes with the container
@@ -338,6 +349,16 @@ def task_alive(session, container_id: str) -> bool:
     from dist_tool import shims
 
     return shims.alive_task(session, container_id)
+
+
+def task_claimed(session, container_id: str) -> bool:
+    """True while the container has a task directory, its shim alive or not (nothing is cleaned up:
+    this is asked under the store's write lock, and a cleanup records lastExit)."""
+    import os
+
+    from dist_tool import shims
+
+    return os.path.isdir(shims.task_dir(session, container_id))
 
 
 def kill_task(session, container_id: str) -> None:

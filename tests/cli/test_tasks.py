@@ -358,6 +358,44 @@ def test_a_container_rm_after_a_start_read_the_container_makes_the_start_not_fin
     assert_clean(bb)
 
 
+@pytest.mark.parametrize("force", [False, True], ids=["rm", "rm-f"])
+def test_a_start_that_claims_the_task_after_rm_looked_makes_rm_refuse_or_kill_it(bb, monkeypatch, force):
+    """A start between rm's look for a task and its transaction: rm removed the record and the
+    snapshot of a task that then ran on (its mount and runtime state left to nobody). Now rm
+    sees the claim in its transaction: without -f it refuses (4), with -f it kills the task."""
+    from dist_tool import containers
+    from dist_tool.errors import Conflict
+    from dist_tool.session import Session
+
+    cid = f"startrace-{int(force)}"
+    bb.ok("c", "create", "busybox", cid, "--", "sleep", "30")
+    looked = containers.task_alive
+    started = []
+
+    def looked_then_started(session, container_id):
+        alive = looked(session, container_id)
+        if not started:
+            started.append(bb.ok("task", "start", "-d", cid, timeout=TIMEOUT))
+        return alive
+
+    monkeypatch.setattr(containers, "task_alive", looked_then_started)
+    session = Session(root=str(bb.root), state=str(bb.state))
+    try:
+        removed, _, error = containers.remove(session, [cid], force=force)
+    finally:
+        session.close()
+    assert started
+    if force:
+        assert (removed, error) == ([cid], None)
+        assert bb("c", "info", cid).code == 3
+        assert cid not in tasks(bb)
+    else:
+        assert removed == [] and isinstance(error, Conflict)
+        assert tasks(bb)[cid]["status"] == "running"
+        bb.ok("c", "rm", "-f", cid, timeout=TIMEOUT)
+    assert_clean(bb)
+
+
 def test_force_never_kills_the_cli_named_as_a_foreground_shim(tmp_path):
     from dist_tool import shims
     from dist_tool.proc import process_start
