@@ -18,6 +18,16 @@ def process_start(pid: int) -> str | None:
     return fields[19]
 
 
+def stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP, SIGTSTP) or traced (state T or t in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] in ("T", "t")
+
+
 def alive(pid: int | None, start: str | None) -> bool:
     return pid is not None and start is not None and process_start(pid) == start
 

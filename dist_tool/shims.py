@@ -70,6 +70,8 @@ def connect(session, container_id: str, timeout: float | None = CALL_TIMEOUT):
     while True:
         try:
             return Client(path, timeout)
+        except TimeoutError:  # its listen backlog is full: nobody accepts
+            raise unanswered(session, container_id, timeout) from None
         except (FileNotFoundError, ConnectionRefusedError):
             # Starting (not listening yet) or exiting (socket closed): look again shortly.
             if not os.path.isdir(path) or not shim_alive(path):
@@ -88,7 +90,25 @@ def call(session, container_id: str, request: dict, timeout: float | None = CALL
         except ConnectionError:
             raise NotFound("task", container_id, "exited") from None
         except TimeoutError:
-            raise Unavailable("task", container_id, "its shim did not answer in time") from None
+            raise unanswered(session, container_id, timeout) from None
+
+
+def unanswered(session, container_id: str, waited: float | None) -> Unavailable:
+    """The error for a shim that did not answer a request in ``waited`` seconds: which process
+    it is, whether it is stopped, and what the user can do, since "timed out" named nothing."""
+    from dist_tool.proc import stopped
+
+    in_time = f"in {waited:g} s" if waited else "in time"
+    shim = read_pid(os.path.join(task_dir(session, container_id), "shim.pid"))
+    if shim is None:
+        return Unavailable("task", container_id, f"its shim did not answer {in_time}")
+    pid = shim[0]
+    if stopped(pid):
+        return Unavailable("task", container_id, f"its shim (pid {pid}) is stopped and did not answer "
+                           f"{in_time}: resume it (kill -CONT {pid}) or end the task (dist task rm -f "
+                           f"{container_id})")
+    return Unavailable("task", container_id, f"its shim (pid {pid}) did not answer {in_time}: "
+                       f"end the task (dist task rm -f {container_id}) if it stays hung")
 
 
 def checked(container_id: str, reply: dict) -> dict:

@@ -49,6 +49,7 @@ FORCE_CALL_TIMEOUT = 3.0  # rm -f: a shim this slow to take a SIGKILL is taken f
 UNANSWERED_SHIM_GRACE = 1.0  # ... and gets this long to go by itself before it is killed too
 LIST_CALL_TIMEOUT = 5.0  # for all tasks at once: long enough for a loaded machine, short for a stuck shim
 SHIM_EXIT_WAIT = 5.0  # after a wait returns, how long we let the shim finish removing its state
+EXEC_CALL_TIMEOUT = 60.0  # an exec's start: the runtime's exec may be slow on a loaded machine
 _BOOT = ("import sys;sys.path.insert(0,sys.argv[1]);"
          "from dist_tool.shim.__main__ import main;sys.exit(main(sys.argv[2:]))")
 # What a ``run --rm -d`` shim becomes once its task has exited and it has cleaned up: the CLI
@@ -665,7 +666,7 @@ def exec_detached(session, container_id: str, exec_id: str, args: Sequence[str],
     _check_exec(session, container_id, process)
     request = {"op": "exec", "exec": exec_id, "detach": True, "terminal": tty, "process": process}
     _check_request_size(exec_id, request)
-    reply = shims.call(session, container_id, request, timeout=60.0)
+    reply = shims.call(session, container_id, request, timeout=EXEC_CALL_TIMEOUT)
     return int(reply["pid"])
 
 
@@ -690,7 +691,7 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
     from dist_tool import terminal
 
     container = _task_container(session, container_id)
-    client = shims.connect(session, container_id, timeout=60.0)
+    client = shims.connect(session, container_id, timeout=EXEC_CALL_TIMEOUT)
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
     saved = {}
     try:
@@ -721,6 +722,8 @@ def exec_foreground(session, container_id: str, exec_id: str, args: Sequence[str
         terminal.attach(master, stdio)
         client.settimeout(None)
         return int(shims.checked(container_id, client.receive())["status"])
+    except TimeoutError:  # only the exec's start has a timeout: a stopped or hung shim
+        raise shims.unanswered(session, container_id, EXEC_CALL_TIMEOUT) from None
     except ConnectionError:
         path = shims.task_dir(session, container_id)
         # A killed shim's descriptors close (our end sees it) a moment before its process is

@@ -618,6 +618,37 @@ def test_a_stopped_shim_is_listed_from_the_runtime_and_rm_force_removes_its_task
     assert bb("c", "info", "frozen").code == 3
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+def test_an_exec_on_a_stopped_shim_names_the_shim_and_what_to_do(bb, monkeypatch, detach):
+    """A SIGSTOPped shim takes the exec's connection (its listen backlog) and never answers: the
+    foreground exec failed after 60 s with "I/O error: timed out". The 60 s are shortened here, in
+    this process only."""
+    from dist_tool import tasks as task_ops
+    from dist_tool.errors import Unavailable
+    from dist_tool.session import Session
+
+    cid = f"stoppedshim-{int(detach)}"
+    bb.ok("run", "-d", "busybox", cid, "--", "sleep", "1000")
+    shim = tasks(bb)[cid]["shimPid"]
+    monkeypatch.setattr(task_ops, "EXEC_CALL_TIMEOUT", 0.5)
+    session = Session(root=str(bb.root), state=str(bb.state))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.kill(shim, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unavailable) as raised:
+            if detach:
+                task_ops.exec_detached(session, cid, "e1", ["true"])
+            else:
+                task_ops.exec_foreground(session, cid, "e1", ["true"], stdio=(null, null, null))
+    finally:
+        os.kill(shim, signal.SIGCONT)
+        os.close(null)
+        session.close()
+    assert str(raised.value) == (f"task {cid}: its shim (pid {shim}) is stopped and did not answer in 0.5 s: "
+                                 f"resume it (kill -CONT {shim}) or end the task (dist task rm -f {cid})")
+    bb.ok("c", "rm", "-f", cid, timeout=TIMEOUT)
+
+
 def test_a_foreground_exec_of_long_arguments_reaches_the_shim_whole(bb):
     """Its request carries our stdio as descriptors: one sendmsg sent only what the socket's
     buffer took, and the shim waited for the rest of the line until the exec timed out (125)."""
