@@ -20,6 +20,13 @@ DRAIN_SECONDS = 2.0  # how long the exit path waits for exec'd processes the ker
 EXITED_EXECS_KEPT = 64
 
 
+def _hung_up(conn: Conn) -> bool:
+    """Whether the other end of ``conn`` has closed (its request is still read from the buffer)."""
+    poller = select.poll()
+    poller.register(conn.sock.fileno(), select.POLLRDHUP)
+    return any(events & (select.POLLHUP | select.POLLRDHUP) for _, events in poller.poll(0))
+
+
 class Exec:
     __slots__ = ("id", "pid", "status", "exited_at", "waiters", "master", "out")
 
@@ -68,6 +75,10 @@ class Execs:
         console = None
         opened: list[int] = []
         try:
+            if _hung_up(conn):
+                # Its CLI gave up waiting (this shim was stopped, or slow) and reported the exec
+                # failed: started now, it would run unasked, a foreground one on that CLI's stdio.
+                raise Refused("failed", f"exec {exec_id}: its requester hung up before it started")
             with open(process_file, "w") as f:
                 f.write(proto.dumps({**req["process"], "terminal": terminal}))
             if terminal:

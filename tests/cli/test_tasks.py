@@ -637,15 +637,18 @@ def test_an_exec_on_a_stopped_shim_names_the_shim_and_what_to_do(bb, monkeypatch
     try:
         with pytest.raises(Unavailable) as raised:
             if detach:
-                task_ops.exec_detached(session, cid, "e1", ["true"])
+                task_ops.exec_detached(session, cid, "e1", ["sh", "-c", ": > /late"])
             else:
-                task_ops.exec_foreground(session, cid, "e1", ["true"], stdio=(null, null, null))
+                task_ops.exec_foreground(session, cid, "e1", ["sh", "-c", ": > /late"], stdio=(null, null, null))
     finally:
         os.kill(shim, signal.SIGCONT)
         os.close(null)
         session.close()
     assert str(raised.value) == (f"task {cid}: its shim (pid {shim}) is stopped and did not answer in 0.5 s: "
                                  f"resume it (kill -CONT {shim}) or end the task (dist task rm -f {cid})")
+    # Resumed, the shim reads the request its CLI gave up on: it must not start the exec it was
+    # told had failed (a foreground one would have written to that CLI's terminal, unasked).
+    bb.ok("task", "exec", cid, "--exec-id", "check", "--", "sh", "-c", "sleep 1; test ! -e /late", timeout=TIMEOUT)
     bb.ok("c", "rm", "-f", cid, timeout=TIMEOUT)
 
 
