@@ -199,7 +199,11 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
     except NotFound:
         _refuse_removed(session, image)  # an rmi since the lookup: "incomplete" would blame the store
         raise
-    _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
+    try:
+        _refuse_existing_snapshot(snapshotter, container_id)  # before an unpack, which would stay
+    except AlreadyExists:
+        _refuse_existing(session, container_id)  # another create of this ID won since our look: name that
+        raise
     record = Container(container_id, name, runtime_name=options.runtime, spec=spec,
                        snapshotter=snapshotter.name, snapshot_key=container_id,
                        labels=validate.apply_labels(image_labels(rootfs.config), checked["labels"]))

@@ -229,6 +229,32 @@ def test_duplicate_is_exit_4_and_keeps_the_first(bb):
     assert ls(bb)[0]["labels"] == {"n": "1"}
 
 
+def test_a_create_that_loses_to_another_of_its_id_names_the_container(bb, monkeypatch):
+    """Two creates (or runs) of one ID at once: the one that looked for the container before the
+    other inserted it found the other's snapshot next and said "snapshot ID: already exists"."""
+    from dist_tool import containers
+    from dist_tool.errors import AlreadyExists
+    from dist_tool.session import Session
+
+    looked = containers._refuse_existing
+    raced = []
+
+    def looked_then_raced(session, container_id):
+        looked(session, container_id)
+        if not raced:
+            raced.append(bb.ok("c", "create", "busybox", container_id))
+
+    monkeypatch.setattr(containers, "_refuse_existing", looked_then_raced)
+    session = Session(root=str(bb.root), state=str(bb.state))
+    try:
+        with pytest.raises(AlreadyExists) as raised:
+            containers.create(session, "busybox", "twin", containers.CreateOptions())
+    finally:
+        session.close()
+    assert raced and str(raised.value) == "container twin: already exists"
+    assert [c["id"] for c in ls(bb)] == ["twin"]
+
+
 def test_label_set_and_remove_keep_created_at(bb):
     bb.ok("c", "create", "busybox", "web", "--label", "app=web")
     first = ls(bb)[0]
