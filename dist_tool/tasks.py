@@ -97,6 +97,10 @@ def runtime_binary(container: Container) -> str:
     wanted = default_binary() if name in DEFAULT_RUNTIMES else name
     found = shutil.which(wanted)
     if found is None:
+        there = shutil.which(wanted, mode=os.F_OK)
+        if there is not None:  # which() skips what it may not execute: "not found" blamed a file that is there
+            where = "" if os.sep in wanted else f" ({os.path.abspath(there)})"
+            raise TaskFailed("runtime", wanted, f"is not executable{where}")
         raise TaskFailed("runtime", wanted, "not found (install runc, or set DIST_RUNTIME)")
     return os.path.abspath(found)
 

@@ -11,6 +11,7 @@ from _signal import SIGKILL
 
 from dist_tool.shim import host, proto
 from dist_tool.shim.proto import Refused
+from dist_tool.shim.runc import read_pid_file
 
 TYPE_CHECKING = False  # not typing's: typing imports re and enum, a megabyte a shim cannot spare
 if TYPE_CHECKING:
@@ -97,8 +98,7 @@ class Execs:
                 stdio = (null, out, out)
             shim.runc.exec_detached(shim.id, process_file, pid_file, stdio,
                                     console.for_pid(posix.getpid()) if console else None)
-            with open(pid_file) as f:
-                ex.pid = int(f.read().strip())
+            ex.pid = read_pid_file(pid_file)
             master = console.receive_master() if console else -1
         except BaseException:
             if console is not None:

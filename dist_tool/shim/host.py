@@ -231,6 +231,10 @@ def run(argv: list[str], stdin: int | None = None, stdout: int | None = None,
         ends.append(given)
     try:
         pid = spawn(argv, (stdin, ends[0], ends[1]))
+    except BaseException:
+        for fd in captured:  # nothing will read them: a long-lived shim would keep them all
+            posix.close(fd)
+        raise
     finally:
         for fd in ours:
             posix.close(fd)

@@ -66,6 +66,23 @@ def _last_error(log_path: str, stderr: bytes) -> str:
     return message or "the runtime failed without saying why"
 
 
+def cannot_run(binary: str, error: OSError) -> str:
+    """Why ``binary`` could not be executed, in words that do not blame a file that is there."""
+    if error.errno == 2 and posix.access(binary, posix.F_OK):  # ENOENT of a script whose #! is missing
+        return f"runtime {binary}: cannot be run: the interpreter its #! line names was not found"
+    return f"runtime {binary}: cannot be run: {error.strerror or error}"
+
+
+def read_pid_file(path: str) -> int:
+    """The pid the runtime wrote to ``--pid-file``; RuntimeFailure when it exited 0 and wrote none."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        raise RuntimeFailure("the runtime reported success but wrote no process id (--pid-file): "
+                             "is it a runtime with runc's command line?") from None
+
+
 class Runc:
     """One runtime binary and its state directory (``--root``)."""
 
@@ -82,10 +99,13 @@ class Runc:
             posix.truncate(self.log, 0)
         except OSError:
             pass
-        if stdio is None:
-            status, out, err = host.run(self.argv(*args))
-        else:
-            status, out, err = host.run(self.argv(*args), *stdio)
+        try:
+            if stdio is None:
+                status, out, err = host.run(self.argv(*args))
+            else:
+                status, out, err = host.run(self.argv(*args), *stdio)
+        except OSError as e:  # its exec failed: the runtime never ran, so there is no account of its own
+            raise RuntimeFailure(cannot_run(self.binary, e)) from None
         if status != 0 and check:
             if status - 128 in INTERRUPTS:  # ^C to the whole process group reached the runtime too
                 raise RuntimeFailure(f"interrupted: the runtime was stopped by signal {status - 128}", status)

@@ -28,7 +28,7 @@ import time
 
 from dist_tool.shim import host, proto
 from dist_tool.shim.proto import Refused
-from dist_tool.shim.runc import Runc, RuntimeFailure
+from dist_tool.shim.runc import Runc, RuntimeFailure, read_pid_file
 
 TYPE_CHECKING = False  # not typing's: typing imports re and enum, a megabyte a shim cannot spare
 if TYPE_CHECKING:
@@ -129,8 +129,7 @@ class Shim:
         finally:
             for fd in opened:
                 posix.close(fd)
-        with open(pid_file) as f:
-            self.pid = int(f.read().strip())
+        self.pid = read_pid_file(pid_file)
         if console is not None:
             self.status = "created"
             self.master = console.receive_master()

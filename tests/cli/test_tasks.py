@@ -259,6 +259,42 @@ def test_a_runtime_interrupted_at_start_is_130_and_run_rm_leaves_nothing(bb, tmp
     assert bb("c", "info", "intr").code == 3
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detached"])
+@pytest.mark.parametrize("runtime, mode, why", [
+    ("plain-file", 0o644, "runtime {path}: is not executable"),
+    ("lost-interpreter", 0o755, "task {cid}: runtime {path}: cannot be run: the interpreter its #! line names "
+                                "was not found"),
+    ("does-nothing", 0o755, "task {cid}: the runtime reported success but wrote no process id (--pid-file): "
+                            "is it a runtime with runc's command line?"),
+])
+def test_a_runtime_that_cannot_run_or_starts_nothing_is_one_line_and_leaves_nothing(bb, tmp_path, runtime, mode,
+                                                                                     why, detach):
+    """Said before: "not found" of a file that is there, "[Errno 2] No such file or directory:"
+    naming the runtime (its #! interpreter was missing) or the init.pid it never wrote."""
+    path = tmp_path / runtime
+    path.write_text({"plain-file": "#!/bin/sh\n", "lost-interpreter": "#!/nonexistent/sh\n",
+                     "does-nothing": "#!/bin/sh\nexit 0\n"}[runtime])
+    path.chmod(mode)
+    cid = f"rt-{runtime}-{int(detach)}"
+    r = bb("run", *(["-d"] if detach else []), "busybox", cid, "--", "true", env={"DIST_RUNTIME": str(path)},
+           timeout=TIMEOUT)
+    assert (r.code, r.stderr) == (125, f"dist: error: {why.format(path=path, cid=cid)}\n")
+    assert_clean(bb)
+    bb.ok("c", "rm", cid)
+
+
+def test_an_exec_the_runtime_reports_started_but_did_not_is_one_line(bb, tmp_path):
+    runtime = tmp_path / "exec-nothing-runc"
+    runtime.write_text(f"#!/bin/sh\ncase \" $* \" in *\" exec \"*) exit 0;; esac\nexec {shutil.which('runc')} \"$@\"\n")
+    runtime.chmod(0o755)
+    bb.ok("run", "-d", "busybox", "noexec", "--", "sleep", "30", env={"DIST_RUNTIME": str(runtime)})
+    r = bb("task", "exec", "noexec", "--exec-id", "e", "--", "true", timeout=TIMEOUT)
+    assert (r.code, r.stderr) == (125, "dist: error: task noexec: the runtime reported success but wrote no "
+                                       "process id (--pid-file): is it a runtime with runc's command line?\n")
+    assert tasks(bb)["noexec"]["status"] == "running"
+    bb.ok("c", "rm", "-f", "noexec", timeout=TIMEOUT)
+
+
 def test_a_runtime_that_fails_a_pause_or_kill_is_exit_1_not_125(bb, tmp_path):
     """125 is for the commands that pass a task's status through (SPEC); task pause, resume and
     kill are not among them, so the runtime's refusal is the operation failing: 1."""
