@@ -18,8 +18,10 @@ and ``shim.log``, a detached shim's own diagnostics.
 
 Claiming a task is one ``rename(2)`` of a fully written directory into place, so
 two starts of one container cannot both win, and no lock is held while the task
-runs. A task whose ``shim.pid`` process is gone is cleaned up by whichever
-command finds it first: runtime state, mount and directory, and a ``lastExit``
+runs. A start reads its container again after the claim, and ``container rm`` looks
+for a claim, each in a write transaction: of a start and an rm, exactly one wins.
+A task whose ``shim.pid`` process is gone is cleaned up by whichever command finds
+it first: runtime state, mount and directory, and a ``lastExit``
 of 137 when the init was still running (we kill it), the status in ``exit`` when
 the shim saw the init exit before it died, or 255 when nobody saw it exit.
 """
