@@ -122,10 +122,16 @@ class Shim:
         stdio, opened = self._init_stdio()
         pid_file = f"{self.dir}/init.pid"
         try:
-            if console is None:  # nothing to do between create and start: one runtime call
-                self.runc.run_detached(self.id, self.dir, pid_file, stdio)
-            else:
-                self.runc.create(self.id, self.dir, pid_file, stdio, console.for_pid(posix.getpid()))
+            for retry in (False, True):
+                try:
+                    if console is None:  # nothing to do between create and start: one runtime call
+                        self.runc.run_detached(self.id, self.dir, pid_file, stdio)
+                    else:
+                        self.runc.create(self.id, self.dir, pid_file, stdio, console.for_pid(posix.getpid()))
+                    break
+                except RuntimeFailure as e:
+                    if retry or not self._removed_stale_state(e):
+                        raise
         finally:
             for fd in opened:
                 posix.close(fd)
@@ -137,6 +143,20 @@ class Shim:
             self.runc.start(self.id)
         self.status = "running"
         self.started_at = time.time()
+
+    def _removed_stale_state(self, failure: RuntimeFailure) -> bool:
+        """Whether the runtime refused the ID for a stopped container of an earlier task, and
+        that state is now deleted. Only there when the runtime failed the delete at that task's
+        end: every later start of the container failed "container with given ID already exists".
+        We hold the task's claim, so no live task of ours has this ID; a stopped one runs nothing.
+        Looked at only on that failure, so a start costs no runtime call more."""
+        if "already exists" not in failure.message:
+            return False
+        state = self.runc.state(self.id)
+        if state is None or state.get("status") != "stopped":
+            return False
+        self.runc.delete(self.id, force=False)
+        return True
 
     def _init_stdio(self) -> tuple[tuple[int, int, int], list[int]]:
         """The init's stdio and the descriptors we opened for it (closed once it has them)."""

@@ -295,6 +295,29 @@ def test_an_exec_the_runtime_reports_started_but_did_not_is_one_line(bb, tmp_pat
     bb.ok("c", "rm", "-f", "noexec", timeout=TIMEOUT)
 
 
+def test_a_runtime_state_left_by_a_failed_delete_does_not_block_the_next_start(bb, tmp_path):
+    """A runtime whose delete failed once at a task's end kept a stopped container of the ID, and
+    every later start of it failed: "container with given ID already exists" (125)."""
+    broken = tmp_path / "delete-broken"
+    broken.touch()
+    runtime = tmp_path / "undeleting-runc"
+    runtime.write_text(f"#!/bin/sh\ncase \" $* \" in *\" delete \"*) test -e {broken} && exit 1;; esac\n"
+                       f"exec {shutil.which('runc')} \"$@\"\n")
+    runtime.chmod(0o755)
+    env = {"DIST_RUNTIME": str(runtime)}
+    bb.ok("run", "-d", "busybox", "stale", "--", "true", env=env)
+    assert bb("task", "wait", "stale", timeout=TIMEOUT).code == 0
+    runc_root = bb.state / ".runc" / "default"
+    listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
+    assert "stale" in listed.stdout.split()  # what the failed delete left
+    broken.unlink()
+    bb.ok("task", "start", "stale", env=env, timeout=TIMEOUT)
+    bb.ok("task", "start", "-d", "stale", env=env, timeout=TIMEOUT)
+    assert bb("task", "wait", "stale", timeout=TIMEOUT).code == 0
+    assert_clean(bb)
+    bb.ok("c", "rm", "stale")
+
+
 def test_a_runtime_that_fails_a_pause_or_kill_is_exit_1_not_125(bb, tmp_path):
     """125 is for the commands that pass a task's status through (SPEC); task pause, resume and
     kill are not among them, so the runtime's refusal is the operation failing: 1."""
