@@ -563,10 +563,15 @@ def kill_and_wait(session, container_id: str, timeout: float) -> None:
 
 
 def remove(session, container_id: str, force: bool = False) -> None:
-    """``task rm``: a created task is removed; a running or paused one only with ``force``."""
-    status = info(session, container_id).status
-    if status in ("running", "paused") and not force:
-        raise Conflict("task", container_id, f"is {status} (kill it first, or use -f)")
+    """``task rm``: a created task is removed; a running or paused one only with ``force``, which
+    needs no answer from the shim: a stopped or hung one is killed with its task (as ``rm -f``)."""
+    if force:
+        if not shims.alive_task(session, container_id):  # a dead shim's task is cleaned up here
+            raise NotFound("task", container_id, "not found")
+    else:
+        status = info(session, container_id).status
+        if status in ("running", "paused"):
+            raise Conflict("task", container_id, f"is {status} (kill it first, or use -f)")
     kill_and_wait(session, container_id, timeout=10.0)
 
 

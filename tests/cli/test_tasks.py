@@ -711,6 +711,28 @@ def test_an_exec_on_a_stopped_shim_names_the_shim_and_what_to_do(bb, monkeypatch
     bb.ok("c", "rm", "-f", cid, timeout=TIMEOUT)
 
 
+def test_task_rm_force_removes_a_task_whose_shim_is_stopped(bb):
+    """It asked the shim for the task's status first, and failed (1) when no answer came."""
+    bb.ok("run", "-d", "busybox", "stoppedrm", "--", "sleep", "1000")
+    shim = tasks(bb)["stoppedrm"]["shimPid"]
+    os.kill(shim, signal.SIGSTOP)
+    try:
+        r = bb("task", "rm", "-f", "stoppedrm", timeout=TIMEOUT)
+        assert (r.code, r.stderr) == (0, "")
+    finally:
+        try:
+            os.kill(shim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "stoppedrm" not in tasks(bb)
+    # 255, "nobody saw it exit": its init was SIGKILLed while its shim was stopped (as rm -f does)
+    assert last_exit(bb, "stoppedrm")["status"] == 255
+    r = bb("task", "rm", "-f", "stoppedrm")
+    assert (r.code, r.stderr) == (3, "dist: error: task stoppedrm: not found\n")
+    assert_clean(bb)
+    bb.ok("c", "rm", "stoppedrm")
+
+
 def test_a_foreground_exec_of_long_arguments_reaches_the_shim_whole(bb):
     """Its request carries our stdio as descriptors: one sendmsg sent only what the socket's
     buffer took, and the shim waited for the rest of the line until the exec timed out (125)."""
