@@ -323,15 +323,32 @@ def test_bytes_through_stdin_are_bounded_json(dist, tmp_path):
     assert result.code == 1 and "larger than" in result.stderr
 
 
-def _with_extra_member(archive: Path, out: Path, name: str, data: bytes) -> Path:
-    """``archive`` with one more regular-file member that nothing in it references."""
+def _file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _copied_tar(archive: Path, out: Path, edit=None, append: dict[str, bytes] | None = None) -> Path:
+    """``archive`` copied member by member into ``out``. ``edit(member)`` returns None to copy the
+    member, or what to write in its place: ``(TarInfo, bytes)`` pairs, and the member itself to keep
+    it. ``append`` adds regular files at the end."""
     with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
         for member in src:
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        dst.addfile(info, io.BytesIO(data))
+            for entry in [member] if edit is None or (replaced := edit(member)) is None else replaced:
+                if entry is member:
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+                else:
+                    dst.addfile(entry[0], io.BytesIO(entry[1]))
+        for name, data in (append or {}).items():
+            info, data = _file_member(name, data)
+            dst.addfile(info, io.BytesIO(data))
     return out
+
+
+def _with_extra_member(archive: Path, out: Path, name: str, data: bytes) -> Path:
+    """``archive`` with one more regular-file member that nothing in it references."""
+    return _copied_tar(archive, out, append={name: data})
 
 
 @pytest.mark.parametrize("kind,member", [
@@ -357,14 +374,8 @@ def test_a_docker_member_listed_twice_keeps_only_the_copy_imported(dist, umoci_i
     earlier copy was stored too, and left behind when the import succeeded."""
     config = umoci_image.config_digest.split(":")[1] + ".json"  # where skopeo's docker-archive keeps it
     junk = b'{"a copy": "the archive replaces"}'
-    out = tmp_path / "twice.tar"
-    with tarfile.open(umoci_image.docker_archive) as src, tarfile.open(out, "w") as dst:
-        for member in src:
-            if member.name == config:
-                info = tarfile.TarInfo(config)
-                info.size = len(junk)
-                dst.addfile(info, io.BytesIO(junk))
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    out = _copied_tar(umoci_image.docker_archive, tmp_path / "twice.tar",
+                      lambda m: [_file_member(config, junk), m] if m.name == config else None)
     assert junk in out.read_bytes()
     dist.ok("images", "import", "--no-unpack", str(out))
     stored = set(dist.ok("content", "ls", "-q").lines)
@@ -875,15 +886,8 @@ def test_a_snapshotter_cache_that_cannot_be_written_is_only_a_cache(dist):
 
 def _docker_archive_with_manifest(archive: Path, out: Path, manifest: bytes) -> Path:
     """``archive`` (a docker-save tar) with its manifest.json replaced by ``manifest``."""
-    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
-        for member in src:
-            if member.name.lstrip("./") == "manifest.json":
-                continue
-            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        dst.addfile(info, io.BytesIO(manifest))
-    return out
+    return _copied_tar(archive, out, lambda m: [] if m.name.lstrip("./") == "manifest.json" else None,
+                       append={"manifest.json": manifest})
 
 
 def test_a_docker_manifest_nested_too_deeply_is_bad_content(dist, imported, tmp_path):
@@ -929,15 +933,8 @@ def test_a_docker_archive_layer_in_a_compression_no_layer_holds_is_refused_at_im
         entry = json.loads(src.extractfile("manifest.json").read())[0]
         first = entry["Layers"][0]
         packed = (bz2.compress if packer == "bzip2" else lzma.compress)(src.extractfile(first).read())
-    out = tmp_path / "packed.tar"
-    with tarfile.open(imported.docker_archive) as src, tarfile.open(out, "w") as dst:
-        for member in src:
-            if member.name == first:
-                info = tarfile.TarInfo(first)
-                info.size = len(packed)
-                dst.addfile(info, io.BytesIO(packed))
-            else:
-                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    out = _copied_tar(imported.docker_archive, tmp_path / "packed.tar",
+                      lambda m: [_file_member(first, packed)] if m.name == first else None)
     before = store_fingerprint(dist.root)
     result = dist("images", "import", "--no-unpack", str(out))
     assert result.code == 1, result.stderr
