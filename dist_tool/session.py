@@ -166,13 +166,18 @@ class Session:
         where it is used, not when the session is made: ``--help`` must work whatever it says."""
         if self.snapshotter_name is None:
             return self.default_snapshotter()
+        return self.known_snapshotter(self.snapshotter_name)
+
+    @staticmethod
+    def known_snapshotter(name: str) -> str:
+        """``name`` when the store has a snapshotter of that name; InvalidArgument otherwise."""
         from dist_tool.store.snapshots import SNAPSHOTTERS
 
-        if self.snapshotter_name not in SNAPSHOTTERS:
+        if name not in SNAPSHOTTERS:
             from dist_tool.errors import InvalidArgument
 
-            raise InvalidArgument("snapshotter", self.snapshotter_name, "unknown: choose overlayfs or native")
-        return self.snapshotter_name
+            raise InvalidArgument("snapshotter", name, f"unknown: choose {' or '.join(SNAPSHOTTERS)}")
+        return name
 
     def default_snapshotter(self) -> str:
         if self.address:

@@ -46,17 +46,15 @@ def _checked_image(image):
     return image
 
 
-def _checked_container(container: Container) -> Container:
+def _checked_container(s, container: Container) -> Container:
     """A snapshotter the store does not have made a record that ``container rm`` (even -f) could
     never remove: it looks the snapshotter up to remove the container's snapshot. A lastExit that
     is not ``{"status": int, "exitedAt": time}`` made ``container info`` an internal error."""
-    from dist_tool.store.snapshots import SNAPSHOTTERS
-
     identifier("container id", container.id)
     validate.labels(container.labels)
     validate.runtime_name(container.runtime_name)
-    if container.snapshotter and container.snapshotter not in SNAPSHOTTERS:
-        raise InvalidArgument("snapshotter", container.snapshotter, f"unknown: choose {' or '.join(SNAPSHOTTERS)}")
+    if container.snapshotter:
+        s.known_snapshotter(container.snapshotter)
     if container.last_exit is not None:
         last_exit = Fields(container.last_exit, "container.lastExit")
         last_exit.get("status", int)
@@ -275,13 +273,13 @@ def _containers_get(h, s, q, cid):
 
 @route("POST", "/containers")
 def _containers_create(h, s, q):
-    h.reply(201, wire.container_to(s.containers.create(_checked_container(wire.container_from(h.body())))))
+    h.reply(201, wire.container_to(s.containers.create(_checked_container(s, wire.container_from(h.body())))))
 
 
 @route("PATCH", "/containers/(?P<cid>[^/]+)")
 def _containers_update(h, s, q, cid):
     body = Fields(h.body(), "request body")
-    c: Container = _checked_container(wire.container_from(body.get("container", dict)))
+    c: Container = _checked_container(s, wire.container_from(body.get("container", dict)))
     _same_as_route("container", c.id, "id", cid)
     h.reply(200, wire.container_to(s.containers.update(c, *body.string_list("fieldpaths"))))
 
