@@ -308,17 +308,19 @@ def start_detached(session, container_id: str, *, log: str | None = None, null_i
 
     container = _task_container(session, container_id)
     log_file = None if null_io else _log_target(session, container_id, log)
+    # --null-io writes no log, yet this is now the last detached run: its log is the empty
+    # store log, or `task logs` would print an earlier run's output as this one's.
+    emptied = log_file or _log_target(session, container_id, None)
     os.makedirs(persist_dir(session, container_id), exist_ok=True)
     package_parent = _package_parent()
     # ``remove`` (run --rm -d): the shim, its task gone and cleaned up, execs `container rm`.
     then = _remove_command(session, container_id) if remove else None
     cfg = _claim(session, container, detached=True, log=log_file, null_io=null_io, record_exit=True, then=then)
-    if log_file is not None:
-        try:
-            _prepare_log(session, container_id, log_file)
-        except BaseException:
-            shutil.rmtree(cfg["dir"], ignore_errors=True)  # unclaim: nothing was mounted or started yet
-            raise
+    try:
+        _prepare_log(session, container_id, emptied)
+    except BaseException:
+        shutil.rmtree(cfg["dir"], ignore_errors=True)  # unclaim: nothing was mounted or started yet
+        raise
     _mount_checked(cfg, container)
     argv = [sys.executable, "-I", "-S", "-c", _BOOT, package_parent, os.path.join(cfg["dir"], "shim.json")]
     r, w = os.pipe()

@@ -596,6 +596,23 @@ def test_a_refused_second_start_keeps_the_running_tasks_log(bb, tmp_path, own_fi
     bb.ok("c", "rm", "-f", "ticking", timeout=TIMEOUT)
 
 
+def test_logs_after_a_null_io_detached_run_are_not_the_runs_before(bb, tmp_path):
+    """SPEC: `task logs` prints the log of the last detached run; one with --null-io wrote none, so
+    the earlier run's output (in the store's log or a --log file) is not its."""
+    own = tmp_path / "own.log"
+    bb.ok("c", "create", "busybox", "nul", "--", "sh", "-c", "echo earlier")
+    for log in ([], ["--log", str(own)]):
+        bb.ok("task", "start", "-d", *log, "nul", timeout=TIMEOUT)
+        assert bb("task", "wait", "nul", timeout=TIMEOUT).code == 0
+        assert bb.ok("task", "logs", "nul").stdout == "earlier\n"
+        bb.ok("task", "start", "-d", "--null-io", "nul", timeout=TIMEOUT)
+        assert bb("task", "wait", "nul", timeout=TIMEOUT).code == 0
+        r = bb("task", "logs", "nul")
+        assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    assert own.read_text() == "earlier\n"  # the --log file is the user's: only its own run empties it
+    bb.ok("c", "rm", "nul")
+
+
 def test_logs_of_a_container_whose_tasks_ran_in_the_foreground_are_empty(bb):
     """SPEC: logs exit 3 only when the container never had a task."""
     bb.ok("c", "create", "busybox", "fgl", "--", "echo", "hi")
