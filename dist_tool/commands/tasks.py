@@ -152,13 +152,14 @@ def exec_(ctx: typer.Context, container_id: ContainerArg,
 
 
 @app.command("ps")
-def ps(ctx: typer.Context, container_id: ContainerArg, json_: JsonOpt = False) -> None:
+def ps(ctx: typer.Context, container_id: ContainerArg, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """The task's processes: PID, COMMAND."""
     from dist_tool import tasks
     from dist_tool.render import Col
 
     s = session(ctx)
-    s.render.records(tasks.ps(s, container_id), (Col("PID", "pid"), Col("COMMAND", "command")), as_json=json_)
+    s.render.records(tasks.ps(s, container_id), (Col("PID", "pid"), Col("COMMAND", "command")), as_json=json_,
+                     quiet=quiet, key="pid")
 
 
 @app.command("pause")

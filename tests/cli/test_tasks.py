@@ -535,6 +535,9 @@ def test_detached_task_lives_on_and_every_command_works_on_it(bb):
 
     pids = [p["pid"] for p in bb.ok("task", "ps", "web", "--json").json]
     assert t["pid"] in pids
+    # SPEC: a command that lists things takes -q, identifiers (here pids) one per line.
+    assert str(t["pid"]) in bb.ok("task", "ps", "-q", "web").lines
+    assert all(line.isdigit() for line in bb.ok("task", "ps", "--quiet", "web").lines)
     r = bb("task", "exec", "web", "--exec-id", "e1", "--", "sh", "-c", "echo from-exec; exit 5")
     assert (r.code, r.stdout) == (5, "from-exec\n")
     r = bb("task", "exec", "web", "--exec-id", "e2", "--", "nosuch")
