@@ -52,15 +52,10 @@ def _utc_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
-def age(t: float | None, now: float | None = None) -> str:
-    if t is None:
-        return "-"
-    seconds = max(0, int((now or time.time()) - t))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n > 1 else ''} ago"
-    return "just now" if seconds < 2 else f"{seconds} seconds ago"
+def stamp(t: float | None) -> str:
+    """A table's time: the RFC 3339 UTC string the record's JSON holds (SPEC gives tables no other
+    format), or "-" for none."""
+    return rfc3339(t) or "-"
 
 
 def short_digest(digest: str | None) -> str:

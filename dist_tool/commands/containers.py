@@ -34,10 +34,10 @@ def create_options(args, label, env, cwd, user, mount, net_host, read_only, tty,
 
 
 def _columns():
-    from dist_tool.render import Col, age, labels_text
+    from dist_tool.render import Col, labels_text, stamp
 
     return (Col("ID", "id"), Col("IMAGE", "image"), Col("RUNTIME", "runtime.name"),
-            Col("LABELS", "labels", fmt=labels_text), Col("CREATED", "createdAt", fmt=age))
+            Col("LABELS", "labels", fmt=labels_text), Col("CREATED", "createdAt", fmt=stamp))
 
 
 @app.command("create")

@@ -14,10 +14,10 @@ app = typer.Typer(cls=DefaultLsGroup, help="Manage content blobs (shared by all 
 @app.command("ls")
 def ls(ctx: typer.Context, filters: FiltersArg = None, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List blobs: DIGEST, SIZE, CREATED, LABELS."""
-    from dist_tool.render import Col, age, iec, labels_text
+    from dist_tool.render import Col, iec, labels_text, stamp
 
     s = session(ctx)
-    cols = (Col("DIGEST", "digest"), Col("SIZE", "size", fmt=iec), Col("CREATED", "createdAt", fmt=age),
+    cols = (Col("DIGEST", "digest"), Col("SIZE", "size", fmt=iec), Col("CREATED", "createdAt", fmt=stamp),
             Col("LABELS", "labels", fmt=labels_text))
     found = s.content.list(*(filters or ()))
     s.render.records([i.to_json() for i in found], cols, as_json=json_, quiet=quiet, key="digest")
@@ -72,11 +72,11 @@ def ingest(ctx: typer.Context,
 @app.command("active")
 def active(ctx: typer.Context, json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Ingests in progress (or interrupted): REF, SIZE so far, STARTED."""
-    from dist_tool.render import Col, age, iec
+    from dist_tool.render import Col, iec, stamp
 
     s = session(ctx)
     cols = (Col("REF", "ref"), Col("SIZE", "offset", fmt=iec), Col("EXPECTED", "expected"),
-            Col("STARTED", "startedAt", fmt=age), Col("WRITER", "active", fmt=lambda a: "live" if a else "gone"))
+            Col("STARTED", "startedAt", fmt=stamp), Col("WRITER", "active", fmt=lambda a: "live" if a else "gone"))
     s.render.records([i.to_json() for i in s.content.ingests()], cols, as_json=json_, quiet=quiet, key="ref")
 
 

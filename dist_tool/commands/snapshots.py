@@ -15,9 +15,9 @@ LabelOpt = Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE, 
 
 
 def _columns():
-    from dist_tool.render import Col, age
+    from dist_tool.render import Col, stamp
 
-    return (Col("KEY", "key"), Col("PARENT", "parent"), Col("KIND", "kind"), Col("CREATED", "createdAt", fmt=age))
+    return (Col("KEY", "key"), Col("PARENT", "parent"), Col("KIND", "kind"), Col("CREATED", "createdAt", fmt=stamp))
 
 
 @app.command("ls")

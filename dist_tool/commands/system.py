@@ -177,11 +177,11 @@ def namespaces_label(ctx: typer.Context, name: str,
 def leases_ls(ctx: typer.Context, filters: FiltersArg = None,
               json_: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List leases: ID, CREATED, EXPIRES, OWNER, LABELS."""
-    from dist_tool.render import Col, age, labels_text, rfc3339
+    from dist_tool.render import Col, labels_text, stamp
 
     s = session(ctx)
-    cols = (Col("ID", "id"), Col("CREATED", "createdAt", fmt=age),
-            Col("EXPIRES", "expiresAt", fmt=lambda t: rfc3339(t) or "-"), Col("OWNER", "ownerPid"),
+    cols = (Col("ID", "id"), Col("CREATED", "createdAt", fmt=stamp),
+            Col("EXPIRES", "expiresAt", fmt=stamp), Col("OWNER", "ownerPid"),
             Col("LABELS", "labels", fmt=labels_text))
     s.render.records([x.to_json() for x in s.leases.list(*(filters or ()))], cols, as_json=json_, quiet=quiet,
                      key="id")

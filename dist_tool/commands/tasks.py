@@ -75,10 +75,10 @@ def _log_needs_detach(log: str | None, detach: bool) -> None:
 
 
 def _columns():
-    from dist_tool.render import Col, age
+    from dist_tool.render import Col, stamp
 
     return (Col("TASK", "id"), Col("PID", "pid"), Col("STATUS", "status"), Col("SHIM", "shimPid"),
-            Col("STARTED", "startedAt", fmt=age))
+            Col("STARTED", "startedAt", fmt=stamp))
 
 
 @app.command("start")

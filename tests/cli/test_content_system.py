@@ -247,3 +247,23 @@ def test_gc_never_follows_a_link_in_the_ingest_area(dist, tmp_path):
     dist.ok("gc")
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in ingest.iterdir()) == []
+
+
+def test_tables_show_times_as_rfc3339_in_utc_as_json_does(dist):
+    # SPEC: "Times are RFC 3339 in UTC" for tables as for JSON (only sizes differ, IEC in tables); the tables
+    # said "just now" and "2 minutes ago", and leases ls mixed that with an RFC 3339 EXPIRES.
+    digest = dist.ok("content", "ingest", "--ref", "r", input=b"blob").lines[0]
+    ingest = dist.root / "content" / "ingest" / hashlib.sha256(b"partial").hexdigest()
+    ingest.mkdir(parents=True)  # what a killed `content ingest --ref partial` leaves
+    (ingest / "ref").write_text("partial")
+    (ingest / "started").write_text("1700000000.0")
+    (ingest / "data").write_bytes(b"par")
+    dist.ok("leases", "create", "--id", "mine", "--expires", "1h")
+    dist.ok("snapshot", "prepare", "work")
+    for listing, key, field in [(["content", "ls"], digest, "createdAt"),
+                                (["content", "active"], "partial", "startedAt"),
+                                (["leases", "ls"], "mine", "createdAt"), (["snapshot", "ls"], "work", "createdAt")]:
+        [record] = dist.ok(*listing, "--json").json
+        header, row = dist.ok(*listing).lines
+        assert row.split()[0] == key and record[field] in row.split(), (listing, row)
+    assert "2023-11-14T22:13:20.000000Z" in dist.ok("content", "active").lines[1]
