@@ -180,10 +180,11 @@ def _snapshot_layers(session, chain_id: str):
         return None
 
 
-def create(session, image_name: str, container_id: str, options: CreateOptions) -> Container:
+def create(session, image_name: str, container_id: str, options: CreateOptions, progress=None) -> Container:
     """Creates the container: record, spec and active snapshot ``container_id`` on the image's
-    unpacked layers. Raises InvalidArgument (bad ID, label or option), NotFound (image, user,
-    mount source), AlreadyExists (the ID, or a snapshot of that key)."""
+    unpacked layers, unpacking them first (shown on ``progress``) when they are not. Raises
+    InvalidArgument (bad ID, label or option), NotFound (image, user, mount source),
+    AlreadyExists (the ID, or a snapshot of that key)."""
     checked = _check_options(container_id, options)
     session.local_only("snapshots")  # before the image is looked up: through --address none is served
     name = reference.normalize(image_name)
@@ -216,7 +217,8 @@ def create(session, image_name: str, container_id: str, options: CreateOptions) 
             with session.leases.temporary("create") as lease:
                 from dist_tool import unpack
 
-                parent = unpack.unpack_target(session, image.target, keep=lease)  # the lease holds the chain
+                # the lease holds the chain
+                parent = unpack.unpack_target(session, image.target, keep=lease, progress=progress)
                 if parent != rootfs.chain_id:
                     raise DataError("image", name, f"unpacked to {parent}, expected chain {rootfs.chain_id}")
                 _insert(session, snapshotter, record, parent)

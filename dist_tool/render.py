@@ -291,8 +291,13 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the bars; a later event starts them again. Idempotent."""
         if self._rich is not None:
             self._rich.stop()
+            self._rich, self._tasks = None, {}
 
     def _bars(self):
         """rich's display, started with the first bar or event: started at once, a command that

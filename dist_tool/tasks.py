@@ -364,14 +364,17 @@ def _remove_command(session, container_id: str) -> list[str]:
 
 
 def run(session, image: str, container_id: str, options, *, remove: bool = False, detach: bool = False,
-        log: str | None = None, null_io: bool = False) -> int | None:
+        log: str | None = None, null_io: bool = False, progress=None) -> int | None:
     """``dist run``: container create + task start; with ``remove``, the container is deleted
-    after the task exits whatever its status. The status of a foreground task, else None."""
+    after the task exits whatever its status. The status of a foreground task, else None.
+    ``progress`` shows the create's unpack and is closed before the task starts."""
     from dist_tool import containers
 
     if detach and log:
         _check_log(log)  # before the container exists
-    container = containers.create(session, image, container_id, options)
+    container = containers.create(session, image, container_id, options, progress=progress)
+    if progress is not None:
+        progress.close()  # a foreground task owns the terminal: no bar may be drawn over its output
     started = False
     try:
         if detach:

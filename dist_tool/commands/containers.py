@@ -4,7 +4,15 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, report_collection, session
+from dist_tool.commands import (
+    DefaultLsGroup,
+    FiltersArg,
+    JsonOpt,
+    ProgressOpt,
+    QuietOpt,
+    report_collection,
+    session,
+)
 
 app = typer.Typer(cls=DefaultLsGroup, no_args_is_help=False,
                   help="Manage containers: metadata that pins an image's spec and root filesystem.")
@@ -49,13 +57,16 @@ def create(ctx: typer.Context,
            label: LabelOpt = None, env: EnvOpt = None, cwd: CwdOpt = None, user: UserOpt = None,
            mount: MountOpt = None, net_host: NetHostOpt = False, read_only: ReadOnlyOpt = False,
            tty: TtyOpt = False, runtime: RuntimeOpt = "io.containerd.runc.v2",
-           entrypoint: EntrypointOpt = None) -> None:
+           entrypoint: EntrypointOpt = None, progress: ProgressOpt = "auto") -> None:
     """Create a container from IMAGE: spec from its config with these overrides, rootfs snapshot on its layers."""
     from dist_tool import containers
+    from dist_tool.render import Progress
 
     s = session(ctx)
     options = create_options(args, label, env, cwd, user, mount, net_host, read_only, tty, runtime, entrypoint)
-    s.render.line(containers.create(s, image, container_id, options).id)
+    with Progress(progress) as bar:  # the image's layers are unpacked here when they are not yet
+        container = containers.create(s, image, container_id, options, progress=bar)
+    s.render.line(container.id)
 
 
 @app.command("ls")

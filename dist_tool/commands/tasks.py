@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, QuietOpt, session
+from dist_tool.commands import DefaultLsGroup, FiltersArg, JsonOpt, ProgressOpt, QuietOpt, session
 from dist_tool.commands.containers import (
     CwdOpt,
     EntrypointOpt,
@@ -210,14 +210,16 @@ def run(ctx: typer.Context,
         label: LabelOpt = None, env: EnvOpt = None, cwd: CwdOpt = None, user: UserOpt = None,
         mount: MountOpt = None, net_host: NetHostOpt = False, read_only: ReadOnlyOpt = False,
         tty: TtyOpt = False, runtime: RuntimeOpt = "io.containerd.runc.v2",
-        entrypoint: EntrypointOpt = None) -> None:
+        entrypoint: EntrypointOpt = None, progress: ProgressOpt = "auto") -> None:
     """Create a container and start its task (container create options + task start)."""
     from dist_tool import tasks
+    from dist_tool.render import Progress
 
     _log_needs_detach(log, detach)
     s = session(ctx)
     options = create_options(args, label, env, cwd, user, mount, net_host, read_only, tty, runtime, entrypoint)
-    with passthrough(task_missing_is_3=False):
-        status = tasks.run(s, image, container_id, options, remove=rm, detach=detach, log=log, null_io=null_io)
+    with passthrough(task_missing_is_3=False), Progress(progress) as bar:
+        status = tasks.run(s, image, container_id, options, remove=rm, detach=detach, log=log, null_io=null_io,
+                           progress=bar)
     if status is not None:
         raise TaskExit(status)

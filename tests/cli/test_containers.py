@@ -176,6 +176,24 @@ def test_create_unpacks_an_image_imported_without_unpacking(dist, rootfs):
     assert dist.ok("leases", "ls", "-q").stdout == ""  # the create's lease ended with it
 
 
+def test_create_and_run_show_their_unpack_as_progress_on_stderr(dist, rootfs):
+    # SPEC: unpacking is a long transfer that takes --progress, plain lines on stderr off a terminal; an
+    # image imported --no-unpack was unpacked by create and run with no option and not a line (CI saw nothing)
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "busybox", "--config-cmd",
+            "/bin/sh")
+    created = dist.ok("c", "create", "--progress", "plain", "busybox", "web")
+    assert created.stdout == "web\n" and created.stderr.startswith("unpack sha256:"), created.stderr
+    assert "unpacked" in created.stderr
+    dist.ok("c", "rm", "web")
+    dist.ok("rmi", "busybox")  # its layers go with it: run must unpack again
+    dist.ok("images", "import", "--no-unpack", "--rootfs", str(rootfs), "--name", "busybox", "--config-cmd",
+            "/bin/sh")
+    assert dist.ok("snapshot", "ls", "-q").stdout == ""
+    ran = dist.ok("run", "--rm", "--progress", "plain", "busybox", "once", "--", "echo", "hi")
+    assert ran.stdout == "hi\n" and ran.stderr.startswith("unpack sha256:"), ran.stderr
+    assert dist("c", "create", "--progress", "bogus", "busybox", "web").code == 2
+
+
 @pytest.mark.parametrize("user, expected", [
     ("bob", {"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 63]}),
     ("www:audio", {"uid": 33, "gid": 63, "additionalGids": [63]}),
