@@ -71,8 +71,9 @@ class GcResult:
     leases: list[tuple[str, str]] = field(default_factory=list)
     ingests: list[str] = field(default_factory=list)
     snapshots: list[SnapshotNode] = field(default_factory=list)
-    # Snapshot directories no record names, staging directories of killed unpacks and what killed
-    # removals left in the trash (ROOT-relative), and the bytes of disk they held.
+    # Snapshot directories no record names, staging directories of killed unpacks, what killed
+    # removals left in the trash and ingest directories that name no ingest (ROOT-relative), and
+    # the bytes of disk they held.
     directories: list[str] = field(default_factory=list)
     directory_bytes: int = 0
     dry_run: bool = False
@@ -283,6 +284,11 @@ def collect(meta, content, janitor, dry_run: bool = False, only: set[str] | None
         janitor.empty_trash()
     if only is None:
         result.ingests = [s.ref for s in content.remove_dead_ingests(dry_run=dry_run)]
+        # Ingest directories that name no ingest (a writer killed before its data) are leftovers
+        # like the snapshots' above: listed with them, their disk counted in bytesFreed.
+        left = content.remove_leftover_ingest_dirs(dry_run=dry_run)
+        result.directories = sorted(result.directories + [path for path, _ in left])
+        result.directory_bytes += sum(size for _, size in left)
     return result
 
 

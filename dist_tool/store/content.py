@@ -425,7 +425,8 @@ class LocalContentStore:
         _remove_locked(d, _lock_ingest(d, ref, wait=False))
 
     def remove_dead_ingests(self, dry_run: bool = False) -> list[IngestStatus]:
-        """Removes the ingests no live writer holds (what ``gc`` does); returns them."""
+        """Removes the ingests no live writer holds (what ``gc`` does); returns them. The
+        directories that name no ingest are ``remove_leftover_ingest_dirs``'s, after this."""
         dead = [s for s in self.ingests() if not s.active]
         if not dry_run:
             for status in dead:
@@ -434,43 +435,57 @@ class LocalContentStore:
                     _remove_locked(d, _lock_ingest(d, status.ref, wait=False))
                 except Conflict:
                     continue  # a writer took it meanwhile: it is alive again
-            self._remove_unnamed_ingest_dirs({_ingest_key(s.ref) for s in self.ingests()})
         return dead
 
-    def _remove_unnamed_ingest_dirs(self, named: set[str]) -> None:
-        """Ingest directories without a readable ref, start or data (a writer killed while it
-        made or removed one) name no ingest to resume: gone, unless a writer holds the lock or
-        the directory is young (a writer between its mkdir and its lock; taking the lock then
+    def remove_leftover_ingest_dirs(self, dry_run: bool = False) -> list[tuple[str, int]]:
+        """(ROOT-relative path, bytes of disk) of each ingest directory without a readable ref,
+        start or data that is removed (or, with ``dry_run``, would be), in path order: a writer
+        killed while it made or removed one (an import's layer thread between ``expected`` and
+        ``data``) left it, and it names no ingest to resume. Spared while a writer holds the lock
+        or the directory is young (a writer between its mkdir and its lock; taking the lock then
         would fail that writer as a conflict). What a remover renamed away and was killed before
-        deleting is no one's: gone at once."""
+        deleting is no one's: gone at once. Measured before removal, for gc's report; a non-
+        directory entry (a link, a file) is no ingest of ours and goes unreported."""
         from filelock import Timeout, UnixFileLock
 
         try:
-            keys = os.listdir(self.ingest_dir)
+            keys = sorted(os.listdir(self.ingest_dir))
         except FileNotFoundError:
-            return
+            return []
+        named = {_ingest_key(s.ref) for s in self.ingests()}
         young = time.time() - UNNAMED_INGEST_GRACE
+        out = []
         for key in keys:
             d = os.path.join(self.ingest_dir, key)
+            rel = os.path.join(os.path.basename(self.layout), "ingest", key)
             try:
                 st = os.lstat(d)  # never followed: a link here must not lead gc out of the store
             except OSError:
                 continue
             if not stat.S_ISDIR(st.st_mode):  # a symlink or a file is no ingest of ours: the entry goes
-                with contextlib.suppress(OSError):
-                    os.unlink(d)
+                if not dry_run:
+                    with contextlib.suppress(OSError):
+                        os.unlink(d)
                 continue
             if key.startswith(REMOVED_PREFIX):
-                shutil.rmtree(d, ignore_errors=True)
+                out.append((rel, _disk_bytes(d)))
+                if not dry_run:
+                    shutil.rmtree(d, ignore_errors=True)
                 continue
             if key in named or st.st_mtime > young:
+                continue
+            if dry_run:
+                if not _held(os.path.join(d, "lock")):
+                    out.append((rel, _disk_bytes(d)))
                 continue
             lock = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
             try:
                 lock.acquire()
             except (Timeout, OSError):  # held, or its directory went meanwhile (a commit, an abort)
                 continue
+            out.append((rel, _disk_bytes(d)))
             _remove_locked(d, lock)
+        return out
 
     # -------------------------------------------------------------- ContentManager
 
@@ -615,6 +630,17 @@ def _could_be_a_blob(entry: os.DirEntry, hex_length: int) -> bool:
         return entry.is_symlink() or entry.is_file(follow_symlinks=False)
     except OSError:  # gone meanwhile
         return False
+
+
+def _disk_bytes(directory: str) -> int:
+    """Bytes of disk (blocks) under an ingest directory, for gc's report only: one that cannot be
+    read all through counts what could be read rather than fail the collection that removes it."""
+    total = 0
+    for top, dirs, files in os.walk(directory):  # never follows a link
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
 
 
 def _size_or_zero(entry: os.DirEntry) -> int:

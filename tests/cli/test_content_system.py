@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 
 import pytest
 from helpers import store_fingerprint
+
+from dist_tool.render import iec
 
 CONTENT_KEYS = {"digest", "size", "createdAt", "updatedAt", "labels"}
 
@@ -247,6 +250,37 @@ def test_gc_never_follows_a_link_in_the_ingest_area(dist, tmp_path):
     dist.ok("gc")
     assert list(outside.iterdir()) == []
     assert sorted(p.name for p in ingest.iterdir()) == []
+
+
+def test_gc_lists_and_counts_an_ingest_directory_a_killed_import_left_without_data(dist):
+    """A layer thread killed after writing `expected` but before opening `data` leaves a directory
+    `content active` does not list. gc removed it once its grace was over, but said "freed 0 B in
+    0 blobs", and --dry-run and --json named nothing (README: what gc removes is listed and counted)."""
+    dist.ok("images")
+    key = hashlib.sha256(b"gi-layer").hexdigest()
+    left = dist.root / "content" / "ingest" / key
+    left.mkdir()
+    old = time.time() - 3600  # past UNNAMED_INGEST_GRACE
+    (left / "ref").write_text("gi-layer")
+    (left / "started").write_text(repr(old))
+    (left / "expected").write_text(json.dumps({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                               "digest": sha(b"layer"), "size": 5}))
+    (left / "lock").touch()
+    for path in (*left.iterdir(), left):
+        os.utime(path, (old, old))
+    assert dist.ok("content", "active", "-q").lines == []
+    rel = f"content/ingest/{key}"
+    planned = dist.ok("gc", "--dry-run", "--json").json
+    assert planned["removed"]["directories"] == [rel] and planned["removed"]["ingests"] == []
+    assert planned["bytesFreed"] > 0  # the disk its files take, as for the other leftover directories
+    assert left.is_dir()
+    text = dist.ok("gc", "--dry-run").lines
+    assert f"would remove leftover directory {rel}" in text
+    assert text[-1] == f"would free {iec(planned['bytesFreed'])} in 0 blobs (and 1 directory)"
+    done = dist.ok("gc", "--json").json
+    assert done["removed"]["directories"] == [rel] and done["bytesFreed"] == planned["bytesFreed"]
+    assert not left.exists()
+    assert dist.ok("gc", "--json").json["removed"]["directories"] == []
 
 
 def test_tables_show_times_as_rfc3339_in_utc_as_json_does(dist):

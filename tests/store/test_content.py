@@ -200,9 +200,10 @@ def test_remove_dead_ingests_spares_live_writers(store):
         live.close()
 
 
-def test_remove_dead_ingests_removes_directories_a_killed_writer_left_unnamed(store):
+def test_leftover_ingest_dirs_are_directories_a_killed_writer_left_unnamed(store):
     """A kill between a writer's mkdir and its ref (or between removing its files and its rmdir)
-    leaves a directory no ingest names; gc removes it, and spares a live writer's."""
+    leaves a directory no ingest names; gc removes it, lists it for its report, and spares a live
+    writer's."""
     live = store.writer("live")
     empty = os.path.join(store.ingest_dir, "0" * 64)
     os.makedirs(empty)
@@ -211,12 +212,20 @@ def test_remove_dead_ingests_removes_directories_a_killed_writer_left_unnamed(st
     open(os.path.join(half, "lock"), "w").close()
     young = os.path.join(store.ingest_dir, "2" * 64)  # a writer between its mkdir and its lock
     os.makedirs(young)
+    renamed = os.path.join(store.ingest_dir, ".removed-" + "3" * 64 + "-00")  # its remover killed
+    os.makedirs(renamed)
+    with open(os.path.join(renamed, "data"), "wb") as f:
+        f.write(b"x" * 8192)
     old = time.time() - 3600
     for d in (empty, half):
         os.utime(d, (old, old))
     try:
         assert store.remove_dead_ingests(dry_run=True) == [] and os.path.isdir(empty)
-        store.remove_dead_ingests()
+        left = [f"content/ingest/.removed-{'3' * 64}-00", f"content/ingest/{'0' * 64}", f"content/ingest/{'1' * 64}"]
+        planned = store.remove_leftover_ingest_dirs(dry_run=True)
+        assert [path for path, _ in planned] == left and planned[0][1] >= 8192  # its data's disk
+        assert os.path.isdir(empty) and os.path.isdir(renamed)
+        assert store.remove_leftover_ingest_dirs() == planned
         assert sorted(os.listdir(store.ingest_dir)) == sorted([os.path.basename(live.dir), "2" * 64])
     finally:
         live.close()
