@@ -448,6 +448,8 @@ class LocalContentStore:
         directory entry (a link, a file) is no ingest of ours and goes unreported."""
         from filelock import Timeout, UnixFileLock
 
+        from dist_tool.store.snapshots import leftover_bytes
+
         try:
             keys = sorted(os.listdir(self.ingest_dir))
         except FileNotFoundError:
@@ -468,7 +470,7 @@ class LocalContentStore:
                         os.unlink(d)
                 continue
             if key.startswith(REMOVED_PREFIX):
-                out.append((rel, _disk_bytes(d)))
+                out.append((rel, leftover_bytes(d)))
                 if not dry_run:
                     shutil.rmtree(d, ignore_errors=True)
                 continue
@@ -476,14 +478,14 @@ class LocalContentStore:
                 continue
             if dry_run:
                 if not _held(os.path.join(d, "lock")):
-                    out.append((rel, _disk_bytes(d)))
+                    out.append((rel, leftover_bytes(d)))
                 continue
             lock = UnixFileLock(os.path.join(d, "lock"), timeout=0, preserve_lock_file=True)
             try:
                 lock.acquire()
             except (Timeout, OSError):  # held, or its directory went meanwhile (a commit, an abort)
                 continue
-            out.append((rel, _disk_bytes(d)))
+            out.append((rel, leftover_bytes(d)))
             _remove_locked(d, lock)
         return out
 
@@ -630,17 +632,6 @@ def _could_be_a_blob(entry: os.DirEntry, hex_length: int) -> bool:
         return entry.is_symlink() or entry.is_file(follow_symlinks=False)
     except OSError:  # gone meanwhile
         return False
-
-
-def _disk_bytes(directory: str) -> int:
-    """Bytes of disk (blocks) under an ingest directory, for gc's report only: one that cannot be
-    read all through counts what could be read rather than fail the collection that removes it."""
-    total = 0
-    for top, dirs, files in os.walk(directory):  # never follows a link
-        for name in dirs + files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(top, name)).st_blocks * 512
-    return total
 
 
 def _size_or_zero(entry: os.DirEntry) -> int:

@@ -543,15 +543,16 @@ class SnapshotJanitor:
                         where = trashed
                     found.append((f"snapshots/{name}/staging/{entry}", where))
         found += leftovers or []
-        measured = sorted((rel, _disk_bytes(where)) for rel, where in found)
+        measured = sorted((rel, leftover_bytes(where)) for rel, where in found)
         if not dry_run:
             self.empty_trash()
         return measured
 
 
-def _disk_bytes(path: str | None) -> int:
-    """What a leftover holds, for the report only: one that cannot be read all through counts 0
-    rather than fail the collection that removes it."""
+def leftover_bytes(path: str | None) -> int:
+    """What a leftover directory holds (blocks of disk, hard links once, links never followed),
+    for gc's report only: one that cannot be read all through counts 0 rather than fail the
+    collection that removes it. The content store's leftover ingest directories use it too."""
     try:
         return disk_usage(path).size if path else 0
     except OSError:
