@@ -7,6 +7,7 @@ so ``dist images`` loads the images group alone (start-up is a benchmark).
 
 
 import importlib
+import io
 import os
 import sys
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from typer.core import TyperGroup
 
 from dist_tool import __version__
 from dist_tool.commands import LazySubcommandGroup, word_placeholders
-from dist_tool.errors import DistError, TaskExit
+from dist_tool.errors import DistError, TaskExit, Unavailable
 
 # name → (module, attribute, one-line help). Attributes are typer apps.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -74,6 +75,45 @@ def _conventional_help(command) -> None:
 
 class _BrokenPipe(Exception):
     """A BrokenPipeError carried past typer, which would turn it into a bare ``exit 1``."""
+
+
+class _Stdout(io.FileIO):
+    """fd 1 under the program's sys.stdout. Every write to standard output (tables, JSON, -q lists,
+    export -, content get, task logs, help, run()'s final flush) ends here, so a failed one is
+    said to be stdout's here: the bare OSError ("I/O error: [Errno 28] ...") named nothing, and a
+    full disk under the store read the same. A closed reader stays a BrokenPipeError (main's case)."""
+
+    failed = False  # whether a write has failed: run() says so once
+
+    def write(self, data) -> int | None:
+        if not memoryview(data).nbytes:
+            # click probes stdout with write(""), which reaches the fd when unbuffered
+            # (PYTHONUNBUFFERED), fails on /dev/full and is swallowed: nothing to write.
+            return 0
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failed = True
+            raise Unavailable("stdout", "", e.strerror or str(e)) from e
+
+
+def _stdout_that_names_itself() -> _Stdout | None:
+    """sys.stdout rebuilt over a ``_Stdout``, as buffered as Python made it (PYTHONUNBUFFERED)."""
+    stdout = sys.stdout
+    try:
+        if stdout.fileno() != 1:
+            return None
+    except (AttributeError, OSError, ValueError):  # not a file
+        return None
+    stdout.flush()
+    raw = _Stdout(1, "w", closefd=False)
+    raw.name = "<stdout>"
+    buffer = raw if isinstance(stdout.buffer, io.RawIOBase) else io.BufferedWriter(raw)
+    sys.stdout = io.TextIOWrapper(buffer, encoding=stdout.encoding, errors=stdout.errors, newline="\n",
+                                  line_buffering=stdout.line_buffering, write_through=stdout.write_through)
+    return raw
 
 
 class LazyGroup(TyperGroup):
@@ -248,16 +288,22 @@ def run() -> None:
     if not gc.isenabled():  # launch.run() imported us with collection off: start-up is over
         gc.freeze()
         gc.enable()
+    stdout = _stdout_that_names_itself()
     if sys.stdout.errors == "strict" and sys.stdout.encoding.lower().replace("-", "") != "utf8":
         # An ASCII stdout (PYTHONIOENCODING=ascii, LC_ALL=C without UTF-8 mode) and a label "värde"
         # made every table an internal error; shown escaped instead, as stderr already shows it.
         sys.stdout.reconfigure(errors="backslashreplace")
     status = main()
+    said = status != 0 and stdout is not None and stdout.failed  # main() reported stdout's failure
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BrokenPipeError:  # the reader went away, as in main()
             pass
+        except DistError as e:  # stdout's (_Stdout): a listing smaller than its buffer fails here
+            if not said:
+                _error(str(e))
+                status = status or e.exit_code
     os._exit(status)
 
 

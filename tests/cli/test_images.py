@@ -551,6 +551,28 @@ def test_output_larger_than_a_pipe_arrives_whole_and_a_reader_may_leave_early(di
     assert reader.stderr.read() == b""
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_a_stdout_that_cannot_be_written_is_named(dist, imported, unbuffered):
+    """``dist images > /dev/full`` said "I/O error: [Errno 28] No space left on device", which names
+    nothing (a full disk under the store reads the same); with a buffered stdout a listing smaller
+    than the buffer failed in run()'s final flush, a traceback and exit 120. Every result written to
+    stdout, text or bytes, names it, whether Python buffers stdout or not (PYTHONUNBUFFERED)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    blob = dist.ok("images", "--json").json[0]["target"]["digest"]
+    for args in (["images"], ["images", "-q"], ["images", "--json"], ["images", "inspect", imported.name],
+                 ["images", "export", "-", imported.name, "--progress", "none"], ["content", "get", blob],
+                 ["images", "--help"], ["--version"]):
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(dist.root), *args],
+                                    stdout=full, stderr=subprocess.PIPE, env=env, timeout=60)
+        assert (result.returncode, result.stderr) == (1, b"dist: error: stdout: No space left on device\n"), args
+
+
 def test_ctrl_c_exits_130_and_leaves_the_store_as_it_was(dist, imported, tmp_path):
     """SIGINT while an import waits for its archive's bytes: 128+2, as a shell reports it, not
     success; whatever the import had begun is undone."""

@@ -562,6 +562,17 @@ def test_detached_task_lives_on_and_every_command_works_on_it(bb):
     bb.ok("c", "rm", "web")
 
 
+def test_task_logs_into_a_full_stdout_names_it(bb):
+    """``dist task logs ID > /dev/full`` said "I/O error: [Errno 28] No space left on device"."""
+    bb.ok("run", "-d", "busybox", "logfull", "--", "sh", "-c", "echo to-the-log", timeout=TIMEOUT)
+    wait_for(lambda: "to-the-log" in bb.ok("task", "logs", "logfull").stdout, "the log")
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(_argv(bb, "task", "logs", "logfull"), stdout=full, stderr=subprocess.PIPE,
+                                timeout=TIMEOUT)
+    assert (result.returncode, result.stderr) == (1, b"dist: error: stdout: No space left on device\n")
+    bb.ok("c", "rm", "-f", "logfull", timeout=TIMEOUT)
+
+
 def test_logs_follow_and_log_file_option(bb, tmp_path):
     log = tmp_path / "out.log"
     bb.ok("run", "-d", "--log", str(log), "busybox", "lf", "--", "sh", "-c",
