@@ -499,8 +499,8 @@ def test_foreground_stdio_is_attached(bb):
 
 
 def test_foreground_run_forwards_signals_and_keeps_last_exit(bb, tmp_path):
-    argv = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
-            "run", "busybox", "fwd", "--", "sh", "-c", "trap 'exit 42' TERM; echo up; while :; do sleep 0.05; done"]
+    argv = _argv(bb, "run", "busybox", "fwd", "--", "sh", "-c",
+                 "trap 'exit 42' TERM; echo up; while :; do sleep 0.05; done")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         assert proc.stdout.readline() == b"up\n"
@@ -793,8 +793,7 @@ def test_an_exec_too_long_for_the_shim_is_a_usage_error_and_the_task_runs_on(bb,
 def test_a_foreground_exec_whose_shim_dies_says_so_and_cleans_up(bb):
     bb.ok("run", "-d", "busybox", "execdeath", "--", "sleep", "1000")
     shim = tasks(bb)["execdeath"]["shimPid"]
-    execing = subprocess.Popen([sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
-                                "task", "exec", "execdeath", "--exec-id", "long", "--", "sleep", "1000"],
+    execing = subprocess.Popen(_argv(bb, "task", "exec", "execdeath", "--exec-id", "long", "--", "sleep", "1000"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(bb.ok("task", "ps", "execdeath", "--json").json) >= 2, "the exec to run")
@@ -965,7 +964,7 @@ def _in_pty(argv: list[str], rows: int = 40, cols: int = 100, timeout: float = T
 
 
 def test_tty_gives_a_terminal_of_the_window_size(bb):
-    base = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state)]
+    base = _argv(bb)
     code, out = _in_pty([*base, "run", "--rm", "-t", "busybox", "tty1", "--", "sh", "-c",
                          "tty; stty size; echo TERM=$TERM; exit 3"])
     assert code == 3, out
@@ -1077,7 +1076,7 @@ def test_the_shim_starts_on_the_standard_library_alone():
 
 
 def _run_with_stdin(bb, stdin, *args):
-    cmd = [sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state), *args]
+    cmd = _argv(bb, *args)
     return subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=TIMEOUT)
 
 
@@ -1094,8 +1093,7 @@ def test_a_terminal_task_gets_stdin_from_anything_and_its_end(bb, tmp_path, sour
         with open(tmp_path / "in", "rb") as f:
             r = _run_with_stdin(bb, f, *args)
     else:
-        r = subprocess.run([sys.executable, "-m", "dist_tool", "--root", str(bb.root), "--state", str(bb.state),
-                            *args], input=data, capture_output=True, timeout=TIMEOUT)
+        r = subprocess.run(_argv(bb, *args), input=data, capture_output=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     # wc's count comes after the terminal's echo of the input ("a\r\nb" then "1" for the last case)
     assert r.stdout.rstrip().endswith(b"%d" % data.count(b"\n")), r.stdout
