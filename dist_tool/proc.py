@@ -4,28 +4,29 @@ the pid is recycled. Pure stdlib; the shim imports this too."""
 from __future__ import annotations
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on), or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it yet
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it yet
         return None
     return fields[19]
 
 
 def stopped(pid: int) -> bool:
     """Whether ``pid`` is stopped (SIGSTOP, SIGTSTP) or traced (state T or t in /proc/PID/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] in ("T", "t")
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
 
 
 def alive(pid: int | None, start: str | None) -> bool:
