@@ -263,6 +263,14 @@ def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{r}:{','.join(a)}" if a else r for r, a in merged.items())
 
 
+def shown_scope(scope: str) -> str:
+    """A scope as a message shows it: its actions sorted, since a registry's challenge may list
+    them in any order (docker-registry's comes from a Go map: pull,push one time, push,pull the
+    next)."""
+    resource, colon, actions = scope.rpartition(":")
+    return f"{resource}:{','.join(sorted(actions.split(',')))}" if colon and resource else scope
+
+
 # ---------------------------------------------------------------- the authorizer
 
 

@@ -34,6 +34,7 @@ from dist_tool.remote.auth import (
     from_docker_config,
     parse_challenges,
     repository_scope,
+    shown_scope,
 )
 from dist_tool.remote.transport import Client, Response, TransportError, origin, shown_origin
 from dist_tool.store.limits import MAX_INDEX_BYTES, MAX_MANIFEST_BYTES
@@ -436,7 +437,8 @@ class Repository:
                 for challenge in challenges:
                     if challenge.params.get("error") == "insufficient_scope":
                         scope = challenge.params.get("scope", "")
-                        scope = scope if re.fullmatch(r"[A-Za-z0-9_./:,-]{1,256}", scope) else "this access"
+                        readable = re.fullmatch(r"[A-Za-z0-9_./:,-]{1,256}", scope)
+                        scope = shown_scope(scope) if readable else "this access"
                         creds = f"access denied: the credentials were accepted, but not for {scope}"
                         detail = " (insufficient_scope)"
                         break

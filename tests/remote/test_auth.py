@@ -19,6 +19,7 @@ from dist_tool.remote.auth import (
     merge_scopes,
     parse_challenges,
     parse_user,
+    shown_scope,
 )
 
 
@@ -40,6 +41,12 @@ def test_challenges(header, expected):
 def test_scopes_merge_actions_per_repository():
     assert merge_scopes(["repository:a:pull,push", "repository:a:pull", "repository:b:pull"]) == \
         ("repository:a:pull,push", "repository:b:pull")
+
+
+@pytest.mark.parametrize("challenged", ["repository:theirs/app:pull,push", "repository:theirs/app:push,pull"])
+def test_a_scope_is_shown_with_its_actions_in_one_order_whatever_the_registry_sent(challenged):
+    assert shown_scope(challenged) == "repository:theirs/app:pull,push"
+    assert shown_scope("registry:catalog:*") == "registry:catalog:*"
 
 
 def test_user_option_and_secret_never_in_repr():
